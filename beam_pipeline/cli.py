@@ -1,0 +1,205 @@
+"""``dicom-meta-extract INPUT... -o OUT.csv [options] [any Beam option]``.
+
+Everything a user can get wrong on the command line (an unknown option, a missing
+input, an output folder that cannot be written) is reported in one line with exit
+status 2 before any work starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+import time
+import uuid
+
+import apache_beam as beam
+import yaml
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import (
+    PipelineOptions,
+    StandardOptions,
+    _BeamArgumentParser,
+)
+
+from beam_pipeline.options import DicomExtractOptions
+from beam_pipeline.pipeline import build_pipeline
+from transforms.discover import has_glob
+from transforms.progress import ProgressBar
+from transforms.report import OutputPaths
+
+PROG = "dicom-meta-extract"
+LOCAL_RUNNERS = (None, "DirectRunner", "FnApiRunner")
+
+
+class UsageError(Exception):
+    pass
+
+
+class _OneLineParser(_BeamArgumentParser):
+    def error(self, message):
+        raise UsageError(message)
+
+
+def _parser() -> _OneLineParser:
+    parser = _OneLineParser(prog=PROG, allow_abbrev=False, add_help=True)
+    parser.add_argument("inputs", nargs="*", metavar="INPUT",
+                        help="Directories, files or globs (local, gs://, s3://).")
+    parser.add_argument("--config", help="YAML file of options (run_configs/*.yaml); "
+                        "command-line flags override it.")
+    parser.add_argument("--quiet", action="store_true", help="No progress bar or summary.")
+    option_classes = {str(cls): cls for cls in PipelineOptions.__subclasses__()}
+    for cls in option_classes.values():
+        cls._add_argparse_args(parser)
+    return parser
+
+
+def config_flags(path: str | None) -> list[str]:
+    """``key: value`` pairs of a YAML file as ``--key=value`` flags."""
+    if path is None:
+        return []
+    try:
+        with open(path, encoding="utf-8") as stream:
+            config = yaml.safe_load(stream) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise UsageError(f"cannot read config {path}: {exc}") from exc
+    if not isinstance(config, dict):
+        raise UsageError(f"config {path} must be a mapping of option: value")
+    flags = []
+    for key, value in config.items():
+        values = value if isinstance(value, list) else [value]
+        for item in values:
+            if item is True:
+                flags.append(f"--{key}")
+            elif item is not False and item is not None:
+                flags.append(f"--{key}={item}")
+    return flags
+
+
+def split_positionals(parser, argv: list[str]) -> tuple[list[str], list[str]]:
+    """(positional arguments, option flags) of ``argv``, in their order."""
+    positionals, flags = [], []
+    tokens = iter(argv)
+    for token in tokens:
+        if token == "--":
+            positionals.extend(tokens)
+        elif token.startswith("-") and token != "-":
+            flags.append(token)
+            action = parser._option_string_actions.get(token)  # "--flag value" form
+            if action is not None and action.nargs != 0 and "=" not in token:
+                flags.append(next(tokens, ""))
+        else:
+            positionals.append(token)
+    return positionals, flags
+
+
+def _check_inputs(inputs: list[str]) -> None:
+    if not inputs:
+        raise UsageError("no INPUT given: name at least one directory, file or glob")
+    for path in inputs:
+        if "://" in path:
+            continue
+        if has_glob(path):
+            if next(glob.iglob(path, recursive=True), None) is None:
+                raise UsageError(f"input {path!r} matches no file")
+        elif not os.path.exists(path):
+            raise UsageError(f"input {path!r} does not exist")
+
+
+def _check_output(output: str | None) -> None:
+    if not output:
+        raise UsageError("no output given: add -o OUT.csv")
+    if "://" in output:
+        return
+    if os.path.isdir(output):
+        raise UsageError(f"output {output!r} is a directory; name a file such as {output}/scan.csv")
+    folder = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(folder):
+        raise UsageError(f"output folder {folder!r} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"output folder {folder!r} is not writable")
+
+
+def parse(argv: list[str]):
+    """Return (inputs, pipeline options, quiet) or raise UsageError."""
+    parser = _parser()
+    config = argparse.ArgumentParser(add_help=False)
+    config.add_argument("--config")
+    config_path = config.parse_known_args(argv)[0].config
+    argv = config_flags(config_path) + argv
+    args = parser.parse_intermixed_args(argv)
+    positionals, flags = split_positionals(parser, argv)
+    inputs = positionals
+    _check_inputs(inputs)
+    options = PipelineOptions(
+        [flag for flag in flags if not flag.startswith(("--config", "--quiet"))]
+    )
+    _check_output(options.view_as(DicomExtractOptions).output)
+    return inputs, options, args.quiet
+
+
+def make_runner(options: PipelineOptions):
+    """The local runner is chosen explicitly: Beam's DirectRunner may switch to Prism
+    and try to download it, so an offline machine would behave differently."""
+    runner = options.view_as(StandardOptions).runner
+    if runner not in LOCAL_RUNNERS:
+        return None  # Beam resolves the named runner
+    from apache_beam.portability.api import beam_provision_api_pb2
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
+    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+    provision_info = fn_runner.ExtendedProvisionInfo(
+        beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)
+    )
+    return fn_runner.FnApiRunner(provision_info=provision_info)
+
+
+def is_local(options: PipelineOptions) -> bool:
+    return options.view_as(StandardOptions).runner in LOCAL_RUNNERS
+
+
+def run(inputs: list[str], options: PipelineOptions, quiet: bool = True) -> dict:
+    """Run the extraction and return its summary."""
+    extract_options = options.view_as(DicomExtractOptions)
+    run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8]
+    paths = OutputPaths.for_output(extract_options.output, run_id)
+    started = time.time()
+    FileSystems.set_options(options)
+    with ProgressBar(enabled=not quiet and is_local(options)) as bar:
+        progress = bar.reporter() if is_local(options) else None
+        pipeline = beam.Pipeline(runner=make_runner(options), options=options)
+        build_pipeline(pipeline, inputs, extract_options, paths, started, progress)
+        pipeline.run().wait_until_finish()
+    with FileSystems.open(paths.summary) as stream:
+        return json.loads(stream.read())
+
+
+def describe(summary: dict) -> str:
+    accounted = (
+        "every matched file is accounted for"
+        if summary["accounted_for"]
+        else "WARNING: rows + errors + skipped do not add up to the files matched"
+    )
+    return (
+        f"Matched {summary['files_matched']} files in {summary['seconds']:.1f} s: "
+        f"{summary['rows']} rows with {summary['columns']} columns written to "
+        f"{summary['table']}, {summary['errors']} errors (see {summary['errors_file']}), "
+        f"{summary['non_dicom_skipped']} non-DICOM files skipped (see "
+        f"{summary['skipped_file']}); {accounted}."
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        inputs, options, quiet = parse(argv)
+    except UsageError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    summary = run(inputs, options, quiet)
+    if not quiet:
+        print(describe(summary), file=sys.stderr)
+    return 0 if summary["accounted_for"] else 1

@@ -1,0 +1,43 @@
+"""The pipeline's own options, declared once for the CLI and for every runner."""
+
+from __future__ import annotations
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"{value} is negative")
+    return value
+
+
+non_negative_int.__name__ = "non-negative integer"
+
+
+class DicomExtractOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument(
+            "-o", "--output", help="Output CSV path (local, gs:// or s3://)."
+        )
+        parser.add_argument(
+            "--include-private", "--include_private",
+            dest="include_private", action="store_true", default=False,
+            help="Also extract private elements, named with their private creator.",
+        )
+        parser.add_argument(
+            "--max-sequence-items", "--max_sequence_items",
+            dest="max_sequence_items", type=non_negative_int, default=16,
+            help="Items kept per sequence (0 = all); the true count goes to '#items'.",
+        )
+        parser.add_argument(
+            "--max-binary-bytes", "--max_binary_bytes",
+            dest="max_binary_bytes", type=non_negative_int, default=64,
+            help="Binary values up to this size are written as hex, longer as '<N bytes>'.",
+        )
+        parser.add_argument(
+            "--rows-per-shard", "--rows_per_shard",
+            dest="rows_per_shard", type=non_negative_int, default=5000,
+            help="Rows per temporary shard (bounds each worker's memory).",
+        )

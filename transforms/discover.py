@@ -1,0 +1,71 @@
+"""Discovery: every file under the inputs, spread over workers.
+
+An input is a directory or bucket prefix (walked recursively), a single file, or a glob.
+Nothing is filtered by name here: DICOM is recognised by content during extraction.
+"""
+
+from __future__ import annotations
+
+import os
+
+import apache_beam as beam
+from apache_beam.io import fileio
+from apache_beam.io.filesystem import FileSystem
+from apache_beam.metrics import Metrics
+
+
+def has_glob(path: str) -> bool:
+    return any(char in path for char in "*?[")
+
+
+def to_pattern(path: str) -> str:
+    """A directory (or a bucket prefix ending in ``/``) becomes ``<dir>/**``."""
+    if has_glob(path):
+        return path
+    if "://" in path:
+        return path + "**" if path.endswith("/") else path
+    if os.path.isdir(path):
+        return os.path.join(os.path.abspath(path), "**")
+    return os.path.abspath(path)
+
+
+class _CountMatched(beam.DoFn):
+    def __init__(self, progress=None):
+        self.progress = progress
+        self.matched = Metrics.counter("dicom", "matched")
+
+    def setup(self):
+        if self.progress is not None:
+            self.progress.connect()
+
+    def process(self, file_metadata: FileSystem):
+        self.matched.inc()
+        if self.progress is not None:
+            self.progress.matched(1)
+        yield file_metadata
+
+    def finish_bundle(self):
+        if self.progress is not None:
+            self.progress.flush()
+
+
+class MatchInputs(beam.PTransform):
+    """Input paths -> FileMetadata of every distinct file they hold, spread over workers."""
+
+    def __init__(self, inputs, progress=None):
+        super().__init__()
+        self.patterns = [to_pattern(path) for path in inputs]
+        self.progress = progress
+
+    def expand(self, pbegin):
+        return (
+            pbegin
+            | "Patterns" >> beam.Create(self.patterns)
+            | "Match" >> fileio.MatchAll(fileio.EmptyMatchTreatment.ALLOW)
+            # Grouping by path drops files that two inputs both match, and, like a
+            # Reshuffle, spreads the files (matched on one worker) over all workers.
+            | "KeyByPath" >> beam.Map(lambda metadata: (metadata.path, metadata))
+            | "Deduplicate" >> beam.GroupByKey()
+            | "First" >> beam.Map(lambda path_metadata: next(iter(path_metadata[1])))
+            | "Count" >> beam.ParDo(_CountMatched(self.progress))
+        )

@@ -1,0 +1,173 @@
+"""Extraction: read each matched file's DICOM header and emit its flat row.
+
+Read: the first 132 bytes to recognise DICOM by content, then the header with
+``stop_before_pixels``; values longer than ``DEFER_SIZE`` are not read unless they are
+text (binary ones only need their length for ``<N bytes>``). Never read: pixel data.
+
+Outputs: the main output is one ``Row`` per DICOM file; ``SKIPPED`` gets
+``(path, reason)`` for files that are not DICOM; ``ERRORS`` gets
+``(path, error type, message)`` for files that claim or look like DICOM but cannot be
+read. Every input file lands in exactly one of the three.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+from pydicom import dcmread
+from pydicom.datadict import DicomDictionary
+from pydicom.dataelem import RawDataElement
+
+from transforms.flatten import TEXT_VRS, FlattenSettings, flatten
+
+ERRORS = "errors"
+SKIPPED = "skipped"
+
+PREAMBLE_LENGTH = 128
+MAGIC = b"DICM"
+# Binary values above this size are seeked past, not read.
+DEFER_SIZE = 4096
+# Extensions that promise DICOM: such a file that is not DICOM is an error, not a skip.
+DICOM_EXTENSIONS = (".dcm", ".dicom", ".dic", ".ima")
+
+
+class TruncatedFileError(Exception):
+    """The file ends inside an element of its header."""
+
+
+class NotDicomError(Exception):
+    """A file that promises DICOM (by its name) but does not hold it."""
+
+
+def open_file(path: str):
+    """A seekable binary stream over ``path`` (local or any Beam filesystem)."""
+    if "://" not in path:
+        return open(path, "rb")
+    return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+
+
+def _plausible_first_tag(prefix: bytes, byteorder: str) -> bool:
+    group = int.from_bytes(prefix[0:2], byteorder)
+    element = int.from_bytes(prefix[2:4], byteorder)
+    if group == 0 or group % 2 or group > 0x7FE0:
+        return False
+    return element == 0 or (group << 16 | element) in DicomDictionary
+
+
+def recognise(prefix: bytes) -> tuple[str | None, str]:
+    """Return ``("part10" | "raw" | None, reason)`` from a file's first 132 bytes.
+
+    Part 10 files carry ``DICM`` after a 128-byte preamble. Files written without
+    preamble and File Meta (raw datasets) are accepted when their first element's tag is
+    a standard DICOM tag, in either byte order.
+    """
+    if not prefix:
+        return None, "empty file"
+    if prefix[PREAMBLE_LENGTH:PREAMBLE_LENGTH + 4] == MAGIC:
+        return "part10", ""
+    if len(prefix) >= 8 and (
+        _plausible_first_tag(prefix, "little") or _plausible_first_tag(prefix, "big")
+    ):
+        return "raw", ""
+    return None, "no DICOM preamble and no DICOM element at the start"
+
+
+def check_complete(dataset) -> None:
+    """pydicom returns short values at end of file; a short value means truncation."""
+    for tag in dataset.keys():
+        raw = dataset.get_item(tag)
+        if (
+            isinstance(raw, RawDataElement)
+            and raw.value is not None
+            and raw.length != 0xFFFFFFFF
+            and len(raw.value) < raw.length
+        ):
+            raise TruncatedFileError(
+                f"file ends inside element {raw.tag}: {len(raw.value)} of "
+                f"{raw.length} bytes present"
+            )
+
+
+class ExtractHeaders(beam.DoFn):
+    """FileMetadata -> Row, or a tagged skip / error record."""
+
+    def __init__(self, settings: FlattenSettings, progress=None):
+        self.settings = settings
+        self.progress = progress
+        self.extracted = Metrics.counter("dicom", "extracted")
+        self.errors = Metrics.counter("dicom", "errors")
+        self.skipped = Metrics.counter("dicom", "skipped")
+        self.bad_elements = Metrics.counter("dicom", "elements_kept_raw")
+
+    def setup(self):
+        # pydicom warns about every oddity it reads around; at archive scale that is
+        # noise, and whatever matters ends up in the row or in errors.csv.
+        logging.getLogger("pydicom").setLevel(logging.ERROR)
+        warnings.filterwarnings("ignore", module=r"pydicom(\..*)?")
+        if self.progress is not None:
+            self.progress.connect()
+
+    def process(self, file_metadata):
+        path = file_metadata.path
+        try:
+            outcome = self._read(path)
+        except Exception as exc:  # pylint: disable=broad-except
+            self.errors.inc()
+            outcome = beam.pvalue.TaggedOutput(
+                ERRORS, (path, type(exc).__name__, _message(exc))
+            )
+        if self.progress is not None:
+            self.progress.done(1)
+        yield outcome
+
+    def finish_bundle(self):
+        if self.progress is not None:
+            self.progress.flush()
+
+    def _read(self, path: str):
+        with open_file(path) as stream:
+            kind, reason = recognise(stream.read(PREAMBLE_LENGTH + len(MAGIC)))
+            if kind is None:
+                if path.lower().endswith(DICOM_EXTENSIONS):
+                    raise NotDicomError(f"named as DICOM but not DICOM: {reason}")
+                self.skipped.inc()
+                return beam.pvalue.TaggedOutput(SKIPPED, (path, reason))
+            stream.seek(0)
+            dataset = dcmread(
+                stream,
+                stop_before_pixels=True,
+                defer_size=DEFER_SIZE,
+                force=kind == "raw",
+            )
+            if not dataset.keys():
+                raise NotDicomError("no DICOM elements could be read")
+            check_complete(dataset)
+
+            def read_deferred(raw: RawDataElement) -> RawDataElement:
+                # Only text is worth reading; binary values stay "<N bytes>".
+                if raw.VR is not None and raw.VR not in TEXT_VRS and raw.VR != "SQ":
+                    return raw
+                stream.seek(raw.value_tell)
+                value = stream.read(raw.length)
+                if len(value) < raw.length:
+                    raise TruncatedFileError(f"file ends inside element {raw.tag}")
+                return raw._replace(value=value)
+
+            row, bad_elements = flatten(dataset, path, self.settings, read_deferred)
+        if bad_elements:
+            self.bad_elements.inc(len(bad_elements))
+        self.extracted.inc()
+        return row
+
+
+def _message(exc: Exception) -> str:
+    text = str(exc) or repr(exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror
+    return " ".join(text.split())
+

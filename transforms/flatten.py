@@ -1,0 +1,367 @@
+"""Flatten one pydicom Dataset into a row: ``{column name: text}`` plus each column's VR.
+
+What is read and what is skipped, explicitly:
+
+* Every element of the File Meta group and of the dataset, recursively into every
+  sequence item (up to ``max_sequence_items`` items per sequence).
+* Skipped: overlays (even groups 60xx), pixel data (7FE0), and the digital-signature /
+  data-set-trailing / item-delimiter groups FFFA, FFFC, FFFE. Private (odd) groups are
+  skipped unless ``include_private``.
+* Empty values are absent: a column is only ever filled with real text. ``NONE``, ``N/A``
+  or ``0`` are values like any other.
+
+Values are written in DICOM's own text form:
+
+* Text VRs: the stored text decoded with the item's Specific Character Set, multiple
+  values joined with ``\\`` (DS/IS keep their text exactly as stored, PN is DICOM text).
+* Binary numbers (US, SS, UL, SL, UV, SV, FL, FD): decimal, joined with ``\\``.
+* AT: ``(gggg,eeee)``.
+* OB, OD, OF, OL, OV, OW, UN: up to ``max_binary_bytes`` as hex, longer ones as ``<N bytes>``.
+
+Two paths produce that text. The fast path (``format_raw``) works on pydicom's
+RawDataElement bytes, which is what a lazily read header holds; the reference path
+(``format_converted``) formats pydicom's converted values. Both must give the same text
+(``tests/test_value_paths.py`` checks it on every pydicom test file). An element that
+neither path can convert keeps its raw bytes as text instead of losing the file.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from dataclasses import dataclass
+from typing import Callable, NamedTuple
+
+import numpy as np
+from pydicom import hooks
+from pydicom.charset import convert_encodings, decode_bytes
+from pydicom.datadict import dictionary_description, get_private_entry
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.tag import BaseTag, Tag
+from pydicom.valuerep import TEXT_VR_DELIMS
+
+PATH_COLUMN = "DicomPath"
+
+# VRs whose stored bytes are text.
+CHARSET_TEXT_VRS = frozenset({"SH", "LO", "UC", "ST", "LT", "UT", "PN"})
+DEFAULT_TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "TM", "UI", "UR"})
+TEXT_VRS = CHARSET_TEXT_VRS | DEFAULT_TEXT_VRS
+# Text VRs that hold a single value, where leading spaces are significant.
+SINGLE_TEXT_VRS = frozenset({"ST", "LT", "UT", "UR"})
+BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+NUMBER_FORMATS = {
+    "US": "H", "SS": "h", "UL": "L", "SL": "l", "UV": "Q", "SV": "q", "FL": "f", "FD": "d",
+}
+DEFAULT_ENCODING = "iso8859"
+DEFAULT_ENCODINGS = [DEFAULT_ENCODING]
+SPECIFIC_CHARACTER_SET = 0x00080005
+
+
+@dataclass(frozen=True)
+class FlattenSettings:
+    include_private: bool = False
+    max_sequence_items: int = 16  # 0 = unlimited
+    max_binary_bytes: int = 64
+
+
+class Row(NamedTuple):
+    """One file's header: its path, column -> text, and column -> VR."""
+
+    path: str
+    values: dict
+    vrs: dict
+
+
+def is_skipped_group(group: int) -> bool:
+    """Overlays, pixel data and the delimiter/signature groups are never columns."""
+    return (
+        (group & 0xFF00 == 0x6000 and group % 2 == 0)
+        or group in (0x7FE0, 0xFFFA, 0xFFFC, 0xFFFE)
+    )
+
+
+def tag_text(tag: int) -> str:
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+
+
+def element_name(tag: BaseTag, dataset: Dataset) -> str:
+    """``Patient's Name (0010,0010)``; private ones carry their creator."""
+    if not tag.is_private:
+        try:
+            return f"{dictionary_description(tag)} {tag_text(tag)}"
+        except KeyError:
+            if tag.element == 0:
+                return f"Group Length {tag_text(tag)}"
+            return f"Unknown {tag_text(tag)}"
+    if tag.is_private_creator:
+        return f"Private Creator {tag_text(tag)}"
+    creator = _private_creator(tag, dataset)
+    if creator is None:
+        return f"[Unknown Creator] {tag_text(tag)}"
+    try:
+        description = get_private_entry(tag, creator)[2]
+    except KeyError:
+        description = ""
+    if description:
+        return f"[{creator}] {description} {tag_text(tag)}"
+    return f"[{creator}] {tag_text(tag)}"
+
+
+def _private_creator(tag: BaseTag, dataset: Dataset) -> str | None:
+    if not tag.element & 0xFF00:
+        return None
+    creator_tag = (tag.group << 16) | (tag.element >> 8)
+    if creator_tag not in dataset:
+        return None
+    creator = dataset[creator_tag].value
+    if isinstance(creator, bytes):
+        creator = creator.decode(DEFAULT_ENCODING)
+    creator = str(creator).strip(" \0")
+    return creator or None
+
+
+# ---------------------------------------------------------------------------
+# Value formatting shared by both paths
+
+
+def join_text(vr: str, text: str) -> str:
+    """Canonical text of a decoded text value (one or several ``\\``-separated)."""
+    if vr in SINGLE_TEXT_VRS:
+        return text.rstrip(" \0")
+    parts = [part.strip(" \0") for part in text.split("\\")]
+    if not any(parts):
+        return ""
+    return "\\".join(parts)
+
+
+def format_binary(raw: bytes | None, length: int, max_bytes: int) -> str:
+    if length == 0:
+        return ""
+    if raw is None or length > max_bytes:
+        return f"<{length} bytes>"
+    return raw.hex()
+
+
+def format_float32(value: float) -> str:
+    return str(np.float32(value))
+
+
+def format_float64(value: float) -> str:
+    return repr(float(value))
+
+
+def format_number(vr: str, value) -> str:
+    if vr == "FL":
+        return format_float32(value)
+    if vr in ("FD", "OD", "OF"):
+        return format_float64(value)
+    return str(int(value))
+
+
+def raw_bytes_text(raw: bytes | None, length: int, max_bytes: int) -> str:
+    """Last resort for an element that cannot be converted: its bytes as text."""
+    if raw is None:
+        return f"<{length} bytes>"
+    try:
+        text = raw.decode("ascii").strip(" \0")
+        if text.isprintable():
+            return text
+    except UnicodeDecodeError:
+        pass
+    return format_binary(raw, length, max_bytes)
+
+
+# ---------------------------------------------------------------------------
+# Fast path: raw bytes -> text
+
+
+def decode_text(vr: str, raw: bytes, encodings: list[str]) -> str:
+    if vr in CHARSET_TEXT_VRS:
+        if vr == "PN":
+            raw = raw.rstrip(b"\x00 ")
+        text = decode_bytes(raw, encodings, TEXT_VR_DELIMS)
+    else:
+        text = raw.decode(DEFAULT_ENCODING)
+    return join_text(vr, text)
+
+
+def format_raw(vr: str, raw: RawDataElement, encodings: list[str], max_bytes: int) -> str:
+    """Text of a raw element's bytes for a non-sequence ``vr``."""
+    value = raw.value
+    if vr in TEXT_VRS:
+        return decode_text(vr, value, encodings) if value else ""
+    if vr in BINARY_VRS:
+        return format_binary(value, raw.length, max_bytes)
+    endian = "<" if raw.is_little_endian else ">"
+    if vr in NUMBER_FORMATS:
+        code = NUMBER_FORMATS[vr]
+        size = struct.calcsize("<" + code)
+        if len(value) % size:
+            raise ValueError(f"{len(value)} bytes is not a whole number of {vr} values")
+        numbers = struct.unpack(f"{endian}{len(value) // size}{code}", value)
+        return "\\".join(format_number(vr, n) for n in numbers)
+    if vr == "AT":
+        if len(value) % 4:
+            raise ValueError(f"{len(value)} bytes is not a whole number of AT values")
+        pairs = struct.unpack(f"{endian}{len(value) // 2}H", value)
+        return "\\".join(
+            f"({pairs[i]:04X},{pairs[i + 1]:04X})" for i in range(0, len(pairs), 2)
+        )
+    raise ValueError(f"unsupported VR {vr!r}")
+
+
+# ---------------------------------------------------------------------------
+# Reference path: pydicom's converted value -> text
+
+
+def format_converted(elem: DataElement, max_bytes: int) -> str:
+    vr, value = elem.VR, elem.value
+    if value is None or value == "" or value == b"":
+        return ""
+    if vr in BINARY_VRS or isinstance(value, (bytes, bytearray)):
+        return format_binary(bytes(value), len(value), max_bytes)
+    values = list(value) if isinstance(value, (MultiValue, list, tuple)) else [value]
+    if vr == "AT":
+        return "\\".join(tag_text(Tag(v)) for v in values)
+    if vr in NUMBER_FORMATS:
+        return "\\".join(format_number(vr, v) for v in values)
+    if vr in TEXT_VRS:
+        return join_text(vr, "\\".join(_converted_text(v) for v in values))
+    return "\\".join(str(v) for v in values)
+
+
+def _converted_text(value) -> str:
+    original = getattr(value, "original_string", None)  # DS/IS keep their stored text
+    if isinstance(original, str):
+        return original
+    return str(value)
+
+
+# ---------------------------------------------------------------------------
+# Walking the dataset
+
+
+@dataclass
+class _Walker:
+    settings: FlattenSettings
+    read_deferred: Callable[[RawDataElement], RawDataElement] | None
+    values: dict
+    vrs: dict
+    bad_elements: list
+
+    def walk(self, dataset: Dataset, prefix: str, encodings: list[str]) -> None:
+        if SPECIFIC_CHARACTER_SET in dataset:
+            encodings = self._encodings(dataset, encodings)
+        for tag in sorted(dataset.keys()):
+            tag = BaseTag(tag)
+            if is_skipped_group(tag.group):
+                continue
+            if tag.is_private and not self.settings.include_private:
+                continue
+            name = prefix + element_name(tag, dataset)
+            try:
+                self._element(dataset, tag, name, encodings)
+            except Exception as exc:  # one bad element never loses the file
+                self.bad_elements.append(f"{name}: {exc}")
+                raw = dataset.get_item(tag)
+                text = raw_bytes_text(
+                    getattr(raw, "value", None) if isinstance(raw, RawDataElement) else None,
+                    getattr(raw, "length", 0) or 0,
+                    self.settings.max_binary_bytes,
+                )
+                if text:
+                    self.values[name] = text
+                    self.vrs[name] = "UN"
+
+    def _encodings(self, dataset: Dataset, inherited: list[str]) -> list[str]:
+        raw = dataset.get_item(SPECIFIC_CHARACTER_SET)
+        if isinstance(raw, RawDataElement):
+            value = raw.value.decode(DEFAULT_ENCODING) if raw.value else ""
+            terms = [t.strip(" \0") for t in value.split("\\")]
+        else:
+            value = raw.value
+            terms = list(value) if isinstance(value, MultiValue) else [value or ""]
+        if not any(terms):
+            return inherited
+        return convert_encodings(terms if len(terms) > 1 else terms[0])
+
+    def _element(self, dataset: Dataset, tag: BaseTag, name: str, encodings) -> None:
+        item = dataset.get_item(tag)
+        if isinstance(item, RawDataElement):
+            if item.value is None and item.length and self.read_deferred is not None:
+                item = self.read_deferred(item)
+            data: dict = {}
+            hooks.raw_element_vr(item, data, encoding=encodings, ds=dataset)
+            vr = data["VR"]
+            if vr == "SQ" or " or " in vr:
+                # Sequences are parsed by pydicom; ambiguous VRs need its context rules.
+                self._converted(dataset[tag], name, encodings)
+                return
+            text = format_raw(vr, item, encodings, self.settings.max_binary_bytes)
+        else:
+            if item.VR == "SQ":
+                self._converted(item, name, encodings)
+                return
+            vr, text = item.VR, format_converted(item, self.settings.max_binary_bytes)
+        if text:
+            self.values[name] = text
+            self.vrs[name] = vr
+
+    def _converted(self, elem: DataElement, name: str, encodings) -> None:
+        if elem.VR != "SQ":
+            text = format_converted(elem, self.settings.max_binary_bytes)
+            if text:
+                self.values[name] = text
+                self.vrs[name] = elem.VR
+            return
+        items = elem.value
+        limit = self.settings.max_sequence_items
+        kept = items if not limit else items[:limit]
+        for index, item in enumerate(kept, start=1):
+            item_name = name if index == 1 else f"{name} [{index}]"
+            self.walk(item, item_name + " - ", encodings)
+        if limit and len(items) > limit:
+            self.values[f"{name} #items"] = str(len(items))
+            self.vrs[f"{name} #items"] = "IS"
+
+
+def flatten(
+    dataset: Dataset,
+    path: str,
+    settings: FlattenSettings = FlattenSettings(),
+    read_deferred: Callable[[RawDataElement], RawDataElement] | None = None,
+) -> tuple[Row, list[str]]:
+    """Return the file's row and a list of elements that had to be kept as raw text."""
+    values = {PATH_COLUMN: path}
+    vrs = {PATH_COLUMN: "UR"}
+    walker = _Walker(settings, read_deferred, values, vrs, [])
+    file_meta = getattr(dataset, "file_meta", None)
+    if file_meta is not None:
+        walker.walk(file_meta, "", DEFAULT_ENCODINGS)
+    walker.walk(dataset, "", DEFAULT_ENCODINGS)
+    return Row(path, values, vrs), walker.bad_elements
+
+
+# ---------------------------------------------------------------------------
+# Column order: DicomPath first, then tag order, nested columns right after their sequence.
+
+_SEGMENT = re.compile(r"\(([0-9A-F]{4}),([0-9A-F]{4})\)( \[(\d+)\]| #items)?(?: - |$)")
+
+
+def column_sort_key(name: str) -> tuple:
+    if name == PATH_COLUMN:
+        return ((-1, -1),), name
+    key = []
+    for group, element, suffix, index in _SEGMENT.findall(name):
+        tag = int(group + element, 16)
+        if suffix == " #items":
+            key.append((tag, 0))
+        else:
+            key.append((tag, int(index) if index else 1))
+    return tuple(key), name
+
+
+def order_columns(names) -> list[str]:
+    return sorted(names, key=column_sort_key)

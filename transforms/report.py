@@ -1,0 +1,100 @@
+"""Report: errors.csv, skipped.csv and summary.json, written once the table is in place.
+
+Every matched file is either a row, an error (with its reason) or a skipped non-DICOM
+file (with its reason); the summary checks that the three add up to the files matched.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from typing import NamedTuple
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+
+class OutputPaths(NamedTuple):
+    """Where one run writes: ``scan.csv`` gives ``scan.errors.csv`` and so on."""
+
+    table: str
+    errors: str
+    skipped: str
+    summary: str
+    temp_dir: str
+
+    @classmethod
+    def for_output(cls, output: str, run_id: str) -> "OutputPaths":
+        stem = output[: -len(".csv")] if output.lower().endswith(".csv") else output
+        directory, name = FileSystems.split(stem)
+        return cls(
+            table=output,
+            errors=stem + ".errors.csv",
+            skipped=stem + ".skipped.csv",
+            summary=stem + ".summary.json",
+            temp_dir=FileSystems.join(directory, f".{name}.tmp-{run_id}"),
+        )
+
+
+def write_csv_file(path: str, header: list[str], records) -> None:
+    """A small CSV (errors, skipped) written whole, under a temporary name first."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(header)
+    writer.writerows(sorted(records))
+    temp_path = path + ".partial"
+    with FileSystems.create(temp_path) as out:
+        out.write(buffer.getvalue().encode("utf-8", "backslashreplace"))
+    FileSystems.rename([temp_path], [path])
+
+
+def write_report(_, paths: OutputPaths, started: float, matched, rows, columns, errors, skipped):
+    write_csv_file(paths.errors, ["DicomPath", "ErrorType", "Message"], errors)
+    write_csv_file(paths.skipped, ["DicomPath", "Reason"], skipped)
+    summary = {
+        "files_matched": matched,
+        "rows": rows,
+        "errors": len(errors),
+        "non_dicom_skipped": len(skipped),
+        "columns": len(columns),
+        "accounted_for": matched == rows + len(errors) + len(skipped),
+        "seconds": round(time.time() - started, 3),
+        "table": paths.table,
+        "errors_file": paths.errors,
+        "skipped_file": paths.skipped,
+    }
+    with FileSystems.create(paths.summary + ".partial") as out:
+        out.write(json.dumps(summary, indent=2).encode("utf-8"))
+    FileSystems.rename([paths.summary + ".partial"], [paths.summary])
+    if FileSystems.exists(paths.temp_dir):
+        FileSystems.delete([paths.temp_dir])
+    return summary
+
+
+class WriteReport(beam.PTransform):
+    """Writes the report after the table; its output is the summary dict."""
+
+    def __init__(self, paths: OutputPaths, started: float):
+        super().__init__()
+        self.paths = paths
+        self.started = started
+
+    def expand(self, inputs):
+        files, table_rows, columns, errors, skipped = inputs
+        matched = files | "CountMatched" >> beam.combiners.Count.Globally()
+        return (
+            files.pipeline
+            | "Once" >> beam.Create([None])
+            | "Write" >> beam.Map(
+                write_report,
+                self.paths,
+                self.started,
+                beam.pvalue.AsSingleton(matched),
+                beam.pvalue.AsSingleton(table_rows),
+                beam.pvalue.AsSingleton(columns),
+                beam.pvalue.AsList(errors),
+                beam.pvalue.AsList(skipped),
+            )
+        )

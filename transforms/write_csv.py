@@ -1,0 +1,156 @@
+"""CSV writing: format spilled shards as header-less CSV shards, then merge them.
+
+Each shard is formatted in parallel against the global column list (a side input),
+its rows sorted by ``DicomPath``. Beside each CSV shard goes a small index of
+``(DicomPath, byte length)`` per row, so the final merge can interleave the sorted
+shards by copying byte ranges: the output is sorted by path whatever the runner, the
+number of workers or how bundles fell, and no step ever holds the table in memory.
+
+The merged file is written under a temporary name and renamed into place only when
+complete. Python's ``csv`` module writes the records (RFC 4180: CRLF line ends, fields
+with commas, quotes or line breaks quoted) because the merge needs each record's length.
+"""
+
+from __future__ import annotations
+
+import csv
+import heapq
+import io
+import pickle
+import resource
+import uuid
+from typing import Iterator, NamedTuple
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from transforms.flatten import PATH_COLUMN
+from transforms.spill import read_shard
+
+INDEX_CHUNK = 1024
+COPY_BLOCK = 1 << 20
+
+
+class CsvShard(NamedTuple):
+    path: str
+    index_path: str
+    rows: int
+
+
+def csv_record(fields) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\r\n").writerow(fields)
+    return buffer.getvalue()
+
+
+def encode(text: str) -> bytes:
+    # Paths that are not valid UTF-8 keep their odd bytes visible instead of failing.
+    return text.encode("utf-8", "backslashreplace")
+
+
+def column_names(columns) -> list[str]:
+    names = [column.name for column in columns]
+    return names if PATH_COLUMN in names else [PATH_COLUMN] + names
+
+
+class FormatCsvShard(beam.DoFn):
+    """Shard -> CsvShard: the shard's rows, sorted by path, as CSV records."""
+
+    def __init__(self, temp_dir: str):
+        self.temp_dir = temp_dir
+
+    def process(self, shard, columns):
+        names = column_names(columns)
+        rows = sorted(read_shard(shard.path), key=lambda values: values[PATH_COLUMN])
+        stem = FileSystems.join(self.temp_dir, f"csv-{uuid.uuid4().hex}")
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\r\n")
+        index = []
+        with FileSystems.create(stem + ".csv") as out:
+            for values in rows:
+                writer.writerow([values.get(name, "") for name in names])
+                record = encode(buffer.getvalue())
+                buffer.seek(0)
+                buffer.truncate()
+                out.write(record)
+                index.append((values[PATH_COLUMN], len(record)))
+        with FileSystems.create(stem + ".index") as out:
+            for start in range(0, len(index), INDEX_CHUNK):
+                pickle.dump(index[start:start + INDEX_CHUNK], out, pickle.HIGHEST_PROTOCOL)
+        yield CsvShard(stem + ".csv", stem + ".index", len(rows))
+
+
+def _read_index(path: str, shard_number: int) -> Iterator[tuple]:
+    with FileSystems.open(path) as stream:
+        while True:
+            try:
+                chunk = pickle.load(stream)
+            except EOFError:
+                return
+            for dicom_path, length in chunk:
+                yield dicom_path, shard_number, length
+
+
+def _allow_open_files(count: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = count + 64
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        if hard != resource.RLIM_INFINITY:
+            wanted = min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
+def merge_csv_shards(shards, columns, output_path: str, temp_path: str) -> int:
+    """Write header + all shards' records in path order to ``output_path``; return rows."""
+    shards = sorted(shards, key=lambda shard: shard.path)
+    _allow_open_files(2 * len(shards))
+    streams = [FileSystems.open(shard.path) for shard in shards]
+    rows = 0
+    try:
+        with FileSystems.create(temp_path) as out:
+            out.write(encode(csv_record(column_names(columns))))
+            pending = bytearray()
+            indexes = [_read_index(shard.index_path, n) for n, shard in enumerate(shards)]
+            for _, shard_number, length in heapq.merge(*indexes):
+                pending += streams[shard_number].read(length)
+                rows += 1
+                if len(pending) >= COPY_BLOCK:
+                    out.write(bytes(pending))
+                    pending.clear()
+            out.write(bytes(pending))
+    finally:
+        for stream in streams:
+            stream.close()
+    expected = sum(shard.rows for shard in shards)
+    if rows != expected:
+        raise RuntimeError(f"merged {rows} rows but the shards hold {expected}")
+    FileSystems.rename([temp_path], [output_path])
+    FileSystems.delete([path for shard in shards for path in (shard.path, shard.index_path)])
+    return rows
+
+
+class WriteCsv(beam.PTransform):
+    """Shards + columns -> one CSV file; outputs its row count once it is in place."""
+
+    def __init__(self, output_path: str, temp_dir: str):
+        super().__init__()
+        self.output_path = output_path
+        self.temp_dir = temp_dir
+
+    def expand(self, shards_and_columns):
+        shards, columns = shards_and_columns
+        csv_shards = shards | "Format" >> beam.ParDo(
+            FormatCsvShard(self.temp_dir), beam.pvalue.AsSingleton(columns)
+        )
+        temp_path = FileSystems.join(self.temp_dir, "merged.csv")
+        return (
+            shards.pipeline
+            | "Once" >> beam.Create([None])
+            | "Merge" >> beam.Map(
+                lambda _, csv_shards, columns: merge_csv_shards(
+                    csv_shards, columns, self.output_path, temp_path
+                ),
+                beam.pvalue.AsList(csv_shards),
+                beam.pvalue.AsSingleton(columns),
+            )
+        )
