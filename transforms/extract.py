@@ -144,8 +144,8 @@ class ExtractHeaders(beam.DoFn):
                 defer_size=DEFER_SIZE,
                 force=kind == "raw",
             )
-            if not dataset.keys():
-                raise NotDicomError("no DICOM elements could be read")
+            if not any(tag in DicomDictionary for tag in dataset.keys()):
+                raise NotDicomError("no standard DICOM element could be read")
             check_complete(dataset)
 
             def read_deferred(raw: RawDataElement) -> RawDataElement:
