@@ -41,3 +41,8 @@ class DicomExtractOptions(PipelineOptions):
             dest="rows_per_shard", type=non_negative_int, default=5000,
             help="Rows per temporary shard (bounds each worker's memory).",
         )
+        parser.add_argument(
+            "--incremental", action="store_true", default=False,
+            help="Reuse the rows of the previous output for files whose size and "
+            "modification time are unchanged; extract only new or changed files.",
+        )

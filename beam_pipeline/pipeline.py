@@ -8,8 +8,10 @@ from transforms.columns import ComputeColumns
 from transforms.discover import MatchInputs
 from transforms.extract import ERRORS, SKIPPED, ExtractHeaders
 from transforms.flatten import FlattenSettings
+from transforms.manifest import MANIFEST, KeepFileMetadata, WriteOutcomes, commit_state, prepare_state
 from transforms.report import OutputPaths, WriteReport
-from transforms.spill import SpillRows
+from transforms.reuse import PlanReuse
+from transforms.rowstore import StoreRows
 from transforms.write_csv import WriteCsv
 
 
@@ -20,15 +22,38 @@ def build_pipeline(pipeline, inputs, options, paths: OutputPaths, started: float
         max_sequence_items=options.max_sequence_items,
         max_binary_bytes=options.max_binary_bytes,
     )
+    # Rows are spilled into a generation of the state directory, kept as the manifest
+    # and row store the next run reuses (see transforms/manifest.py).
+    run_id = paths.temp_dir.rsplit(".tmp-", 1)[-1]
+    state = prepare_state(paths.table, run_id, settings, options.incremental)
     files = pipeline | "Discover" >> MatchInputs(inputs, progress)
-    extracted = files | "Extract" >> beam.ParDo(
-        ExtractHeaders(settings, progress)
-    ).with_outputs(ERRORS, SKIPPED, main="rows")
-    shards = extracted.rows | "Spill" >> beam.ParDo(
-        SpillRows(paths.temp_dir, options.rows_per_shard)
+    plan = files | "Reuse" >> PlanReuse(state, options.rows_per_shard, progress)
+    extracted = plan["extract"] | "Extract" >> beam.ParDo(
+        KeepFileMetadata(ExtractHeaders(settings, progress))
+    ).with_outputs(ERRORS, SKIPPED, MANIFEST, main="rows")
+    spilled = extracted.rows | "Spill" >> beam.ParDo(
+        StoreRows(state.generation, options.rows_per_shard)
+    )
+    shards = (spilled, plan["shards"]) | "AllShards" >> beam.Flatten()
+    skipped = (
+        extracted[SKIPPED],
+        plan["manifest"] | "ReusedSkips" >> beam.Map(lambda entry: (entry[0],) + tuple(entry[4])),
+    ) | "AllSkipped" >> beam.Flatten()
+    manifest_parts = (
+        (extracted[MANIFEST], plan["manifest"])
+        | "AllOutcomes" >> beam.Flatten()
+        | "WriteOutcomes" >> beam.ParDo(WriteOutcomes(state.generation))
     )
     columns = shards | "Columns" >> ComputeColumns()
     table_rows = (shards, columns) | "WriteCsv" >> WriteCsv(paths.table, paths.temp_dir)
-    return (
-        files, table_rows, columns, extracted[ERRORS], extracted[SKIPPED]
+    summary = (
+        files, table_rows, columns, extracted[ERRORS], skipped, plan["counts"]
     ) | "Report" >> WriteReport(paths, started)
+    summary | "CommitState" >> beam.Map(
+        commit_state,
+        state,
+        paths.temp_dir,
+        beam.pvalue.AsList(shards),
+        beam.pvalue.AsList(manifest_parts),
+    )
+    return summary

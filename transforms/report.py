@@ -50,7 +50,8 @@ def write_csv_file(path: str, header: list[str], records) -> None:
     FileSystems.rename([temp_path], [path])
 
 
-def write_report(_, paths: OutputPaths, started: float, matched, rows, columns, errors, skipped):
+def write_report(_, paths: OutputPaths, started: float, matched, rows, columns, errors, skipped,
+                 extra=None):
     write_csv_file(paths.errors, ["DicomPath", "ErrorType", "Message"], errors)
     write_csv_file(paths.skipped, ["DicomPath", "Reason"], skipped)
     summary = {
@@ -64,6 +65,7 @@ def write_report(_, paths: OutputPaths, started: float, matched, rows, columns, 
         "table": paths.table,
         "errors_file": paths.errors,
         "skipped_file": paths.skipped,
+        **(extra or {}),
     }
     with FileSystems.create(paths.summary + ".partial") as out:
         out.write(json.dumps(summary, indent=2).encode("utf-8"))
@@ -82,7 +84,9 @@ class WriteReport(beam.PTransform):
         self.started = started
 
     def expand(self, inputs):
-        files, table_rows, columns, errors, skipped = inputs
+        # An optional sixth input: one dict of extra summary entries (incremental runs).
+        files, table_rows, columns, errors, skipped, *extra = inputs
+        extra_inputs = [beam.pvalue.AsSingleton(extra[0])] if extra else []
         matched = files | "CountMatched" >> beam.combiners.Count.Globally()
         return (
             files.pipeline
@@ -96,5 +100,6 @@ class WriteReport(beam.PTransform):
                 beam.pvalue.AsSingleton(columns),
                 beam.pvalue.AsList(errors),
                 beam.pvalue.AsList(skipped),
+                *extra_inputs,
             )
         )

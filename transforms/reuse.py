@@ -1,0 +1,231 @@
+"""Reuse: split the matched files into those whose earlier outcome still holds and those
+to extract, and carry the kept rows into this run's generation.
+
+A file's earlier outcome holds when an earlier manifest entry has the same path, size and
+modification time (from ``FileMetadata``; on buckets the object's update time, which
+changes with every new generation of the object). Rows and non-DICOM skips are reused;
+errors are always retried (they may have been transient: permissions, network).
+
+The join is a ``CoGroupByKey`` by path of the matched files with the manifest entries,
+read in parallel from the manifest parts: like Discover's de-duplication it shuffles
+only file metadata, so it holds at millions of files (a side-input dict of the previous
+manifest would have to fit in every worker's memory). Row values never go through a
+shuffle: reused rows are grouped as (shard, path) and each old shard is read once and
+its kept rows re-spilled into the new generation; a shard whose rows are all kept and
+that is at least half full is copied whole.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import apache_beam as beam
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.windowed_value import WindowedValue
+
+from apache_beam.io.filesystems import FileSystems
+
+from transforms.flatten import PATH_COLUMN
+from transforms.manifest import MANIFEST, RunState
+from transforms.rowstore import (
+    StoredRow,
+    StoredShard,
+    new_shard_path,
+    read_pickle,
+    shard_of,
+    sidecar_path,
+    write_atomically,
+)
+from transforms.spill import Shard, read_shard
+
+REUSE_ROWS = "reuse_rows"
+COUNTS = "counts"
+
+
+class Entry(NamedTuple):
+    rank: int  # 0 = the previous output, 1.. = interrupted runs, newest first
+    size: int
+    mtime: float
+    kind: str  # "row", "skipped" or "error"
+    payload: object  # row: sidecar path; skipped/error: the record without its path
+
+
+class ReadEntries(beam.DoFn):
+    """(rank, manifest part) -> (path, Entry) for every file the part lists."""
+
+    def process(self, rank_part):
+        rank, part = rank_part
+        content = read_pickle(part)
+        if content["kind"] == "rows":
+            for path, size, mtime, _ in content["files"]:
+                yield path, Entry(rank, size, mtime, "row", part)
+        else:
+            for path, size, mtime, kind, record in content["entries"]:
+                yield path, Entry(rank, size, mtime, kind, record)
+
+
+class Classify(beam.DoFn):
+    """(path, {file, old}) -> FileMetadata to extract, or the reused outcome."""
+
+    def __init__(self, incremental: bool, progress=None):
+        self.incremental = incremental
+        self.progress = progress
+
+    def setup(self):
+        if self.progress is not None:
+            self.progress.connect()
+
+    def process(self, joined):
+        path, groups = joined
+        files, entries = list(groups["file"]), list(groups["old"])
+        if not files:
+            if self.incremental and any(entry.rank == 0 for entry in entries):
+                yield beam.pvalue.TaggedOutput(COUNTS, "files_dropped")
+            return
+        file_metadata = files[0]
+        size, mtime = file_metadata.size_in_bytes, file_metadata.last_updated_in_seconds
+        usable = [
+            entry for entry in entries
+            if entry.kind != "error" and entry.size == size and entry.mtime == mtime
+        ]
+        if not usable:
+            yield beam.pvalue.TaggedOutput(COUNTS, "files_extracted")
+            yield file_metadata
+            return
+        entry = min(usable, key=lambda entry: entry.rank)
+        yield beam.pvalue.TaggedOutput(
+            COUNTS, "files_reused" if entry.rank == 0 else "files_resumed"
+        )
+        if self.progress is not None:
+            self.progress.done(1)
+        if entry.kind == "row":
+            yield beam.pvalue.TaggedOutput(REUSE_ROWS, (entry.payload, path))
+        else:
+            yield beam.pvalue.TaggedOutput(MANIFEST, (path, size, mtime, entry.kind, entry.payload))
+
+    def finish_bundle(self):
+        if self.progress is not None:
+            self.progress.flush()
+
+
+class RespillRows(beam.DoFn):
+    """(old sidecar, kept paths) -> ``Shard`` records of the kept rows, now stored in
+    this run's generation. Partly kept or small shards are packed together."""
+
+    def __init__(self, generation: str, rows_per_shard: int):
+        self.generation = generation
+        self.rows_per_shard = max(1, rows_per_shard)
+        self.shard = None
+
+    def start_bundle(self):
+        self.shard = None
+
+    def process(self, sidecar_paths):
+        sidecar, paths = sidecar_paths
+        keep = set(paths)
+        content = read_pickle(sidecar)
+        old_shard = shard_of(sidecar)
+        if len(keep) == content["rows"] and content["rows"] * 2 >= self.rows_per_shard:
+            new = new_shard_path(self.generation)
+            FileSystems.copy([old_shard], [new])
+            write_atomically(sidecar_path(new), content)
+            yield Shard(new, content["rows"], content["columns"])
+            return
+        found = 0
+        for values, (path, size, mtime, vrs) in zip(read_shard(old_shard), content["files"]):
+            if values.get(PATH_COLUMN) != path:
+                raise RuntimeError(f"{old_shard} does not match its sidecar at {path}")
+            if path not in keep:
+                continue
+            found += 1
+            if self.shard is None:
+                self.shard = StoredShard(new_shard_path(self.generation))
+            self.shard.add(StoredRow(path, values, dict(zip(values, vrs)), size, mtime))
+            if self.shard.rows >= self.rows_per_shard:
+                yield self.shard.close()
+                self.shard = None
+        if found != len(keep):
+            raise RuntimeError(f"{old_shard} holds {found} of the {len(keep)} rows to reuse")
+
+    def finish_bundle(self):
+        if self.shard is not None:
+            shard, self.shard = self.shard.close(), None
+            yield WindowedValue(shard, GlobalWindow().max_timestamp(), [GlobalWindow()])
+
+
+class CountOutcomes(beam.CombineFn):
+    """Count tags -> the summary's reuse figures."""
+
+    def __init__(self, state: RunState):
+        self.state = state
+
+    def create_accumulator(self):
+        return {}
+
+    def add_input(self, accumulator, tag):
+        accumulator[tag] = accumulator.get(tag, 0) + 1
+        return accumulator
+
+    def merge_accumulators(self, accumulators):
+        merged = {}
+        for accumulator in accumulators:
+            for tag, count in accumulator.items():
+                merged[tag] = merged.get(tag, 0) + count
+        return merged
+
+    def extract_output(self, accumulator):
+        return {
+            "incremental": self.state.incremental,
+            "files_extracted": accumulator.get("files_extracted", 0),
+            "files_reused": accumulator.get("files_reused", 0),
+            "files_resumed": accumulator.get("files_resumed", 0),
+            "files_dropped": accumulator.get("files_dropped", 0),
+            "state": self.state.generation,
+            "state_note": self.state.note,
+        }
+
+
+class PlanReuse(beam.PTransform):
+    """FileMetadata -> {"extract": FileMetadata, "shards": reused rows' Shard records,
+    "manifest": reused skip entries, "counts": one dict of reuse figures}."""
+
+    def __init__(self, state: RunState, rows_per_shard: int, progress=None):
+        super().__init__()
+        self.state = state
+        self.rows_per_shard = rows_per_shard
+        self.progress = progress
+
+    def expand(self, files):
+        pipeline = files.pipeline
+        if not self.state.reusing:
+            tags = files | "AllExtracted" >> beam.Map(lambda _: "files_extracted")
+            return {
+                "extract": files,
+                "shards": pipeline | "NoShards" >> beam.Create([]),
+                "manifest": pipeline | "NoEntries" >> beam.Create([]),
+                "counts": tags | "Count" >> beam.CombineGlobally(CountOutcomes(self.state)),
+            }
+        entries = (
+            pipeline
+            | "Parts" >> beam.Create(list(self.state.parts))
+            | "Spread" >> beam.Reshuffle()
+            | "ReadParts" >> beam.ParDo(ReadEntries())
+        )
+        keyed = files | "KeyByPath" >> beam.Map(lambda metadata: (metadata.path, metadata))
+        split = (
+            {"file": keyed, "old": entries}
+            | "Join" >> beam.CoGroupByKey()
+            | "Classify" >> beam.ParDo(Classify(self.state.incremental, self.progress))
+            .with_outputs(REUSE_ROWS, MANIFEST, COUNTS, main="extract")
+        )
+        shards = (
+            split[REUSE_ROWS]
+            | "ByShard" >> beam.GroupByKey()
+            | "Respill" >> beam.ParDo(RespillRows(self.state.generation, self.rows_per_shard))
+        )
+        return {
+            "extract": split.extract,
+            "shards": shards,
+            "manifest": split[MANIFEST],
+            "counts": split[COUNTS] | "Count" >> beam.CombineGlobally(CountOutcomes(self.state)),
+        }
