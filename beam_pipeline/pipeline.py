@@ -24,8 +24,7 @@ def build_pipeline(pipeline, inputs, options, paths: OutputPaths, started: float
     )
     # Rows are spilled into a generation of the state directory, kept as the manifest
     # and row store the next run reuses (see transforms/manifest.py).
-    run_id = paths.temp_dir.rsplit(".tmp-", 1)[-1]
-    state = prepare_state(paths.table, run_id, settings, options.incremental)
+    state = prepare_state(paths.table, paths.temp_dir, settings, options.incremental)
     files = pipeline | "Discover" >> MatchInputs(inputs, progress)
     plan = files | "Reuse" >> PlanReuse(state, options.rows_per_shard, progress)
     extracted = plan["extract"] | "Extract" >> beam.ParDo(

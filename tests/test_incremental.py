@@ -183,7 +183,21 @@ def _wait_for_sidecars(folder: str, wanted: int, process, timeout: float) -> int
     return -1
 
 
-def test_killed_run_keeps_previous_output_and_rerun_finishes_it(tmp_path):
+def _wait_for_csv_shards(folder: str, process, timeout: float) -> int:
+    """Wait until the run is writing the CSV: its temp dir holds formatted shards."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        for name in os.listdir(folder):
+            if ".tmp-" in name:
+                entries = os.listdir(os.path.join(folder, name))
+                if any(entry.endswith(".index") for entry in entries):
+                    return len(entries)
+        time.sleep(0.005)
+    return -1
+
+
+@pytest.mark.parametrize("moment", ["extracting", "writing the CSV"])
+def test_killed_run_keeps_previous_output_and_rerun_finishes_it(tmp_path, moment):
     archive = str(tmp_path / "archive")
     make_archive(archive, 200)
     out = tmp_path / "out"
@@ -205,8 +219,11 @@ def test_killed_run_keeps_previous_output_and_rerun_finishes_it(tmp_path):
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
-        # 4 shards of reused rows are copied; wait for several shards of extracted rows.
-        found = _wait_for_sidecars(str(out), 12, process, timeout=60)
+        if moment == "extracting":
+            # 4 shards of reused rows are copied; wait for shards of extracted rows.
+            found = _wait_for_sidecars(str(out), 12, process, timeout=60)
+        else:
+            found = _wait_for_csv_shards(str(out), process, timeout=60)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
@@ -224,6 +241,8 @@ def test_killed_run_keeps_previous_output_and_rerun_finishes_it(tmp_path):
     summary = run(*command, "--incremental")
     assert summary["accounted_for"] and summary["files_matched"] == 1699
     assert summary["files_resumed"] >= 50
+    if moment == "writing the CSV":  # every row was spilled: nothing is read again
+        assert summary["files_extracted"] == 0
     assert summary["files_reused"] + summary["files_resumed"] + summary["files_extracted"] == 1699
     assert summary["files_extracted"] <= 1699 - summary["files_resumed"]
     assert summary["files_dropped"] == 1

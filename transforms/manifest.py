@@ -90,14 +90,22 @@ def state_dir_for(table: str) -> str:
     return stem + ".state"
 
 
-def prepare_state(table: str, run_id: str, settings, incremental: bool) -> RunState:
+def run_id_of(temp_dir: str) -> str:
+    """The run's id, taken from its temp dir ``.<stem>.tmp-<runid>`` when it has one."""
+    name = FileSystems.split(temp_dir.rstrip("/"))[1]
+    if ".tmp-" in name:
+        return name.rsplit(".tmp-", 1)[1]
+    return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8]
+
+
+def prepare_state(table: str, temp_dir: str, settings, incremental: bool) -> RunState:
     """At launch: create this run's generation and list what earlier runs left to reuse.
 
     The generation ``CURRENT`` names is reused only with ``--incremental``; generations
     of interrupted runs (no ``CURRENT`` points at them) are always reused, since their
     rows were made by the same code and settings from files that still match."""
     state_dir = state_dir_for(table)
-    generation = FileSystems.join(state_dir, f"gen-{run_id}")
+    generation = FileSystems.join(state_dir, f"gen-{run_id_of(temp_dir)}")
     fingerprint = {
         "store_version": STORE_VERSION,
         "code": code_fingerprint(),
