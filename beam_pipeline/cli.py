@@ -165,7 +165,9 @@ def run(inputs: list[str], options: PipelineOptions, quiet: bool = True) -> dict
     """Run the extraction and return its summary."""
     extract_options = options.view_as(DicomExtractOptions)
     run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8]
-    paths = OutputPaths.for_output(extract_options.output, run_id)
+    paths = OutputPaths.for_output(
+        extract_options.output, run_id, extract_options.format.split(",")
+    )
     started = time.time()
     FileSystems.set_options(options)
     with ProgressBar(enabled=not quiet and is_local(options)) as bar:
@@ -186,10 +188,18 @@ def describe(summary: dict) -> str:
     return (
         f"Matched {summary['files_matched']} files in {summary['seconds']:.1f} s: "
         f"{summary['rows']} rows with {summary['columns']} columns written to "
-        f"{summary['table']}, {summary['errors']} errors (see {summary['errors_file']}), "
+        f"{' and '.join(summary.get('outputs', [summary['table']]))}"
+        f"{_unparseable(summary)}, {summary['errors']} errors (see {summary['errors_file']}), "
         f"{summary['non_dicom_skipped']} non-DICOM files skipped (see "
         f"{summary['skipped_file']}); {accounted}."
     )
+
+
+def _unparseable(summary: dict) -> str:
+    count = summary.get("parquet_unparseable_values")
+    if not count:
+        return ""
+    return f" ({count} values not of their column's type are null in Parquet, text in CSV)"
 
 
 def main(argv: list[str] | None = None) -> int:

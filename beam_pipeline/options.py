@@ -14,12 +14,31 @@ def non_negative_int(text: str) -> int:
 
 non_negative_int.__name__ = "non-negative integer"
 
+FORMATS = ("csv", "parquet")
+
+
+def output_formats(text: str) -> str:
+    """``csv``, ``parquet`` or both (``csv,parquet``), normalised to that order."""
+    chosen = {part.strip().lower() for part in text.split(",") if part.strip()}
+    unknown = chosen - set(FORMATS)
+    if unknown or not chosen:
+        raise ValueError(f"{text!r} is not csv, parquet or csv,parquet")
+    return ",".join(name for name in FORMATS if name in chosen)
+
+
+output_formats.__name__ = "format list"
+
 
 class DicomExtractOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
         parser.add_argument(
-            "-o", "--output", help="Output CSV path (local, gs:// or s3://)."
+            "-o", "--output", help="Output path, scan.csv or scan.parquet (local, gs:// or s3://)."
+        )
+        parser.add_argument(
+            "--format", dest="format", type=output_formats, default="csv",
+            help="csv, parquet or csv,parquet. -o scan.csv or -o scan.parquet: the CSV is "
+            "scan.csv, the Parquet file scan.parquet.",
         )
         parser.add_argument(
             "--include-private", "--include_private",

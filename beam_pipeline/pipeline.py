@@ -1,4 +1,5 @@
-"""The whole pipeline, in one place: discover -> extract -> spill -> columns -> CSV -> report."""
+"""The whole pipeline, in one place:
+discover -> extract -> spill -> columns -> CSV and/or Parquet -> report."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from transforms.report import OutputPaths, WriteReport
 from transforms.reuse import PlanReuse
 from transforms.rowstore import StoreRows
 from transforms.write_csv import WriteCsv
+from transforms.write_parquet import WriteParquet
 
 
 def build_pipeline(pipeline, inputs, options, paths: OutputPaths, started: float, progress=None):
@@ -44,9 +46,19 @@ def build_pipeline(pipeline, inputs, options, paths: OutputPaths, started: float
         | "WriteOutcomes" >> beam.ParDo(WriteOutcomes(state.generation))
     )
     columns = shards | "Columns" >> ComputeColumns()
-    table_rows = (shards, columns) | "WriteCsv" >> WriteCsv(paths.table, paths.temp_dir)
+    extra = plan["counts"]
+    if "parquet" in paths.formats:
+        parquet = (shards, columns) | "WriteParquet" >> WriteParquet(
+            paths.parquet, paths.temp_dir
+        )
+        table_rows = parquet | "ParquetRows" >> beam.Map(lambda stats: stats["parquet_rows"])
+        extra = extra | "AddParquetStats" >> beam.Map(
+            lambda counts, stats: {**counts, **stats}, beam.pvalue.AsSingleton(parquet)
+        )
+    if "csv" in paths.formats:
+        table_rows = (shards, columns) | "WriteCsv" >> WriteCsv(paths.table, paths.temp_dir)
     summary = (
-        files, table_rows, columns, extracted[ERRORS], skipped, plan["counts"]
+        files, table_rows, columns, extracted[ERRORS], skipped, extra
     ) | "Report" >> WriteReport(paths, started)
     summary | "CommitState" >> beam.Map(
         commit_state,

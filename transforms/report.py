@@ -24,18 +24,31 @@ class OutputPaths(NamedTuple):
     skipped: str
     summary: str
     temp_dir: str
+    parquet: str = ""  # ``scan.csv`` or ``scan.parquet`` gives ``scan.parquet``
+    formats: tuple = ("csv",)
 
     @classmethod
-    def for_output(cls, output: str, run_id: str) -> "OutputPaths":
-        stem = output[: -len(".csv")] if output.lower().endswith(".csv") else output
+    def for_output(cls, output: str, run_id: str, formats=("csv",)) -> "OutputPaths":
+        parquet = output.lower().endswith(".parquet")
+        if parquet:
+            stem = output[: -len(".parquet")]
+        else:
+            stem = output[: -len(".csv")] if output.lower().endswith(".csv") else output
         directory, name = FileSystems.split(stem)
         return cls(
-            table=output,
+            table=stem + ".csv" if parquet else output,
             errors=stem + ".errors.csv",
             skipped=stem + ".skipped.csv",
             summary=stem + ".summary.json",
             temp_dir=FileSystems.join(directory, f".{name}.tmp-{run_id}"),
+            parquet=output if parquet else stem + ".parquet",
+            formats=tuple(formats),
         )
+
+    @property
+    def outputs(self) -> list[str]:
+        """The tables this run writes, in ``formats`` order."""
+        return [self.table if fmt == "csv" else self.parquet for fmt in self.formats]
 
 
 def write_csv_file(path: str, header: list[str], records) -> None:
@@ -62,7 +75,8 @@ def write_report(_, paths: OutputPaths, started: float, matched, rows, columns, 
         "columns": len(columns),
         "accounted_for": matched == rows + len(errors) + len(skipped),
         "seconds": round(time.time() - started, 3),
-        "table": paths.table,
+        "table": paths.outputs[0],
+        "outputs": paths.outputs,
         "errors_file": paths.errors,
         "skipped_file": paths.skipped,
         **(extra or {}),
