@@ -23,6 +23,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from beam_pipeline.cli import main
 from transforms import write_parquet
+from transforms.report import OutputPaths
 from transforms.types import column_type, column_vm, parse_dt, parse_int, parse_tm
 
 DATA = os.path.dirname(pydicom.data.__file__)
@@ -305,3 +306,29 @@ def test_parsers_edge_cases():
     for bad in ("1_000", "1.0", str(1 << 63)):  # UV beyond int64 is unparseable
         with pytest.raises(ValueError):
             parse_int(bad)
+
+
+@pytest.mark.parametrize(
+    "output, formats, expected",
+    [
+        ("d/scan.csv", ["csv", "parquet"], ["d/scan.csv", "d/scan.parquet"]),
+        ("d/scan.parquet", ["parquet"], ["d/scan.parquet"]),
+        ("d/scan.parquet", ["csv", "parquet"], ["d/scan.csv", "d/scan.parquet"]),
+        ("d/scan.parquet", ["csv"], ["d/scan.csv"]),  # never CSV text in a .parquet file
+        ("d/scan", ["csv", "parquet"], ["d/scan", "d/scan.parquet"]),
+    ],
+)
+def test_output_naming(output, formats, expected):
+    paths = OutputPaths.for_output(output, "run", formats)
+    assert paths.outputs == expected
+    assert paths.summary == "d/scan.summary.json"
+
+
+def test_run_without_dicom_writes_an_empty_typed_file(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "notes.txt").write_text("not DICOM")
+    stem, summary = run_cli(tmp_path, [str(tmp_path / "in")], "scan.parquet",
+                            "--format", "parquet")
+    table = pq.read_table(stem + ".parquet")
+    assert table.column_names == ["DicomPath"] and table.num_rows == 0
+    assert summary["rows"] == 0 and summary["parquet_unparseable_values"] == 0
