@@ -295,6 +295,7 @@ def test_column_vm_and_types():
 
 def test_parsers_edge_cases():
     assert parse_tm("07") == datetime.time(7)
+    assert parse_tm("120000.") == datetime.time(12)  # empty fraction: one meaning
     assert parse_tm("14:04:38") == datetime.time(14, 4, 38)  # ACR-NEMA form
     assert parse_dt("2011052514") == datetime.datetime(2011, 5, 25, 14)
     for bad in ("2460", "1261", "12:", ""):

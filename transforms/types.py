@@ -154,10 +154,10 @@ def arrow_schema(columns) -> pa.Schema:
 # Parsing DICOM text. Each parser returns the value or raises ValueError.
 
 _DA = re.compile(r"(\d{4})(\d{2})(\d{2})|(\d{4})\.(\d{2})\.(\d{2})")  # legacy YYYY.MM.DD
-_TM = re.compile(r"(\d{2})(?:(\d{2})(?:(\d{2})(?:\.(\d{1,6}))?)?)?")
-_TM_LEGACY = re.compile(r"(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,6}))?)?")  # HH:MM[:SS[.F]]
+_TM = re.compile(r"(\d{2})(?:(\d{2})(?:(\d{2})(?:\.(\d{0,6}))?)?)?")
+_TM_LEGACY = re.compile(r"(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{0,6}))?)?")  # HH:MM[:SS[.F]]
 _DT = re.compile(
-    r"(\d{4})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:\.(\d{1,6}))?)?)?)?)?)?"
+    r"(\d{4})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:\.(\d{0,6}))?)?)?)?)?)?"
     r"([+-]\d{4})?"
 )
 _INT = re.compile(r"[+-]?\d+")
@@ -178,7 +178,7 @@ def parse_da(text: str) -> datetime.date:
 
 
 def parse_tm(text: str) -> datetime.time:
-    """``HH``, ``HHMM``, ``HHMMSS``, ``HHMMSS.F{1,6}`` (and ACR-NEMA ``HH:MM:SS``).
+    """``HH``, ``HHMM``, ``HHMMSS``, ``HHMMSS.F{0,6}`` (and ACR-NEMA ``HH:MM:SS``).
 
     A leap second (``SS`` = 60) has no ``time`` value and does not parse.
     """
