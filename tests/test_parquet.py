@@ -333,3 +333,21 @@ def test_run_without_dicom_writes_an_empty_typed_file(tmp_path):
     table = pq.read_table(stem + ".parquet")
     assert table.column_names == ["DicomPath"] and table.num_rows == 0
     assert summary["rows"] == 0 and summary["parquet_unparseable_values"] == 0
+
+
+def test_incremental_rerun_gives_the_same_parquet(tmp_path, generated):
+    """A re-run that reuses the kept row shards writes the same typed table."""
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    for name in ("CT_small.dcm", "MR_small.dcm", "rtplan.dcm"):
+        (archive / name).write_bytes(open(os.path.join(TEST_FILES, name), "rb").read())
+    (archive / "bad_day.dcm").write_bytes(open(generated["bad_day"], "rb").read())
+    flags = ("--format", "csv,parquet", "--incremental")
+    stem, first = run_cli(tmp_path, [str(archive)], "scan.csv", *flags)
+    table = pq.read_table(stem + ".parquet")
+    _, second = run_cli(tmp_path, [str(archive)], "scan.csv", *flags)
+    assert pq.read_table(stem + ".parquet").equals(table)
+    assert second["parquet_unparseable_by_column"] == first["parquet_unparseable_by_column"] == {
+        STUDY_DATE: 1
+    }
+    assert second["parquet_rows"] == 4
