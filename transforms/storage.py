@@ -132,9 +132,15 @@ def install() -> None:
             init = boto3_client.Client.__init__
 
             def client_init(self, options):
-                init(self, options)
-                if isinstance(options, PipelineOptions) and anonymous(options, "s3"):
-                    self.client = _unsigned_s3_client(options)
+                if not (isinstance(options, PipelineOptions) and anonymous(options, "s3")):
+                    init(self, options)
+                    return
+                # Not init(): creating a boto3 client without keys walks the AWS
+                # credential chain, up to the EC2 metadata service.
+                self.client = _unsigned_s3_client(options)
+                self._download_request = None
+                self._download_stream = None
+                self._download_pos = 0
 
             boto3_client.Client.__init__ = client_init
 
