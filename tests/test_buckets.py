@@ -23,6 +23,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from conftest import make_dataset, run_cli, write_dicom
 import storage_servers as ss
 from transforms import discover, storage
+from transforms import extract as extract_module
 from transforms.extract import ExtractHeaders
 from transforms.flatten import FlattenSettings
 
@@ -223,26 +224,20 @@ def test_header_read_transfers_header_plus_at_most_64k(scheme, gcs, s3, stores, 
     assert transferred < len(ct_bytes) / 10
 
 
-def test_ranged_reader_grows_only_when_needed(stores, archive):
+def test_ranged_reader_grows_only_when_needed(stores, archive, monkeypatch):
     """A long header costs more requests; a short one exactly one."""
     prefix, _ = stores["gs"]
     extract = ExtractHeaders(FlattenSettings())
     extract.setup()
     readers = []
-    real_open = storage.open_ranged
 
     def spy(*args, **kwargs):
-        readers.append(real_open(*args, **kwargs))
+        readers.append(storage.open_ranged(*args, **kwargs))
         return readers[-1]
 
-    storage_open = __import__("transforms.extract", fromlist=["open_ranged"])
-    original = storage_open.open_ranged
-    storage_open.open_ranged = spy
-    try:
-        short = extract._read(prefix + "a.dcm")
-        long = extract._read(prefix + "sub/long-header.dcm")
-    finally:
-        storage_open.open_ranged = original
+    monkeypatch.setattr(extract_module, "open_ranged", spy)
+    short = extract._read(prefix + "a.dcm")
+    long = extract._read(prefix + "sub/long-header.dcm")
     assert short.values["Patient ID (0010,0020)"] == "A1"
     assert long.values["Text Value (0040,A160)"] == "x" * (3 * storage.FIRST_BLOCK)
     assert readers[0].requests == 1
