@@ -17,7 +17,16 @@ setup(
         "tqdm",
     ],
     extras_require={
-        "test": ["pytest", "pandas", "polars", "duckdb", "psutil"],
+        # gs:// and s3:// through Beam's FileSystems.
+        "gcp": ["apache-beam[gcp]>=2.77,<2.78"],
+        "aws": ["apache-beam[aws]>=2.77,<2.78"],
+        "test": [
+            "pytest", "pandas", "polars", "duckdb", "psutil",
+            # tests/test_buckets.py: both clouds, against servers started on 127.0.0.1
+            "apache-beam[gcp,aws]>=2.77,<2.78",
+            "gcp-storage-emulator==2026.7.19",
+            "moto[server]==5.2.1",
+        ],
     },
     entry_points={"console_scripts": ["dicom-meta-extract=beam_pipeline.cli:main"]},
 )

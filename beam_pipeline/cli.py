@@ -29,6 +29,7 @@ from beam_pipeline.pipeline import build_pipeline
 from transforms.discover import has_glob
 from transforms.progress import ProgressBar
 from transforms.report import OutputPaths
+from transforms.storage import StorageError, check_input, check_output, is_bucket
 
 PROG = "dicom-meta-extract"
 LOCAL_RUNNERS = (None, "DirectRunner", "FnApiRunner")
@@ -95,10 +96,19 @@ def split_positionals(parser, argv: list[str]) -> tuple[list[str], list[str]]:
     return positionals, flags
 
 
-def _check_inputs(inputs: list[str]) -> None:
+def _check_inputs(inputs: list[str], options=None) -> list[str]:
+    """The inputs as they will be matched; bucket inputs are listed once (limit 1)."""
     if not inputs:
         raise UsageError("no INPUT given: name at least one directory, file or glob")
+    checked = []
     for path in inputs:
+        checked.append(path)
+        if is_bucket(path):
+            try:
+                checked[-1] = check_input(path, options)
+            except StorageError as exc:
+                raise UsageError(str(exc)) from exc
+            continue
         if "://" in path:
             continue
         if has_glob(path):
@@ -106,11 +116,18 @@ def _check_inputs(inputs: list[str]) -> None:
                 raise UsageError(f"input {path!r} matches no file")
         elif not os.path.exists(path):
             raise UsageError(f"input {path!r} does not exist")
+    return checked
 
 
-def _check_output(output: str | None) -> None:
+def _check_output(output: str | None, options=None) -> None:
     if not output:
         raise UsageError("no output given: add -o OUT.csv")
+    if is_bucket(output):
+        try:
+            check_output(output, options)
+        except StorageError as exc:
+            raise UsageError(str(exc)) from exc
+        return
     if "://" in output:
         return
     if os.path.isdir(output):
@@ -131,12 +148,12 @@ def parse(argv: list[str]):
     argv = config_flags(config_path) + argv
     args = parser.parse_intermixed_args(argv)
     positionals, flags = split_positionals(parser, argv)
-    inputs = positionals
-    _check_inputs(inputs)
     options = PipelineOptions(
         [flag for flag in flags if not flag.startswith(("--config", "--quiet"))]
     )
-    _check_output(options.view_as(DicomExtractOptions).output)
+    FileSystems.set_options(options)  # bucket checks need the S3 / GCS options
+    inputs = _check_inputs(positionals, options)
+    _check_output(options.view_as(DicomExtractOptions).output, options)
     return inputs, options, args.quiet
 
 

@@ -13,6 +13,8 @@ from apache_beam.io import fileio
 from apache_beam.io.filesystem import FileSystem
 from apache_beam.metrics import Metrics
 
+from transforms.storage import PrepareStorage
+
 
 def has_glob(path: str) -> bool:
     return any(char in path for char in "*?[")
@@ -23,7 +25,9 @@ def to_pattern(path: str) -> str:
     if has_glob(path):
         return path
     if "://" in path:
-        return path + "**" if path.endswith("/") else path
+        if path.endswith("/") or "/" not in path.split("://", 1)[1]:  # gs://bucket too
+            return path.rstrip("/") + "/**"
+        return path
     if os.path.isdir(path):
         return os.path.join(os.path.abspath(path), "**")
     return os.path.abspath(path)
@@ -61,6 +65,7 @@ class MatchInputs(beam.PTransform):
         return (
             pbegin
             | "Patterns" >> beam.Create(self.patterns)
+            | "Storage" >> beam.ParDo(PrepareStorage())  # before the first bucket call
             | "Match" >> fileio.MatchAll(fileio.EmptyMatchTreatment.ALLOW)
             # Grouping by path drops files that two inputs both match, and, like a
             # Reshuffle, spreads the files (matched on one worker) over all workers.

@@ -15,6 +15,8 @@ from typing import NamedTuple
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
+from transforms.storage import delete_tree
+
 
 class OutputPaths(NamedTuple):
     """Where one run writes: ``scan.csv`` gives ``scan.errors.csv`` and so on."""
@@ -84,8 +86,7 @@ def write_report(_, paths: OutputPaths, started: float, matched, rows, columns, 
     with FileSystems.create(paths.summary + ".partial") as out:
         out.write(json.dumps(summary, indent=2).encode("utf-8"))
     FileSystems.rename([paths.summary + ".partial"], [paths.summary])
-    if FileSystems.exists(paths.temp_dir):
-        FileSystems.delete([paths.temp_dir])
+    delete_tree(paths.temp_dir)
     return summary
 
 

@@ -26,6 +26,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms.flatten import PATH_COLUMN
 from transforms.spill import read_shard
+from transforms.storage import open_ranged
 
 INDEX_CHUNK = 1024
 COPY_BLOCK = 1 << 20
@@ -81,7 +82,7 @@ class FormatCsvShard(beam.DoFn):
 
 
 def _read_index(path: str, shard_number: int) -> Iterator[tuple]:
-    with FileSystems.open(path) as stream:
+    with open_ranged(path) as stream:
         while True:
             try:
                 chunk = pickle.load(stream)
@@ -104,7 +105,8 @@ def merge_csv_shards(shards, columns, output_path: str, temp_path: str) -> int:
     """Write header + all shards' records in path order to ``output_path``; return rows."""
     shards = sorted(shards, key=lambda shard: shard.path)
     _allow_open_files(2 * len(shards))
-    streams = [FileSystems.open(shard.path) for shard in shards]
+    # Ranged reads: on a bucket FileSystems.open would buffer up to 16 MiB per shard.
+    streams = [open_ranged(shard.path) for shard in shards]
     rows = 0
     try:
         with FileSystems.create(temp_path) as out:
