@@ -167,10 +167,13 @@ def test_bucket_input_bucket_output(scheme, stores, archive, local_run):
     for suffix in (".csv", ".errors.csv", ".skipped.csv"):
         got = read_bytes(out_dir + "scan" + suffix, args)
         assert got == expected(local_run, suffix, archive, prefix), suffix
-    # Temporary shards, the merged temp file and the write probe are all gone.
-    left = FileSystems.match([out_dir + "**"])[0].metadata_list
-    assert sorted(FileSystems.split(m.path)[1] for m in left) == [
+    # Temporary shards, the merged temp file and the write probe are all gone; the
+    # state for the next incremental run is one generation and its CURRENT pointer.
+    left = [m.path[len(out_dir):] for m in FileSystems.match([out_dir + "**"])[0].metadata_list]
+    assert sorted(p for p in left if not p.startswith("scan.state/")) == [
         "scan.csv", "scan.errors.csv", "scan.skipped.csv", "scan.summary.json"]
+    state = {p.split("/")[1] for p in left if p.startswith("scan.state/")}
+    assert "CURRENT" in state and len(state) == 2, state
 
 
 def test_mixed_local_and_bucket_inputs(stores, archive, local_run, s3, tmp_path):
