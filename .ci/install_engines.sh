@@ -105,10 +105,16 @@ PY
   chmod +x "$home/bin/"*.sh "$home/bin/flink"
   ls "$home/lib"/flink-dist*.jar >/dev/null
   ls "$home/bin/bash-java-utils.jar" >/dev/null
-  # Default configuration: loopback only, modest memory, 2 slots.  Java 17
-  # --add-opens/--add-exports flags are kept from the shipped config.yaml.
-  # (tests/engines.py writes its own per-cluster copy with free ports.)
-  "$PYTHON" - "$home/conf/config.yaml" <<'PY'
+  rm -rf "$FLINK_HOME_DIR"
+  mv "$home" "$FLINK_HOME_DIR"
+  rm -rf "$FLINK_HOME_DIR.tmp" "$dl"
+  touch "$FLINK_HOME_DIR/.complete"
+fi
+# Rewritten on every run, so configuration fixes reach existing installs.
+# Default configuration: loopback only, modest memory, 2 slots.  Java 17
+# --add-opens/--add-exports flags are kept from the shipped config.yaml.
+# (tests/engines.py writes its own per-cluster copy with free ports.)
+"$PYTHON" - "$FLINK_HOME_DIR/conf/config.yaml" <<'PY'
 import re, sys
 path = sys.argv[1]
 text = open(path).read()
@@ -136,6 +142,11 @@ taskmanager:
   memory:
     process:
       size: 1536m
+    # Beam's batch translation needs more network buffers than Flink's default
+    # (10 %) for parallelism 2 (see tests/engines.py).
+    network:
+      min: 256mb
+      max: 256mb
 parallelism:
   default: 1
 rest:
@@ -148,11 +159,6 @@ blob:
 """
 open(path, "w").write(conf)
 PY
-  rm -rf "$FLINK_HOME_DIR"
-  mv "$home" "$FLINK_HOME_DIR"
-  rm -rf "$FLINK_HOME_DIR.tmp" "$dl"
-  touch "$FLINK_HOME_DIR/.complete"
-fi
 
 # ------------------------------------------------------ Beam job server ----
 JOB_SERVER_JAR="$ENGINES_DIR/beam-runners-flink-$BEAM_FLINK_MINOR-job-server-$BEAM_JOB_SERVER_VERSION.jar"

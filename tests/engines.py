@@ -293,6 +293,12 @@ taskmanager:
   memory:
     process:
       size: {self.taskmanager_memory}
+    # Beam's batch translation keeps many exchanges open at once: with Flink's
+    # default (10 % of ~1 GB) a parallelism-2 run of the real pipeline fails with
+    # "Insufficient number of network buffers: required 512, but only 390".
+    network:
+      min: 256mb
+      max: 256mb
 parallelism:
   default: 1
 rest:
