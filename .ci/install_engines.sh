@@ -147,6 +147,12 @@ taskmanager:
     network:
       min: 256mb
       max: 256mb
+  network:
+    # Each blocking (batch) result partition of Beam's translation asks for
+    # sort-shuffle.min-buffers (Flink default 512) at once; with the full pipeline
+    # several are open together. 128 keeps the run inside 256 MB.
+    sort-shuffle:
+      min-buffers: 128
 parallelism:
   default: 1
 rest:
