@@ -5,7 +5,9 @@ test then does what submission would do next, against a local staging folder: st
 the resources and writes the job description (``--dataflow_job_file``). It checks the
 job's steps, that the staged package is this project built from ``setup.py`` with its
 dependencies declared, and that a worker installing it can import the transforms.
-Every non-loopback connection is refused, so nothing here can reach the network.
+The bucket is a GCS emulator on 127.0.0.1 (the CLI checks the archive and output
+before submitting); every other connection is refused, so nothing here can reach the
+network.
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ import pytest
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import DebugOptions, GoogleCloudOptions
 from apache_beam.portability import common_urns
-from apache_beam.portability.api import beam_runner_api_pb2
 
 from beam_pipeline.cli import make_runner, parse
 from beam_pipeline.options import DicomExtractOptions
 from beam_pipeline.pipeline import build_pipeline
+from tests import storage_servers
+from tests.conftest import pydicom_file
 from transforms.report import OutputPaths
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -62,22 +65,41 @@ def offline(monkeypatch):
     monkeypatch.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
 
 
+@pytest.fixture(scope="module")
+def gcs_bucket():
+    """gs://demo-bucket on a local GCS emulator (127.0.0.1), with one archive file:
+    the CLI lists the archive and writes a probe object before it submits, and the
+    pipeline prepares its state folder next to the output, all at submission time."""
+    server = storage_servers.start_gcs_emulator(bucket="demo-bucket")
+    previous = storage_servers.apply_gcs_emulator_env(server.endpoint)
+    try:
+        FileSystems.set_options(None)
+        with FileSystems.create("gs://demo-bucket/archive/p1/CT_small.dcm") as out:
+            out.write(open(pydicom_file("CT_small.dcm"), "rb").read())
+        yield "demo-bucket"
+    finally:
+        FileSystems.set_options(None)
+        storage_servers.restore_env(previous)
+        storage_servers.reset_beam_gcp_credentials_lookup()
+        server.stop()
+
+
 @pytest.fixture
-def dataflow_job(offline, monkeypatch, tmp_path):
+def dataflow_job(gcs_bucket, offline, monkeypatch, tmp_path):
     """(job, job description dict, staging folder) for the documented Dataflow command."""
     monkeypatch.chdir(ROOT)  # run_configs/dataflow.yaml names ./setup.py, as users run it
     job_file = tmp_path / "job.json"
     inputs, options, _ = parse([
-        "gs://demo-bucket/archive/", "-o", "gs://demo-bucket/out/scan.csv",
+        f"gs://{gcs_bucket}/archive/", "-o", f"gs://{gcs_bucket}/out/scan.csv",
         "--config", "run_configs/dataflow.yaml",
         "--project=demo-project", "--region=europe-west1",
-        "--temp_location=gs://demo-bucket/tmp", "--job_name=dicom-meta-offline",
+        f"--temp_location=gs://{gcs_bucket}/tmp", "--job_name=dicom-meta-offline",
         "--dry_run=True", f"--dataflow_job_file={job_file}",
     ])
     # What cli.run does, up to submission.
     FileSystems.set_options(options)
     extract = options.view_as(DicomExtractOptions)
-    paths = OutputPaths.for_output(extract.output, "offline")
+    paths = OutputPaths.for_output(extract.output, "offline", extract.format.split(","))
     pipeline = beam.Pipeline(runner=make_runner(options), options=options)
     build_pipeline(pipeline, inputs, extract, paths, 0.0)
     job = pipeline.run().job  # --dry_run: built, not submitted
