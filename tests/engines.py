@@ -1,0 +1,392 @@
+"""Helpers to run Beam pipelines on real engines in tests (not tests).
+
+The engines are installed by ``.ci/install_engines.sh`` into a cache dir
+(``$ENGINES_DIR``, default ``~/.cache/dicom-meta-engines``), which also writes
+``$ENGINES_DIR/engines.env``.  This module finds them through, in order:
+
+* the environment variables ``FLINK_HOME``, ``BEAM_FLINK_JOB_SERVER_JAR``,
+  ``BEAM_PRISM_BINARY`` (as exported by ``engines.env``);
+* the ``engines.env`` file in ``$ENGINES_DIR`` / the default cache dir.
+
+A missing engine raises :class:`EngineNotInstalled` (tests fail, they are
+not skipped).
+
+Usage from a pytest fixture::
+
+    @pytest.fixture(scope="session")
+    def flink_cluster():
+        with FlinkCluster() as cluster:
+            yield cluster
+
+    options = cluster.pipeline_args()          # FlinkRunner options
+    options = prism_pipeline_args()            # PrismRunner options
+
+Every process started here (JobManager, TaskManager, job server) is owned by
+PID and stopped on exit.  Flink itself binds only 127.0.0.1; Beam's own gRPC
+servers (job server ports, Fn API servers inside the TaskManager, the Python
+LOOPBACK worker pool, Prism's job port) listen on all interfaces and Beam has
+no option to change that.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+DEFAULT_ENGINES_DIR = Path.home() / ".cache" / "dicom-meta-engines"
+INSTALL_HINT = "run `bash .ci/install_engines.sh` (then optionally `source $ENGINES_DIR/engines.env`)"
+
+
+class EngineNotInstalled(RuntimeError):
+    """An engine (Flink, the Beam job server jar, Prism) is not installed."""
+
+
+def engines_dir() -> Path:
+    return Path(os.environ.get("ENGINES_DIR") or DEFAULT_ENGINES_DIR)
+
+
+def _env_file_values() -> dict[str, str]:
+    """Values of ``engines.env`` written by the install script (if any)."""
+    path = engines_dir() / "engines.env"
+    values: dict[str, str] = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            m = re.match(r'\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)="?([^"]*)"?\s*$', line)
+            if m:
+                values[m.group(1)] = m.group(2)
+    return values
+
+
+def _setting(name: str) -> str | None:
+    return os.environ.get(name) or _env_file_values().get(name)
+
+
+def flink_home() -> Path:
+    """FLINK_HOME of the installed standalone Flink distribution."""
+    value = _setting("FLINK_HOME")
+    if not value:
+        raise EngineNotInstalled(f"Flink is not installed (FLINK_HOME unset and no {engines_dir()}/engines.env): {INSTALL_HINT}")
+    home = Path(value)
+    for needed in ("bin/jobmanager.sh", "bin/taskmanager.sh", "bin/config.sh", "bin/bash-java-utils.jar"):
+        if not (home / needed).is_file():
+            raise EngineNotInstalled(f"FLINK_HOME={home} is not a complete Flink distribution (missing {needed}): {INSTALL_HINT}")
+    if not list((home / "lib").glob("flink-dist*.jar")):
+        raise EngineNotInstalled(f"FLINK_HOME={home} has no lib/flink-dist*.jar: {INSTALL_HINT}")
+    return home
+
+
+def flink_job_server_jar() -> Path:
+    """Path of the Beam Flink job server jar (never a URL: Beam must not download)."""
+    value = _setting("BEAM_FLINK_JOB_SERVER_JAR")
+    if not value or not Path(value).is_file():
+        raise EngineNotInstalled(f"Beam Flink job server jar not found ({value!r}): {INSTALL_HINT}")
+    return Path(value)
+
+
+def beam_flink_version() -> str:
+    """The Flink minor version the job server jar was built for (e.g. '1.19')."""
+    return _setting("BEAM_FLINK_VERSION") or "1.19"
+
+
+def prism_binary() -> Path:
+    """Path of the locally installed Prism binary (never downloaded by Beam)."""
+    value = _setting("BEAM_PRISM_BINARY")
+    if not value:
+        raise EngineNotInstalled(f"Prism is not installed (BEAM_PRISM_BINARY unset): {INSTALL_HINT}")
+    path = Path(value)
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        raise EngineNotInstalled(f"Prism binary {path} missing or not executable: {INSTALL_HINT}")
+    return path
+
+
+def prism_pipeline_args() -> list[str]:
+    """Pipeline args that run on Beam's PrismRunner with the local binary."""
+    return ["--runner=PrismRunner", f"--prism_location={prism_binary()}"]
+
+
+def free_port() -> int:
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _java_opts_from(conf_file: Path) -> str:
+    """The Java 17 --add-opens/--add-exports flags of the shipped config."""
+    if conf_file.is_file():
+        m = re.search(r"^\s+all:\s*(.*)$", conf_file.read_text(), re.M)
+        if m:
+            return m.group(1).strip()
+    return ""
+
+
+class FlinkCluster:
+    """A real standalone Flink session cluster on 127.0.0.1.
+
+    JobManager and TaskManager run as two separate JVMs started with
+    ``bin/{jobmanager,taskmanager}.sh start-foreground`` (which exec java, so
+    the Popen PID is the JVM's), each in its own process group.  Unless
+    ``job_server=False``, the Beam Flink job server jar is started as a third
+    JVM (``java -jar <jar> --flink-master ...``) that pipelines reach through
+    ``--job_endpoint``; otherwise Beam's FlinkRunner starts the jar itself
+    (``--flink_job_server_jar``) and keeps it until the interpreter exits.
+    On exit all of them are stopped by PID / process group (SIGTERM, then
+    SIGKILL).
+    """
+
+    def __init__(self, slots: int = 2, jobmanager_memory: str = "1024m",
+                 taskmanager_memory: str = "1536m", startup_timeout: float = 120.0,
+                 work_dir: str | os.PathLike | None = None, job_server: bool = True):
+        self.flink_home = flink_home()
+        self.job_server_jar = flink_job_server_jar()
+        self.flink_version = beam_flink_version()
+        self.slots = slots
+        self.jobmanager_memory = jobmanager_memory
+        self.taskmanager_memory = taskmanager_memory
+        self.startup_timeout = startup_timeout
+        self._work_dir_arg = work_dir
+        self._own_work_dir = False
+        self.work_dir: Path | None = None
+        self.rest_port: int | None = None
+        self.rpc_port: int | None = None
+        self.jobmanager: subprocess.Popen | None = None
+        self.taskmanager: subprocess.Popen | None = None
+        self.start_job_server = job_server
+        self.job_server: subprocess.Popen | None = None
+        self.job_port: int | None = None
+
+    # -- public API --------------------------------------------------------
+    @property
+    def flink_master(self) -> str:
+        """``127.0.0.1:<rest port>``, the value for ``--flink_master``."""
+        return f"127.0.0.1:{self.rest_port}"
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://127.0.0.1:{self.rest_port}"
+
+    @property
+    def log_dir(self) -> Path:
+        assert self.work_dir is not None
+        return self.work_dir / "log"
+
+    @property
+    def job_endpoint(self) -> str | None:
+        """``127.0.0.1:<port>`` of the job server this cluster started, if any."""
+        return f"127.0.0.1:{self.job_port}" if self.job_server is not None else None
+
+    def pipeline_args(self, environment_type: str = "LOOPBACK", parallelism: int = 1,
+                      use_job_endpoint: bool = True) -> list[str]:
+        """FlinkRunner args submitting to this cluster through the local job server jar.
+
+        LOOPBACK runs the Python SDK harness inside the submitting process
+        (so DoFns see this machine's files); PROCESS/DOCKER need more setup.
+        ``use_job_endpoint=False`` lets Beam start the job server jar itself.
+        """
+        args = [
+            "--runner=FlinkRunner",
+            f"--flink_master={self.flink_master}",
+            f"--flink_version={self.flink_version}",
+            f"--environment_type={environment_type}",
+            f"--parallelism={parallelism}",
+        ]
+        if use_job_endpoint and self.job_endpoint:
+            args.append(f"--job_endpoint={self.job_endpoint}")
+        else:
+            args.append(f"--flink_job_server_jar={self.job_server_jar}")
+        return args
+
+    def rest(self, path: str):
+        with urllib.request.urlopen(self.rest_url + path, timeout=5) as resp:
+            return json.load(resp)
+
+    def logs(self, max_chars: int = 4000) -> str:
+        """Tail of the cluster's stdout/log files, for failure messages."""
+        out = []
+        if self.work_dir and self.log_dir.is_dir():
+            for f in sorted(self.log_dir.iterdir()):
+                if f.is_file():
+                    text = f.read_text(errors="replace")
+                    out.append(f"===== {f.name} =====\n{text[-max_chars:]}")
+        return "\n".join(out)
+
+    def start(self) -> "FlinkCluster":
+        if self._work_dir_arg is None:
+            self.work_dir = Path(tempfile.mkdtemp(prefix="flink-cluster-"))
+            self._own_work_dir = True
+        else:
+            self.work_dir = Path(self._work_dir_arg)
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.rest_port = free_port()
+        self.rpc_port = free_port()
+        conf_dir = self._write_conf()
+        self.log_dir.mkdir(exist_ok=True)
+        env = dict(os.environ)
+        env.update(FLINK_HOME=str(self.flink_home), FLINK_CONF_DIR=str(conf_dir),
+                   FLINK_LOG_DIR=str(self.log_dir))
+        env.pop("HADOOP_CLASSPATH", None)
+        try:
+            self.jobmanager = self._spawn("jobmanager", env)
+            self.taskmanager = self._spawn("taskmanager", env)
+            self._wait_ready()
+            if self.start_job_server:
+                self._start_job_server(env)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for proc in (self.job_server, self.taskmanager, self.jobmanager):
+            if proc is not None:
+                _terminate(proc)
+        self.job_server = self.taskmanager = self.jobmanager = None
+        # ENGINES_KEEP_LOGS=1 keeps the temporary work dir (conf/, log/) for debugging.
+        if self._own_work_dir and self.work_dir is not None and not os.environ.get("ENGINES_KEEP_LOGS"):
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+
+    def __enter__(self) -> "FlinkCluster":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- internals ---------------------------------------------------------
+    def _write_conf(self) -> Path:
+        assert self.work_dir is not None
+        conf_dir = self.work_dir / "conf"
+        shutil.copytree(self.flink_home / "conf", conf_dir, dirs_exist_ok=True)
+        java_opts = _java_opts_from(self.flink_home / "conf" / "config.yaml")
+        tmp_dir = self.work_dir / "tmp"
+        tmp_dir.mkdir(exist_ok=True)
+        (conf_dir / "config.yaml").write_text(f"""\
+env:
+  java:
+    opts:
+      all: {java_opts}
+jobmanager:
+  bind-host: 127.0.0.1
+  rpc:
+    address: 127.0.0.1
+    port: {self.rpc_port}
+  memory:
+    process:
+      size: {self.jobmanager_memory}
+taskmanager:
+  bind-host: 127.0.0.1
+  host: 127.0.0.1
+  rpc:
+    port: "0"
+  data:
+    port: 0
+  numberOfTaskSlots: {self.slots}
+  memory:
+    process:
+      size: {self.taskmanager_memory}
+    # Beam's batch translation keeps many exchanges open at once: with Flink's
+    # default (10 % of ~1 GB) a parallelism-2 run of the real pipeline fails with
+    # "Insufficient number of network buffers: required 512, but only 390".
+    network:
+      min: 256mb
+      max: 256mb
+  network:
+    # Each blocking (batch) result partition of Beam's translation asks for
+    # sort-shuffle.min-buffers (Flink default 512) at once; with the full pipeline
+    # several are open together. 128 keeps the run inside 256 MB.
+    sort-shuffle:
+      min-buffers: 128
+parallelism:
+  default: 1
+rest:
+  address: 127.0.0.1
+  bind-address: 127.0.0.1
+  port: {self.rest_port}
+blob:
+  server:
+    port: "0"
+cluster:
+  registration:
+    # The TaskManager may start before the JobManager listens; retry quickly
+    # instead of Flink's default 10 s back-off.
+    error-delay: 500
+    refused-registration-delay: 500
+io:
+  tmp:
+    dirs: {tmp_dir}
+""")
+        return conf_dir
+
+    def _spawn(self, role: str, env: dict, cmd: list[str] | None = None) -> subprocess.Popen:
+        assert self.work_dir is not None
+        out = open(self.log_dir / f"{role}.stdout", "wb")
+        try:
+            return subprocess.Popen(
+                cmd or [str(self.flink_home / "bin" / f"{role}.sh"), "start-foreground"],
+                cwd=self.work_dir, env=env, stdin=subprocess.DEVNULL,
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        finally:
+            out.close()
+
+    def _start_job_server(self, env: dict) -> None:
+        assert self.work_dir is not None
+        self.job_port = free_port()
+        java = str(Path(env["JAVA_HOME"]) / "bin" / "java") if env.get("JAVA_HOME") else "java"
+        cmd = [java, "-jar", str(self.job_server_jar),
+               "--flink-master", self.rest_url,
+               "--job-host", "127.0.0.1", "--job-port", str(self.job_port),
+               "--artifact-port", "0",
+               "--expansion-port", "-1",  # no Java expansion service needed
+               "--artifacts-dir", str(self.work_dir / "artifacts")]
+        self.job_server = self._spawn("jobserver", env, cmd)
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self.job_server.poll() is not None:
+                raise RuntimeError(f"Beam job server exited with code {self.job_server.returncode}\n{self.logs()}")
+            with contextlib.suppress(OSError):
+                with socket.create_connection(("127.0.0.1", self.job_port), timeout=1):
+                    return
+            time.sleep(0.3)
+        raise TimeoutError(f"Beam job server not listening after {self.startup_timeout}s\n{self.logs()}")
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        last_error: Exception | None = None
+        while time.monotonic() < deadline:
+            for role, proc in (("jobmanager", self.jobmanager), ("taskmanager", self.taskmanager)):
+                if proc is not None and proc.poll() is not None:
+                    raise RuntimeError(f"Flink {role} exited with code {proc.returncode}\n{self.logs()}")
+            try:
+                overview = self.rest("/overview")
+                if overview.get("taskmanagers", 0) >= 1 and overview.get("slots-available", 0) >= 1:
+                    return
+            except (urllib.error.URLError, OSError, ValueError) as e:
+                last_error = e
+            time.sleep(0.5)
+        raise TimeoutError(f"Flink cluster not ready after {self.startup_timeout}s "
+                           f"(last error: {last_error})\n{self.logs()}")
+
+
+def _terminate(proc: subprocess.Popen, timeout: float = 20.0) -> None:
+    """Stop a process started with start_new_session=True, by PID and group."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass
+    # Whatever is left in the group (the JVM's children, if any).
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=5)

@@ -1,0 +1,174 @@
+"""Dataflow, offline: the job a ``gs://`` run would submit, built without a cloud account.
+
+``--dry_run`` makes the DataflowRunner stop right before it talks to the service. The
+test then does what submission would do next, against a local staging folder: stages
+the resources and writes the job description (``--dataflow_job_file``). It checks the
+job's steps, that the staged package is this project built from ``setup.py`` with its
+dependencies declared, and that a worker installing it can import the transforms.
+The bucket is a GCS emulator on 127.0.0.1 (the CLI checks the archive and output
+before submitting); every other connection is refused, so nothing here can reach the
+network.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tarfile
+
+import apache_beam as beam
+import pytest
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import DebugOptions, GoogleCloudOptions
+from apache_beam.portability import common_urns
+
+from beam_pipeline.cli import make_runner, parse
+from beam_pipeline.options import DicomExtractOptions
+from beam_pipeline.pipeline import build_pipeline
+from tests import storage_servers
+from tests.conftest import pydicom_file
+from transforms.report import OutputPaths
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STEPS = ("Discover", "Extract", "Spill", "Columns", "WriteCsv/Format", "WriteCsv/Merge",
+         "Report/Write")
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """No credentials lookup (it would probe the GCE metadata server) and no sockets
+    to anything but this machine."""
+    from apache_beam.internal.gcp import auth
+
+    monkeypatch.setattr(auth._Credentials, "_credentials_init", True)
+    monkeypatch.setattr(auth._Credentials, "_credentials", None)
+    monkeypatch.setenv("NO_GCE_CHECK", "True")
+    connect, getaddrinfo = socket.socket.connect, socket.getaddrinfo
+
+    def local_only(host):
+        if host not in ("127.0.0.1", "::1", "localhost"):
+            raise AssertionError(f"network access to {host!r} during an offline Dataflow build")
+
+    def guarded_connect(sock, address):
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            local_only(address[0])
+        return connect(sock, address)
+
+    def guarded_getaddrinfo(host, *args, **kwargs):
+        local_only(host)
+        return getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded_connect)
+    monkeypatch.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
+
+
+@pytest.fixture(scope="module")
+def gcs_bucket():
+    """gs://demo-bucket on a local GCS emulator (127.0.0.1), with one archive file:
+    the CLI lists the archive and writes a probe object before it submits, and the
+    pipeline prepares its state folder next to the output, all at submission time."""
+    server = storage_servers.start_gcs_emulator(bucket="demo-bucket")
+    previous = storage_servers.apply_gcs_emulator_env(server.endpoint)
+    try:
+        FileSystems.set_options(None)
+        with FileSystems.create("gs://demo-bucket/archive/p1/CT_small.dcm") as out:
+            out.write(open(pydicom_file("CT_small.dcm"), "rb").read())
+        yield "demo-bucket"
+    finally:
+        FileSystems.set_options(None)
+        storage_servers.restore_env(previous)
+        storage_servers.reset_beam_gcp_credentials_lookup()
+        server.stop()
+
+
+@pytest.fixture
+def dataflow_job(gcs_bucket, offline, monkeypatch, tmp_path):
+    """(job, job description dict, staging folder) for the documented Dataflow command."""
+    monkeypatch.chdir(ROOT)  # run_configs/dataflow.yaml names ./setup.py, as users run it
+    job_file = tmp_path / "job.json"
+    inputs, options, _ = parse([
+        f"gs://{gcs_bucket}/archive/", "-o", f"gs://{gcs_bucket}/out/scan.csv",
+        "--config", "run_configs/dataflow.yaml",
+        "--project=demo-project", "--region=europe-west1",
+        f"--temp_location=gs://{gcs_bucket}/tmp", "--job_name=dicom-meta-offline",
+        "--dry_run=True", f"--dataflow_job_file={job_file}",
+    ])
+    # What cli.run does, up to submission.
+    FileSystems.set_options(options)
+    extract = options.view_as(DicomExtractOptions)
+    paths = OutputPaths.for_output(extract.output, "offline", extract.format.split(","))
+    pipeline = beam.Pipeline(runner=make_runner(options), options=options)
+    build_pipeline(pipeline, inputs, extract, paths, 0.0)
+    job = pipeline.run().job  # --dry_run: built, not submitted
+
+    # What DataflowApplicationClient.create_job does before calling the service,
+    # with a local staging folder instead of gs://.../staging.
+    from apache_beam.runners.dataflow.internal import apiclient
+
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    job.options.view_as(GoogleCloudOptions).staging_location = str(staging)
+    apiclient.DataflowApplicationClient(job.options, str(staging)).create_job_description(job)
+    job_file.write_text(job.json())
+    assert job.options.view_as(DebugOptions).dataflow_job_file == str(job_file)
+    return job, json.loads(job_file.read_text()), staging
+
+
+def test_job_has_the_pipelines_steps_and_options(dataflow_job):
+    job, description, _ = dataflow_job
+    names = {t.unique_name for t in job.proto_pipeline.components.transforms.values()}
+    assert set(STEPS) <= names
+    pardos = {
+        t.unique_name for t in job.proto_pipeline.components.transforms.values()
+        if t.spec.urn == common_urns.primitives.PAR_DO.urn
+    }
+    assert {"Extract", "Spill", "WriteCsv/Format"} <= {n.split("/ParDo(")[0] for n in pardos}
+    options = {
+        item["key"]: item["value"]
+        for item in description["environment"]["sdkPipelineOptions"]["display_data"]
+    }
+    assert options["output"] == "gs://demo-bucket/out/scan.csv"
+    assert options["setup_file"] == "./setup.py"
+    assert options["max_num_workers"] == 50  # from run_configs/dataflow.yaml
+    assert description["name"] == "dicom-meta-offline"
+    pool = description["environment"]["workerPools"][0]
+    assert pool["workerHarnessContainerImage"].endswith(
+        f"_sdk:{beam.__version__}"
+    )
+
+
+def test_staged_package_is_this_project_with_its_dependencies(dataflow_job, tmp_path):
+    _, description, staging = dataflow_job
+    packages = {p["name"]: p["location"] for p in description["environment"]["workerPools"][0]["packages"]}
+    assert packages["workflow.tar.gz"] == str(staging / "workflow.tar.gz")
+    sdist = staging / "workflow.tar.gz"
+    with tarfile.open(sdist) as tar:
+        staged = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
+        requires = next(
+            tar.extractfile(m).read().decode() for m in tar.getmembers()
+            if m.name.endswith(".egg-info/requires.txt")
+        )
+    for package in ("beam_pipeline", "transforms"):
+        modules = {f"{package}/{f}" for f in os.listdir(os.path.join(ROOT, package)) if f.endswith(".py")}
+        assert modules <= staged, modules - staged
+    for dependency in ("apache-beam", "pydicom", "pyarrow", "pyyaml"):
+        assert dependency in requires
+
+    # A worker pip-installs the staged package; what that installs must then import
+    # the transforms. `setup.py build` lays out exactly the declared packages, as an
+    # install would (pip itself would need the `wheel` package to build offline).
+    with tarfile.open(sdist) as tar:
+        root = tar.getnames()[0].split("/")[0]
+        tar.extractall(tmp_path / "worker", filter="data")
+    built = tmp_path / "worker" / "build"
+    subprocess.run([sys.executable, "setup.py", "-q", "build", "--build-base", str(built)],
+                   check=True, cwd=tmp_path / "worker" / root, capture_output=True)
+    lib = built / "lib"
+    probe = ("import beam_pipeline.cli, beam_pipeline.pipeline, transforms.extract, sys; "
+             "assert transforms.extract.__file__.startswith(sys.argv[1]), transforms.extract.__file__")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = str(lib)
+    subprocess.run([sys.executable, "-c", probe, str(lib)], check=True, cwd=tmp_path, env=env)
