@@ -33,6 +33,7 @@ from transforms.storage import StorageError, check_input, check_output, is_bucke
 
 PROG = "dicom-meta-extract"
 LOCAL_RUNNERS = (None, "DirectRunner", "FnApiRunner")
+CLI_ONLY_OPTIONS = ("--config", "--quiet")
 
 
 class UsageError(Exception):
@@ -80,17 +81,21 @@ def config_flags(path: str | None) -> list[str]:
 
 
 def split_positionals(parser, argv: list[str]) -> tuple[list[str], list[str]]:
-    """(positional arguments, option flags) of ``argv``, in their order."""
+    """(positional arguments, pipeline option flags) of ``argv``, in their order.
+
+    The CLI's own ``--config`` and ``--quiet`` (with their values) are left out."""
     positionals, flags = [], []
     tokens = iter(argv)
     for token in tokens:
         if token == "--":
             positionals.extend(tokens)
         elif token.startswith("-") and token != "-":
-            flags.append(token)
+            option = [token]
             action = parser._option_string_actions.get(token)  # "--flag value" form
             if action is not None and action.nargs != 0 and "=" not in token:
-                flags.append(next(tokens, ""))
+                option.append(next(tokens, ""))
+            if token.split("=", 1)[0] not in CLI_ONLY_OPTIONS:
+                flags.extend(option)
         else:
             positionals.append(token)
     return positionals, flags
@@ -148,9 +153,7 @@ def parse(argv: list[str]):
     argv = config_flags(config_path) + argv
     args = parser.parse_intermixed_args(argv)
     positionals, flags = split_positionals(parser, argv)
-    options = PipelineOptions(
-        [flag for flag in flags if not flag.startswith(("--config", "--quiet"))]
-    )
+    options = PipelineOptions(flags)
     FileSystems.set_options(options)  # bucket checks need the S3 / GCS options
     inputs = _check_inputs(positionals, options)
     _check_output(options.view_as(DicomExtractOptions).output, options)

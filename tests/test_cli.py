@@ -91,6 +91,7 @@ def test_console_script_runs_with_config_and_overrides(archive, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "every matched file is accounted for" in result.stderr
     assert "DICOM files" in result.stderr  # the progress bar
+    assert "Discarding unparseable args" not in result.stderr  # "--config FILE" is ours
     summary = json.loads((tmp_path / "out.summary.json").read_text())
     assert summary["rows"] == 1 and summary["accounted_for"]
     header = out.read_text().splitlines()[0]
