@@ -13,10 +13,12 @@ What is read and what is skipped, explicitly:
 Values are written in DICOM's own text form:
 
 * Text VRs: the stored text decoded with the item's Specific Character Set, multiple
-  values joined with ``\\`` (DS/IS keep their text exactly as stored, PN is DICOM text).
+  values joined with ``\\`` (DS/IS keep their text exactly as stored, PN is DICOM text
+  without empty trailing component groups: ``A^B=`` and ``A^B`` are the same name).
 * Binary numbers (US, SS, UL, SL, UV, SV, FL, FD): decimal, joined with ``\\``.
 * AT: ``(gggg,eeee)``.
-* OB, OD, OF, OL, OV, OW, UN: up to ``max_binary_bytes`` as hex, longer ones as ``<N bytes>``.
+* OB, OD, OF, OL, OV, OW, UN: up to ``max_binary_bytes`` as hex, longer ones as ``<N bytes>``
+  (N is the bytes present; deferred values, never read, count their declared length).
 
 Two paths produce that text. The fast path (``format_raw``) works on pydicom's
 RawDataElement bytes, which is what a lazily read header holds; the reference path
@@ -184,7 +186,10 @@ def decode_text(vr: str, raw: bytes, encodings: list[str]) -> str:
         text = decode_bytes(raw, encodings, TEXT_VR_DELIMS)
     else:
         text = raw.decode(DEFAULT_ENCODING)
-    return join_text(vr, text)
+    text = join_text(vr, text)
+    if vr == "PN" and "=" in text:
+        text = "\\".join(name.rstrip("=") for name in text.split("\\"))
+    return text
 
 
 def format_raw(vr: str, raw: RawDataElement, encodings: list[str], max_bytes: int) -> str:
@@ -193,7 +198,7 @@ def format_raw(vr: str, raw: RawDataElement, encodings: list[str], max_bytes: in
     if vr in TEXT_VRS:
         return decode_text(vr, value, encodings) if value else ""
     if vr in BINARY_VRS:
-        return format_binary(value, raw.length, max_bytes)
+        return format_binary(value, raw.length if value is None else len(value), max_bytes)
     endian = "<" if raw.is_little_endian else ">"
     if vr in NUMBER_FORMATS:
         code = NUMBER_FORMATS[vr]
@@ -250,6 +255,7 @@ class _Walker:
     values: dict
     vrs: dict
     bad_elements: list
+    reference: bool = False
 
     def walk(self, dataset: Dataset, prefix: str, encodings: list[str]) -> None:
         if SPECIFIC_CHARACTER_SET in dataset:
@@ -289,6 +295,9 @@ class _Walker:
 
     def _element(self, dataset: Dataset, tag: BaseTag, name: str, encodings) -> None:
         item = dataset.get_item(tag)
+        if self.reference:
+            self._converted(dataset[tag], name, encodings)
+            return
         if isinstance(item, RawDataElement):
             if item.value is None and item.length and self.read_deferred is not None:
                 item = self.read_deferred(item)
@@ -332,11 +341,17 @@ def flatten(
     path: str,
     settings: FlattenSettings = FlattenSettings(),
     read_deferred: Callable[[RawDataElement], RawDataElement] | None = None,
+    reference: bool = False,
 ) -> tuple[Row, list[str]]:
-    """Return the file's row and a list of elements that had to be kept as raw text."""
+    """Return the file's row and a list of elements that had to be kept as raw text.
+
+    ``reference=True`` formats every element from pydicom's converted value
+    (``format_converted``) instead of its raw bytes: slower, and only there so tests
+    can check that the fast path gives the same text.
+    """
     values = {PATH_COLUMN: path}
     vrs = {PATH_COLUMN: "UR"}
-    walker = _Walker(settings, read_deferred, values, vrs, [])
+    walker = _Walker(settings, read_deferred, values, vrs, [], reference)
     file_meta = getattr(dataset, "file_meta", None)
     if file_meta is not None:
         walker.walk(file_meta, "", DEFAULT_ENCODINGS)
