@@ -79,8 +79,7 @@ def recognise(prefix: bytes) -> tuple[str | None, str]:
 
 def check_complete(dataset) -> None:
     """pydicom returns short values at end of file; a short value means truncation."""
-    for tag in dataset.keys():
-        raw = dataset.get_item(tag)
+    for raw in dataset.values():  # as stored: deferred values stay unread
         if (
             isinstance(raw, RawDataElement)
             and raw.value is not None

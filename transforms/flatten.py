@@ -29,6 +29,7 @@ neither path can convert keeps its raw bytes as text instead of losing the file.
 
 from __future__ import annotations
 
+import functools
 import re
 import struct
 from dataclasses import dataclass
@@ -88,7 +89,13 @@ def tag_text(tag: int) -> str:
     return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
 
 
-def element_name(tag: BaseTag, dataset: Dataset) -> str:
+@functools.lru_cache(maxsize=1 << 16)
+def public_name(tag: int) -> str:
+    """``element_name`` of a public tag, which depends on the tag alone."""
+    return element_name(BaseTag(tag), None)
+
+
+def element_name(tag: BaseTag, dataset: Dataset | None) -> str:
     """``Patient's Name (0010,0010)``; private ones carry their creator."""
     if not tag.is_private:
         try:
@@ -260,18 +267,25 @@ class _Walker:
     def walk(self, dataset: Dataset, prefix: str, encodings: list[str]) -> None:
         if SPECIFIC_CHARACTER_SET in dataset:
             encodings = self._encodings(dataset, encodings)
-        for tag in sorted(dataset.keys()):
-            tag = BaseTag(tag)
-            if is_skipped_group(tag.group):
+        include_private = self.settings.include_private
+        # items() gives the elements as stored (raw, deferred ones unread) without the
+        # per-tag lookups of get_item(); row order does not matter (columns are ordered
+        # by name later). A list, because converting a sequence replaces its entry.
+        for tag, item in list(dataset.items()):
+            group = tag >> 16
+            if group & 1:
+                if not include_private:
+                    continue
+                name = prefix + element_name(BaseTag(tag), dataset)
+            elif is_skipped_group(group):
                 continue
-            if tag.is_private and not self.settings.include_private:
-                continue
-            name = prefix + element_name(tag, dataset)
+            else:
+                name = prefix + public_name(tag)
             try:
-                self._element(dataset, tag, name, encodings)
+                self._element(dataset, tag, item, name, encodings)
             except Exception as exc:  # one bad element never loses the file
                 self.bad_elements.append(f"{name}: {exc}")
-                raw = dataset.get_item(tag)
+                raw = dataset.get_item(tag, keep_deferred=True)
                 text = raw_bytes_text(
                     getattr(raw, "value", None) if isinstance(raw, RawDataElement) else None,
                     getattr(raw, "length", 0) or 0,
@@ -293,17 +307,22 @@ class _Walker:
             return inherited
         return convert_encodings(terms if len(terms) > 1 else terms[0])
 
-    def _element(self, dataset: Dataset, tag: BaseTag, name: str, encodings) -> None:
-        item = dataset.get_item(tag)
+    def _element(self, dataset: Dataset, tag: int, item, name: str, encodings) -> None:
         if self.reference:
             self._converted(dataset[tag], name, encodings)
             return
         if isinstance(item, RawDataElement):
-            if item.value is None and item.length and self.read_deferred is not None:
+            if item.value is None and not item.length:
+                return  # empty
+            if item.value is None and self.read_deferred is not None:
                 item = self.read_deferred(item)
-            data: dict = {}
-            hooks.raw_element_vr(item, data, encoding=encodings, ds=dataset)
-            vr = data["VR"]
+                if item.value is not None:
+                    dataset[tag] = item  # so that converting it below does not re-read
+            vr = item.VR
+            if vr is None or vr == "UN":  # implicit VR or explicit UN: pydicom decides
+                data: dict = {}
+                hooks.raw_element_vr(item, data, encoding=encodings, ds=dataset)
+                vr = data["VR"]
             if vr == "SQ" or " or " in vr:
                 # Sequences are parsed by pydicom; ambiguous VRs need its context rules.
                 self._converted(dataset[tag], name, encodings)
