@@ -57,6 +57,7 @@ BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 NUMBER_FORMATS = {
     "US": "H", "SS": "h", "UL": "L", "SL": "l", "UV": "Q", "SV": "q", "FL": "f", "FD": "d",
 }
+NUMBER_SIZES = {vr: struct.calcsize("<" + code) for vr, code in NUMBER_FORMATS.items()}
 DEFAULT_ENCODING = "iso8859"
 DEFAULT_ENCODINGS = [DEFAULT_ENCODING]
 SPECIFIC_CHARACTER_SET = 0x00080005
@@ -139,6 +140,8 @@ def join_text(vr: str, text: str) -> str:
     """Canonical text of a decoded text value (one or several ``\\``-separated)."""
     if vr in SINGLE_TEXT_VRS:
         return text.rstrip(" \0")
+    if "\\" not in text:  # one value: the common case
+        return text.strip(" \0")
     parts = [part.strip(" \0") for part in text.split("\\")]
     if not any(parts):
         return ""
@@ -209,7 +212,7 @@ def format_raw(vr: str, raw: RawDataElement, encodings: list[str], max_bytes: in
     endian = "<" if raw.is_little_endian else ">"
     if vr in NUMBER_FORMATS:
         code = NUMBER_FORMATS[vr]
-        size = struct.calcsize("<" + code)
+        size = NUMBER_SIZES[vr]
         if len(value) % size:
             raise ValueError(f"{len(value)} bytes is not a whole number of {vr} values")
         numbers = struct.unpack(f"{endian}{len(value) // size}{code}", value)
