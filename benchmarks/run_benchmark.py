@@ -7,7 +7,8 @@ Each contender runs as a child process of this one:
 (a) ``python -m beam_pipeline ARCHIVE -o OUT.csv --quiet``: the CLI, default settings;
 (b) ``python -m benchmarks.baseline``: the replaced script (full read, ``str()``,
     ``multiprocessing.Pool``, pandas in-memory merge);
-(c) ``python -m benchmarks.floor``: one process, ``dcmread(stop_before_pixels=True)``.
+(c) ``python -m benchmarks.floor``: one process, ``dcmread(stop_before_pixels=True)``;
+(a') the CLI forced to the in-memory runner (one process), to check the default.
 
 Measured for each: wall time -> files/s; peak RSS of the whole process tree (psutil,
 sampled every 50 ms, sum of RSS over the process and all its descendants, so pages
@@ -126,7 +127,9 @@ def dicom_bytes_per_file(root: str, sample: int = 200) -> tuple[float, float, fl
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("archive")
-    parser.add_argument("--runs", default="a,b,c", help="comma-separated subset of a,b,c")
+    parser.add_argument("--runs", default="a,a1,b,c",
+                        help="comma-separated subset of a,a1,b,c (a1: the in-memory runner, "
+                        "to check the multi-process default still pays)")
     parser.add_argument("--work", help="folder for outputs (default: a temporary one)")
     parser.add_argument("--cli-args", default="", help="extra CLI flags for (a)")
     args = parser.parse_args(argv)
@@ -138,11 +141,15 @@ def main(argv=None) -> None:
     commands = {
         "a": [sys.executable, "-m", "beam_pipeline", archive,
               "-o", os.path.join(work, "a.csv"), "--quiet", *args.cli_args.split()],
+        "a1": [sys.executable, "-m", "beam_pipeline", archive,
+               "-o", os.path.join(work, "a1.csv"), "--quiet",
+               "--direct_running_mode=in_memory", "--direct_num_workers=1"],
         "b": [sys.executable, "-m", "benchmarks.baseline", archive, os.path.join(work, "b.csv")],
         "c": [sys.executable, "-m", "benchmarks.floor", archive],
     }
     labels = {
         "a": "(a) dicom-meta-extract CLI, defaults",
+        "a1": "(a') CLI with the in-memory runner, 1 process",
         "b": "(b) replaced script (full read, str(), Pool, pandas)",
         "c": "(c) pydicom floor (1 process, stop_before_pixels)",
     }
