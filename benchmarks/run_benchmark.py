@@ -10,7 +10,9 @@ Each contender runs as a child process of this one:
 (c) ``python -m benchmarks.floor``: one process, ``dcmread(stop_before_pixels=True)``;
 (a') the CLI forced to the in-memory runner (one process), to check the default.
 
-Measured for each: wall time -> files/s; peak RSS of the whole process tree (psutil,
+Measured for each: wall time -> files/s; CPU seconds (user + sys) of the whole tree,
+from getrusage(RUSAGE_CHILDREN), which on a shared machine shows what wall time
+hides; peak RSS of the whole process tree (psutil,
 sampled every 50 ms, sum of RSS over the process and all its descendants, so pages
 shared between forked processes count more than once); bytes read, from
 ``/proc/self/io`` of this benchmark process before and after the child: Linux folds a
@@ -30,6 +32,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -53,6 +56,7 @@ def count_files(root: str) -> int:
 def measure(command: list[str], interval: float = 0.05) -> dict:
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     before = proc_io()
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     child = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL)
     parent = psutil.Process(child.pid)
@@ -72,10 +76,13 @@ def measure(command: list[str], interval: float = 0.05) -> dict:
         time.sleep(interval)
     seconds = time.perf_counter() - started
     after = proc_io()
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if child.returncode != 0:
         raise SystemExit(f"{command} failed with status {child.returncode}")
     return {
         "seconds": seconds,
+        "cpu": (cpu_after.ru_utime + cpu_after.ru_stime)
+        - (cpu_before.ru_utime + cpu_before.ru_stime),
         "peak_rss": peak,
         "rchar": after["rchar"] - before["rchar"],
         "read_bytes": after["read_bytes"] - before["read_bytes"],
@@ -159,10 +166,12 @@ def main(argv=None) -> None:
         r = results[key]
         print(f"{labels[key]}: {r['seconds']:.1f} s", flush=True)
     print()
-    print("| run | seconds | files/s | peak RSS (tree) | rchar/file | read_bytes/file |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| run | seconds | files/s | CPU s (tree) | peak RSS (tree) | rchar/file "
+          "| read_bytes/file |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for key, r in results.items():
         print(f"| {labels[key]} | {r['seconds']:.1f} | {files / r['seconds']:,.0f} | "
+              f"{r['cpu']:.1f} | "
               f"{r['peak_rss'] / 2**20:,.0f} MiB | {r['rchar'] / files / 1024:,.1f} KiB | "
               f"{r['read_bytes'] / files / 1024:,.1f} KiB |")
     if "a" in results and "b" in results:
