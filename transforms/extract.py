@@ -77,17 +77,23 @@ def recognise(prefix: bytes) -> tuple[str | None, str]:
     return None, "no DICOM preamble and no DICOM element at the start"
 
 
-def check_complete(dataset) -> None:
-    """pydicom returns short values at end of file; a short value means truncation."""
+def check_complete(dataset, size: int | None = None) -> None:
+    """pydicom returns short values at end of file; a short value means truncation.
+
+    Deferred values (not read) are checked against the file's ``size`` instead.
+    """
     for raw in dataset.values():  # as stored: deferred values stay unread
-        if (
-            isinstance(raw, RawDataElement)
-            and raw.value is not None
-            and raw.length != 0xFFFFFFFF
-            and len(raw.value) < raw.length
-        ):
+        if not isinstance(raw, RawDataElement) or raw.length == 0xFFFFFFFF:
+            continue
+        if raw.value is not None:
+            present = len(raw.value)
+        elif size is not None and raw.value_tell is not None:
+            present = max(0, min(raw.length, size - raw.value_tell))
+        else:
+            continue
+        if present < raw.length:
             raise TruncatedFileError(
-                f"file ends inside element {raw.tag}: {len(raw.value)} of "
+                f"file ends inside element {raw.tag}: {present} of "
                 f"{raw.length} bytes present"
             )
 
@@ -136,6 +142,7 @@ class ExtractHeaders(beam.DoFn):
                     raise NotDicomError(f"named as DICOM but not DICOM: {reason}")
                 self.skipped.inc()
                 return beam.pvalue.TaggedOutput(SKIPPED, (path, reason))
+            size = stream.seek(0, 2)
             stream.seek(0)
             dataset = dcmread(
                 stream,
@@ -145,7 +152,7 @@ class ExtractHeaders(beam.DoFn):
             )
             if not dataset.keys():
                 raise NotDicomError("no DICOM elements could be read")
-            check_complete(dataset)
+            check_complete(dataset, size)
 
             def read_deferred(raw: RawDataElement) -> RawDataElement:
                 # Only text is worth reading; binary values stay "<N bytes>".

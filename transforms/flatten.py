@@ -13,8 +13,8 @@ What is read and what is skipped, explicitly:
 Values are written in DICOM's own text form:
 
 * Text VRs: the stored text decoded with the item's Specific Character Set, multiple
-  values joined with ``\\`` (DS/IS keep their text exactly as stored, PN is DICOM text
-  without empty trailing component groups: ``A^B=`` and ``A^B`` are the same name).
+  values joined with ``\\`` (DS/IS keep their text exactly as stored, PN is DICOM text,
+  empty trailing groups included: ``A^B=`` stays ``A^B=``).
 * Binary numbers (US, SS, UL, SL, UV, SV, FL, FD): decimal, joined with ``\\``.
 * AT: ``(gggg,eeee)``.
 * OB, OD, OF, OL, OV, OW, UN: up to ``max_binary_bytes`` as hex, longer ones as ``<N bytes>``
@@ -196,10 +196,7 @@ def decode_text(vr: str, raw: bytes, encodings: list[str]) -> str:
         text = decode_bytes(raw, encodings, TEXT_VR_DELIMS)
     else:
         text = raw.decode(DEFAULT_ENCODING)
-    text = join_text(vr, text)
-    if vr == "PN" and "=" in text:
-        text = "\\".join(name.rstrip("=") for name in text.split("\\"))
-    return text
+    return join_text(vr, text)
 
 
 def format_raw(vr: str, raw: RawDataElement, encodings: list[str], max_bytes: int) -> str:
@@ -312,7 +309,11 @@ class _Walker:
 
     def _element(self, dataset: Dataset, tag: int, item, name: str, encodings) -> None:
         if self.reference:
-            self._converted(dataset[tag], name, encodings)
+            elem = dataset[tag]
+            if elem.VR == "PN" and isinstance(item, RawDataElement) and item.value:
+                self._reference_names(elem, item.value, name)
+            else:
+                self._converted(elem, name, encodings)
             return
         if isinstance(item, RawDataElement):
             if item.value is None and not item.length:
@@ -339,6 +340,24 @@ class _Walker:
         if text:
             self.values[name] = text
             self.vrs[name] = vr
+
+    def _reference_names(self, elem: DataElement, stored: bytes, name: str) -> None:
+        """PN from pydicom's components, with the empty trailing groups it drops
+        (``A^B=`` -> ``A^B``) counted back from the stored bytes."""
+        names = list(elem.value) if isinstance(elem.value, MultiValue) else [elem.value]
+        stored_names = stored.rstrip(b"\0 ").split(b"\\")
+        if len(stored_names) != len(names):
+            self._converted(elem, name, None)
+            return
+        texts = []
+        for person, raw_name in zip(names, stored_names):
+            components = list(person.components)
+            components += [""] * (raw_name.strip(b" ").count(b"=") + 1 - len(components))
+            texts.append("=".join(components))
+        text = join_text("PN", "\\".join(texts))
+        if text:
+            self.values[name] = text
+            self.vrs[name] = "PN"
 
     def _converted(self, elem: DataElement, name: str, encodings) -> None:
         if elem.VR != "SQ":
