@@ -136,13 +136,15 @@ class ExtractHeaders(beam.DoFn):
 
     def _read(self, path: str):
         with open_file(path) as stream:
+            # Size first: seeking to the end later would drop the read buffer.
+            size = stream.seek(0, 2)
+            stream.seek(0)
             kind, reason = recognise(stream.read(PREAMBLE_LENGTH + len(MAGIC)))
             if kind is None:
                 if path.lower().endswith(DICOM_EXTENSIONS):
                     raise NotDicomError(f"named as DICOM but not DICOM: {reason}")
                 self.skipped.inc()
                 return beam.pvalue.TaggedOutput(SKIPPED, (path, reason))
-            size = stream.seek(0, 2)
             stream.seek(0)
             dataset = dcmread(
                 stream,
