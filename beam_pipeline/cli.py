@@ -34,6 +34,9 @@ from transforms.storage import StorageError, check_input, check_output, is_bucke
 PROG = "dicom-meta-extract"
 LOCAL_RUNNERS = (None, "DirectRunner", "FnApiRunner")
 CLI_ONLY_OPTIONS = ("--config", "--quiet")
+# Measured with benchmarks/run_benchmark.py (see benchmarks/README.md): one SDK worker
+# process per core beats the in-process runner. run_configs/direct.yaml holds the same.
+LOCAL_DEFAULTS = {"direct_running_mode": "multi_processing", "direct_num_workers": 0}
 
 
 class UsageError(Exception):
@@ -144,6 +147,21 @@ def _check_output(output: str | None, options=None) -> None:
         raise UsageError(f"output folder {folder!r} is not writable")
 
 
+def local_default_flags(parser, flags: list[str]) -> list[str]:
+    """``LOCAL_DEFAULTS`` as flags, for a local run whose user set none of them."""
+    given = parser.parse_known_args(flags)[0]
+    if given.runner not in LOCAL_RUNNERS:
+        return []
+    user_keys = {
+        parser._option_string_actions[flag.split("=", 1)[0]].dest  # pylint: disable=protected-access
+        for flag in flags
+        if flag.split("=", 1)[0] in parser._option_string_actions  # pylint: disable=protected-access
+    }
+    if user_keys & LOCAL_DEFAULTS.keys():
+        return []
+    return [f"--{key}={value}" for key, value in LOCAL_DEFAULTS.items()]
+
+
 def parse(argv: list[str]):
     """Return (inputs, pipeline options, quiet) or raise UsageError."""
     parser = _parser()
@@ -153,11 +171,37 @@ def parse(argv: list[str]):
     argv = config_flags(config_path) + argv
     args = parser.parse_intermixed_args(argv)
     positionals, flags = split_positionals(parser, argv)
-    options = PipelineOptions(flags)
+    options = PipelineOptions(flags + local_default_flags(parser, flags))
     FileSystems.set_options(options)  # bucket checks need the S3 / GCS options
     inputs = _check_inputs(positionals, options)
     _check_output(options.view_as(DicomExtractOptions).output, options)
     return inputs, options, args.quiet
+
+
+def worker_options(options: PipelineOptions) -> dict:
+    """The options handed to local SDK workers.
+
+    Workers parse them with Beam's option classes only, so ours (which reach the DoFns
+    pickled, not as options) and default-true flags such as ``pipeline_type_check``
+    (re-encoded as flags the worker's parser lacks) would be logged as "Discarding
+    unparseable args": only Beam's non-default options are passed. The worker's startup
+    notes ("No semi_persistent_directory found", irrelevant without staged files) are
+    silenced by level for that one module; its errors still show.
+    """
+    ours = argparse.ArgumentParser(add_help=False)
+    DicomExtractOptions._add_argparse_args(ours)  # pylint: disable=protected-access
+    own_keys = {action.dest for action in ours._actions}  # pylint: disable=protected-access
+    passed = {
+        key: value
+        for key, value in options.get_all_options(drop_default=True).items()
+        if key not in own_keys
+    }
+    overrides = dict(passed.get("sdk_harness_log_level_overrides") or {})
+    # The worker runs that module as __main__, so its logger is named "__main__".
+    for module in ("__main__", "apache_beam.runners.worker.sdk_worker_main"):
+        overrides.setdefault(module, "ERROR")
+    passed["sdk_harness_log_level_overrides"] = overrides
+    return passed
 
 
 def make_runner(options: PipelineOptions):
@@ -170,7 +214,7 @@ def make_runner(options: PipelineOptions):
     from apache_beam.runners.portability.fn_api_runner import fn_runner
     from apache_beam.runners.portability.portable_runner import JobServiceHandle
 
-    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+    encoded = JobServiceHandle.encode_pipeline_options(worker_options(options))
     provision_info = fn_runner.ExtendedProvisionInfo(
         beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)
     )

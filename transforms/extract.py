@@ -79,18 +79,23 @@ def recognise(prefix: bytes) -> tuple[str | None, str]:
     return None, "no DICOM preamble and no DICOM element at the start"
 
 
-def check_complete(dataset) -> None:
-    """pydicom returns short values at end of file; a short value means truncation."""
-    for tag in dataset.keys():
-        raw = dataset.get_item(tag)
-        if (
-            isinstance(raw, RawDataElement)
-            and raw.value is not None
-            and raw.length != 0xFFFFFFFF
-            and len(raw.value) < raw.length
-        ):
+def check_complete(dataset, size: int | None = None) -> None:
+    """pydicom returns short values at end of file; a short value means truncation.
+
+    Deferred values (not read) are checked against the file's ``size`` instead.
+    """
+    for raw in dataset.values():  # as stored: deferred values stay unread
+        if not isinstance(raw, RawDataElement) or raw.length == 0xFFFFFFFF:
+            continue
+        if raw.value is not None:
+            present = len(raw.value)
+        elif size is not None and raw.value_tell is not None:
+            present = max(0, min(raw.length, size - raw.value_tell))
+        else:
+            continue
+        if present < raw.length:
             raise TruncatedFileError(
-                f"file ends inside element {raw.tag}: {len(raw.value)} of "
+                f"file ends inside element {raw.tag}: {present} of "
                 f"{raw.length} bytes present"
             )
 
@@ -133,6 +138,9 @@ class ExtractHeaders(beam.DoFn):
 
     def _read(self, path: str):
         with open_file(path) as stream:
+            # Size first: seeking to the end later would drop the read buffer.
+            size = stream.seek(0, 2)
+            stream.seek(0)
             kind, reason = recognise(stream.read(PREAMBLE_LENGTH + len(MAGIC)))
             if kind is None:
                 if path.lower().endswith(DICOM_EXTENSIONS):
@@ -148,7 +156,7 @@ class ExtractHeaders(beam.DoFn):
             )
             if not any(tag in DicomDictionary for tag in dataset.keys()):
                 raise NotDicomError("no standard DICOM element could be read")
-            check_complete(dataset)
+            check_complete(dataset, size)
 
             def read_deferred(raw: RawDataElement) -> RawDataElement:
                 # Only text is worth reading; binary values stay "<N bytes>".

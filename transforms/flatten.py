@@ -13,10 +13,12 @@ What is read and what is skipped, explicitly:
 Values are written in DICOM's own text form:
 
 * Text VRs: the stored text decoded with the item's Specific Character Set, multiple
-  values joined with ``\\`` (DS/IS keep their text exactly as stored, PN is DICOM text).
+  values joined with ``\\`` (DS/IS keep their text exactly as stored, PN is DICOM text,
+  empty trailing groups included: ``A^B=`` stays ``A^B=``).
 * Binary numbers (US, SS, UL, SL, UV, SV, FL, FD): decimal, joined with ``\\``.
 * AT: ``(gggg,eeee)``.
-* OB, OD, OF, OL, OV, OW, UN: up to ``max_binary_bytes`` as hex, longer ones as ``<N bytes>``.
+* OB, OD, OF, OL, OV, OW, UN: up to ``max_binary_bytes`` as hex, longer ones as ``<N bytes>``
+  (N is the bytes present; deferred values, never read, count their declared length).
 
 Two paths produce that text. The fast path (``format_raw``) works on pydicom's
 RawDataElement bytes, which is what a lazily read header holds; the reference path
@@ -27,6 +29,7 @@ neither path can convert keeps its raw bytes as text instead of losing the file.
 
 from __future__ import annotations
 
+import functools
 import re
 import struct
 from dataclasses import dataclass
@@ -54,6 +57,7 @@ BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 NUMBER_FORMATS = {
     "US": "H", "SS": "h", "UL": "L", "SL": "l", "UV": "Q", "SV": "q", "FL": "f", "FD": "d",
 }
+NUMBER_SIZES = {vr: struct.calcsize("<" + code) for vr, code in NUMBER_FORMATS.items()}
 DEFAULT_ENCODING = "iso8859"
 DEFAULT_ENCODINGS = [DEFAULT_ENCODING]
 SPECIFIC_CHARACTER_SET = 0x00080005
@@ -86,7 +90,13 @@ def tag_text(tag: int) -> str:
     return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
 
 
-def element_name(tag: BaseTag, dataset: Dataset) -> str:
+@functools.lru_cache(maxsize=1 << 16)
+def public_name(tag: int) -> str:
+    """``element_name`` of a public tag, which depends on the tag alone."""
+    return element_name(BaseTag(tag), None)
+
+
+def element_name(tag: BaseTag, dataset: Dataset | None) -> str:
     """``Patient's Name (0010,0010)``; private ones carry their creator."""
     if not tag.is_private:
         try:
@@ -130,6 +140,8 @@ def join_text(vr: str, text: str) -> str:
     """Canonical text of a decoded text value (one or several ``\\``-separated)."""
     if vr in SINGLE_TEXT_VRS:
         return text.rstrip(" \0")
+    if "\\" not in text:  # one value: the common case
+        return text.strip(" \0")
     parts = [part.strip(" \0") for part in text.split("\\")]
     if not any(parts):
         return ""
@@ -193,11 +205,11 @@ def format_raw(vr: str, raw: RawDataElement, encodings: list[str], max_bytes: in
     if vr in TEXT_VRS:
         return decode_text(vr, value, encodings) if value else ""
     if vr in BINARY_VRS:
-        return format_binary(value, raw.length, max_bytes)
+        return format_binary(value, raw.length if value is None else len(value), max_bytes)
     endian = "<" if raw.is_little_endian else ">"
     if vr in NUMBER_FORMATS:
         code = NUMBER_FORMATS[vr]
-        size = struct.calcsize("<" + code)
+        size = NUMBER_SIZES[vr]
         if len(value) % size:
             raise ValueError(f"{len(value)} bytes is not a whole number of {vr} values")
         numbers = struct.unpack(f"{endian}{len(value) // size}{code}", value)
@@ -250,22 +262,30 @@ class _Walker:
     values: dict
     vrs: dict
     bad_elements: list
+    reference: bool = False
 
     def walk(self, dataset: Dataset, prefix: str, encodings: list[str]) -> None:
         if SPECIFIC_CHARACTER_SET in dataset:
             encodings = self._encodings(dataset, encodings)
-        for tag in sorted(dataset.keys()):
-            tag = BaseTag(tag)
-            if is_skipped_group(tag.group):
+        include_private = self.settings.include_private
+        # items() gives the elements as stored (raw, deferred ones unread) without the
+        # per-tag lookups of get_item(); row order does not matter (columns are ordered
+        # by name later). A list, because converting a sequence replaces its entry.
+        for tag, item in list(dataset.items()):
+            group = tag >> 16
+            if group & 1:
+                if not include_private:
+                    continue
+                name = prefix + element_name(BaseTag(tag), dataset)
+            elif is_skipped_group(group):
                 continue
-            if tag.is_private and not self.settings.include_private:
-                continue
-            name = prefix + element_name(tag, dataset)
+            else:
+                name = prefix + public_name(tag)
             try:
-                self._element(dataset, tag, name, encodings)
+                self._element(dataset, tag, item, name, encodings)
             except Exception as exc:  # one bad element never loses the file
                 self.bad_elements.append(f"{name}: {exc}")
-                raw = dataset.get_item(tag)
+                raw = dataset.get_item(tag, keep_deferred=True)
                 text = raw_bytes_text(
                     getattr(raw, "value", None) if isinstance(raw, RawDataElement) else None,
                     getattr(raw, "length", 0) or 0,
@@ -287,14 +307,26 @@ class _Walker:
             return inherited
         return convert_encodings(terms if len(terms) > 1 else terms[0])
 
-    def _element(self, dataset: Dataset, tag: BaseTag, name: str, encodings) -> None:
-        item = dataset.get_item(tag)
+    def _element(self, dataset: Dataset, tag: int, item, name: str, encodings) -> None:
+        if self.reference:
+            elem = dataset[tag]
+            if elem.VR == "PN" and isinstance(item, RawDataElement) and item.value:
+                self._reference_names(elem, item.value, name)
+            else:
+                self._converted(elem, name, encodings)
+            return
         if isinstance(item, RawDataElement):
-            if item.value is None and item.length and self.read_deferred is not None:
+            if item.value is None and not item.length:
+                return  # empty
+            if item.value is None and self.read_deferred is not None:
                 item = self.read_deferred(item)
-            data: dict = {}
-            hooks.raw_element_vr(item, data, encoding=encodings, ds=dataset)
-            vr = data["VR"]
+                if item.value is not None:
+                    dataset[tag] = item  # so that converting it below does not re-read
+            vr = item.VR
+            if vr is None or vr == "UN":  # implicit VR or explicit UN: pydicom decides
+                data: dict = {}
+                hooks.raw_element_vr(item, data, encoding=encodings, ds=dataset)
+                vr = data["VR"]
             if vr == "SQ" or " or " in vr:
                 # Sequences are parsed by pydicom; ambiguous VRs need its context rules.
                 self._converted(dataset[tag], name, encodings)
@@ -308,6 +340,24 @@ class _Walker:
         if text:
             self.values[name] = text
             self.vrs[name] = vr
+
+    def _reference_names(self, elem: DataElement, stored: bytes, name: str) -> None:
+        """PN from pydicom's components, with the empty trailing groups it drops
+        (``A^B=`` -> ``A^B``) counted back from the stored bytes."""
+        names = list(elem.value) if isinstance(elem.value, MultiValue) else [elem.value]
+        stored_names = stored.rstrip(b"\0 ").split(b"\\")
+        if len(stored_names) != len(names):
+            self._converted(elem, name, None)
+            return
+        texts = []
+        for person, raw_name in zip(names, stored_names):
+            components = list(person.components)
+            components += [""] * (raw_name.strip(b" ").count(b"=") + 1 - len(components))
+            texts.append("=".join(components))
+        text = join_text("PN", "\\".join(texts))
+        if text:
+            self.values[name] = text
+            self.vrs[name] = "PN"
 
     def _converted(self, elem: DataElement, name: str, encodings) -> None:
         if elem.VR != "SQ":
@@ -332,11 +382,17 @@ def flatten(
     path: str,
     settings: FlattenSettings = FlattenSettings(),
     read_deferred: Callable[[RawDataElement], RawDataElement] | None = None,
+    reference: bool = False,
 ) -> tuple[Row, list[str]]:
-    """Return the file's row and a list of elements that had to be kept as raw text."""
+    """Return the file's row and a list of elements that had to be kept as raw text.
+
+    ``reference=True`` formats every element from pydicom's converted value
+    (``format_converted``) instead of its raw bytes: slower, and only there so tests
+    can check that the fast path gives the same text.
+    """
     values = {PATH_COLUMN: path}
     vrs = {PATH_COLUMN: "UR"}
-    walker = _Walker(settings, read_deferred, values, vrs, [])
+    walker = _Walker(settings, read_deferred, values, vrs, [], reference)
     file_meta = getattr(dataset, "file_meta", None)
     if file_meta is not None:
         walker.walk(file_meta, "", DEFAULT_ENCODINGS)

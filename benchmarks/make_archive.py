@@ -1,0 +1,273 @@
+"""Generate a realistic DICOM archive for the benchmarks.
+
+``python -m benchmarks.make_archive OUT_DIR -n 20000 [--small-images]``
+
+Layout: ``OUT_DIR/PATIENT/STUDY/SERIES/<file>``, half the files named ``IM000123``
+(no extension) and half ``<SOPInstanceUID>.dcm``. Each series is CT or MR, written
+from one pydicom-built template per modality (realistic headers: patient/study/series
+modules, nested code and reference sequences, a Siemens-style private block,
+512x512 16-bit pixel data, or 64x64 with ``--small-images``).
+
+Generating is fast because pydicom writes each template once, with fixed-width
+placeholder values; every file is the template with those placeholders replaced by
+same-length values (UIDs, names, IDs, numbers, dates), so lengths never change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import random
+import time
+
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filewriter import dcmwrite
+from pydicom.sequence import Sequence
+from pydicom.uid import ExplicitVRLittleEndian
+
+ROOT = "1.2.826.0.1.3680043.8.498."
+# Placeholders: same length as the values substituted for them.
+UID_WIDTH = 60
+PH = {
+    "study": "1.2.826.0.1.3680043.8.498.1" + "1" * (UID_WIDTH - 27),
+    "series": "1.2.826.0.1.3680043.8.498.2" + "2" * (UID_WIDTH - 27),
+    "sop": "1.2.826.0.1.3680043.8.498.3" + "3" * (UID_WIDTH - 27),
+    "frame": "1.2.826.0.1.3680043.8.498.4" + "4" * (UID_WIDTH - 27),
+    "refsop": "1.2.826.0.1.3680043.8.498.5" + "5" * (UID_WIDTH - 27),
+    "name": "PNAMEPLACEHOLDER^GIVENPLACEHOLD",  # 30 chars
+    "pid": "PIDPLACEHOLD",  # 12
+    "acc": "ACCPLACEHOLD",  # 12
+    "inst": "98765432",  # IS, 8 chars
+    "pos": "-98765.4321",  # DS, 11 chars
+    "date": "19000101",
+    "time": "000000.000000",
+    "birth": "18000101",
+}
+LAST_NAMES = ["SMITH", "GARCIA", "MUELLER", "ROSSI", "DUBOIS", "TANAKA", "NOWAK", "SILVA"]
+FIRST_NAMES = ["ANNA", "JOHN", "MARIA", "PETER", "LENA", "OMAR", "YUKI", "CARLOS"]
+
+
+def _code(value: str, scheme: str, meaning: str) -> Dataset:
+    item = Dataset()
+    item.CodeValue = value
+    item.CodingSchemeDesignator = scheme
+    item.CodeMeaning = meaning
+    return item
+
+
+def template(modality: str, size: int) -> bytes:
+    """One file of ``modality`` as bytes, holding the placeholders."""
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    ds.InstanceCreationDate = PH["date"]
+    ds.InstanceCreationTime = PH["time"]
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2" if modality == "CT" else "1.2.840.10008.5.1.4.1.1.4"
+    ds.SOPInstanceUID = PH["sop"]
+    ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = PH["date"]
+    ds.StudyTime = ds.SeriesTime = ds.AcquisitionTime = ds.ContentTime = PH["time"]
+    ds.AccessionNumber = PH["acc"]
+    ds.Modality = modality
+    ds.Manufacturer = "SIEMENS" if modality == "CT" else "GE MEDICAL SYSTEMS"
+    ds.InstitutionName = "Hôpital Saint-Éloi"
+    ds.InstitutionAddress = "80 Avenue Augustin Fliche, Montpellier"
+    ds.ReferringPhysicianName = "DR^WHO"
+    ds.StationName = "CT01" if modality == "CT" else "MR03"
+    ds.StudyDescription = "CT THORAX W/ CONTRAST" if modality == "CT" else "MRI BRAIN W/O"
+    ds.ProcedureCodeSequence = Sequence([_code("71260", "CPT4", ds.StudyDescription)])
+    ds.SeriesDescription = "AXIAL 1.25mm" if modality == "CT" else "T1 SAG"
+    ds.PerformingPhysicianName = ["ROE^JANE", "DOE^JOHN"]
+    ds.OperatorsName = "TECH^A"
+    ds.ManufacturerModelName = "SOMATOM Force" if modality == "CT" else "SIGNA Premier"
+    ref = Dataset()
+    ref.ReferencedSOPClassUID = ds.SOPClassUID
+    ref.ReferencedSOPInstanceUID = PH["refsop"]
+    ref2 = Dataset()
+    ref2.ReferencedSOPClassUID = ds.SOPClassUID
+    ref2.ReferencedSOPInstanceUID = PH["refsop"]
+    ref2.ReferencedFrameNumber = "1"
+    ds.ReferencedImageSequence = Sequence([ref, ref2])
+    ds.DerivationDescription = ""
+    ds.PatientName = PH["name"]
+    ds.PatientID = PH["pid"]
+    ds.IssuerOfPatientID = "HOSP"
+    ds.PatientBirthDate = PH["birth"]
+    ds.PatientSex = "F"
+    ds.PatientAge = "054Y"
+    ds.PatientSize = "1.68"
+    ds.PatientWeight = "71.5"
+    ds.BodyPartExamined = "CHEST" if modality == "CT" else "HEAD"
+    if modality == "CT":
+        ds.ScanOptions = "HELICAL MODE"
+        ds.SliceThickness = "1.25"
+        ds.KVP = "120"
+        ds.DataCollectionDiameter = "500.0"
+        ds.ReconstructionDiameter = "360.0"
+        ds.GantryDetectorTilt = "0.0"
+        ds.TableHeight = "152.5"
+        ds.RotationDirection = "CW"
+        ds.ExposureTime = "500"
+        ds.XRayTubeCurrent = "250"
+        ds.Exposure = "125"
+        ds.FilterType = "BODY FILTER"
+        ds.ConvolutionKernel = ["Br40", "3"]
+        ds.CTDIvol = 8.31
+        ds.CTDIPhantomTypeCodeSequence = Sequence([_code("113691", "DCM", "IEC Body Dosimetry Phantom")])
+    else:
+        ds.ScanningSequence = ["SE", "IR"]
+        ds.SequenceVariant = ["SK", "SP", "MP"]
+        ds.MRAcquisitionType = "2D"
+        ds.SliceThickness = "5.0"
+        ds.RepetitionTime = "2200.0"
+        ds.EchoTime = "9.8"
+        ds.InversionTime = "860.0"
+        ds.MagneticFieldStrength = "3.0"
+        ds.EchoTrainLength = "8"
+        ds.FlipAngle = "150.0"
+        ds.SAR = 1.2345
+        ds.dBdt = 0.0
+    ds.SoftwareVersions = "VA50A"
+    ds.ProtocolName = ds.SeriesDescription
+    ds.PatientPosition = "HFS"
+    ds.StudyInstanceUID = PH["study"]
+    ds.SeriesInstanceUID = PH["series"]
+    ds.StudyID = "1"
+    ds.SeriesNumber = "2"
+    ds.AcquisitionNumber = "1"
+    ds.InstanceNumber = PH["inst"]
+    ds.ImagePositionPatient = ["-180.0", "-180.0", PH["pos"]]
+    ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
+    ds.FrameOfReferenceUID = PH["frame"]
+    ds.PositionReferenceIndicator = ""
+    ds.SliceLocation = PH["pos"]
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows = size
+    ds.Columns = size
+    ds.PixelSpacing = ["0.703125", "0.703125"]
+    ds.BitsAllocated = 16
+    ds.BitsStored = 12
+    ds.HighBit = 11
+    ds.PixelRepresentation = 0
+    ds.WindowCenter = ["40", "400"] if modality == "CT" else "600"
+    ds.WindowWidth = ["400", "1500"] if modality == "CT" else "1200"
+    if modality == "CT":
+        ds.RescaleIntercept = "-1024"
+        ds.RescaleSlope = "1"
+        ds.RescaleType = "HU"
+    ds.RequestAttributesSequence = Sequence([Dataset()])
+    request = ds.RequestAttributesSequence[0]
+    request.RequestedProcedureID = PH["acc"]
+    request.ScheduledProcedureStepID = PH["acc"]
+    request.ScheduledProtocolCodeSequence = Sequence([
+        _code("P1", "99LOCAL", ds.ProtocolName),
+        _code("P2", "99LOCAL", "Contrast"),
+    ])
+    # A private block as scanners write them.
+    block = ds.private_block(0x0029, "SIEMENS CSA HEADER", create=True)
+    block.add_new(0x08, "CS", "IMAGE NUM 4")
+    block.add_new(0x09, "LO", "20240101")
+    block.add_new(0x10, "OB", bytes(range(256)) * 12)
+    ds.PixelData = random.Random(1).randbytes(size * size * 2)
+    ds["PixelData"].VR = "OW"
+
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = PH["sop"]
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.ImplementationClassUID = ROOT + "9"
+    buffer = io.BytesIO()
+    dcmwrite(buffer, ds, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def _uid(kind: int, *numbers: int) -> str:
+    stem = ROOT + str(kind) + "." + ".".join(str(n) for n in numbers) + "."
+    return (stem + "1" + "0" * UID_WIDTH)[:UID_WIDTH]
+
+
+class Patcher:
+    """Replaces every placeholder in a template with same-length values."""
+
+    def __init__(self, data: bytes):
+        self.data = data
+        self.slots = []  # (offset, key)
+        for key, text in PH.items():
+            needle = text.encode()
+            start = data.find(needle)
+            while start != -1:
+                self.slots.append((start, key))
+                start = data.find(needle, start + 1)
+        self.slots.sort()
+
+    def render(self, values: dict[str, str]) -> bytes:
+        out = bytearray(self.data)
+        for offset, key in self.slots:
+            value = values[key].encode()
+            width = len(PH[key])
+            out[offset:offset + width] = value.ljust(width)[:width]
+        return bytes(out)
+
+
+def generate(out_dir: str, count: int, small: bool = False, seed: int = 0) -> int:
+    size = 64 if small else 512
+    patchers = {m: Patcher(template(m, size)) for m in ("CT", "MR")}
+    rng = random.Random(seed)
+    written = 0
+    patient = 0
+    while written < count:
+        patient += 1
+        name = f"{rng.choice(LAST_NAMES)}{patient}^{rng.choice(FIRST_NAMES)}"
+        birth = f"19{rng.randint(30, 99)}{rng.randint(1, 12):02d}{rng.randint(1, 28):02d}"
+        for study in range(1, rng.randint(1, 3) + 1):
+            date = f"20{rng.randint(10, 24)}{rng.randint(1, 12):02d}{rng.randint(1, 28):02d}"
+            for series in range(1, rng.randint(1, 4) + 1):
+                modality = rng.choice(("CT", "MR"))
+                folder = os.path.join(out_dir, f"PAT{patient:06d}", f"ST{study:02d}",
+                                      f"SE{series:03d}_{modality}")
+                os.makedirs(folder, exist_ok=True)
+                for instance in range(1, rng.randint(20, 120) + 1):
+                    if written >= count:
+                        return written
+                    sop = _uid(3, patient, study, series, instance)
+                    values = {
+                        "study": _uid(1, patient, study),
+                        "series": _uid(2, patient, study, series),
+                        "sop": sop,
+                        "frame": _uid(4, patient, study, series),
+                        "refsop": _uid(5, patient, study, series, max(instance - 1, 1)),
+                        "name": name,
+                        "pid": f"P{patient:011d}",
+                        "acc": f"A{patient:05d}{study:02d}{series:04d}",
+                        "inst": str(instance),
+                        "pos": f"{-200 + instance * 1.25:.2f}",
+                        "date": date,
+                        "time": f"{rng.randint(7, 19):02d}{rng.randint(0, 59):02d}"
+                                f"{rng.randint(0, 59):02d}.{rng.randint(0, 999999):06d}",
+                        "birth": birth,
+                    }
+                    data = patchers[modality].render(values)
+                    filename = (f"IM{instance:06d}" if written % 2 else sop + ".dcm")
+                    with open(os.path.join(folder, filename), "wb") as stream:
+                        stream.write(data)
+                    written += 1
+    return written
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out_dir")
+    parser.add_argument("-n", "--count", type=int, default=20000)
+    parser.add_argument("--small-images", action="store_true",
+                        help="64x64 pixels instead of 512x512 (for the 100k memory run)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    written = generate(args.out_dir, args.count, args.small_images, args.seed)
+    seconds = time.perf_counter() - started
+    print(f"wrote {written} files to {args.out_dir} in {seconds:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
