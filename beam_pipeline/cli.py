@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import itertools
 import json
 import os
 import sys
@@ -34,9 +35,12 @@ from transforms.storage import StorageError, check_input, check_output, is_bucke
 PROG = "dicom-meta-extract"
 LOCAL_RUNNERS = (None, "DirectRunner", "FnApiRunner")
 CLI_ONLY_OPTIONS = ("--config", "--quiet")
-# Measured with benchmarks/run_benchmark.py (see benchmarks/README.md): one SDK worker
-# process per core beats the in-process runner. run_configs/direct.yaml holds the same.
-LOCAL_DEFAULTS = {"direct_running_mode": "multi_processing", "direct_num_workers": 0}
+# Local runs: one SDK worker process per core beats the in-process runner from about
+# 5,000 files on (benchmarks/README.md: 1.2x faster at 20,000); below that the workers'
+# ~4 s start-up costs more than the second core saves.
+MULTI_PROCESS = {"direct_running_mode": "multi_processing", "direct_num_workers": 0}
+IN_PROCESS = {"direct_running_mode": "in_memory", "direct_num_workers": 1}
+MULTI_PROCESS_FROM_FILES = 5000
 
 
 class UsageError(Exception):
@@ -147,8 +151,27 @@ def _check_output(output: str | None, options=None) -> None:
         raise UsageError(f"output folder {folder!r} is not writable")
 
 
-def local_default_flags(parser, flags: list[str]) -> list[str]:
-    """``LOCAL_DEFAULTS`` as flags, for a local run whose user set none of them."""
+def local_files_at_least(inputs: list[str], count: int) -> bool:
+    """Whether the local inputs hold ``count`` files (counting stops there). Bucket
+    inputs count as many: their reads wait on the network, where workers help."""
+    seen = 0
+    for path in inputs:
+        if "://" in path:
+            return True
+        if has_glob(path):
+            found = glob.iglob(path, recursive=True)
+        elif os.path.isdir(path):
+            found = (name for _, _, names in os.walk(path) for name in names)
+        else:
+            found = iter([path])
+        seen += sum(1 for _ in itertools.islice(found, count - seen))
+        if seen >= count:
+            return True
+    return False
+
+
+def local_default_flags(parser, flags: list[str], inputs: list[str]) -> list[str]:
+    """The measured local default, for a local run whose user set no ``direct_*`` option."""
     given = parser.parse_known_args(flags)[0]
     if given.runner not in LOCAL_RUNNERS:
         return []
@@ -157,9 +180,10 @@ def local_default_flags(parser, flags: list[str]) -> list[str]:
         for flag in flags
         if flag.split("=", 1)[0] in parser._option_string_actions  # pylint: disable=protected-access
     }
-    if user_keys & LOCAL_DEFAULTS.keys():
+    if user_keys & MULTI_PROCESS.keys():
         return []
-    return [f"--{key}={value}" for key, value in LOCAL_DEFAULTS.items()]
+    large = local_files_at_least(inputs, MULTI_PROCESS_FROM_FILES)
+    return [f"--{key}={value}" for key, value in (MULTI_PROCESS if large else IN_PROCESS).items()]
 
 
 def parse(argv: list[str]):
@@ -171,9 +195,11 @@ def parse(argv: list[str]):
     argv = config_flags(config_path) + argv
     args = parser.parse_intermixed_args(argv)
     positionals, flags = split_positionals(parser, argv)
-    options = PipelineOptions(flags + local_default_flags(parser, flags))
+    options = PipelineOptions(flags)
     FileSystems.set_options(options)  # bucket checks need the S3 / GCS options
     inputs = _check_inputs(positionals, options)
+    options = PipelineOptions(flags + local_default_flags(parser, flags, inputs))
+    FileSystems.set_options(options)
     _check_output(options.view_as(DicomExtractOptions).output, options)
     return inputs, options, args.quiet
 

@@ -35,6 +35,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Servers and the archive
 # --------------------------------------------------------------------------------------
 
+def extract_one(extract, path):
+    """What the pipeline's extraction makes of one matched object."""
+    (outcome,) = extract.process(FileSystems.match([path])[0].metadata_list[0])
+    return outcome
+
+
 @pytest.fixture(scope="module", autouse=True)
 def loopback_only():
     """Nothing here may reach past 127.0.0.1 (no credential or metadata lookups)."""
@@ -213,9 +219,10 @@ def test_header_read_transfers_header_plus_at_most_64k(scheme, gcs, s3, stores, 
             path = stores[scheme][0] + "ct/ct512.dcm"
             with storage.open_ranged(path, options) as warm:  # client set up, not counted
                 warm.read(1)
+            metadata = FileSystems.match([path])[0].metadata_list[0]  # as Discover does
             time.sleep(0.2)
             proxy.reset()
-            row = extract._read(path)
+            (row,) = extract.process(metadata)
             time.sleep(0.3)  # let the proxy's pumps finish counting
             transferred = proxy.down
         finally:
@@ -239,8 +246,8 @@ def test_ranged_reader_grows_only_when_needed(stores, archive, monkeypatch):
         return readers[-1]
 
     monkeypatch.setattr(extract_module, "open_ranged", spy)
-    short = extract._read(prefix + "a.dcm")
-    long = extract._read(prefix + "sub/long-header.dcm")
+    short = extract_one(extract, prefix + "a.dcm")
+    long = extract_one(extract, prefix + "sub/long-header.dcm")
     assert short.values["Patient ID (0010,0020)"] == "A1"
     assert long.values["Text Value (0040,A160)"] == "x" * (3 * storage.FIRST_BLOCK)
     assert readers[0].requests == 1
@@ -271,7 +278,8 @@ def test_object_vanished_between_match_and_read(stores, archive, tmp_path, monke
 
     monkeypatch.setattr(discover._CountMatched, "process", delete_then_count)
     out = tmp_path / "scan.csv"
-    assert run_cli(*inputs, "-o", out, "--quiet", *args) == 0
+    # In process, so the patched step is the one that runs.
+    assert run_cli(*inputs, "-o", out, "--quiet", "--direct_running_mode=in_memory", *args) == 0
     errors = (tmp_path / "scan.errors.csv").read_text().splitlines()
     assert errors[1:] == [
         f"{path},FileNotFoundError,no such object: {path}" for path in sorted(doomed)

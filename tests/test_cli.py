@@ -99,3 +99,28 @@ def test_console_script_runs_with_config_and_overrides(archive, tmp_path):
     assert "File Meta Information Version (0002,0001)" in header
     row = out.read_text().splitlines()[1]
     assert ",0001," in row
+
+
+def test_local_default_is_chosen_by_archive_size(tmp_path, monkeypatch):
+    from apache_beam.options.pipeline_options import DirectOptions
+
+    from beam_pipeline import cli as cli_module
+
+    copy_pydicom_file("CT_small.dcm", tmp_path / "in", "a.dcm")
+    copy_pydicom_file("CT_small.dcm", tmp_path / "in", "b")
+    copy_pydicom_file("CT_small.dcm", tmp_path / "in" / "sub", "c.dcm")
+
+    def mode(*extra):
+        _, options, _ = cli_module.parse([str(tmp_path / "in"), "-o", str(tmp_path / "o.csv"),
+                                          *extra])
+        direct = options.view_as(DirectOptions)
+        return direct.direct_running_mode, direct.direct_num_workers
+
+    monkeypatch.setattr(cli_module, "MULTI_PROCESS_FROM_FILES", 4)
+    assert mode() == ("in_memory", 1)
+    monkeypatch.setattr(cli_module, "MULTI_PROCESS_FROM_FILES", 3)
+    assert mode() == ("multi_processing", 0)
+    # What the user asks for wins.
+    assert mode("--direct_running_mode=multi_threading") == ("multi_threading", 1)
+    monkeypatch.setattr(cli_module, "MULTI_PROCESS_FROM_FILES", 4)
+    assert mode("--direct_num_workers=2") == ("in_memory", 2)

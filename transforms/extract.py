@@ -122,7 +122,7 @@ class ExtractHeaders(beam.DoFn):
     def process(self, file_metadata):
         path = file_metadata.path
         try:
-            outcome = self._read(path)
+            outcome = self._read(path, file_metadata.size_in_bytes)
         except Exception as exc:  # pylint: disable=broad-except
             self.errors.inc()
             outcome = beam.pvalue.TaggedOutput(
@@ -136,11 +136,9 @@ class ExtractHeaders(beam.DoFn):
         if self.progress is not None:
             self.progress.flush()
 
-    def _read(self, path: str):
+    def _read(self, path: str, size: int):
+        """``size`` is the file's size as matched: values deferred past it are cut short."""
         with open_file(path) as stream:
-            # Size first: seeking to the end later would drop the read buffer.
-            size = stream.seek(0, 2)
-            stream.seek(0)
             kind, reason = recognise(stream.read(PREAMBLE_LENGTH + len(MAGIC)))
             if kind is None:
                 if path.lower().endswith(DICOM_EXTENSIONS):
@@ -154,8 +152,10 @@ class ExtractHeaders(beam.DoFn):
                 defer_size=DEFER_SIZE,
                 force=kind == "raw",
             )
-            if not any(tag in DicomDictionary for tag in dataset.keys()):
-                raise NotDicomError("no standard DICOM element could be read")
+            # Garbage after "DICM" reads as a few odd private tags: require File Meta
+            # or at least one standard element.
+            if not dataset.file_meta and not any(tag in DicomDictionary for tag in dataset.keys()):
+                raise NotDicomError("no File Meta and no standard DICOM element could be read")
             check_complete(dataset, size)
 
             def read_deferred(raw: RawDataElement) -> RawDataElement:
