@@ -14,10 +14,10 @@ with commas, quotes or line breaks quoted) because the merge needs each record's
 from __future__ import annotations
 
 import csv
+import functools
 import heapq
 import io
 import pickle
-import resource
 import uuid
 from typing import Iterator, NamedTuple
 
@@ -25,6 +25,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.flatten import PATH_COLUMN
+from transforms.merge import FormatThenMerge, allow_open_files
 from transforms.spill import read_shard
 from transforms.storage import open_ranged
 
@@ -92,19 +93,10 @@ def _read_index(path: str, shard_number: int) -> Iterator[tuple]:
                 yield dicom_path, shard_number, length
 
 
-def _allow_open_files(count: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = count + 64
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        if hard != resource.RLIM_INFINITY:
-            wanted = min(wanted, hard)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-
-
 def merge_csv_shards(shards, columns, output_path: str, temp_path: str) -> int:
     """Write header + all shards' records in path order to ``output_path``; return rows."""
     shards = sorted(shards, key=lambda shard: shard.path)
-    _allow_open_files(2 * len(shards))
+    allow_open_files(2 * len(shards))
     # Ranged reads: on a bucket FileSystems.open would buffer up to 16 MiB per shard.
     streams = [open_ranged(shard.path) for shard in shards]
     rows = 0
@@ -131,28 +123,15 @@ def merge_csv_shards(shards, columns, output_path: str, temp_path: str) -> int:
     return rows
 
 
-class WriteCsv(beam.PTransform):
+class WriteCsv(FormatThenMerge):
     """Shards + columns -> one CSV file; outputs its row count once it is in place."""
 
     def __init__(self, output_path: str, temp_dir: str):
-        super().__init__()
-        self.output_path = output_path
-        self.temp_dir = temp_dir
-
-    def expand(self, shards_and_columns):
-        shards, columns = shards_and_columns
-        csv_shards = shards | "Format" >> beam.ParDo(
-            FormatCsvShard(self.temp_dir), beam.pvalue.AsSingleton(columns)
-        )
-        temp_path = FileSystems.join(self.temp_dir, "merged.csv")
-        return (
-            shards.pipeline
-            | "Once" >> beam.Create([None])
-            | "Merge" >> beam.Map(
-                lambda _, csv_shards, columns: merge_csv_shards(
-                    csv_shards, columns, self.output_path, temp_path
-                ),
-                beam.pvalue.AsList(csv_shards),
-                beam.pvalue.AsSingleton(columns),
-            )
+        super().__init__(
+            FormatCsvShard(temp_dir),
+            functools.partial(
+                merge_csv_shards,
+                output_path=output_path,
+                temp_path=FileSystems.join(temp_dir, "merged.csv"),
+            ),
         )

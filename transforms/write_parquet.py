@@ -16,6 +16,7 @@ name and renamed into place only when complete.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import uuid
 from collections import Counter
@@ -28,9 +29,9 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.flatten import PATH_COLUMN
+from transforms.merge import FormatThenMerge, allow_open_files
 from transforms.spill import read_shard
 from transforms.types import ColumnConverter, arrow_schema
-from transforms.write_csv import _allow_open_files
 
 # Rows per row group in a part: what the merge holds per part at a time.
 PART_ROW_GROUP_ROWS = 1024
@@ -140,7 +141,7 @@ def merge_parquet_parts(parts, columns, output_path: str, temp_path: str) -> dic
     and the unparseable-value counts."""
     parts = sorted(parts, key=lambda part: part.path)
     schema = arrow_schema(columns)
-    _allow_open_files(len(parts))
+    allow_open_files(len(parts))
     streams = [_open_read(part.path) for part in parts]
     rows = 0
     try:
@@ -174,29 +175,16 @@ def merge_parquet_parts(parts, columns, output_path: str, temp_path: str) -> dic
     }
 
 
-class WriteParquet(beam.PTransform):
+class WriteParquet(FormatThenMerge):
     """Shards + columns -> one Parquet file; outputs ``{parquet_rows, parquet_unparseable_*}``
     once it is in place."""
 
     def __init__(self, output_path: str, temp_dir: str):
-        super().__init__()
-        self.output_path = output_path
-        self.temp_dir = temp_dir
-
-    def expand(self, shards_and_columns):
-        shards, columns = shards_and_columns
-        parts = shards | "Convert" >> beam.ParDo(
-            ConvertShard(self.temp_dir), beam.pvalue.AsSingleton(columns)
-        )
-        temp_path = FileSystems.join(self.temp_dir, "merged.parquet")
-        return (
-            shards.pipeline
-            | "Once" >> beam.Create([None])
-            | "Merge" >> beam.Map(
-                lambda _, parts, columns: merge_parquet_parts(
-                    parts, columns, self.output_path, temp_path
-                ),
-                beam.pvalue.AsList(parts),
-                beam.pvalue.AsSingleton(columns),
-            )
+        super().__init__(
+            ConvertShard(temp_dir),
+            functools.partial(
+                merge_parquet_parts,
+                output_path=output_path,
+                temp_path=FileSystems.join(temp_dir, "merged.parquet"),
+            ),
         )
