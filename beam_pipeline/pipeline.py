@@ -9,7 +9,9 @@ from transforms.columns import ComputeColumns
 from transforms.discover import MatchInputs
 from transforms.extract import ERRORS, SKIPPED, ExtractHeaders
 from transforms.flatten import FlattenSettings
-from transforms.manifest import MANIFEST, KeepFileMetadata, WriteOutcomes, commit_state, prepare_state
+from transforms.manifest import (
+    MANIFEST, KeepFileMetadata, WriteOutcomes, commit_state, prepare_state, skip_record,
+)
 from transforms.report import OutputPaths, WriteReport
 from transforms.reuse import PlanReuse
 from transforms.rowstore import StoreRows
@@ -38,7 +40,7 @@ def build_pipeline(pipeline, inputs, options, paths: OutputPaths, started: float
     shards = (spilled, plan["shards"]) | "AllShards" >> beam.Flatten()
     skipped = (
         extracted[SKIPPED],
-        plan["manifest"] | "ReusedSkips" >> beam.Map(lambda entry: (entry[0],) + tuple(entry[4])),
+        plan["manifest"] | "ReusedSkips" >> beam.Map(skip_record),
     ) | "AllSkipped" >> beam.Flatten()
     manifest_parts = (
         (extracted[MANIFEST], plan["manifest"])

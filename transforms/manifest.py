@@ -153,6 +153,13 @@ def _file_info(file_metadata) -> tuple:
     return file_metadata.size_in_bytes, file_metadata.last_updated_in_seconds
 
 
+def skip_record(entry) -> tuple:
+    """A manifest entry ``(path, size, mtime, kind, details)`` of a reused non-DICOM skip,
+    as the ``(path, reason)`` record the extraction's ``SKIPPED`` output gives."""
+    path, _size, _mtime, _kind, details = entry
+    return (path,) + tuple(details)
+
+
 class KeepFileMetadata(beam.DoFn):
     """Wraps the extraction DoFn: rows become ``StoredRow``; errors and skips also go,
     with size and mtime, to the ``MANIFEST`` output. Outputs are matched to their file by
