@@ -198,7 +198,12 @@ def decode_text(vr: str, raw: bytes, encodings: list[str]) -> str:
     if vr in CHARSET_TEXT_VRS:
         if vr == "PN":
             raw = raw.rstrip(b"\x00 ")
-        text = decode_bytes(raw, encodings, TEXT_VR_DELIMS)
+        if encodings is DEFAULT_ENCODINGS and b"\x1b" not in raw:
+            # What decode_bytes does then: one encoding, no escape sequences (and
+            # ISO 8859-1 decodes any bytes, so none of its fallbacks apply).
+            text = raw.decode(DEFAULT_ENCODING)
+        else:
+            text = decode_bytes(raw, encodings, TEXT_VR_DELIMS)
     else:
         text = raw.decode(DEFAULT_ENCODING)
     return join_text(vr, text)
@@ -348,6 +353,10 @@ def _parse_sequence(
 # Walking the dataset
 
 
+# Column names of public tags by item prefix, then tag: a name depends on nothing else.
+_PUBLIC_COLUMN_NAMES: dict[str, dict[int, str]] = {}
+
+
 @dataclass
 class _Walker:
     settings: FlattenSettings
@@ -362,6 +371,9 @@ class _Walker:
         if SPECIFIC_CHARACTER_SET in dataset:
             encodings = self._encodings(dataset, encodings)
         include_private = self.settings.include_private
+        names = _PUBLIC_COLUMN_NAMES.get(prefix)
+        if names is None:
+            names = _PUBLIC_COLUMN_NAMES[prefix] = {}
         # items() gives the elements as stored (raw, deferred ones unread) without the
         # per-tag lookups of get_item(); row order does not matter (columns are ordered
         # by name later). A list, because converting a sequence replaces its entry.
@@ -371,10 +383,14 @@ class _Walker:
                 if not include_private:
                     continue
                 name = prefix + element_name(BaseTag(tag), dataset)
-            elif is_skipped_group(group):
+            elif group >= 0x6000 and is_skipped_group(group):
                 continue
             else:
-                name = prefix + public_name(tag)
+                # A plain int key: looking a BaseTag up calls its Python __eq__.
+                key = tag & 0xFFFFFFFF
+                name = names.get(key)
+                if name is None:
+                    name = names[key] = prefix + public_name(key)
             try:
                 self._element(dataset, tag, item, name, encodings)
             except Exception as exc:  # one bad element never loses the file
@@ -415,10 +431,18 @@ class _Walker:
             else:
                 self._converted(elem, name, encodings)
             return
-        if isinstance(item, _ParsedSequence):
-            self._items(item.items, name, encodings)
-            return
         if isinstance(item, RawDataElement):
+            vr = item.VR
+            value = item.value
+            if value and vr in TEXT_VRS:  # the common case, as format_raw does it
+                if vr in CHARSET_TEXT_VRS:
+                    text = decode_text(vr, value, encodings)
+                else:
+                    text = join_text(vr, value.decode(DEFAULT_ENCODING))
+                if text:
+                    self.values[name] = text
+                    self.vrs[name] = vr
+                return
             if item.value is None and not item.length:
                 return  # empty
             if item.value is None and self.read_deferred is not None:
@@ -443,6 +467,9 @@ class _Walker:
                 self._converted(dataset[tag], name, encodings)
                 return
             text = format_raw(vr, item, encodings, self.settings.max_binary_bytes)
+        elif isinstance(item, _ParsedSequence):
+            self._items(item.items, name, encodings)
+            return
         else:
             if item.VR == "SQ":
                 self._converted(item, name, encodings)
