@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
 import numpy as np
-from pydicom import hooks
+from pydicom import config, hooks
 from pydicom.charset import convert_encodings, decode_bytes
 from pydicom.datadict import dictionary_description, get_private_entry
 from pydicom.dataelem import DataElement, RawDataElement
@@ -63,6 +63,7 @@ NUMBER_SIZES = {vr: struct.calcsize("<" + code) for vr, code in NUMBER_FORMATS.i
 DEFAULT_ENCODING = "iso8859"
 DEFAULT_ENCODINGS = [DEFAULT_ENCODING]
 SPECIFIC_CHARACTER_SET = 0x00080005
+PIXEL_REPRESENTATION = 0x00280103
 ITEM_TAG = (0xFFFE, 0xE000)
 SEQUENCE_DELIMITER_TAG = (0xFFFE, 0xE0DD)
 UNDEFINED_LENGTH = 0xFFFFFFFF
@@ -289,12 +290,31 @@ def parse_sequence(raw: RawDataElement, include_private: bool) -> _ParsedSequenc
     Representation), elements pydicom has already converted (undefined-length nested
     sequences), or anything that raises or warns on the way.
     """
+    if config.data_element_callback is not None:
+        return None  # pydicom would run it on the element before converting it
     try:
         return _parse_sequence(
             raw.value, raw.is_implicit_VR, raw.is_little_endian, include_private
         )
     except Exception:  # pylint: disable=broad-except
         return None
+
+
+def _pixel_representation_converts(dataset: Dataset | dict) -> bool:
+    """Do what converting a sequence with ``dataset[tag]`` also does to ``dataset``.
+
+    ``Dataset.__getitem__`` converts the dataset's own Pixel Representation whenever it
+    converts a sequence (``_set_pixel_representation``); if that fails, the sequence
+    element fails with it. False in that case, and the caller converts the sequence
+    with pydicom, which fails exactly as before.
+    """
+    if not isinstance(dataset, Dataset) or PIXEL_REPRESENTATION not in dataset:
+        return True
+    try:
+        dataset[PIXEL_REPRESENTATION]
+    except Exception:  # pylint: disable=broad-except
+        return False
+    return True
 
 
 def _parse_sequence(
@@ -323,6 +343,12 @@ def _parse_sequence(
             while fp_tell() - start < length:
                 elem = next(elements)
                 item[elem.tag] = elem
+        if PIXEL_REPRESENTATION in item and any(
+            getattr(elem, "VR", None) in (None, "UN", "SQ") for elem in item.values()
+        ):
+            # A Dataset converts its Pixel Representation when one of its sequences
+            # is converted, and that can fail the sequence (see below).
+            raise _NotSimple("Pixel Representation next to a sequence")
         for tag, elem in item.items():
             if not isinstance(elem, RawDataElement):
                 raise _NotSimple("converted element")
@@ -459,7 +485,7 @@ class _Walker:
                 vr = data["VR"]
             if vr == "SQ" and item.value is not None and not self.reference:
                 parsed = parse_sequence(item, self.settings.include_private)
-                if parsed is not None:
+                if parsed is not None and _pixel_representation_converts(dataset):
                     self._items(parsed.items, name, encodings)
                     return
             if vr == "SQ" or " or " in vr:
