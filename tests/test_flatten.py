@@ -184,3 +184,51 @@ def test_column_order_tag_order_with_nested_after_sequence():
         "Referenced Image Sequence (0008,1140) [10] - Referenced SOP Class UID (0008,1150)",
         "Patient's Name (0010,0010)",
     ]
+
+
+def _nested_sequence_dataset() -> Dataset:
+    inner = Dataset()
+    inner.CodeValue = "T-D1100"
+    inner.CodeMeaning = "Head \\ Neck"
+    outer = []
+    for number in (1, 2):
+        item = Dataset()
+        item.ReferencedSOPInstanceUID = f"1.2.3.{number}"
+        item.AnatomicRegionSequence = Sequence([inner])
+        outer.append(item)
+    return make_dataset(ReferencedImageSequence=Sequence(outer), PixelRepresentation=0)
+
+
+@pytest.mark.parametrize("undefined_length", [False, True])
+def test_sequences_parsed_without_datasets_match_pydicom(tmp_path, undefined_length):
+    """Defined-length sequences are walked from pydicom's element generator, not as
+    pydicom Datasets (transforms.flatten.parse_sequence): same text as pydicom's
+    conversion, also with undefined-length items inside."""
+    import transforms.flatten as flatten_module
+
+    ds = _nested_sequence_dataset()
+    for item in ds.ReferencedImageSequence:
+        item.is_undefined_length_sequence_item = undefined_length
+    path = write_dicom(tmp_path / "nested.dcm", ds)
+    raw_ds = pydicom.dcmread(path, stop_before_pixels=True)
+    sequence = raw_ds.get_item(0x00081140)
+    assert flatten_module.parse_sequence(sequence, False) is not None  # the fast path
+    fast, _ = flatten(raw_ds, path)
+    reference, _ = flatten(pydicom.dcmread(path, stop_before_pixels=True), path, reference=True)
+    assert fast.values == reference.values and fast.vrs == reference.vrs
+    prefix = "Referenced Image Sequence (0008,1140) [2] - Anatomic Region Sequence (0008,2218)"
+    assert fast.values[f"{prefix} - Code Meaning (0008,0104)"] == "Head\\Neck"
+
+
+def test_sequence_fails_with_its_datasets_pixel_representation(tmp_path):
+    """Converting a sequence converts its dataset's Pixel Representation too, and a
+    broken one fails the sequence: the fast path keeps that behaviour."""
+    path = write_dicom(tmp_path / "bad_pixrep.dcm", _nested_sequence_dataset())
+    data = bytearray(open(path, "rb").read())
+    at = data.index(b"\x28\x00\x03\x01US\x02\x00")
+    data[at + 6:at + 8] = b"\x03\x00"  # 3 bytes: not a whole US
+    data.insert(at + 10, 0)
+    open(path, "wb").write(bytes(data))
+    row, bad = flatten(pydicom.dcmread(path, stop_before_pixels=True), path)
+    assert row.values["Referenced Image Sequence (0008,1140)"] == "<0 bytes>"
+    assert any(message.startswith("Referenced Image Sequence (0008,1140)") for message in bad)

@@ -30,17 +30,19 @@ neither path can convert keeps its raw bytes as text instead of losing the file.
 from __future__ import annotations
 
 import functools
+import io
 import re
 import struct
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
 import numpy as np
-from pydicom import hooks
+from pydicom import config, hooks
 from pydicom.charset import convert_encodings, decode_bytes
 from pydicom.datadict import dictionary_description, get_private_entry
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.filereader import _is_implicit_vr, data_element_generator
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag, Tag
 from pydicom.valuerep import TEXT_VR_DELIMS
@@ -61,6 +63,10 @@ NUMBER_SIZES = {vr: struct.calcsize("<" + code) for vr, code in NUMBER_FORMATS.i
 DEFAULT_ENCODING = "iso8859"
 DEFAULT_ENCODINGS = [DEFAULT_ENCODING]
 SPECIFIC_CHARACTER_SET = 0x00080005
+PIXEL_REPRESENTATION = 0x00280103
+ITEM_TAG = (0xFFFE, 0xE000)
+SEQUENCE_DELIMITER_TAG = (0xFFFE, 0xE0DD)
+UNDEFINED_LENGTH = 0xFFFFFFFF
 
 
 @dataclass(frozen=True)
@@ -193,7 +199,12 @@ def decode_text(vr: str, raw: bytes, encodings: list[str]) -> str:
     if vr in CHARSET_TEXT_VRS:
         if vr == "PN":
             raw = raw.rstrip(b"\x00 ")
-        text = decode_bytes(raw, encodings, TEXT_VR_DELIMS)
+        if encodings is DEFAULT_ENCODINGS and b"\x1b" not in raw:
+            # What decode_bytes does then: one encoding, no escape sequences (and
+            # ISO 8859-1 decodes any bytes, so none of its fallbacks apply).
+            text = raw.decode(DEFAULT_ENCODING)
+        else:
+            text = decode_bytes(raw, encodings, TEXT_VR_DELIMS)
     else:
         text = raw.decode(DEFAULT_ENCODING)
     return join_text(vr, text)
@@ -252,7 +263,124 @@ def _converted_text(value) -> str:
 
 
 # ---------------------------------------------------------------------------
+# Sequences without pydicom Datasets
+
+
+class _ParsedSequence(NamedTuple):
+    """A sequence's items as ``{tag: RawDataElement | _ParsedSequence}`` dicts."""
+
+    items: list
+
+
+class _NotSimple(Exception):
+    """A sequence that needs pydicom's Dataset context (see ``parse_sequence``)."""
+
+
+def parse_sequence(raw: RawDataElement, include_private: bool) -> _ParsedSequence | None:
+    """The items of a defined-length sequence's bytes, or None to let pydicom do it.
+
+    Reads the bytes as ``pydicom.values.convert_SQ`` -> ``read_sequence`` ->
+    ``read_sequence_item`` -> ``read_dataset`` do (same item loop, same explicit/implicit
+    VR check, pydicom's ``data_element_generator`` for the elements), but keeps each
+    item as a plain dict of raw elements instead of building a ``Dataset`` for it.
+
+    None (the caller converts the sequence with pydicom) when anything would need a
+    ``Dataset``'s context: private elements when they are kept (their names need the
+    item's converted creator), ambiguous VRs (they depend on the parents' Pixel
+    Representation), elements pydicom has already converted (undefined-length nested
+    sequences), or anything that raises or warns on the way.
+    """
+    if config.data_element_callback is not None:
+        return None  # pydicom would run it on the element before converting it
+    try:
+        return _parse_sequence(
+            raw.value, raw.is_implicit_VR, raw.is_little_endian, include_private
+        )
+    except Exception:  # pylint: disable=broad-except
+        return None
+
+
+def _pixel_representation_converts(dataset: Dataset | dict) -> bool:
+    """Do what converting a sequence with ``dataset[tag]`` also does to ``dataset``.
+
+    ``Dataset.__getitem__`` converts the dataset's own Pixel Representation whenever it
+    converts a sequence (``_set_pixel_representation``); if that fails, the sequence
+    element fails with it. False in that case, and the caller converts the sequence
+    with pydicom, which fails exactly as before.
+    """
+    if not isinstance(dataset, Dataset) or PIXEL_REPRESENTATION not in dataset:
+        return True
+    try:
+        dataset[PIXEL_REPRESENTATION]
+    except Exception:  # pylint: disable=broad-except
+        return False
+    return True
+
+
+def _parse_sequence(
+    value: bytes, implicit: bool, little: bool, include_private: bool
+) -> _ParsedSequence:
+    items = []
+    fp = io.BytesIO(value)
+    fp_tell = fp.tell
+    header = struct.Struct("<HHL" if little else ">HHL").unpack
+    bytelength = len(value)
+    while fp_tell() < bytelength:  # read_sequence
+        group, element, length = header(fp.read(8))  # read_sequence_item
+        if (group, element) == SEQUENCE_DELIMITER_TAG:
+            break
+        if (group, element) != ITEM_TAG:
+            raise _NotSimple("not an item")
+        start = fp_tell()  # read_dataset, at_top_level=False
+        item_implicit = _is_implicit_vr(fp, implicit, little, None, is_sequence=True)
+        fp.seek(start)
+        elements = data_element_generator(fp, item_implicit, little)
+        item: dict = {}
+        if length == UNDEFINED_LENGTH:
+            for elem in elements:
+                item[elem.tag] = elem
+        else:
+            while fp_tell() - start < length:
+                elem = next(elements)
+                item[elem.tag] = elem
+        if PIXEL_REPRESENTATION in item and any(
+            getattr(elem, "VR", None) in (None, "UN", "SQ") for elem in item.values()
+        ):
+            # A Dataset converts its Pixel Representation when one of its sequences
+            # is converted, and that can fail the sequence (see below).
+            raise _NotSimple("Pixel Representation next to a sequence")
+        for tag, elem in item.items():
+            if not isinstance(elem, RawDataElement):
+                raise _NotSimple("converted element")
+            group = tag >> 16
+            if group & 1:
+                if include_private:
+                    raise _NotSimple("private element")
+                continue
+            if is_skipped_group(group):
+                continue
+            vr = elem.VR
+            if vr is None or vr == "UN":
+                data: dict = {}
+                hooks.raw_element_vr(elem, data, encoding=None, ds=None)
+                vr = data["VR"]
+            if " or " in vr:
+                raise _NotSimple("ambiguous VR")
+            if vr == "SQ":
+                item[tag] = _parse_sequence(
+                    elem.value or b"", elem.is_implicit_VR, elem.is_little_endian,
+                    include_private,
+                )
+        items.append(item)
+    return _ParsedSequence(items)
+
+
+# ---------------------------------------------------------------------------
 # Walking the dataset
+
+
+# Column names of public tags by item prefix, then tag: a name depends on nothing else.
+_PUBLIC_COLUMN_NAMES: dict[str, dict[int, str]] = {}
 
 
 @dataclass
@@ -264,10 +392,14 @@ class _Walker:
     bad_elements: list
     reference: bool = False
 
-    def walk(self, dataset: Dataset, prefix: str, encodings: list[str]) -> None:
+    def walk(self, dataset: Dataset | dict, prefix: str, encodings: list[str]) -> None:
+        """``dataset``: a pydicom Dataset or an item of a ``_ParsedSequence``."""
         if SPECIFIC_CHARACTER_SET in dataset:
             encodings = self._encodings(dataset, encodings)
         include_private = self.settings.include_private
+        names = _PUBLIC_COLUMN_NAMES.get(prefix)
+        if names is None:
+            names = _PUBLIC_COLUMN_NAMES[prefix] = {}
         # items() gives the elements as stored (raw, deferred ones unread) without the
         # per-tag lookups of get_item(); row order does not matter (columns are ordered
         # by name later). A list, because converting a sequence replaces its entry.
@@ -277,15 +409,22 @@ class _Walker:
                 if not include_private:
                     continue
                 name = prefix + element_name(BaseTag(tag), dataset)
-            elif is_skipped_group(group):
+            elif group >= 0x6000 and is_skipped_group(group):
                 continue
             else:
-                name = prefix + public_name(tag)
+                # A plain int key: looking a BaseTag up calls its Python __eq__.
+                key = tag & 0xFFFFFFFF
+                name = names.get(key)
+                if name is None:
+                    name = names[key] = prefix + public_name(key)
             try:
                 self._element(dataset, tag, item, name, encodings)
             except Exception as exc:  # one bad element never loses the file
                 self.bad_elements.append(f"{name}: {exc}")
-                raw = dataset.get_item(tag, keep_deferred=True)
+                if isinstance(dataset, Dataset):
+                    raw = dataset.get_item(tag, keep_deferred=True)
+                else:  # an item of a parsed sequence: raw elements only
+                    raw = dataset.get(tag)
                 text = raw_bytes_text(
                     getattr(raw, "value", None) if isinstance(raw, RawDataElement) else None,
                     getattr(raw, "length", 0) or 0,
@@ -295,8 +434,11 @@ class _Walker:
                     self.values[name] = text
                     self.vrs[name] = "UN"
 
-    def _encodings(self, dataset: Dataset, inherited: list[str]) -> list[str]:
-        raw = dataset.get_item(SPECIFIC_CHARACTER_SET)
+    def _encodings(self, dataset: Dataset | dict, inherited: list[str]) -> list[str]:
+        if isinstance(dataset, Dataset):
+            raw = dataset.get_item(SPECIFIC_CHARACTER_SET)
+        else:
+            raw = dataset[SPECIFIC_CHARACTER_SET]
         if isinstance(raw, RawDataElement):
             value = raw.value.decode(DEFAULT_ENCODING) if raw.value else ""
             terms = [t.strip(" \0") for t in value.split("\\")]
@@ -316,6 +458,17 @@ class _Walker:
                 self._converted(elem, name, encodings)
             return
         if isinstance(item, RawDataElement):
+            vr = item.VR
+            value = item.value
+            if value and vr in TEXT_VRS:  # the common case, as format_raw does it
+                if vr in CHARSET_TEXT_VRS:
+                    text = decode_text(vr, value, encodings)
+                else:
+                    text = join_text(vr, value.decode(DEFAULT_ENCODING))
+                if text:
+                    self.values[name] = text
+                    self.vrs[name] = vr
+                return
             if item.value is None and not item.length:
                 return  # empty
             if item.value is None and self.read_deferred is not None:
@@ -325,13 +478,24 @@ class _Walker:
             vr = item.VR
             if vr is None or vr == "UN":  # implicit VR or explicit UN: pydicom decides
                 data: dict = {}
-                hooks.raw_element_vr(item, data, encoding=encodings, ds=dataset)
+                hooks.raw_element_vr(
+                    item, data, encoding=encodings,
+                    ds=dataset if isinstance(dataset, Dataset) else None,
+                )
                 vr = data["VR"]
+            if vr == "SQ" and item.value is not None and not self.reference:
+                parsed = parse_sequence(item, self.settings.include_private)
+                if parsed is not None and _pixel_representation_converts(dataset):
+                    self._items(parsed.items, name, encodings)
+                    return
             if vr == "SQ" or " or " in vr:
                 # Sequences are parsed by pydicom; ambiguous VRs need its context rules.
                 self._converted(dataset[tag], name, encodings)
                 return
             text = format_raw(vr, item, encodings, self.settings.max_binary_bytes)
+        elif isinstance(item, _ParsedSequence):
+            self._items(item.items, name, encodings)
+            return
         else:
             if item.VR == "SQ":
                 self._converted(item, name, encodings)
@@ -366,7 +530,10 @@ class _Walker:
                 self.values[name] = text
                 self.vrs[name] = elem.VR
             return
-        items = elem.value
+        self._items(elem.value, name, encodings)
+
+    def _items(self, items, name: str, encodings) -> None:
+        """Walk a sequence's items (Datasets or parsed dicts) under column ``name``."""
         limit = self.settings.max_sequence_items
         kept = items if not limit else items[:limit]
         for index, item in enumerate(kept, start=1):
