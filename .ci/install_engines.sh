@@ -113,7 +113,7 @@ fi
 # Rewritten on every run, so configuration fixes reach existing installs.
 # Default configuration: loopback only, modest memory, 2 slots.  Java 17
 # --add-opens/--add-exports flags are kept from the shipped config.yaml.
-# (tests/engines.py writes its own per-cluster copy with free ports.)
+# (tests/engines.py derives each test cluster's config from this one, with free ports.)
 "$PYTHON" - "$FLINK_HOME_DIR/conf/config.yaml" <<'PY'
 import re, sys
 path = sys.argv[1]

@@ -44,6 +44,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import yaml
+
 DEFAULT_ENGINES_DIR = Path.home() / ".cache" / "dicom-meta-engines"
 INSTALL_HINT = "run `bash .ci/install_engines.sh` (then optionally `source $ENGINES_DIR/engines.env`)"
 
@@ -119,15 +121,6 @@ def free_port() -> int:
     with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _java_opts_from(conf_file: Path) -> str:
-    """The Java 17 --add-opens/--add-exports flags of the shipped config."""
-    if conf_file.is_file():
-        m = re.search(r"^\s+all:\s*(.*)$", conf_file.read_text(), re.M)
-        if m:
-            return m.group(1).strip()
-    return ""
 
 
 class FlinkCluster:
@@ -263,67 +256,34 @@ class FlinkCluster:
 
     # -- internals ---------------------------------------------------------
     def _write_conf(self) -> Path:
+        """The installed cluster config (.ci/install_engines.sh: loopback binding, Java 17
+        flags, network buffers for Beam), with this cluster's own ports, sizes and tmp."""
         assert self.work_dir is not None
         conf_dir = self.work_dir / "conf"
         shutil.copytree(self.flink_home / "conf", conf_dir, dirs_exist_ok=True)
-        java_opts = _java_opts_from(self.flink_home / "conf" / "config.yaml")
         tmp_dir = self.work_dir / "tmp"
         tmp_dir.mkdir(exist_ok=True)
-        (conf_dir / "config.yaml").write_text(f"""\
-env:
-  java:
-    opts:
-      all: {java_opts}
-jobmanager:
-  bind-host: 127.0.0.1
-  rpc:
-    address: 127.0.0.1
-    port: {self.rpc_port}
-  memory:
-    process:
-      size: {self.jobmanager_memory}
-taskmanager:
-  bind-host: 127.0.0.1
-  host: 127.0.0.1
-  rpc:
-    port: "0"
-  data:
-    port: 0
-  numberOfTaskSlots: {self.slots}
-  memory:
-    process:
-      size: {self.taskmanager_memory}
-    # Beam's batch translation keeps many exchanges open at once: with Flink's
-    # default (10 % of ~1 GB) a parallelism-2 run of the real pipeline fails with
-    # "Insufficient number of network buffers: required 512, but only 390".
-    network:
-      min: 256mb
-      max: 256mb
-  network:
-    # Each blocking (batch) result partition of Beam's translation asks for
-    # sort-shuffle.min-buffers (Flink default 512) at once; with the full pipeline
-    # several are open together. 128 keeps the run inside 256 MB.
-    sort-shuffle:
-      min-buffers: 128
-parallelism:
-  default: 1
-rest:
-  address: 127.0.0.1
-  bind-address: 127.0.0.1
-  port: {self.rest_port}
-blob:
-  server:
-    port: "0"
-cluster:
-  registration:
-    # The TaskManager may start before the JobManager listens; retry quickly
-    # instead of Flink's default 10 s back-off.
-    error-delay: 500
-    refused-registration-delay: 500
-io:
-  tmp:
-    dirs: {tmp_dir}
-""")
+        config = yaml.safe_load((self.flink_home / "conf" / "config.yaml").read_text())
+        for key, value in {
+            "jobmanager.rpc.port": self.rpc_port,
+            "jobmanager.memory.process.size": self.jobmanager_memory,
+            "taskmanager.rpc.port": "0",
+            "taskmanager.data.port": 0,
+            "taskmanager.numberOfTaskSlots": self.slots,
+            "taskmanager.memory.process.size": self.taskmanager_memory,
+            "rest.port": self.rest_port,
+            # The TaskManager may start before the JobManager listens; retry quickly
+            # instead of Flink's default 10 s back-off.
+            "cluster.registration.error-delay": 500,
+            "cluster.registration.refused-registration-delay": 500,
+            "io.tmp.dirs": str(tmp_dir),
+        }.items():
+            *parents, leaf = key.split(".")
+            node = config
+            for parent in parents:
+                node = node.setdefault(parent, {})
+            node[leaf] = value
+        (conf_dir / "config.yaml").write_text(yaml.safe_dump(config))
         return conf_dir
 
     def _spawn(self, role: str, env: dict, cmd: list[str] | None = None) -> subprocess.Popen:
