@@ -18,6 +18,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
+from transforms.flatten import PATH_COLUMN
+
 # Rows pickled together: large enough to amortise pickling, small enough to stay cheap.
 CHUNK_ROWS = 256
 
@@ -70,6 +72,11 @@ def read_shard(path: str) -> Iterator[dict]:
             except EOFError:
                 return
             yield from chunk
+
+
+def read_shard_by_path(path: str) -> list[dict]:
+    """A shard's rows sorted by ``DicomPath``, the order every table writer emits."""
+    return sorted(read_shard(path), key=lambda values: values[PATH_COLUMN])
 
 
 class SpillRows(beam.DoFn):

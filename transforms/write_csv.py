@@ -26,7 +26,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms.flatten import PATH_COLUMN
 from transforms.merge import FormatThenMerge, allow_open_files
-from transforms.spill import read_shard
+from transforms.spill import read_shard_by_path
 from transforms.storage import open_ranged
 
 INDEX_CHUNK = 1024
@@ -63,7 +63,7 @@ class FormatCsvShard(beam.DoFn):
 
     def process(self, shard, columns):
         names = column_names(columns)
-        rows = sorted(read_shard(shard.path), key=lambda values: values[PATH_COLUMN])
+        rows = read_shard_by_path(shard.path)
         stem = FileSystems.join(self.temp_dir, f"csv-{uuid.uuid4().hex}")
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\r\n")

@@ -30,7 +30,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms.flatten import PATH_COLUMN
 from transforms.merge import FormatThenMerge, allow_open_files
-from transforms.spill import read_shard
+from transforms.spill import read_shard_by_path
 from transforms.types import ColumnConverter, arrow_schema
 
 # Rows per row group in a part: what the merge holds per part at a time.
@@ -89,7 +89,7 @@ class ConvertShard(beam.DoFn):
 
     def process(self, shard, columns):
         schema = arrow_schema(columns)
-        rows = sorted(read_shard(shard.path), key=lambda values: values[PATH_COLUMN])
+        rows = read_shard_by_path(shard.path)
         table, unparseable = shard_table(rows, schema, column_vrs(columns))
         path = FileSystems.join(self.temp_dir, f"part-{uuid.uuid4().hex}.parquet")
         with _open_write(path) as out:
