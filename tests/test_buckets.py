@@ -16,6 +16,8 @@ import time
 import uuid
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -180,6 +182,23 @@ def test_bucket_input_bucket_output(scheme, stores, archive, local_run):
         "scan.csv", "scan.errors.csv", "scan.skipped.csv", "scan.summary.json"]
     state = {p.split("/")[1] for p in left if p.startswith("scan.state/")}
     assert "CURRENT" in state and len(state) == 2, state
+
+
+@pytest.mark.parametrize("scheme", ["gs", "s3"])
+def test_parquet_in_a_bucket_equals_the_local_file(scheme, stores, archive, tmp_path):
+    """The Parquet merge reads its parts back from the bucket with ranged reads."""
+    prefix, args = stores[scheme]
+    assert run_cli(archive, "-o", tmp_path / "scan.csv", "--quiet", "--format", "parquet",
+                   "--rows-per-shard", "2") == 0
+    out = f"{scheme}://{BUCKET}/pq-{uuid.uuid4().hex[:6]}/scan.parquet"
+    assert run_cli(prefix.rstrip("/"), "-o", out, "--quiet", "--format", "parquet",
+                   "--rows-per-shard", "2", *args) == 0
+    remote = pq.read_table(pa.BufferReader(read_bytes(out, args)))
+    local = pq.read_table(tmp_path / "scan.parquet")
+    assert remote.num_rows == local.num_rows > 2  # several parts were merged
+    assert remote.drop_columns(["DicomPath"]).equals(local.drop_columns(["DicomPath"]))
+    assert [path[len(prefix):] for path in remote["DicomPath"].to_pylist()] == [
+        os.path.relpath(path, archive) for path in local["DicomPath"].to_pylist()]
 
 
 def test_mixed_local_and_bucket_inputs(stores, archive, local_run, s3, tmp_path):

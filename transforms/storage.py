@@ -256,7 +256,7 @@ class RangedReader(io.RawIOBase):
     """
 
     def __init__(self, fetch, name: str, first_block: int = FIRST_BLOCK,
-                 max_block: int = MAX_BLOCK):
+                 max_block: int = MAX_BLOCK, size: int | None = None):
         super().__init__()
         self._fetch = fetch
         self.name = name
@@ -266,7 +266,7 @@ class RangedReader(io.RawIOBase):
         self._block = b""
         self._block_start = 0
         self._pos = 0
-        self._size = None  # learnt when a fetch comes back short
+        self._size = size  # if not given, learnt when a fetch comes back short
         self.fetched = 0
         self.requests = 0
 
@@ -339,8 +339,11 @@ class RangedReader(io.RawIOBase):
 
 
 def open_ranged(path: str, options=None, first_block: int = FIRST_BLOCK,
-                max_block: int = MAX_BLOCK):
+                max_block: int = MAX_BLOCK, size: int | None = None):
     """A seekable binary stream over ``path``: local file, or ranged reads of an object.
+
+    ``size``, when known, saves reading to the end to find it (seeking from the end, as
+    a Parquet reader does for its footer).
 
     Nothing is requested until the first read. A missing object raises
     ``FileNotFoundError`` and a refused one ``PermissionError`` (at the first read).
@@ -352,9 +355,9 @@ def open_ranged(path: str, options=None, first_block: int = FIRST_BLOCK,
         return open(path[len("file://"):], "rb")
     options = _options(options)
     if path_scheme == "gs":
-        return RangedReader(_gcs_fetcher(path, options), path, first_block, max_block)
+        return RangedReader(_gcs_fetcher(path, options), path, first_block, max_block, size)
     if path_scheme == "s3":
-        return RangedReader(_s3_fetcher(path, options), path, first_block, max_block)
+        return RangedReader(_s3_fetcher(path, options), path, first_block, max_block, size)
     from apache_beam.io.filesystem import CompressionTypes
 
     return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)

@@ -31,6 +31,7 @@ from apache_beam.io.filesystems import FileSystems
 from transforms.flatten import PATH_COLUMN
 from transforms.merge import FormatThenMerge, allow_open_files
 from transforms.spill import read_shard_by_path
+from transforms.storage import open_ranged
 from transforms.types import ColumnConverter, arrow_schema
 
 # Rows per row group in a part: what the merge holds per part at a time.
@@ -44,11 +45,8 @@ OUTPUT_COMPRESSION = "zstd"  # read by pandas, polars, DuckDB, Spark alike
 class ParquetPart(NamedTuple):
     path: str
     rows: int
+    size: int  # bytes: the merge reads the footer from the end without finding the end
     unparseable: dict  # column name -> values that did not parse as its type
-
-
-def _open_read(path: str):
-    return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
 
 
 def _open_write(path: str):
@@ -96,7 +94,8 @@ class ConvertShard(beam.DoFn):
             pq.write_table(
                 table, out, row_group_size=PART_ROW_GROUP_ROWS, compression=PART_COMPRESSION
             )
-        yield ParquetPart(path, len(rows), dict(unparseable))
+        size = FileSystems.match([path])[0].metadata_list[0].size_in_bytes
+        yield ParquetPart(path, len(rows), size, dict(unparseable))
 
 
 def _part_rows(number: int, stream) -> Iterator[tuple]:
@@ -142,7 +141,8 @@ def merge_parquet_parts(parts, columns, output_path: str, temp_path: str) -> dic
     parts = sorted(parts, key=lambda part: part.path)
     schema = arrow_schema(columns)
     allow_open_files(len(parts))
-    streams = [_open_read(part.path) for part in parts]
+    # Ranged reads: on a bucket FileSystems.open would buffer up to 16 MiB per part.
+    streams = [open_ranged(part.path, size=part.size) for part in parts]
     rows = 0
     try:
         with _open_write(temp_path) as out:
