@@ -53,7 +53,14 @@ class _OneLineParser(_BeamArgumentParser):
 
 
 def _parser() -> _OneLineParser:
-    parser = _OneLineParser(prog=PROG, allow_abbrev=False, add_help=True)
+    parser = _OneLineParser(
+        prog=PROG, allow_abbrev=False, add_help=True,
+        usage=f"{PROG} INPUT... -o OUT.csv [options] [any Beam pipeline option]",
+        description="Turn DICOM archives into one table: a row per file, a column per "
+        "header element. Our options: -o/--output, --format, --include-private, "
+        "--max-sequence-items, --max-binary-bytes, --incremental, --anonymous-access, "
+        "--rows-per-shard, --config, --quiet; every other option below is Beam's.",
+    )
     parser.add_argument("inputs", nargs="*", metavar="INPUT",
                         help="Directories, files or globs (local, gs://, s3://).")
     parser.add_argument("--config", help="YAML file of options (run_configs/*.yaml); "
