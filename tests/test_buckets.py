@@ -8,7 +8,6 @@ the CSV of the local run, with only the path prefix changed.
 
 from __future__ import annotations
 
-import io
 import os
 import subprocess
 import sys
