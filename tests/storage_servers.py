@@ -191,6 +191,18 @@ class ServerProcess:
 # GCS: gcp-storage-emulator
 # --------------------------------------------------------------------------
 
+def _start_with_bucket(srv, timeout, create_bucket, bucket):
+    """Start ``srv`` and, if ``bucket``, create it; a failed creation stops the server."""
+    srv.start(timeout)
+    if bucket:
+        try:
+            create_bucket(srv.endpoint, bucket)
+        except BaseException:
+            srv.stop()
+            raise
+    return srv
+
+
 def start_gcs_emulator(bucket=None, port=None, timeout=30.0):
     """Start gcp-storage-emulator (in memory) on 127.0.0.1; optionally make a bucket."""
     port = port or free_port()
@@ -198,14 +210,7 @@ def start_gcs_emulator(bucket=None, port=None, timeout=30.0):
             "--host", LOOPBACK, "--port", str(port), "--in-memory", "--quiet"]
     srv = ServerProcess("gcs-emulator", argv, port,
                         "http://%s:%d/storage/v1/b" % (LOOPBACK, port))
-    srv.start(timeout)
-    if bucket:
-        try:
-            create_gcs_bucket(srv.endpoint, bucket)
-        except BaseException:
-            srv.stop()
-            raise
-    return srv
+    return _start_with_bucket(srv, timeout, create_gcs_bucket, bucket)
 
 
 def create_gcs_bucket(endpoint, bucket, project="test-project"):
@@ -315,14 +320,7 @@ def start_moto_server(bucket=None, port=None, timeout=60.0, extra_env=None):
     env.update(extra_env or {})
     srv = ServerProcess("moto-server", argv, port,
                         "http://%s:%d/moto-api/" % (LOOPBACK, port), env=env)
-    srv.start(timeout)
-    if bucket:
-        try:
-            create_s3_bucket(srv.endpoint, bucket)
-        except BaseException:
-            srv.stop()
-            raise
-    return srv
+    return _start_with_bucket(srv, timeout, create_s3_bucket, bucket)
 
 
 def s3_pipeline_args(endpoint, region=S3_REGION):
