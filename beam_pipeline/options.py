@@ -41,7 +41,8 @@ class DicomExtractOptions(PipelineOptions):
         extraction = parser.add_argument_group("Extraction")
         run = parser.add_argument_group("Runs")
         output.add_argument(
-            "-o", "--output", metavar="PATH", help="Output path, scan.csv or scan.parquet (local, gs:// or s3://)."
+            "-o", "--output", metavar="PATH",
+            help="Output path, scan.csv or scan.parquet (local, gs:// or s3://).",
         )
         output.add_argument(
             "--format", dest="format", metavar="LIST", type=output_formats, default="csv",

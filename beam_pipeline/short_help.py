@@ -51,10 +51,10 @@ def option_groups(parser_groups=()) -> list[tuple[str, list[argparse.Action]]]:
     for cls in own_option_classes():
         scratch = argparse.ArgumentParser(add_help=False)
         cls._add_argparse_args(scratch)  # pylint: disable=protected-access
-        for group in scratch._action_groups:  # pylint: disable=protected-access
-            title = group.title
-            if group in (scratch._positionals, scratch._optionals):  # pylint: disable=protected-access
-                title = _default_title(cls)
+        # pylint: disable=protected-access
+        defaults = (scratch._positionals, scratch._optionals)
+        for group in scratch._action_groups:
+            title = _default_title(cls) if group in defaults else group.title
             actions = [action for action in group._group_actions  # pylint: disable=protected-access
                        if action.help is not argparse.SUPPRESS]
             if actions:

@@ -44,22 +44,24 @@ def _short(label: str, limit: int) -> str:
 
 
 def bar_chart(items, total: int, *, label_chars: int = 36, name: str = "",
-              color: str | None = None) -> str:
-    """Horizontal bars: ``items`` are ``(label, count, tooltip)``; shares of ``total``."""
+              color: str | None = None, full_scale: int | None = None) -> str:
+    """Horizontal bars: ``items`` are ``(label, count, tooltip)``; shares of ``total``.
+    Bars are drawn against the largest count, or against ``full_scale`` if given."""
     if not items:
         return '<p class="none">none</p>'
-    row, label_width, bar_width = 24, int(label_chars * 6.6) + 10, 250
+    row, label_width, bar_width = 24, int(label_chars * 7.2) + 10, 250
     width = label_width + bar_width + 120
     height = row * len(items) + 4
-    biggest = max(count for _, count, _ in items) or 1
-    parts = [f'<svg class="chart" role="img" aria-label="{text(name)}" '
+    biggest = full_scale or max(count for _, count, _ in items) or 1
+    parts = [f'<svg class="chart" role="img" aria-label="{text(name)}" data-chart="{text(name)}" '
              f'viewBox="0 0 {width} {height}" width="{width}" height="{height}">']
     for index, (label, count, tooltip) in enumerate(items):
         y = index * row + 2
         length = max(1.0, bar_width * count / biggest) if count else 0
         fill = color or PALETTE[index % len(PALETTE)]
         parts.append(
-            f'<g><title>{text(tooltip or label)}: {number(count)}</title>'
+            f'<g data-label="{text(label)}" data-count="{count}">'
+            f'<title>{text(tooltip or label)}: {number(count)}</title>'
             f'<text x="{label_width - 8}" y="{y + 15}" text-anchor="end" class="label">'
             f'{text(_short(label, label_chars))}</text>'
             f'<rect x="{label_width}" y="{y + 3}" width="{length:.1f}" height="{row - 8}" '
@@ -81,7 +83,7 @@ def column_chart(items, *, name: str = "", height: int = 190) -> str:
     plot = height - bottom - top
     biggest = max(count for _, count in items) or 1
     every = max(1, len(items) // 24)  # label at most ~24 ticks
-    parts = [f'<svg class="chart" role="img" aria-label="{text(name)}" '
+    parts = [f'<svg class="chart" role="img" aria-label="{text(name)}" data-chart="{text(name)}" '
              f'viewBox="0 0 {width} {height}" width="{width}" height="{height}">',
              f'<line x1="{left}" y1="{top + plot}" x2="{width - 4}" y2="{top + plot}" '
              f'class="axis"/>',
@@ -94,7 +96,8 @@ def column_chart(items, *, name: str = "", height: int = 190) -> str:
         if count:
             bar = max(bar, 1.5)
         parts.append(
-            f'<g><title>{text(label)}: {number(count)}</title>'
+            f'<g data-label="{text(label)}" data-count="{count}">'
+            f'<title>{text(label)}: {number(count)}</title>'
             f'<rect x="{x + 2}" y="{top + plot - bar:.1f}" width="{slot - 4}" '
             f'height="{bar:.1f}" rx="2" fill="{PALETTE[0]}"/></g>'
         )

@@ -87,8 +87,10 @@ var rows=Array.prototype.slice.call(document.querySelectorAll('#column-table tbo
 var shown=document.getElementById('column-shown');
 function apply(){
 var q=input.value.toLowerCase(),n=0;
-rows.forEach(function(r){var hit=r.getAttribute('data-name').indexOf(q)>=0;r.hidden=!hit;if(hit)n++;});
-shown.textContent=n.toLocaleString('en-US')+' of '+rows.length.toLocaleString('en-US')+' columns shown';
+rows.forEach(function(r){
+var hit=r.getAttribute('data-name').indexOf(q)>=0;r.hidden=!hit;if(hit)n++;});
+shown.textContent=n.toLocaleString('en-US')+' of '+rows.length.toLocaleString('en-US')+
+' columns shown';
 shown.setAttribute('data-value',String(n));
 }
 input.addEventListener('input',apply);
@@ -99,7 +101,8 @@ document.body.setAttribute('data-script','ran');
 
 
 def _figure(key: str, value, shown: str | None = None) -> str:
-    return f'<span data-figure="{text(key)}" data-value="{text(value)}">{shown or text(value)}</span>'
+    return (f'<span data-figure="{text(key)}" data-value="{text(value)}">'
+            f'{shown or text(value)}</span>')
 
 
 def _card(key: str, label: str, value, shown: str | None = None) -> str:
@@ -179,6 +182,10 @@ def _fill_section(stats: dict) -> str:
     ordered = sorted(fill, key=lambda item: (-item[1], item[0]))
     top = [(name, count, name) for name, count in ordered[:FILL_EXTREMES]]
     bottom = [(name, count, name) for name, count in ordered[::-1][:FILL_EXTREMES]]
+    fill_style = {"label_chars": 44, "color": ACCENT, "full_scale": rows}
+    always = sum(1 for _, count in fill if count == rows)
+    half = sum(1 for _, count in fill if 2 * count >= rows)
+    rare = sum(1 for _, count in fill if 100 * count < rows)
     body = []
     for index, (name, count) in enumerate(fill):
         body.append(f'<tr data-name="{text(name.lower())}"><td class="num">{index + 1}</td>'
@@ -188,12 +195,13 @@ def _fill_section(stats: dict) -> str:
     return (
         '<section id="fill"><h2>Column fill rate</h2>'
         f'<p class="note">Share of the {number(rows)} rows with a value, for each of the '
-        f'{_figure("table_columns", len(fill), number(len(fill)))} columns of the table.</p>'
+        f'{_figure("table_columns", len(fill), number(len(fill)))} columns of the table: '
+        f'{number(always)} filled in every row, {number(half)} in at least half of them, '
+        f'{number(rare)} in under 1 %.</p>'
         '<div class="grid"><div><h3>Most filled</h3>'
-        f'{bar_chart(top, rows, label_chars=44, name="most filled columns", color=ACCENT)}</div>'
+        f'{bar_chart(top, rows, name="most filled columns", **fill_style)}</div>'
         '<div><h3>Least filled</h3>'
-        f'{bar_chart(bottom, rows, label_chars=44, name="least filled columns", color=ACCENT)}'
-        '</div></div>'
+        f'{bar_chart(bottom, rows, name="least filled columns", **fill_style)}</div></div>'
         '<h3>Every column</h3><div class="noprint">'
         '<input type="search" id="column-filter" placeholder="Filter columns, e.g. 0018 or '
         'Spacing" aria-label="filter columns">'
@@ -207,9 +215,14 @@ def _fill_section(stats: dict) -> str:
 def _errors_section(summary: dict, errors: dict, skips: dict) -> str:
     error_items = [(kind, count, kind) for kind, count in errors["by_type"]["counts"][:TOP]]
     skip_items = [(reason, count, reason) for reason, count in skips["by_reason"]["counts"][:TOP]]
+    error_chart = bar_chart(error_items, summary["errors"], name="errors",
+                            color=OUTCOME_COLORS["errors"])
+    skip_chart = bar_chart(skip_items, summary["non_dicom_skipped"], label_chars=44,
+                           name="skips", color=OUTCOME_COLORS["skipped"])
     sample = errors["sample"]
     rows = "".join(
-        f'<tr><td class="path">{text(path)}</td><td>{text(kind)}</td><td>{text(message)}</td></tr>'
+        f'<tr><td class="path">{text(path)}</td><td>{text(kind)}</td>'
+        f'<td>{text(message)}</td></tr>'
         for path, kind, message in sample
     )
     table = (f'<div class="scroll"><table id="error-sample"><thead><tr><th>DicomPath</th>'
@@ -219,12 +232,8 @@ def _errors_section(summary: dict, errors: dict, skips: dict) -> str:
         '<p class="none">no errors</p>'
     return (
         '<section id="problems"><h2>Errors and skipped files</h2><div class="grid">'
-        f'<div><h3>Errors by type</h3>'
-        f'{bar_chart(error_items, summary["errors"], name="errors", color=OUTCOME_COLORS["errors"])}'
-        '</div>'
-        f'<div><h3>Skipped (not DICOM) by reason</h3>'
-        f'{bar_chart(skip_items, summary["non_dicom_skipped"], label_chars=44, name="skips", color=OUTCOME_COLORS["skipped"])}'
-        f'</div></div><h3>Sample of errors</h3>{table}</section>'
+        f'<div><h3>Errors by type</h3>{error_chart}</div>'
+        f'<div><h3>Skipped (not DICOM) by reason</h3>{skip_chart}</div></div><h3>Sample of errors</h3>{table}</section>'
     )
 
 
