@@ -97,6 +97,31 @@ def test_every_run_writes_the_report_next_to_the_table(run):
     assert str(report) in describe(summary)
 
 
+def test_repeated_bundles_write_the_same_report(run, tmp_path):
+    """Retries: the report step's bundle runs twice; the page is whole, with the same figures,
+    and no temporary file is left."""
+    import shutil
+
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+
+    from transforms.html_report import WriteHtmlReport
+
+    out, summary = run
+    for suffix in (".csv", ".errors.csv", ".skipped.csv"):
+        shutil.copyfile(out.with_suffix(suffix), tmp_path / ("scan" + suffix))
+    paths = OutputPaths.for_output(str(tmp_path / "scan.csv"), "test")
+    options = PipelineOptions(["--direct_runner_bundle_repeat=1"])
+    with beam.Pipeline(runner=fn_runner.FnApiRunner(), options=options) as pipeline:
+        _ = (pipeline | beam.Create([summary])
+             | WriteHtmlReport(paths, {"runner": "test", "inputs": [], "options": {}}))
+    page = Elements((tmp_path / "scan.report.html").read_text(encoding="utf-8"))
+    first = Elements(out.with_suffix(".report.html").read_text(encoding="utf-8"))
+    assert page.figures() == first.figures()
+    assert [name for name in os.listdir(tmp_path) if "partial" in name] == []
+
+
 def test_the_page_is_self_contained(run):
     page = run[0].with_suffix(".report.html").read_text(encoding="utf-8")
     elements = Elements(page)

@@ -15,6 +15,7 @@ import datetime
 import io
 import logging
 import re
+import uuid
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
@@ -120,10 +121,16 @@ def write_html_report(summary: dict, paths, settings: dict) -> str:
     generated = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     page = render(summary, stats, problem, read_errors(paths.errors), read_skips(paths.skipped),
                   settings, generated)
-    temp_path = paths.report + ".partial"
-    with FileSystems.create(temp_path, compression_type=CompressionTypes.UNCOMPRESSED) as out:
-        out.write(page.encode("utf-8", "backslashreplace"))
-    FileSystems.rename([temp_path], [paths.report])
+    # Attempt-unique temporary name: a retried or repeated attempt never writes into another
+    # attempt's file, and the page appears whole or not at all.
+    temp_path = f"{paths.report}.partial-{uuid.uuid4().hex[:12]}"
+    try:
+        with FileSystems.create(temp_path, compression_type=CompressionTypes.UNCOMPRESSED) as out:
+            out.write(page.encode("utf-8", "backslashreplace"))
+        FileSystems.rename([temp_path], [paths.report])
+    finally:
+        if FileSystems.exists(temp_path):
+            FileSystems.delete([temp_path])
     return paths.report
 
 

@@ -49,6 +49,7 @@ border-bottom:2px solid var(--line)}h3{font-size:14px;margin:14px 0 6px;color:#3
 .card .n{font-size:22px;font-weight:700;font-variant-numeric:tabular-nums}
 .card .k{color:var(--muted);font-size:12px;text-transform:uppercase;letter-spacing:.04em}
 .grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(540px,1fr));gap:8px 28px}
+.grid>div,.cards>div{min-width:0}
 .chart{max-width:100%;height:auto;display:block;margin-bottom:4px}
 .chart .label{font-size:12px;fill:#374151}.chart .value{font-size:11px;fill:#4b5563}
 .chart .tick{font-size:10px;fill:#4b5563}.chart .axis{stroke:#9ca3af}
@@ -74,9 +75,10 @@ body{font-size:11px}main{max-width:none;padding:0}
 .scroll{max-height:none;overflow:visible;border:0}
 tr[hidden]{display:table-row!important}
 th{position:static}
-section,.card,svg{break-inside:avoid}
-h2{break-after:avoid}
-.grid{grid-template-columns:1fr 1fr}
+.grid>div,.card,svg,tr{break-inside:avoid}
+h2,h3{break-after:avoid}
+.grid{grid-template-columns:1fr}
+.cards{grid-template-columns:repeat(4,1fr)}
 }
 """
 
