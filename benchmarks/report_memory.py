@@ -1,6 +1,7 @@
 """Peak memory and time of the HTML report step on a large generated table.
 
     python -m benchmarks.report_memory /tmp/report-bench --rows 10000000 [--also 1000000]
+        [--parquet]
 
 Writes ``scan.csv`` of ``--rows`` rows (unless it is already there with that many rows):
 48 realistic columns of a CT/MR/CR archive, the CLI's column names and DICOM text, one
@@ -15,11 +16,12 @@ Then, each in a fresh process, one after the other in this command:
            streaming pass, with the same imports loaded;
   (report) the report step itself (``transforms.html_report.write_html_report``): the
            streaming statistics, reading errors/skips, rendering and writing the page.
-Peak RSS is the child's own ``ru_maxrss`` (its peak resident set, Python, Beam and pyarrow
+Peak RSS is the child's own ``VmHWM`` (its peak resident set, Python, Beam and pyarrow
 included; "of which imports" is the peak before the work started); seconds are the wall
 time of the work after imports, CPU s its user + sys. ``--also N`` measures the report
 step on the first N rows too (a second table), to show memory does not follow the row
-count.
+count. ``--parquet`` also writes the table as Parquet (dates typed as the output types
+them) and measures a Parquet-only run's report (``ParquetFile.iter_batches``).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BATCH = 200_000
@@ -146,15 +149,28 @@ def generate_batch(start: int, count: int) -> pa.Table:
     return pa.table(columns)
 
 
+def _typed(table: pa.Table) -> pa.Table:
+    """As the Parquet output types them: DA columns as dates (the rest stays text here)."""
+    for keyword in ("StudyDate", "SeriesDate"):
+        index = table.schema.get_field_index(_col(keyword))
+        dates = pc.cast(pc.strptime(table.column(index), "%Y%m%d", "s"), pa.date32())
+        table = table.set_column(index, _col(keyword), dates)
+    return table
+
+
 def write_table(path: str, rows: int) -> None:
     started = time.time()
     temp_path = path + ".partial"
+    parquet = path.endswith(".parquet")
     writer = None
     for start in range(0, rows, BATCH):
         table = generate_batch(start, min(BATCH, rows - start))
+        if parquet:
+            table = _typed(table)
         if writer is None:
-            writer = pa_csv.CSVWriter(temp_path, table.schema)
-        writer.write_table(table)
+            writer = (pq.ParquetWriter(temp_path, table.schema, compression="zstd") if parquet
+                      else pa_csv.CSVWriter(temp_path, table.schema))
+        writer.write_table(table, **({"row_group_size": 16384} if parquet else {}))
     writer.close()
     os.replace(temp_path, path)
     print(f"wrote {rows:,} rows to {path} ({os.path.getsize(path) / 2**30:.2f} GiB) in "
@@ -171,11 +187,21 @@ def _measure(kind: str, table: str) -> dict:
     return {"kind": kind, "seconds": seconds, **json.loads(result.stdout.strip().splitlines()[-1])}
 
 
+def _peak_rss_mib() -> float:
+    """This process's peak RSS, ``VmHWM``: unlike ``ru_maxrss``, which a child inherits
+    from its parent at fork, it belongs to the address space that exec created."""
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
 def _own_figures(started: float) -> dict:
-    """Peak RSS (Linux: ru_maxrss is in KiB), CPU and wall seconds of the work itself."""
+    """Peak RSS, CPU and wall seconds of the work itself."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu = usage.ru_utime + usage.ru_stime - _CPU_AT_START[0]
-    return {"peak_rss_mib": usage.ru_maxrss / 1024, "cpu_seconds": cpu,
+    return {"peak_rss_mib": _peak_rss_mib(), "cpu_seconds": cpu,
             "work_seconds": time.time() - started, "rss_after_imports_mib": _RSS_AFTER_IMPORTS[0]}
 
 
@@ -190,7 +216,16 @@ def _child(kind: str, table: str) -> None:
     started = time.time()
     usage = resource.getrusage(resource.RUSAGE_SELF)
     _CPU_AT_START[0] = usage.ru_utime + usage.ru_stime
-    _RSS_AFTER_IMPORTS[0] = usage.ru_maxrss / 1024
+    _RSS_AFTER_IMPORTS[0] = _peak_rss_mib()
+    if kind == "anchor" and table.endswith(".parquet"):
+        from transforms.table_stats import PARQUET_CELLS_PER_BATCH
+
+        parquet = pq.ParquetFile(table)
+        batch_rows = PARQUET_CELLS_PER_BATCH // len(parquet.schema_arrow.names)
+        rows = sum(batch.num_rows for batch in parquet.iter_batches(batch_size=batch_rows,
+                                                                    use_threads=False))
+        print(json.dumps({"rows": rows, **_own_figures(started)}))
+        return
     if kind == "anchor":
         from transforms.table_stats import CSV_BLOCK_BYTES
 
@@ -204,7 +239,8 @@ def _child(kind: str, table: str) -> None:
         rows = sum(batch.num_rows for batch in reader)
         print(json.dumps({"rows": rows, **_own_figures(started)}))
         return
-    paths = OutputPaths.for_output(table, "bench")
+    paths = OutputPaths.for_output(
+        table, "bench", ("parquet",) if table.endswith(".parquet") else ("csv",))
     for empty, header in ((paths.errors, "DicomPath,ErrorType,Message"),
                           (paths.skipped, "DicomPath,Reason")):
         with open(empty, "w", encoding="utf-8") as out:
@@ -226,6 +262,8 @@ def main(argv=None) -> int:
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--also", type=int, action="append", default=[],
                         help="also measure the report on a table of this many rows")
+    parser.add_argument("--parquet", action="store_true",
+                        help="also measure a Parquet-only run's report (scan-N.parquet)")
     parser.add_argument("--child", nargs=2, metavar=("KIND", "TABLE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -233,15 +271,17 @@ def main(argv=None) -> int:
         return 0
     os.makedirs(args.workdir, exist_ok=True)
     results = []
+    formats = ("csv", "parquet") if args.parquet else ("csv",)
     for rows in sorted(set(args.also + [args.rows])):
-        table = os.path.join(args.workdir, f"scan-{rows}.csv")
-        if not os.path.exists(table):
-            write_table(table, rows)
-        os.environ["REPORT_ROWS"] = str(rows)
-        for kind in ("anchor", "report"):
-            result = _measure(kind, table)
-            result["table_rows"] = rows
-            results.append(result)
+        for suffix in formats:
+            table = os.path.join(args.workdir, f"scan-{rows}.{suffix}")
+            if not os.path.exists(table):
+                write_table(table, rows)
+            os.environ["REPORT_ROWS"] = str(rows)
+            for kind in ("anchor", "report"):
+                result = _measure(kind, table)
+                result["table_rows"] = f"{rows:,} {suffix}"
+                results.append(result)
             print(json.dumps(result), flush=True)
     print("\n| table rows | run | seconds | CPU s | peak RSS | of which imports | "
           "vs anchor (seconds, CPU, RSS) |")
@@ -249,7 +289,7 @@ def main(argv=None) -> int:
     anchors = {r["table_rows"]: r for r in results if r["kind"] == "anchor"}
     for result in results:
         anchor = anchors[result["table_rows"]]
-        print(f"| {result['table_rows']:,} | {result['kind']} | {result['work_seconds']:.1f} | "
+        print(f"| {result['table_rows']} | {result['kind']} | {result['work_seconds']:.1f} | "
               f"{result['cpu_seconds']:.1f} | {result['peak_rss_mib']:.0f} MiB | "
               f"{result['rss_after_imports_mib']:.0f} MiB | "
               f"{result['work_seconds'] / anchor['work_seconds']:.2f}x, "

@@ -114,6 +114,9 @@ def _card(key: str, label: str, value, shown: str | None = None) -> str:
 
 def _counts_bars(dist: dict, name: str, label=lambda value: (value, value)) -> str:
     counts = dist["counts"]
+    if not counts and not dist["other"]:
+        return ('<p class="none">no value: the column is not in the table (empty in every '
+                'file, or not selected)</p>')
     total = sum(count for _, count in counts) + dist["other"]
     items = []
     for value, count in counts[:TOP]:
