@@ -18,6 +18,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 NAME_WIDTH = 28
 MAX_WIDTH = 100
+MAX_LINES = 100  # two screens
 EXAMPLES = (
     ("An archive folder to CSV (+ errors, skips, summary and scan.report.html)",
      "{prog} /data/archive -o scan.csv"),
@@ -53,9 +54,11 @@ def option_groups(parser_groups=()) -> list[tuple[str, list[argparse.Action]]]:
         cls._add_argparse_args(scratch)  # pylint: disable=protected-access
         # pylint: disable=protected-access
         defaults = (scratch._positionals, scratch._optionals)
-        for group in scratch._action_groups:
+        # Named groups first, then what was added straight to the parser.
+        ordered = [group for group in scratch._action_groups if group not in defaults]
+        for group in ordered + list(defaults):
             title = _default_title(cls) if group in defaults else group.title
-            actions = [action for action in group._group_actions  # pylint: disable=protected-access
+            actions = [action for action in group._group_actions
                        if action.help is not argparse.SUPPRESS]
             if actions:
                 groups.setdefault(title, []).extend(actions)
@@ -72,16 +75,22 @@ def _names(action: argparse.Action) -> str:
     names = ", ".join(short + dashed[:1])
     if action.nargs == 0:
         return names
-    metavar = action.metavar
-    if metavar is None:
-        type_name = getattr(action.type, "__name__", "")
-        metavar = "N" if "integer" in type_name or action.type is int else action.dest.upper()
-    return f"{names} {metavar}"
+    return f"{names} {action.metavar or _metavar(action)}"
+
+
+def _metavar(action: argparse.Action) -> str:
+    type_name = getattr(action.type, "__name__", "")
+    if "integer" in type_name or action.type is int:
+        return "N"
+    for word, metavar in (("file", "FILE"), ("path", "PATH"), ("dir", "DIR")):
+        if action.dest.endswith(word):
+            return metavar
+    return "LIST" if "list" in type_name else "VALUE"
 
 
 def _first_sentence(help_text: str) -> str:
     help_text = " ".join((help_text or "").split())
-    match = re.search(r"(?<=[.;:])\s+(?=[A-Z0-9-])", help_text)
+    match = re.search(r"(?<=\.)\s+(?=[A-Z0-9-])", help_text)
     return help_text[: match.start()] if match else help_text
 
 
@@ -94,8 +103,26 @@ def _explanation(action: argparse.Action) -> str:
     return line
 
 
+def _wrap(text: str, width: int, indent: str, max_lines: int) -> list[str]:
+    lines = textwrap.wrap(text, width, initial_indent=indent.ljust(NAME_WIDTH),
+                          subsequent_indent=" " * NAME_WIDTH)
+    if len(lines) > max_lines:
+        lines = lines[:max_lines]
+        lines[-1] = lines[-1][: width - 1].rstrip() + "…"
+    return lines or [indent]
+
+
 def format_help(prog: str, usage: str, description: str, parser_groups=()) -> str:
+    """The help; each option's explanation takes at most two lines, or one if two would
+    not fit in ``MAX_LINES``."""
     width = min(MAX_WIDTH, max(60, shutil.get_terminal_size((80, 24)).columns))
+    text = _format(prog, usage, description, parser_groups, width, 2)
+    if text.count("\n") > MAX_LINES:
+        text = _format(prog, usage, description, parser_groups, width, 1)
+    return text
+
+
+def _format(prog, usage, description, parser_groups, width: int, lines_per_option: int) -> str:
     lines = [f"usage: {usage}", ""]
     lines += textwrap.wrap(description, width) + [""]
     for title, actions in option_groups(parser_groups):
@@ -103,11 +130,10 @@ def format_help(prog: str, usage: str, description: str, parser_groups=()) -> st
         for action in actions:
             names = f"  {_names(action)}"
             explanation = _explanation(action)
-            if len(names) >= NAME_WIDTH:
+            if len(names) >= NAME_WIDTH - 1:
                 lines.append(names)
                 names = ""
-            lines += textwrap.wrap(explanation, width, initial_indent=names.ljust(NAME_WIDTH),
-                                   subsequent_indent=" " * NAME_WIDTH) or [names]
+            lines += _wrap(explanation, width, names, lines_per_option)
         lines.append("")
     lines.append("Examples:")
     for comment, command in EXAMPLES:
@@ -117,5 +143,6 @@ def format_help(prog: str, usage: str, description: str, parser_groups=()) -> st
         lines += [line + " \\" for line in wrapped[:-1]] + wrapped[-1:]
     lines.append("")
     lines += textwrap.wrap(f"Beam's pipeline options (runner, Flink, Dataflow, workers ...) are "
-                           f"accepted too; list them with: {prog} --help-beam", width)
+                           f"accepted too; {prog} --help-beam lists them, with our options' full texts.",
+                           width)
     return "\n".join(lines) + "\n"
