@@ -229,15 +229,20 @@ def test_report_shows_the_written_table_not_the_source(run, tmp_path):
         for row in rows:
             writer.writerow({**row, manufacturer: "REMOVED" if row[manufacturer] else ""})
     paths = OutputPaths.for_output(str(table), "test")
-    summary = {**summary, "table": str(table), "deidentification": {"profile": "basic"},
-               "tags": ["PatientID", "Modality"]}
+    summary = {**summary, "table": str(table), "tags": ["PatientID", "Modality"],
+               "exclude_tags": None,
+               "deidentification": {"profile": "Basic Application Level Confidentiality Profile",
+                                    "options": [{"option": "Retain UIDs", "code": "113110"}]}}
     write_html_report(summary, paths, {"runner": "test", "inputs": [], "options": {}})
     page = Elements(open(paths.report, encoding="utf-8").read())
     assert set(chart(page, "manufacturer")) == {"REMOVED"}
     assert "SIEMENS" not in page.text
     # What was selected is shown, whatever its shape.
-    assert "deidentification" in page.text and "basic" in page.text
-    assert "PatientID, Modality" in page.text
+    assert page.figures()["deidentified"] == "true"
+    assert "De-identified table: Basic Application Level Confidentiality Profile" in page.text
+    assert "Retain UIDs" in page.text and "113110" in page.text
+    assert "exclude_tags" in page.text and "(not set)" in page.text
+    assert "Only the selected elements are in the table: PatientID, Modality" in page.text
 
 
 def test_value_counts_stay_bounded_and_keep_the_total():

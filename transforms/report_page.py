@@ -44,6 +44,7 @@ border-bottom:2px solid var(--line)}h3{font-size:14px;margin:14px 0 6px;color:#3
 .ok{background:#dcfce7;color:#14532d;border:1px solid #86efac}
 .bad{background:#fee2e2;color:#7f1d1d;border:1px solid #fca5a5}
 .warn{background:#fef3c7;color:#78350f;border:1px solid #fcd34d}
+.info{background:#e0f2fe;color:#0c4a6e;border:1px solid #7dd3fc;font-weight:500}
 .cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(160px,1fr));gap:10px}
 .card{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:10px 12px}
 .card .n{font-size:22px;font-weight:700;font-variant-numeric:tabular-nums}
@@ -252,6 +253,8 @@ def _value(value) -> str:
         ) + "</dl>"
     if isinstance(value, list):
         return ", ".join(_value(item) for item in value) if value else "(none)"
+    if value is None:
+        return "(not set)"
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, int):
@@ -295,6 +298,17 @@ def _header(summary: dict, stats: dict | None, generated: str) -> str:
         status = ('<div class="status bad" data-figure="accounted_for" data-value="false">'
                   f'Not accounted for: {number(rows)} rows + {number(errors)} errors + '
                   f'{number(skipped)} skipped ≠ {number(matched)} files matched.</div>')
+    deidentification = summary.get("deidentification")
+    if deidentification:
+        profile = deidentification.get("profile", "") if isinstance(deidentification, dict) \
+            else ""
+        status += (f'<div class="status info" data-figure="deidentified" data-value="true">'
+                   f'De-identified table{": " + text(profile) if profile else ""}. Every value '
+                   'below comes from the de-identified table.</div>')
+    selected = summary.get("tags")
+    if selected:
+        status += (f'<div class="status info">Only the selected elements are in the table: '
+                   f'{text(", ".join(map(str, selected)))}</div>')
     seconds = summary.get("seconds") or 0
     cards = [
         _card("files_matched", "files matched", matched, number(matched)),
