@@ -143,6 +143,6 @@ def _format(prog, usage, description, parser_groups, width: int, lines_per_optio
         lines += [line + " \\" for line in wrapped[:-1]] + wrapped[-1:]
     lines.append("")
     lines += textwrap.wrap(f"Beam's pipeline options (runner, Flink, Dataflow, workers ...) are "
-                           f"accepted too; {prog} --help-beam lists them, with our options' full texts.",
-                           width)
+                           f"accepted too; {prog} --help-beam lists them, with our options' "
+                           "full texts.", width)
     return "\n".join(lines) + "\n"

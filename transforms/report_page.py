@@ -239,7 +239,8 @@ def _errors_section(summary: dict, errors: dict, skips: dict) -> str:
     return (
         '<section id="problems"><h2>Errors and skipped files</h2><div class="grid">'
         f'<div><h3>Errors by type</h3>{error_chart}</div>'
-        f'<div><h3>Skipped (not DICOM) by reason</h3>{skip_chart}</div></div><h3>Sample of errors</h3>{table}</section>'
+        f'<div><h3>Skipped (not DICOM) by reason</h3>{skip_chart}</div></div>'
+        f'<h3>Sample of errors</h3>{table}</section>'
     )
 
 
