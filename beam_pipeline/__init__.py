@@ -4,32 +4,25 @@ import logging
 import os
 import warnings
 
-# Import-time notices of Beam's dependencies about things this tool does not use. They
-# would be the first lines a user sees on every run (and break "one clear line" on a
-# usage error), before anything of ours.
-_IMPORT_NOISE = (
-    # ``import apache_beam`` without the gcp extra: BigQuery's client is missing.
-    "apitools not found",
-    # Beam 2.70's TFRecord module (imported by apache_beam.io) without crcmod.
-    "crcmod package not found",
-)
-
 
 class _BeamImportNoise(logging.Filter):
+    """``import apache_beam`` without the gcp extra warns that BigQuery's client is
+    missing; nothing here uses BigQuery, so the warning would only confuse."""
+
     def filter(self, record):
-        message = record.getMessage()
-        return not any(noise in message for noise in _IMPORT_NOISE)
+        return "apitools not found" not in record.getMessage()
 
 
 logging.getLogger().addFilter(_BeamImportNoise())
 
-# Beam 2.70 requires grpcio < 1.66 (Python <= 3.12); google-api-core and google-auth then
-# warn at import that grpcio < 1.83 lacks post-quantum TLS (docs/engines.md, "Known issues").
-# The same filter, by module, for the SDK worker processes the local runner starts.
-_GRPCIO_NOTICES = ("google.api_core._python_package_support", "google.auth.transport.grpc")
-for _module in _GRPCIO_NOTICES:
-    warnings.filterwarnings("ignore", category=FutureWarning, module=_module)
+# google-api-core / google-auth warn on import that the grpcio Beam 2.70 pins (<1.66) will
+# not be supported from 2027; it says nothing about this run, and a usage error must stay
+# one line.
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"google(\..*)?")
+# The same for the SDK worker processes the local runner starts (multi_processing), which
+# import Beam before any of this; PYTHONWARNINGS takes exact module names.
+_GRPCIO_NOTICES = [f"ignore::FutureWarning:{module}" for module in
+                   ("google.api_core._python_package_support", "google.auth.transport.grpc")]
+_inherited = [entry for entry in os.environ.get("PYTHONWARNINGS", "").split(",") if entry]
 os.environ["PYTHONWARNINGS"] = ",".join(
-    [w for w in os.environ.get("PYTHONWARNINGS", "").split(",") if w]
-    + [f"ignore::FutureWarning:{module}" for module in _GRPCIO_NOTICES
-       if f"ignore::FutureWarning:{module}" not in os.environ.get("PYTHONWARNINGS", "")])
+    _inherited + [entry for entry in _GRPCIO_NOTICES if entry not in _inherited])
