@@ -61,6 +61,7 @@ class ShardInfo(NamedTuple):
     path: str
     rows: int
     columns: dict  # column name -> frozenset of VRs seen in this shard
+    size: int | None = None  # bytes, when known: ranged reads find the footer without a lookup
 
 
 def _open_write(path: str):
@@ -113,9 +114,15 @@ def shard_table(rows: Iterable) -> tuple[pa.Table, dict]:
 def write_shard(path: str, rows: Iterable) -> ShardInfo:
     """Write ``rows`` as one shard at ``path`` (a name no other attempt uses)."""
     table, columns = shard_table(rows)
+    buffer = pa.BufferOutputStream()
+    # No statistics: nothing filters shards, and they would make every footer (held by
+    # the merge for each open shard) grow with the values.
+    pq.write_table(table, buffer, row_group_size=ROW_GROUP_ROWS, compression=COMPRESSION,
+                   write_statistics=False)
+    data = buffer.getvalue()
     with _open_write(path) as out:
-        pq.write_table(table, out, row_group_size=ROW_GROUP_ROWS, compression=COMPRESSION)
-    return ShardInfo(path, table.num_rows, columns)
+        out.write(data)
+    return ShardInfo(path, table.num_rows, columns, data.size)
 
 
 def check_metadata(metadata: dict | None, path: str = "") -> tuple[int, dict]:
@@ -196,3 +203,13 @@ def read_rows(path: str, batch_size: int = ROW_GROUP_ROWS) -> Iterator[ShardRow]
         _, columns = check_metadata(parquet.schema_arrow.metadata, path)
         for batch in parquet.iter_batches(batch_size=batch_size):
             yield from batch_rows(batch, columns)
+
+
+def read_manifest(path: str) -> Iterator[tuple]:
+    """``(DicomPath, size, mtime)`` of every row of a shard: three columns read, not all."""
+    from transforms.storage import open_ranged
+
+    with open_ranged(path) as stream:
+        parquet = open_shard(stream, path)
+        table = parquet.read(columns=[PATH_COLUMN, SIZE_COLUMN, MTIME_COLUMN])
+    yield from zip(*(table.column(i).to_pylist() for i in range(3)))
