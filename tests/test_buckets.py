@@ -23,7 +23,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from conftest import make_dataset, run_cli, write_dicom
 import storage_servers as ss
-from transforms import discover, storage
+from transforms import beam_internals, discover, storage
 from transforms import extract as extract_module
 from transforms.extract import ExtractHeaders
 from transforms.flatten import FlattenSettings
@@ -55,6 +55,9 @@ def gcs():
     previous = os.environ.get("STORAGE_EMULATOR_HOST")
     # Only the emulator's address: no credential settings, the tool must not look.
     os.environ["STORAGE_EMULATOR_HOST"] = server.endpoint
+    # This process uses Beam's FileSystems directly (uploads, reads): the CLI and the
+    # pipeline's steps do this themselves.
+    beam_internals.prepare_filesystems()
     try:
         yield server
     finally:

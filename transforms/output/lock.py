@@ -155,11 +155,13 @@ class GcsStore:
     def read(self):
         from google.api_core import exceptions
 
-        blob = self.bucket.blob(self.blob_name)
-        try:
-            data = blob.download_as_bytes()
-        except exceptions.NotFound:
+        blob = self.bucket.get_blob(self.blob_name)  # generation and update time
+        if blob is None:
             return None
+        try:
+            data = blob.download_as_bytes(if_generation_match=blob.generation)
+        except (exceptions.NotFound, exceptions.PreconditionFailed):
+            return None  # replaced or deleted meanwhile: the caller looks again
         return data, blob.generation, blob.updated.timestamp() if blob.updated else None
 
     def replace(self, data: bytes, token):
@@ -326,7 +328,8 @@ class OutputLock:
             except Exception:  # pylint: disable=broad-except  # try again next beat
                 continue
             if token is None:
-                return  # taken over (we were judged stale): nothing more to renew
+                self.token = None  # taken over (we were judged stale): not ours to delete
+                return
             self.token = token
 
     def release(self) -> None:
@@ -334,7 +337,11 @@ class OutputLock:
         if self._thread is not None:
             self._thread.join()
         if self.token is not None:
-            self.store.delete(self.token)
+            # Read first: a server that ignores a delete's precondition (fake-gcs-server
+            # does) must still not lose the lock of a run that took over from us.
+            current = self.store.read()
+            if current is not None and current[1] == self.token:
+                self.store.delete(self.token)
             self.token = None
 
     def __enter__(self):

@@ -115,14 +115,106 @@ def write_shard(path: str, rows: Iterable) -> ShardInfo:
     """Write ``rows`` as one shard at ``path`` (a name no other attempt uses)."""
     table, columns = shard_table(rows)
     buffer = pa.BufferOutputStream()
-    # No statistics: nothing filters shards, and they would make every footer (held by
-    # the merge for each open shard) grow with the values.
-    pq.write_table(table, buffer, row_group_size=ROW_GROUP_ROWS, compression=COMPRESSION,
-                   write_statistics=False)
+    # No statistics and no stored Arrow schema (every column is a string): nothing filters
+    # shards, and both would make each footer, held by the merge per open shard, grow.
+    # (Without the stored schema, key-value metadata must be added to the writer itself.)
+    with pq.ParquetWriter(buffer, table.schema.remove_metadata(), compression=COMPRESSION,
+                          write_statistics=False, store_schema=False) as writer:
+        writer.write_table(table.replace_schema_metadata(), row_group_size=ROW_GROUP_ROWS)
+        writer.add_key_value_metadata(table.schema.metadata)
     data = buffer.getvalue()
     with _open_write(path) as out:
         out.write(data)
     return ShardInfo(path, table.num_rows, columns, data.size)
+
+
+def shard_schema(columns: dict) -> pa.Schema:
+    """The schema of a shard holding ``columns`` ({name: VRs}), without per-row VRs."""
+    names = order_columns(set(columns) | {PATH_COLUMN})
+    fields = [pa.field(name, pa.string(), nullable=name != PATH_COLUMN) for name in names]
+    fields += [pa.field(SIZE_COLUMN, pa.int64()), pa.field(MTIME_COLUMN, pa.float64())]
+    return pa.schema(fields, metadata={
+        _KEY_FORMAT: FORMAT_NAME.encode(),
+        _KEY_VERSION: str(FORMAT_VERSION).encode(),
+        _KEY_VRS: json.dumps({name: sorted(columns.get(name, ())) for name in names}).encode(),
+    })
+
+
+class ShardWriter:
+    """Writes an already sorted stream of rows as one shard, row group by row group
+    (the merge's intermediate runs). Per-row VRs are not kept: the tables never need
+    them; shards the state reuses are written by ``write_shard``."""
+
+    def __init__(self, path: str, columns: dict):
+        self.path = path
+        self.columns = columns
+        schema = shard_schema(columns)
+        self.names = [name for name in schema.names if not name.startswith("_")]
+        self.rows = 0
+        self._schema = schema
+        self._out = _open_write(path)
+        self._counting = _CountingStream(self._out)
+        self._writer = pq.ParquetWriter(self._counting, schema.remove_metadata(),
+                                        compression=COMPRESSION, write_statistics=False,
+                                        store_schema=False)
+        self._pending: dict = {}
+        self._filled = 0
+
+    def add(self, data: dict, index: int) -> None:
+        at = self._filled
+        for name, values in data.items():
+            value = values[index]
+            if value is not None:
+                column = self._pending.get(name)
+                if column is None:
+                    column = self._pending[name] = [None] * ROW_GROUP_ROWS
+                column[at] = value
+        self._filled += 1
+        if self._filled == ROW_GROUP_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        count = self._filled
+        if not count:
+            return
+        arrays = [pa.array(self._pending[name][:count] if name in self._pending
+                           else [None] * count, pa.string()) for name in self.names]
+        arrays += [pa.nulls(count, pa.int64()), pa.nulls(count, pa.float64())]
+        self._writer.write_table(pa.Table.from_arrays(arrays, schema=self._writer.schema))
+        self.rows += count
+        self._pending, self._filled = {}, 0
+
+    def close(self) -> ShardInfo:
+        self._flush()
+        metadata = dict(self._schema.metadata)
+        metadata[_KEY_ROWS] = str(self.rows).encode()
+        self._writer.add_key_value_metadata(metadata)
+        self._writer.close()
+        self._out.close()
+        return ShardInfo(self.path, self.rows, self.columns, self._counting.written)
+
+
+class _CountingStream:
+    """A write-only file object that counts what passes (the shard's size)."""
+
+    def __init__(self, out):
+        self.out = out
+        self.written = 0
+        self.closed = False
+
+    def write(self, data) -> int:
+        self.out.write(data)
+        self.written += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def tell(self) -> int:
+        return self.written
+
+    def close(self) -> None:
+        self.closed = True
 
 
 def check_metadata(metadata: dict | None, path: str = "") -> tuple[int, dict]:
@@ -148,7 +240,7 @@ def open_shard(stream, path: str = "") -> pq.ParquetFile:
         parquet = pq.ParquetFile(stream)
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise ShardFormatError(f"{path}: not a Parquet file ({exc})") from exc
-    check_metadata(parquet.schema_arrow.metadata, path)
+    check_metadata(parquet.metadata.metadata, path)
     return parquet
 
 
@@ -158,7 +250,7 @@ def read_info(path: str, stream=None) -> ShardInfo:
 
     with (stream or open_ranged(path)) as source:
         parquet = open_shard(source, path)
-        rows, columns = check_metadata(parquet.schema_arrow.metadata, path)
+        rows, columns = check_metadata(parquet.metadata.metadata, path)
     return ShardInfo(path, rows, columns)
 
 
@@ -200,7 +292,7 @@ def read_rows(path: str, batch_size: int = ROW_GROUP_ROWS) -> Iterator[ShardRow]
 
     with open_ranged(path) as stream:
         parquet = open_shard(stream, path)
-        _, columns = check_metadata(parquet.schema_arrow.metadata, path)
+        _, columns = check_metadata(parquet.metadata.metadata, path)
         for batch in parquet.iter_batches(batch_size=batch_size):
             yield from batch_rows(batch, columns)
 

@@ -117,8 +117,8 @@ def write_outcomes(path: str, entries) -> None:
         pq.write_table(table, out, compression="zstd")
 
 
-def _check_outcomes(schema: pa.Schema, path: str) -> None:
-    metadata = schema.metadata or {}
+def _check_outcomes(parquet: pq.ParquetFile, path: str) -> None:
+    metadata = parquet.metadata.metadata or {}
     if (metadata.get(b"dicom_meta.format") != OUTCOMES_FORMAT.encode()
             or metadata.get(b"dicom_meta.format_version") != str(STATE_VERSION).encode()):
         raise shard_format.ShardFormatError(f"{path}: not {OUTCOMES_FORMAT} version {STATE_VERSION}")
@@ -133,7 +133,7 @@ def read_outcomes(path: str):
             parquet = pq.ParquetFile(stream)
         except (pa.ArrowException, OSError, ValueError) as exc:
             raise shard_format.ShardFormatError(f"{path}: not Parquet") from exc
-        _check_outcomes(parquet.schema_arrow, path)
+        _check_outcomes(parquet, path)
         table = parquet.read()
     for path_, size, mtime, kind, details in zip(*(table.column(i).to_pylist() for i in range(5))):
         yield path_, size, mtime, kind, tuple(details)
@@ -148,10 +148,10 @@ def check_file(path: str) -> None:
         return
     with open_ranged(path) as stream:
         try:
-            schema = pq.ParquetFile(stream).schema_arrow
+            parquet = pq.ParquetFile(stream)
         except (pa.ArrowException, OSError, ValueError) as exc:
             raise shard_format.ShardFormatError(f"{path}: not Parquet") from exc
-    _check_outcomes(schema, path)
+        _check_outcomes(parquet, path)
 
 
 # ---------------------------------------------------------------------------

@@ -8,10 +8,13 @@ by the global schema (``types.arrow_schema``, values that do not parse are null 
 counted). The order is the path order whatever the runner, workers or sharding, so the
 files are byte-identical across runs.
 
-Memory: a shard's batch is sized from ``MEMORY_BUDGET`` (what all open shards may hold
-together) and the shard's own bytes per row, between ``MIN_BATCH_ROWS`` and the shard's
-row group (``shard_format.ROW_GROUP_ROWS``); ``benchmarks/merge_memory.py`` measures the
-peak at 2,000 shards.
+Memory: an open shard costs about ``READER_COST_PER_COLUMN`` per column it holds (its
+footer and one column reader per column: measured ~10 KB, far more than a batch of its
+rows). The merge opens at most as many shards at once as ``MEMORY_BUDGET`` allows; with
+more, it first merges them group by group into sorted runs (same format, in the run's
+temp dir, private to this attempt), then merges the runs. Rows cross the disk once more
+only when there are that many shards. ``benchmarks/merge_memory.py`` measures the peak
+at 2,000 shards.
 
 Retries: the merge writes to names unique to its attempt (``table-<uuid>.csv`` in the
 run's temp dir) and never deletes a shard; ``finalize_tables`` renames them into place and
@@ -38,7 +41,9 @@ from transforms.flatten import PATH_COLUMN
 from transforms.output import shard_format
 from transforms.types import ColumnConverter, arrow_schema
 
-MEMORY_BUDGET = 256 << 20  # bytes of record batches all open shards may hold together
+MEMORY_BUDGET = 256 << 20  # bytes all open shards may hold together
+READER_COST_PER_COLUMN = 10 * 1024  # an open shard's footer + column reader, per column
+READER_COST_FIXED = 64 * 1024
 MIN_BATCH_ROWS = 8
 PYTHON_OVERHEAD = 4  # Python str objects of a batch vs. its Arrow bytes (measured ~3-4x)
 READ_BUFFER = 64 * 1024  # per open shard: Arrow reads column chunks through this buffer
@@ -99,7 +104,7 @@ class _Cursor:
         self.number = number
         self.stream = open_ranged(shard.path, size=shard.size)
         self.file = pq.ParquetFile(self.stream, pre_buffer=False, buffer_size=READ_BUFFER)
-        shard_format.check_metadata(self.file.schema_arrow.metadata, shard.path)
+        shard_format.check_metadata(self.file.metadata.metadata, shard.path)
         meta = self.file.metadata
         rows = max(1, meta.num_rows)
         bytes_per_row = sum(meta.row_group(i).total_byte_size
@@ -146,7 +151,7 @@ class _TableWriters:
         self._new_chunk()
 
     def _new_chunk(self):
-        self.texts = {name: [None] * OUTPUT_ROW_GROUP_ROWS for name in self.names}
+        self.texts = {}  # column -> list, made when the chunk's first value arrives
         self.filled = 0
 
     def add(self, data: dict, index: int) -> None:
@@ -155,7 +160,10 @@ class _TableWriters:
         for name, values in data.items():
             value = values[index]
             if value is not None:
-                texts[name][at] = value
+                column = texts.get(name)
+                if column is None:
+                    column = texts[name] = [None] * OUTPUT_ROW_GROUP_ROWS
+                column[at] = value
         self.filled += 1
         if self.filled == OUTPUT_ROW_GROUP_ROWS:
             self.flush()
@@ -164,7 +172,9 @@ class _TableWriters:
         count = self.filled
         if not count:
             return
-        columns = [self.texts[name][:count] for name in self.names]
+        empty = [None] * count
+        columns = [self.texts[name][:count] if name in self.texts else empty
+                   for name in self.names]
         if self.csv_out is not None:
             buffer = io.StringIO()
             csv.writer(buffer, lineterminator="\r\n").writerows(zip(*columns))
@@ -190,17 +200,74 @@ class _TableWriters:
             self.parquet_out.close()
 
 
-def merge_shards(shards, columns, files: TableFiles, budget: int = MEMORY_BUDGET) -> dict:
-    """Write every shard's rows, in path order, to ``files``; return the figures."""
-    shards = sorted(shards, key=lambda shard: shard.path)
+def reader_cost(shard) -> int:
+    return READER_COST_FIXED + READER_COST_PER_COLUMN * len(shard.columns)
+
+
+def groups_within(shards, budget: int) -> list[list]:
+    """Consecutive groups of shards whose open readers fit ``budget`` (at least two each)."""
+    groups, current, cost = [], [], 0
+    for shard in shards:
+        if len(current) >= 2 and cost + reader_cost(shard) > budget:
+            groups.append(current)
+            current, cost = [], 0
+        current.append(shard)
+        cost += reader_cost(shard)
+    if current:
+        groups.append(current)
+    return groups
+
+
+def _merged(shards, budget: int):
+    """``(data, index)`` of every row of ``shards`` in path order, all open at once."""
     allow_open_files(len(shards))
     per_shard = budget // max(1, len(shards))
     cursors = [_Cursor(number, shard, per_shard) for number, shard in enumerate(shards)]
-    writers = _TableWriters(columns, files)
     for _, _, data, index in heapq.merge(*(cursor.rows() for cursor in cursors)):
+        yield data, index
+
+
+def _merge_runs(shards, budget: int, temp_dir: str | None, attempt: str) -> tuple[list, list]:
+    """Merge groups of shards into sorted runs until one group fits ``budget``; returns
+    the shards to merge last and the runs written (this attempt's own temp files)."""
+    written = []
+    level = 0
+    while len(groups := groups_within(shards, budget)) > 1:
+        if temp_dir is None:
+            raise ValueError(f"{len(shards)} shards exceed the merge budget: need a temp dir")
+        runs = []
+        for number, group in enumerate(groups):
+            if len(group) == 1:
+                runs.append(group[0])
+                continue
+            union: dict = {}
+            for shard in group:
+                for name, vrs in shard.columns.items():
+                    union[name] = union.get(name, frozenset()) | vrs
+            path = FileSystems.join(temp_dir, f"run-{attempt}-{level}-{number:05d}.parquet")
+            writer = shard_format.ShardWriter(path, union)
+            for data, index in _merged(group, budget):
+                writer.add(data, index)
+            runs.append(writer.close())
+            written.append(path)
+        shards, level = runs, level + 1
+    return shards, written
+
+
+def merge_shards(shards, columns, files: TableFiles, budget: int = MEMORY_BUDGET,
+                 temp_dir: str | None = None, attempt: str = "") -> dict:
+    """Write every shard's rows, in path order, to ``files``; return the figures."""
+    shards = sorted(shards, key=lambda shard: shard.path)
+    expected = sum(shard.rows for shard in shards)
+    last, runs = _merge_runs(shards, budget, temp_dir, attempt or uuid.uuid4().hex)
+    writers = _TableWriters(columns, files)
+    for data, index in _merged(last, budget):
         writers.add(data, index)
     writers.close()
-    expected = sum(shard.rows for shard in shards)
+    if runs:
+        from transforms.output.cleanup import delete_paths
+
+        delete_paths(runs)  # this attempt's own files: no other attempt reads them
     if writers.rows != expected:
         raise RuntimeError(f"merged {writers.rows} rows but the shards hold {expected}")
     result = {"rows": writers.rows}
@@ -232,7 +299,7 @@ def _merge_step(_, shards, columns, final: TableFiles, temp_dir: str) -> dict:
         FileSystems.join(temp_dir, f"table-{attempt}.csv") if final.csv else None,
         FileSystems.join(temp_dir, f"table-{attempt}.parquet") if final.parquet else None,
     )
-    figures = merge_shards(shards, columns, temp)
+    figures = merge_shards(shards, columns, temp, temp_dir=temp_dir, attempt=attempt)
     figures["renames"] = {t: f for t, f in zip(temp, final) if t}
     return figures
 
