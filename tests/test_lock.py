@@ -99,7 +99,7 @@ def test_create_if_absent_and_replace_only_if_unchanged(lock_path):
     assert store.create(b"two") is None  # exists: refused, not overwritten
     assert store.read()[0] == b"one"
     wrong = (0, b"x") if isinstance(store, lock_module.LocalStore) else (
-        '"0"' if isinstance(store, S3Store) else 1)
+        '"0"' if isinstance(store, S3Store) else (1, b"x"))
     assert store.replace(b"three", wrong) is None
     assert store.read()[0] == b"one"
     second = store.replace(b"four", first)
