@@ -14,7 +14,8 @@ run reuses:
 
 * the generation ``CURRENT`` names, with ``--incremental``: only the shards and parts
   its ``GENERATION.json`` lists (files a retried bundle left beside them are never read);
-* generations of interrupted runs (no ``GENERATION.json``): every shard and part whose
+* generations of interrupted runs (never committed: no ``GENERATION.json``; a committed
+  generation ``CURRENT`` does not name is never reused): every shard and part whose
   footer checks out (a shard is complete once its footer is written). A retried bundle
   may have left two shards holding one file; the reuse join takes one row per file.
 
@@ -261,6 +262,8 @@ def prepare_state(table: str, temp_dir: str, settings, incremental: bool) -> Run
         is_current = name == current_name
         if is_current and not incremental:
             continue
+        if not is_current and FileSystems.exists(FileSystems.join(directory, GENERATION)):
+            continue  # committed once, no longer current: left for cleanup, never resumed
         try:
             found = read_json(FileSystems.join(directory, SETTINGS), "settings").get("fingerprint")
             if found != wanted:
