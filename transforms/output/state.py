@@ -127,9 +127,7 @@ def _check_outcomes(parquet: pq.ParquetFile, path: str) -> None:
 
 def read_outcomes(path: str):
     """``(path, size, mtime, kind, details tuple)`` of every entry of an outcome part."""
-    from transforms.storage import open_ranged
-
-    with open_ranged(path) as stream:
+    with shard_format.open_stream(path) as stream:
         try:
             parquet = pq.ParquetFile(stream)
         except (pa.ArrowException, OSError, ValueError) as exc:
@@ -142,12 +140,10 @@ def read_outcomes(path: str):
 
 def check_file(path: str) -> None:
     """Raise ``ShardFormatError`` unless ``path`` is a complete shard or outcome part."""
-    from transforms.storage import open_ranged
-
     if FileSystems.split(path)[1].startswith("rows-"):
         shard_format.read_info(path)
         return
-    with open_ranged(path) as stream:
+    with shard_format.open_stream(path) as stream:
         try:
             parquet = pq.ParquetFile(stream)
         except (pa.ArrowException, OSError, ValueError) as exc:
