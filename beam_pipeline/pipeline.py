@@ -1,5 +1,6 @@
 """The whole pipeline, in one place:
-discover -> reuse -> extract -> spill -> columns -> tables -> report -> commit -> cleanup.
+discover -> reuse -> extract -> spill -> columns -> tables -> report -> HTML report
+-> commit -> cleanup.
 
 What each write does and why it is safe to retry: ``transforms/output/__init__.py``.
 """
@@ -12,6 +13,7 @@ from transforms.columns import ComputeColumns
 from transforms.discover import MatchInputs
 from transforms.extract import ERRORS, SKIPPED, ExtractHeaders
 from transforms.flatten import FlattenSettings
+from transforms.html_report import WriteHtmlReport, run_settings
 from transforms.output.cleanup import cleanup
 from transforms.output.reuse import PlanReuse, skip_record
 from transforms.output.spill import MANIFEST, KeepFileMetadata, SpillRows, WriteOutcomes
@@ -61,10 +63,12 @@ def build_pipeline(pipeline, inputs, options, paths: OutputPaths, started: float
     summary = (
         files, table_rows, columns, extracted[ERRORS], skipped, extra
     ) | "Report" >> WriteReport(paths, started)
+    html = summary | "HtmlReport" >> WriteHtmlReport(paths, run_settings(options, inputs))
     return (
         summary
         | "CommitState" >> beam.Map(
-            commit_state, state, beam.pvalue.AsList(shards), beam.pvalue.AsList(outcome_parts)
+            commit_state, state, beam.pvalue.AsList(shards), beam.pvalue.AsList(outcome_parts),
+            beam.pvalue.AsList(html),  # commit and clean up only once the page is written
         )
         | "Cleanup" >> beam.Map(cleanup, state, paths.temp_dir)
     )

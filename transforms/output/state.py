@@ -291,10 +291,11 @@ def prepare_state(table: str, temp_dir: str, settings, incremental: bool) -> Run
 # At commit: record what this generation holds, then point CURRENT at it
 
 
-def commit_state(summary: dict, state: RunState, shards, parts) -> dict:
+def commit_state(summary: dict, state: RunState, shards, parts, after=()) -> dict:
     """Write ``GENERATION.json`` (only the files that reached this step) and ``CURRENT``.
 
-    Both are whole-file replacements: a repeated commit writes the same again."""
+    Both are whole-file replacements: a repeated commit writes the same again.
+    ``after``: outputs of steps that must be done first (the HTML report)."""
     from transforms import beam_internals
 
     beam_internals.prepare_filesystems()
