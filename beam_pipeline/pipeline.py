@@ -7,7 +7,9 @@ import apache_beam as beam
 
 from transforms.columns import ComputeColumns
 from transforms.discover import MatchInputs
-from transforms.extract import ERRORS, SKIPPED, ExtractHeaders
+from transforms.extract import (
+    ERRORS, READER_COUNTS, SKIPPED, BatchFiles, ExtractHeaders, SumReaderCounts,
+)
 from transforms.flatten import FlattenSettings
 from transforms.manifest import (
     MANIFEST, KeepFileMetadata, WriteOutcomes, commit_state, prepare_state, skip_record,
@@ -31,9 +33,12 @@ def build_pipeline(pipeline, inputs, options, paths: OutputPaths, started: float
     state = prepare_state(paths.table, paths.temp_dir, settings, options.incremental)
     files = pipeline | "Discover" >> MatchInputs(inputs, progress)
     plan = files | "Reuse" >> PlanReuse(state, options.rows_per_shard, progress)
-    extracted = plan["extract"] | "Extract" >> beam.ParDo(
-        KeepFileMetadata(ExtractHeaders(settings, progress))
-    ).with_outputs(ERRORS, SKIPPED, MANIFEST, main="rows")
+    extracted = (
+        plan["extract"]
+        | "Batch" >> BatchFiles()
+        | "Extract" >> beam.ParDo(KeepFileMetadata(ExtractHeaders(settings, progress)))
+        .with_outputs(ERRORS, SKIPPED, MANIFEST, READER_COUNTS, main="rows")
+    )
     spilled = extracted.rows | "Spill" >> beam.ParDo(
         StoreRows(state.generation, options.rows_per_shard)
     )
@@ -48,7 +53,10 @@ def build_pipeline(pipeline, inputs, options, paths: OutputPaths, started: float
         | "WriteOutcomes" >> beam.ParDo(WriteOutcomes(state.generation))
     )
     columns = shards | "Columns" >> ComputeColumns()
-    extra = plan["counts"]
+    reader_counts = extracted[READER_COUNTS] | "ReaderCounts" >> SumReaderCounts()
+    extra = plan["counts"] | "AddReaderCounts" >> beam.Map(
+        lambda counts, reader: {**counts, **reader}, beam.pvalue.AsSingleton(reader_counts)
+    )
     if "parquet" in paths.formats:
         parquet = (shards, columns) | "WriteParquet" >> WriteParquet(
             paths.parquet, paths.temp_dir
