@@ -46,11 +46,11 @@ def extract_rate(seconds: float = 5.0) -> tuple[float, list[Row]]:
     extract = ExtractHeaders(FlattenSettings())
     extract.setup()
     # Only files that become rows (the others are cheaper: rejected early).
-    paths = [p for p in paths if any(isinstance(o, Row) for o in extract.process(_Meta(p)))]
+    paths = [p for p in paths if any(isinstance(o, Row) for o in extract.process([_Meta(p)]))]
     rows, done, started = [], 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
         for path in paths:
-            for outcome in extract.process(_Meta(path)):
+            for outcome in extract.process([_Meta(path)]):
                 if isinstance(outcome, Row) and len(rows) < len(paths):
                     rows.append(outcome)
             done += 1

@@ -72,6 +72,8 @@ from transforms.flatten import (
 DEFER_SIZE = 4096
 # The FlattenSettings fields this reader implements; any other field means "decline".
 SUPPORTED_SETTINGS = frozenset({"include_private", "max_sequence_items", "max_binary_bytes"})
+# First read, prefix included: storage.FIRST_BLOCK, so a short header costs a bucket
+# reader one request.
 FIRST_READ = 16384
 
 PREAMBLE_END = 132  # 128-byte preamble + "DICM"
@@ -182,7 +184,7 @@ class _File:
         self.reader = reader
         self.stream = stream
         self.size = size
-        self.buf = prefix + stream.read(FIRST_READ)
+        self.buf = prefix + stream.read(FIRST_READ - len(prefix))
         self.base = 0  # file offset of buf[0]
         self.values = {PATH_COLUMN: path}
         self.vrs = {PATH_COLUMN: "UR"}
