@@ -276,23 +276,31 @@ class _File:
         """The top-level dataset, from buffer offset ``p`` to the pixel data or the end."""
         reader = self.reader
         include_private = reader.include_private
+        max_bytes = reader.max_bytes
         names = reader.names("")
+        values, vrs = self.values, self.vrs
         encodings = DEFAULT_ENCODINGS
         last = -1
-        first = True
         pixel_representation = None
         has_sequence = False
+        buf = self.buf
+        self._check_first(p, implicit)
         while True:
-            buf = self.buf
-            if p + 8 > len(buf) and not self._extend(p + 8):
-                if p == len(self.buf):
-                    break  # end of file
-                raise Decline("file ends inside an element header")
-            buf = self.buf
+            if p + 12 > len(buf):
+                if not self._extend(p + 12) and p + 8 > len(self.buf):
+                    if p == len(self.buf):
+                        break  # end of file
+                    raise Decline("file ends inside an element header")
+                buf = self.buf
             if implicit:
                 group, element, length = _IMPLICIT_HEADER(buf, p)
-                vr = None
                 start = p + 8
+                tag = group << 16 | element
+                private = group & 1
+                if private:
+                    vr = "UN"
+                else:
+                    vr = implicit_vr(tag)
             else:
                 group, element, vr_bytes, length = _EXPLICIT_HEADER(buf, p)
                 vr = EXPLICIT_VRS.get(vr_bytes)
@@ -300,101 +308,125 @@ class _File:
                 if vr is None:
                     raise Decline("unknown VR")
                 if vr in LONG_LENGTH_VRS:
-                    if start + 4 > len(buf) and not self._extend(start + 4):
+                    if start + 4 > len(buf):
                         raise Decline("file ends inside an element header")
-                    buf = self.buf
                     length = _LONG_LENGTH(buf, start)[0]
                     start += 4
-            tag = group << 16 | element
-            if first:
-                first = False
-                # pydicom's _is_implicit_vr: the dataset's first VR decides.
-                vr_looks_explicit = 0x40 < buf[p + 4] < 0x5B and 0x40 < buf[p + 5] < 0x5B
-                if tag in STOP_TAGS or group == 0 or vr_looks_explicit == implicit:
-                    raise Decline("VR encoding does not match the transfer syntax")
-            if tag in STOP_TAGS:
-                break
-            if tag <= last or group == 0xFFFE:
-                raise Decline("tag out of order")
+                tag = group << 16 | element
+                private = group & 1
+            if tag <= last or group >= 0x6000 and (
+                tag in STOP_TAGS or group == 0xFFFE or is_skipped_group(group)
+            ):
+                if tag in STOP_TAGS:
+                    break
+                if tag <= last or group == 0xFFFE:
+                    raise Decline("tag out of order")
+                shown = False  # a skipped group
+            else:
+                shown = include_private or not private
             last = tag
-            private = group & 1
-            shown = (include_private or not private) and not is_skipped_group(group)
-            if implicit:
-                if private:
-                    if shown:
-                        raise Decline("private element in implicit VR")
-                    vr = "UN"
-                else:
-                    vr = implicit_vr(tag)
             if length == UNDEFINED:
-                has_sequence = has_sequence or shown
+                if shown:
+                    has_sequence = True
+                    if private and implicit:
+                        raise Decline("private element in implicit VR")
                 p = self._undefined(tag, vr, implicit, start, shown, encodings, private)
+                buf = self.buf
                 continue
             end = start + length
-            if not shown:
-                if self.base + end > self.size:
-                    raise Decline("file ends inside an element")
+            if not shown or not length:
                 if end > len(buf):
+                    if self.base + end > self.size:
+                        raise Decline("file ends inside an element")
                     self._skip_to(end)
+                    buf = self.buf
                     p = 0
                 else:
                     p = end
                 continue
-            if tag < CHARSET and vr in CHARSET_TEXT_VRS and length:
-                raise Decline("charset-dependent value before the Specific Character Set")
-            name = names.get(tag) if not private else None
-            if name is None:
+            if private:
+                if implicit:
+                    raise Decline("private element in implicit VR")
                 name = self._name(tag, private, names, "", None)
-            if vr == "UN" or " or " in vr:
+                if element & 0xFF00 == 0 and element >= 0x10:  # a private creator
+                    if end > len(buf):
+                        if not self._extend(end):
+                            raise Decline("file ends inside an element")
+                        buf = self.buf
+                    self.top_creators[tag] = buf[start:end] if vr == "LO" else b"\\"
+            else:
+                name = names.get(tag)
+                if name is None:
+                    name = self._name(tag, private, names, "", None)
+            if vr in TEXT_VRS:  # the common case
+                if end > len(buf):
+                    if not self._extend(end):
+                        raise Decline("file ends inside an element")
+                    buf = self.buf
+                if tag <= CHARSET:
+                    if tag == CHARSET:
+                        encodings = encodings_of(buf[start:end]) or encodings
+                    elif vr in CHARSET_TEXT_VRS:
+                        raise Decline("charset-dependent value before the Specific Character Set")
+                if vr in CHARSET_TEXT_VRS:
+                    text = decode_text(vr, buf[start:end], encodings)
+                else:
+                    text = join_text(vr, buf[start:end].decode(DEFAULT_ENCODING))
+                if text:
+                    values[name] = text
+                    vrs[name] = vr
+                p = end
+                continue
+            if vr == "UN" or " or " in vr or tag == CHARSET:
+                # (a Specific Character Set that is not text: pydicom decides)
                 raise Decline("UN or ambiguous VR")
-            if length and not implicit and length > DEFER_SIZE and tag != CHARSET and (
-                vr not in TEXT_VRS and vr != "SQ"
+            if vr in FORMATTED_BINARY_VRS and (
+                length > max_bytes or (length > DEFER_SIZE and not implicit)
             ):
-                # Deferred and not read by the pydicom path: shown as its length.
-                if vr not in FORMATTED_BINARY_VRS:
-                    raise Decline("deferred non-binary value")
+                # Not read (the pydicom path defers it, or shows only its length).
                 if self.base + end > self.size:
                     raise Decline("file ends inside an element")
-                self.values[name] = f"<{length} bytes>"
-                self.vrs[name] = vr
+                values[name] = f"<{length} bytes>"
+                vrs[name] = vr
                 if end > len(buf):
                     self._skip_to(end)
+                    buf = self.buf
                     p = 0
                 else:
                     p = end
                 continue
-            if vr in FORMATTED_BINARY_VRS and length > reader.max_bytes:
-                if self.base + end > self.size:
+            if length > DEFER_SIZE and not implicit and vr != "SQ" and (
+                vr not in FORMATTED_BINARY_VRS
+            ):
+                raise Decline("deferred non-binary value")  # pydicom keeps it raw
+            if end > len(buf):
+                if not self._extend(end):
                     raise Decline("file ends inside an element")
-                self.values[name] = f"<{length} bytes>"
-                self.vrs[name] = vr
-                if end > len(buf):
-                    self._skip_to(end)
-                    p = 0
-                else:
-                    p = end
-                continue
-            if end > len(buf) and not self._extend(end):
-                raise Decline("file ends inside an element")
-            buf = self.buf
-            if tag == CHARSET:
-                encodings = encodings_of(buf[start:end]) or encodings
-            elif tag == PIXEL_REPRESENTATION:
+                buf = self.buf
+            if tag == PIXEL_REPRESENTATION:
                 pixel_representation = length
-            elif private and element & 0xFF00 == 0 and element >= 0x10:
-                self.top_creators[tag] = buf[start:end] if vr == "LO" else b"\\"
-            if length:
-                if vr == "SQ":
-                    has_sequence = True
-                    _Items(self, buf, end, False).sequence(start, end, implicit, encodings, name)
-                else:
-                    self._value(name, vr, buf, start, length, encodings)
+            if vr == "SQ":
+                has_sequence = True
+                _Items(self, buf, end, False).sequence(start, end, implicit, encodings, name)
+            else:
+                self._value(name, vr, buf, start, length, encodings)
             p = end
         if has_sequence and pixel_representation not in (None, 0, 2):
             # pydicom converts a dataset's Pixel Representation whenever it converts one
             # of its sequences, and a malformed one fails the sequence.
             raise Decline("malformed Pixel Representation next to a sequence")
         return p
+
+    def _check_first(self, p: int, implicit: bool) -> None:
+        """pydicom's ``_is_implicit_vr``: the dataset's first VR decides its encoding;
+        a mismatch with the transfer syntax (or a command set first) is pydicom's call."""
+        if p + 8 > len(self.buf) and not self._extend(p + 8):
+            return  # at most an empty dataset: the loop decides
+        buf = self.buf
+        group, element = struct.unpack_from("<HH", buf, p)
+        looks_explicit = 0x40 < buf[p + 4] < 0x5B and 0x40 < buf[p + 5] < 0x5B
+        if group == 0 or (group << 16 | element) in STOP_TAGS or looks_explicit == implicit:
+            raise Decline("VR encoding does not match the transfer syntax")
 
     def _undefined(self, tag, vr, implicit, start, shown, encodings, private) -> int:
         """An undefined-length top-level element: must be a sequence; its end offset."""
