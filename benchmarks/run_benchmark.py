@@ -247,14 +247,18 @@ def main(argv=None) -> None:
         anchor = statistics.mean([results["d"]["seconds"], results["d2"]["seconds"]])
     base = results.get("b", {}).get("seconds")
     print()
-    print("| run | seconds | x dcmdump | x (b) | files/s | CPU ms/file (tree) "
+    anchor_cpu = None
+    if "d" in results:
+        anchor_cpu = statistics.mean([results["d"]["cpu"], results["d2"]["cpu"]])
+    print("| run | seconds | x dcmdump | x (b) | files/s | CPU ms/file (tree) | CPU x dcmdump "
           "| peak RSS (tree) | rchar/file | load 1-min |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for key, r in results.items():
         ratio = f"{r['seconds'] / anchor:.2f}" if anchor else "-"
         to_base = f"{r['seconds'] / base:.2f}" if base else "-"
+        cpu_ratio = f"{r['cpu'] / anchor_cpu:.2f}" if anchor_cpu else "-"
         print(f"| {labels[key]} | {r['seconds']:.1f} | {ratio} | {to_base} | "
-              f"{files / r['seconds']:,.0f} | {1000 * r['cpu'] / files:.2f} | "
+              f"{files / r['seconds']:,.0f} | {1000 * r['cpu'] / files:.2f} | {cpu_ratio} | "
               f"{r['peak_rss'] / 2**20:,.0f} MiB | {r['rchar'] / files / 1024:,.1f} KiB | "
               f"{r['load'][0]:.1f}-{r['load'][1]:.1f} |")
     if "a" in results:
