@@ -18,9 +18,9 @@ other:
 
 Measured for each: wall time; CPU time (user + sys) of the whole process tree, as the
 larger of ``getrusage(RUSAGE_CHILDREN)`` (waited-for descendants) and the sum over every
-process seen in the tree of its last sampled CPU time (psutil, every 50 ms: catches
+process seen in the tree of its last sampled CPU time (psutil, every 100 ms: catches
 workers that are not waited for); peak RSS of the tree (sum over the process and its
-descendants, sampled every 50 ms; pages shared between processes count more than once);
+descendants, sampled every 100 ms; pages shared between processes count more than once);
 bytes read, from ``/proc/self/io`` around the child (Linux folds reaped children's
 counters into their parent's): ``rchar`` counts every byte read() returned, including
 pipes and sockets, ``read_bytes`` what came from the block device. The 1-minute load
@@ -68,7 +68,7 @@ def load() -> float:
     return os.getloadavg()[0]
 
 
-def measure(command, interval: float = 0.05, shell: bool = False) -> dict:
+def measure(command, interval: float = 0.1, shell: bool = False) -> dict:
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     load_before = load()
     before = proc_io()
