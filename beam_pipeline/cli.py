@@ -27,7 +27,9 @@ from apache_beam.options.pipeline_options import (
 
 from beam_pipeline.options import DicomExtractOptions
 from beam_pipeline.pipeline import build_pipeline
+from transforms import beam_internals
 from transforms.discover import has_glob
+from transforms.output.lock import OutputLock, OutputLocked, lock_path_for
 from transforms.progress import ProgressBar
 from transforms.report import OutputPaths
 from transforms.storage import StorageError, check_input, check_output, is_bucket
@@ -59,7 +61,7 @@ def _parser() -> _OneLineParser:
         description="Turn DICOM archives into one table: a row per file, a column per "
         "header element. Our options: -o/--output, --format, --include-private, "
         "--max-sequence-items, --max-binary-bytes, --incremental, --anonymous-access, "
-        "--rows-per-shard, --config, --quiet; every other option below is Beam's.",
+        "--rows-per-shard, --wait-for-lock, --config, --quiet; every other option below is Beam's.",
     )
     parser.add_argument("inputs", nargs="*", metavar="INPUT",
                         help="Directories, files or globs (local, gs://, s3://).")
@@ -204,6 +206,7 @@ def parse(argv: list[str]):
     positionals, flags = split_positionals(parser, argv)
     options = PipelineOptions(flags)
     FileSystems.set_options(options)  # bucket checks need the S3 / GCS options
+    beam_internals.prepare_filesystems(options)
     inputs = _check_inputs(positionals, options)
     options = PipelineOptions(flags + local_default_flags(parser, flags, inputs))
     FileSystems.set_options(options)
@@ -267,7 +270,10 @@ def run(inputs: list[str], options: PipelineOptions, quiet: bool = True) -> dict
     )
     started = time.time()
     FileSystems.set_options(options)
-    with ProgressBar(enabled=not quiet and is_local(options)) as bar:
+    # Before any work: one run per output (raises OutputLocked naming the holder).
+    lock = OutputLock(lock_path_for(paths.table), run_id, extract_options.wait_for_lock,
+                      options)
+    with lock, ProgressBar(enabled=not quiet and is_local(options)) as bar:
         progress = bar.reporter() if is_local(options) else None
         pipeline = beam.Pipeline(runner=make_runner(options), options=options)
         build_pipeline(pipeline, inputs, extract_options, paths, started, progress)
@@ -306,7 +312,11 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
-    summary = run(inputs, options, quiet)
+    try:
+        summary = run(inputs, options, quiet)
+    except OutputLocked as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
     if not quiet:
         print(describe(summary), file=sys.stderr)
     return 0 if summary["accounted_for"] else 1

@@ -65,3 +65,10 @@ class DicomExtractOptions(PipelineOptions):
             help="Reuse the rows of the previous output for files whose size and "
             "modification time are unchanged; extract only new or changed files.",
         )
+        # Output lifecycle (transforms/output): one writer per output.
+        parser.add_argument(
+            "--wait-for-lock", "--wait_for_lock",
+            dest="wait_for_lock", type=float, default=0.0, metavar="SECONDS",
+            help="When another run holds the output's lock, wait up to SECONDS for it "
+            "(default 0: stop at once with exit status 2).",
+        )

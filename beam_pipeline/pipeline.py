@@ -1,5 +1,8 @@
 """The whole pipeline, in one place:
-discover -> extract -> spill -> columns -> CSV and/or Parquet -> report."""
+discover -> reuse -> extract -> spill -> columns -> tables -> report -> commit -> cleanup.
+
+What each write does and why it is safe to retry: ``transforms/output/__init__.py``.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +14,12 @@ from transforms.extract import (
     ERRORS, READER_COUNTS, SKIPPED, BatchFiles, ExtractHeaders, SumReaderCounts,
 )
 from transforms.flatten import FlattenSettings
-from transforms.manifest import (
-    MANIFEST, KeepFileMetadata, WriteOutcomes, commit_state, prepare_state, skip_record,
-)
+from transforms.output.cleanup import cleanup
+from transforms.output.reuse import PlanReuse, skip_record
+from transforms.output.spill import MANIFEST, KeepFileMetadata, SpillRows, WriteOutcomes
+from transforms.output.state import commit_state, prepare_state
+from transforms.output.tables import TableFiles, WriteTables
 from transforms.report import OutputPaths, WriteReport
-from transforms.reuse import PlanReuse
-from transforms.rowstore import StoreRows
-from transforms.write_csv import WriteCsv
-from transforms.write_parquet import WriteParquet
 
 
 def build_pipeline(pipeline, inputs, options, paths: OutputPaths, started: float, progress=None):
@@ -28,8 +29,7 @@ def build_pipeline(pipeline, inputs, options, paths: OutputPaths, started: float
         max_sequence_items=options.max_sequence_items,
         max_binary_bytes=options.max_binary_bytes,
     )
-    # Rows are spilled into a generation of the state directory, kept as the manifest
-    # and row store the next run reuses (see transforms/manifest.py).
+    # This run's state generation: rows are spilled into it and kept for the next run.
     state = prepare_state(paths.table, paths.temp_dir, settings, options.incremental)
     files = pipeline | "Discover" >> MatchInputs(inputs, progress)
     plan = files | "Reuse" >> PlanReuse(state, options.rows_per_shard, progress)
@@ -40,41 +40,40 @@ def build_pipeline(pipeline, inputs, options, paths: OutputPaths, started: float
         .with_outputs(ERRORS, SKIPPED, MANIFEST, READER_COUNTS, main="rows")
     )
     spilled = extracted.rows | "Spill" >> beam.ParDo(
-        StoreRows(state.generation, options.rows_per_shard)
+        SpillRows(state.generation, options.rows_per_shard)
     )
     shards = (spilled, plan["shards"]) | "AllShards" >> beam.Flatten()
     skipped = (
         extracted[SKIPPED],
         plan["manifest"] | "ReusedSkips" >> beam.Map(skip_record),
     ) | "AllSkipped" >> beam.Flatten()
-    manifest_parts = (
+    outcome_parts = (
         (extracted[MANIFEST], plan["manifest"])
         | "AllOutcomes" >> beam.Flatten()
         | "WriteOutcomes" >> beam.ParDo(WriteOutcomes(state.generation))
     )
     columns = shards | "Columns" >> ComputeColumns()
+    tables = (shards, columns) | "WriteTables" >> WriteTables(
+        TableFiles(paths.table if "csv" in paths.formats else None,
+                   paths.parquet if "parquet" in paths.formats else None),
+        paths.temp_dir,
+    )
+    table_rows = tables | "TableRows" >> beam.Map(lambda figures: figures["rows"])
     reader_counts = extracted[READER_COUNTS] | "ReaderCounts" >> SumReaderCounts()
     extra = plan["counts"] | "AddReaderCounts" >> beam.Map(
         lambda counts, reader: {**counts, **reader}, beam.pvalue.AsSingleton(reader_counts)
     )
-    if "parquet" in paths.formats:
-        parquet = (shards, columns) | "WriteParquet" >> WriteParquet(
-            paths.parquet, paths.temp_dir
-        )
-        table_rows = parquet | "ParquetRows" >> beam.Map(lambda stats: stats["parquet_rows"])
-        extra = extra | "AddParquetStats" >> beam.Map(
-            lambda counts, stats: {**counts, **stats}, beam.pvalue.AsSingleton(parquet)
-        )
-    if "csv" in paths.formats:
-        table_rows = (shards, columns) | "WriteCsv" >> WriteCsv(paths.table, paths.temp_dir)
+    extra = extra | "AddTableFigures" >> beam.Map(
+        lambda counts, figures: {**counts, **{k: v for k, v in figures.items() if k != "rows"}},
+        beam.pvalue.AsSingleton(tables),
+    )
     summary = (
         files, table_rows, columns, extracted[ERRORS], skipped, extra
     ) | "Report" >> WriteReport(paths, started)
-    summary | "CommitState" >> beam.Map(
-        commit_state,
-        state,
-        paths.temp_dir,
-        beam.pvalue.AsList(shards),
-        beam.pvalue.AsList(manifest_parts),
+    return (
+        summary
+        | "CommitState" >> beam.Map(
+            commit_state, state, beam.pvalue.AsList(shards), beam.pvalue.AsList(outcome_parts)
+        )
+        | "Cleanup" >> beam.Map(cleanup, state, paths.temp_dir)
     )
-    return summary

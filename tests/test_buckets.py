@@ -23,7 +23,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from conftest import make_dataset, run_cli, write_dicom
 import storage_servers as ss
-from transforms import discover, storage
+from transforms import beam_internals, discover, storage
 from transforms import extract as extract_module
 from transforms.extract import ExtractHeaders
 from transforms.flatten import FlattenSettings
@@ -55,6 +55,9 @@ def gcs():
     previous = os.environ.get("STORAGE_EMULATOR_HOST")
     # Only the emulator's address: no credential settings, the tool must not look.
     os.environ["STORAGE_EMULATOR_HOST"] = server.endpoint
+    # This process uses Beam's FileSystems directly (uploads, reads): the CLI and the
+    # pipeline's steps do this themselves.
+    beam_internals.prepare_filesystems()
     try:
         yield server
     finally:
@@ -397,3 +400,49 @@ def test_anonymous_s3_sends_unsigned_requests(s3, stores):
     assert storage._client("s3", options).meta.config.signature_version is UNSIGNED
     FileSystems.set_options(options)
     assert FileSystems.match([path])[0].metadata_list
+
+
+# --------------------------------------------------------------------------------------
+# Bucket state lifecycle: what runs leave behind
+# --------------------------------------------------------------------------------------
+
+def objects_under(prefix: str, args) -> list[str]:
+    FileSystems.set_options(PipelineOptions(list(args)))
+    return sorted(meta.path[len(prefix):]
+                  for meta in FileSystems.match([prefix + "**"])[0].metadata_list)
+
+
+@pytest.mark.parametrize("scheme", ["gs", "s3"])
+def test_three_runs_leave_no_more_objects_than_the_first(scheme, stores, archive, local_run):
+    """Run, run --incremental, run --incremental into one bucket folder; between the
+    first two, a killed run's leftovers appear (a temp folder and a generation, and a
+    generation whose name is a prefix of the next one's). The third run leaves no more
+    objects than the first, and the leftovers are gone."""
+    prefix, args = stores[scheme]
+    out = f"{scheme}://{BUCKET}/three-{uuid.uuid4().hex[:6]}/"
+    counts = []
+    assert run_cli(prefix, "-o", out + "scan.csv", "--quiet", *args) == 0
+    first = objects_under(out, args)
+    counts.append(len(first))
+    (generation,) = {path.split("/")[1] for path in first if path.startswith("scan.state/gen-")}
+    leftovers = [".scan.tmp-20000101-000000-dead/table-x.csv",
+                 "scan.state/gen-20000101-000000-dead/rows-x.parquet",
+                 "scan.state/gen-20000101-000000-dead/settings.json",
+                 f"scan.state/{generation[:-2]}/settings.json"]  # gen-...-abcdef vs gen-...-abcd
+    FileSystems.set_options(PipelineOptions(list(args)))
+    for name in leftovers:
+        with FileSystems.create(out + name) as stream:
+            stream.write(b"left by a killed run\n")
+    for _ in range(2):
+        assert run_cli(prefix, "-o", out + "scan.csv", "--quiet", "--incremental", *args) == 0
+        counts.append(len(objects_under(out, args)))
+    last = objects_under(out, args)
+    print(f"\n{scheme}: objects after each run: {counts}")
+    assert counts[2] <= counts[0], counts
+    assert not set(leftovers) & set(last)
+    assert not [path for path in last if ".tmp-" in path or path.endswith(".partial")
+                or path.endswith(".lock")]
+    state = {path.split("/")[1] for path in last if path.startswith("scan.state/")}
+    assert len(state) == 2 and "CURRENT" in state, state
+    got = read_bytes(out + "scan.csv", args)
+    assert got == expected(local_run, ".csv", archive, prefix)

@@ -91,6 +91,11 @@ def generations(output_dir: str) -> list[str]:
                   if name.startswith("gen-"))
 
 
+def current_generation(output_dir: str) -> str:
+    with open(os.path.join(output_dir, "scan.state", "CURRENT"), encoding="utf-8") as stream:
+        return json.load(stream)["generation"]
+
+
 def test_incremental_run_equals_a_full_run(tmp_path):
     archive = str(tmp_path / "archive")
     make_archive(archive, 30)
@@ -138,7 +143,7 @@ def test_incremental_run_equals_a_full_run(tmp_path):
     assert_same_as_full_run(archive, str(out), tmp_path)
     # Only the new generation is kept, and CURRENT names it.
     (kept,) = generations(str(out))
-    assert (out / "scan.state" / "CURRENT").read_text().strip() == kept
+    assert current_generation(str(out)) == kept
     assert second["state"].endswith(kept)
 
     # Nothing changed: nothing but the error is read again, and the output is the same.
@@ -165,16 +170,16 @@ def test_full_run_without_incremental_reads_everything_again(tmp_path):
     assert len(generations(str(out))) == 1
 
 
-def _wait_for_sidecars(folder: str, wanted: int, process, timeout: float) -> int:
+def _wait_for_shards(folder: str, wanted: int, process, timeout: float) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and process.poll() is None:
         state = os.path.join(folder, "scan.state")
-        current = open(os.path.join(state, "CURRENT"), encoding="utf-8").read().strip()
+        current = current_generation(folder)
         found = 0
         for name in os.listdir(state):
             if name.startswith("gen-") and name != current:
                 found += sum(
-                    entry.startswith("rows-") and entry.endswith(".manifest")
+                    entry.startswith("rows-") and entry.endswith(".parquet")
                     for entry in os.listdir(os.path.join(state, name))
                 )
         if found >= wanted:
@@ -184,13 +189,13 @@ def _wait_for_sidecars(folder: str, wanted: int, process, timeout: float) -> int
 
 
 def _wait_for_csv_shards(folder: str, process, timeout: float) -> int:
-    """Wait until the run is writing the CSV: its temp dir holds formatted shards."""
+    """Wait until the run is writing the CSV: its temp dir holds the merge's table."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and process.poll() is None:
         for name in os.listdir(folder):
             if ".tmp-" in name:
                 entries = os.listdir(os.path.join(folder, name))
-                if any(entry.endswith(".index") for entry in entries):
+                if any(entry.startswith("table-") for entry in entries):
                     return len(entries)
         time.sleep(0.005)
     return -1
@@ -221,7 +226,7 @@ def test_killed_run_keeps_previous_output_and_rerun_finishes_it(tmp_path, moment
     try:
         if moment == "extracting":
             # 4 shards of reused rows are copied; wait for shards of extracted rows.
-            found = _wait_for_sidecars(str(out), 12, process, timeout=60)
+            found = _wait_for_shards(str(out), 12, process, timeout=60)
         else:
             found = _wait_for_csv_shards(str(out), process, timeout=60)
     finally:

@@ -22,7 +22,7 @@ from pydicom.tag import Tag
 from pydicom.uid import ExplicitVRLittleEndian
 
 from beam_pipeline.cli import main
-from transforms import write_parquet
+from transforms.output import shard_format, tables
 from transforms.report import OutputPaths
 from transforms.types import column_type, column_vm, parse_dt, parse_int, parse_tm
 
@@ -261,8 +261,8 @@ def test_schema_and_content_do_not_depend_on_sharding(tmp_path, monkeypatch, bot
     """Tiny shards, part row groups and output row groups force a real k-way merge."""
     stem, _ = both
     reference = pq.read_table(stem + ".parquet")
-    monkeypatch.setattr(write_parquet, "PART_ROW_GROUP_ROWS", 8)
-    monkeypatch.setattr(write_parquet, "OUTPUT_ROW_GROUP_ROWS", 40)
+    monkeypatch.setattr(shard_format, "ROW_GROUP_ROWS", 8)
+    monkeypatch.setattr(tables, "OUTPUT_ROW_GROUP_ROWS", 40)
     inputs = [TEST_FILES, CHARSET_FILES, generated["bad_day"], generated["bad_text"]]
     small_stem, _ = run_cli(
         tmp_path, inputs, "small.csv", "--format", "csv,parquet", "--rows-per-shard", "20"

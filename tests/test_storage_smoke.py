@@ -18,6 +18,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 import storage_servers as ss
 from transforms import storage
+from transforms.output.cleanup import delete_tree
 
 BUCKET = "smoke-bucket"
 
@@ -86,9 +87,9 @@ def test_create_match_open_rename_delete(store):
     with FileSystems.open(c) as f:
         assert f.read() == b"A" * 1000
     # A "folder" is no object: deleting it by name leaves its objects behind, which is
-    # why storage.delete_tree lists and deletes them.
+    # why transforms.output.cleanup.delete_tree lists and deletes them.
     assert not FileSystems.exists(prefix + "/renamed")
-    storage.delete_tree(prefix)
+    delete_tree(prefix)
     assert FileSystems.match([prefix + "/**"])[0].metadata_list == []
 
 

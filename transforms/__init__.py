@@ -1,7 +1,1 @@
-"""The pipeline's steps. Importing the package prepares bucket access for this process
-(anonymous when asked, see ``storage.install``), so every worker has it before its
-first bucket call."""
-
-from transforms import storage as _storage
-
-_storage.install()
+"""The pipeline's steps: one module (or sub-package) per step; see beam_pipeline/pipeline.py."""

@@ -10,12 +10,12 @@ import csv
 import io
 import json
 import time
+import uuid
 from typing import NamedTuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.storage import delete_tree
 
 
 class OutputPaths(NamedTuple):
@@ -59,14 +59,22 @@ def write_csv_file(path: str, header: list[str], records) -> None:
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(header)
     writer.writerows(sorted(records))
-    temp_path = path + ".partial"
+    _write_atomically(path, buffer.getvalue().encode("utf-8", "backslashreplace"))
+
+
+def _write_atomically(path: str, data: bytes) -> None:
+    """Under a name unique to this attempt, then renamed: a repeated step rewrites it."""
+    temp_path = f"{path}.{uuid.uuid4().hex[:12]}.partial"
     with FileSystems.create(temp_path) as out:
-        out.write(buffer.getvalue().encode("utf-8", "backslashreplace"))
+        out.write(data)
     FileSystems.rename([temp_path], [path])
 
 
 def write_report(_, paths: OutputPaths, started: float, matched, rows, columns, errors, skipped,
                  extra=None):
+    from transforms import beam_internals
+
+    beam_internals.prepare_filesystems()
     write_csv_file(paths.errors, ["DicomPath", "ErrorType", "Message"], errors)
     write_csv_file(paths.skipped, ["DicomPath", "Reason"], skipped)
     summary = {
@@ -83,10 +91,7 @@ def write_report(_, paths: OutputPaths, started: float, matched, rows, columns, 
         "skipped_file": paths.skipped,
         **(extra or {}),
     }
-    with FileSystems.create(paths.summary + ".partial") as out:
-        out.write(json.dumps(summary, indent=2).encode("utf-8"))
-    FileSystems.rename([paths.summary + ".partial"], [paths.summary])
-    delete_tree(paths.temp_dir)
+    _write_atomically(paths.summary, json.dumps(summary, indent=2).encode("utf-8"))
     return summary
 
 

@@ -10,22 +10,17 @@ except where Beam's defaults would cost too much:
   request, each twice as large as the one before up to ``MAX_BLOCK``. The same reader
   streams the CSV shards during the final merge, so the merge holds at most
   ``MAX_BLOCK`` per shard in memory, not the table.
-* Credentials (:func:`install`). Beam looks up Google Application Default Credentials
-  before its first GCS call in every process, retrying with back-off: ~20 s per process
-  when there are none. With ``--anonymous-access``, or when ``STORAGE_EMULATOR_HOST``
-  names a GCS emulator, GCS clients are anonymous and S3 requests unsigned, without any
-  lookup. Otherwise nothing changes: ADC for GCS, the usual AWS chain (or the
-  ``--s3_*`` options) for S3.
+* Credentials. With ``--anonymous-access``, or when ``STORAGE_EMULATOR_HOST`` names a
+  GCS emulator, this module's clients are anonymous (``Client.create_anonymous_client``)
+  and S3 requests unsigned (``botocore.UNSIGNED``), without any lookup; otherwise ADC
+  for GCS and the usual AWS chain (or the ``--s3_*`` options) for S3. Beam's own clients
+  (``FileSystems``) get the same through ``transforms/beam_internals.py``, the one
+  adapter that touches Beam internals.
 * Errors. A missing object or a refused read raise ``FileNotFoundError`` /
   ``PermissionError`` for both clouds (Beam raises Google's own exception types for GCS),
   so a vanished file lands in ``errors.csv`` with a readable reason.
 * Checks before any work (:func:`check_input`, :func:`check_output`): a missing bucket,
   a refused listing or an output bucket that cannot be written is one clear line.
-* Temporary "folders" (:func:`delete_tree`): buckets have no directories, so a temp
-  folder is removed by listing and deleting its objects.
-
-Importing the ``transforms`` package calls :func:`install`, so every worker process that
-runs any of this project's steps has it before its first bucket call.
 """
 
 from __future__ import annotations
@@ -77,75 +72,29 @@ def split_bucket(path: str) -> tuple[str, str]:
     return bucket, key
 
 
-def _options(options=None) -> PipelineOptions:
+def pipeline_options(options=None) -> PipelineOptions:
+    """``options``, else what ``FileSystems.set_options`` / the worker got."""
     if options is None:
-        options = FileSystems._pipeline_options  # what set_options / the worker got
+        from transforms import beam_internals
+
+        options = beam_internals.filesystems_options()
     return options if options is not None else PipelineOptions([])
 
 
 def anonymous(options=None, path_scheme: str = "gs") -> bool:
     """Whether bucket calls go without credentials for ``path_scheme``."""
-    options = _options(options)
+    options = pipeline_options(options)
     if options.view_as(StorageOptions).anonymous_access:
         return True
     return path_scheme == "gs" and bool(os.environ.get("STORAGE_EMULATOR_HOST"))
 
 
 # --------------------------------------------------------------------------------------
-# Credentials
+# Clients, through public APIs only
 # --------------------------------------------------------------------------------------
 
-_installed = False
-_install_lock = threading.Lock()
-
-
-def install() -> None:
-    """Make Beam's GCS and S3 clients anonymous when :func:`anonymous` says so.
-
-    Idempotent, per process. Beam has no option for it (``--no_auth`` is read by the
-    Dataflow runner only), so this wraps the one function Beam's GCS client asks for
-    credentials and the constructor of its S3 client.
-    """
-    global _installed
-    with _install_lock:
-        if _installed:
-            return
-        _installed = True
-        try:
-            from apache_beam.internal.gcp import auth
-        except ImportError:
-            auth = None
-        if auth is not None:
-            lookup = auth.get_service_credentials
-
-            def get_service_credentials(pipeline_options):
-                if anonymous(pipeline_options, "gs"):
-                    return None  # Beam then builds an anonymous storage client
-                return lookup(pipeline_options)
-
-            auth.get_service_credentials = get_service_credentials
-        try:
-            from apache_beam.io.aws.clients.s3 import boto3_client
-        except ImportError:
-            boto3_client = None
-        if boto3_client is not None and getattr(boto3_client, "boto3", None) is not None:
-            init = boto3_client.Client.__init__
-
-            def client_init(self, options):
-                if not (isinstance(options, PipelineOptions) and anonymous(options, "s3")):
-                    init(self, options)
-                    return
-                # Not init(): creating a boto3 client without keys walks the AWS
-                # credential chain, up to the EC2 metadata service.
-                self.client = _unsigned_s3_client(options)
-                self._download_request = None
-                self._download_stream = None
-                self._download_pos = 0
-
-            boto3_client.Client.__init__ = client_init
-
-
-def _unsigned_s3_client(options):
+def unsigned_s3_client(options):
+    """A boto3 S3 client that signs nothing (public buckets): no credential lookup."""
     import boto3
     from botocore import UNSIGNED
     from botocore.config import Config
@@ -160,6 +109,37 @@ def _unsigned_s3_client(options):
         verify=s3.s3_verify,
         config=Config(signature_version=UNSIGNED),
     )
+
+
+def s3_client(options):
+    """boto3 S3 client from the ``--s3_*`` options (unsigned when anonymous)."""
+    import boto3
+    from apache_beam.options.pipeline_options import S3Options
+
+    if anonymous(options, "s3"):
+        return unsigned_s3_client(options)
+    s3 = options.view_as(S3Options)
+    return boto3.session.Session().client(
+        "s3",
+        region_name=s3.s3_region_name,
+        api_version=s3.s3_api_version,
+        endpoint_url=s3.s3_endpoint_url,
+        use_ssl=not s3.s3_disable_ssl,
+        verify=s3.s3_verify,
+        aws_access_key_id=s3.s3_access_key_id,
+        aws_secret_access_key=s3.s3_secret_access_key,
+        aws_session_token=s3.s3_session_token,
+    )
+
+
+def gcs_client(options):
+    """google-cloud-storage client: anonymous (emulator, public bucket) or ADC."""
+    from google.cloud import storage as gcs
+    from apache_beam.options.pipeline_options import GoogleCloudOptions
+
+    if anonymous(options, "gs"):
+        return gcs.Client.create_anonymous_client()  # honours STORAGE_EMULATOR_HOST
+    return gcs.Client(project=options.view_as(GoogleCloudOptions).project)
 
 
 # --------------------------------------------------------------------------------------
@@ -184,15 +164,7 @@ def _client(path_scheme: str, options):
     with _clients_lock:
         client = _clients.get(key)
         if client is None:
-            install()
-            if path_scheme == "gs":
-                from apache_beam.io.gcp.gcsio import create_storage_client
-
-                client = create_storage_client(options)
-            else:
-                from apache_beam.io.aws.clients.s3 import boto3_client
-
-                client = boto3_client.Client(options=options).client
+            client = gcs_client(options) if path_scheme == "gs" else s3_client(options)
             _clients[key] = client
         return client
 
@@ -353,7 +325,7 @@ def open_ranged(path: str, options=None, first_block: int = FIRST_BLOCK,
         return open(path, "rb")
     if path_scheme == "file":
         return open(path[len("file://"):], "rb")
-    options = _options(options)
+    options = pipeline_options(options)
     if path_scheme == "gs":
         return RangedReader(_gcs_fetcher(path, options), path, first_block, max_block, size)
     if path_scheme == "s3":
@@ -361,22 +333,6 @@ def open_ranged(path: str, options=None, first_block: int = FIRST_BLOCK,
     from apache_beam.io.filesystem import CompressionTypes
 
     return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
-
-
-# --------------------------------------------------------------------------------------
-# Temporary folders
-# --------------------------------------------------------------------------------------
-
-def delete_tree(directory: str) -> None:
-    """Remove a temporary folder and everything under it (a prefix, on buckets)."""
-    if not is_bucket(directory):
-        if FileSystems.exists(directory):
-            FileSystems.delete([directory])
-        return
-    prefix = directory.rstrip("/") + "/"
-    found = FileSystems.match([prefix + "**"])[0].metadata_list
-    if found:
-        FileSystems.delete([metadata.path for metadata in found])
 
 
 # --------------------------------------------------------------------------------------
@@ -436,8 +392,10 @@ def check_input(path: str, options=None) -> str:
     """
     from transforms.discover import has_glob, to_pattern
 
-    options = _options(options)
-    install()
+    options = pipeline_options(options)
+    from transforms import beam_internals
+
+    beam_internals.prepare_filesystems(options)
     bucket, key = split_bucket(path)
     if not bucket:
         raise StorageError(f"input {path!r} names no bucket")
@@ -461,8 +419,10 @@ def check_output(path: str, options=None) -> None:
     """
     import uuid
 
-    options = _options(options)
-    install()
+    options = pipeline_options(options)
+    from transforms import beam_internals
+
+    beam_internals.prepare_filesystems(options)
     bucket, key = split_bucket(path)
     if not bucket or not key or key.endswith("/"):
         raise StorageError(f"output {path!r} must name an object, such as "
@@ -478,11 +438,13 @@ def check_output(path: str, options=None) -> None:
 
 
 class PrepareStorage(beam.DoFn):
-    """Pass-through whose ``setup`` runs :func:`install` in the worker that lists the
-    inputs (Beam's own match step imports nothing of this project)."""
+    """Pass-through whose ``setup`` prepares Beam's bucket clients in the worker that
+    lists the inputs (Beam's own match step imports nothing of this project)."""
 
     def setup(self):
-        install()
+        from transforms import beam_internals
+
+        beam_internals.prepare_filesystems()
 
     def process(self, element):
         yield element

@@ -20,23 +20,13 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
-from apache_beam.io.filesystems import FileSystems
-
-from transforms.flatten import PATH_COLUMN
-from transforms.manifest import MANIFEST, RunState
-from transforms.rowstore import (
-    StoredRow,
-    StoredShard,
-    new_shard_path,
-    read_pickle,
-    shard_of,
-    sidecar_path,
-    write_atomically,
-)
-from transforms.spill import Shard, read_shard
+from transforms.output import shard_format
+from transforms.output.spill import MANIFEST, StoredRow, new_shard_path
+from transforms.output.state import RunState, read_outcomes
 
 REUSE_ROWS = "reuse_rows"
 COUNTS = "counts"
@@ -47,20 +37,28 @@ class Entry(NamedTuple):
     size: int
     mtime: float
     kind: str  # "row", "skipped" or "error"
-    payload: object  # row: sidecar path; skipped/error: the record without its path
+    payload: object  # row: shard path; skipped/error: the record without its path
+
+
+def _is_shard(path: str) -> bool:
+    return FileSystems.split(path)[1].startswith("rows-")
 
 
 class ReadEntries(beam.DoFn):
-    """(rank, manifest part) -> (path, Entry) for every file the part lists."""
+    """(rank, shard or outcome part) -> (path, Entry) for every file it lists."""
+
+    def setup(self):
+        from transforms import beam_internals
+
+        beam_internals.prepare_filesystems()
 
     def process(self, rank_part):
         rank, part = rank_part
-        content = read_pickle(part)
-        if content["kind"] == "rows":
-            for path, size, mtime, _ in content["files"]:
-                yield path, Entry(rank, size, mtime, "row", part)
+        if _is_shard(part):
+            for row in shard_format.read_manifest(part):
+                yield row[0], Entry(rank, row[1], row[2], "row", part)
         else:
-            for path, size, mtime, kind, record in content["entries"]:
+            for path, size, mtime, kind, record in read_outcomes(part):
                 yield path, Entry(rank, size, mtime, kind, record)
 
 
@@ -92,7 +90,10 @@ class Classify(beam.DoFn):
             yield beam.pvalue.TaggedOutput(COUNTS, "files_extracted")
             yield file_metadata
             return
-        entry = min(usable, key=lambda entry: entry.rank)
+        # One outcome per file, whatever the number of shards holding it (a retried
+        # bundle of an interrupted run may have written two): the newest rank, then
+        # the first shard by name, so every runner picks the same.
+        entry = min(usable, key=lambda entry: (entry.rank, str(entry.payload)))
         yield beam.pvalue.TaggedOutput(
             COUNTS, "files_reused" if entry.rank == 0 else "files_resumed"
         )
@@ -109,48 +110,50 @@ class Classify(beam.DoFn):
 
 
 class RespillRows(beam.DoFn):
-    """(old sidecar, kept paths) -> ``Shard`` records of the kept rows, now stored in
-    this run's generation. Partly kept or small shards are packed together."""
+    """(old shard, kept paths) -> ``ShardInfo`` of the kept rows, now stored in this
+    run's generation. A shard kept whole and at least half full is copied; the kept rows
+    of the others are packed into new shards."""
 
     def __init__(self, generation: str, rows_per_shard: int):
         self.generation = generation
         self.rows_per_shard = max(1, rows_per_shard)
-        self.shard = None
+        self.rows: list = []
+
+    def setup(self):
+        from transforms import beam_internals
+
+        beam_internals.prepare_filesystems()
 
     def start_bundle(self):
-        self.shard = None
+        self.rows = []
 
-    def process(self, sidecar_paths):
-        sidecar, paths = sidecar_paths
+    def process(self, shard_paths):
+        old_shard, paths = shard_paths
         keep = set(paths)
-        content = read_pickle(sidecar)
-        old_shard = shard_of(sidecar)
-        if len(keep) == content["rows"] and content["rows"] * 2 >= self.rows_per_shard:
+        info = shard_format.read_info(old_shard)
+        if len(keep) == info.rows and info.rows * 2 >= self.rows_per_shard:
             new = new_shard_path(self.generation)
             FileSystems.copy([old_shard], [new])
-            write_atomically(sidecar_path(new), content)
-            yield Shard(new, content["rows"], content["columns"])
+            yield info._replace(path=new)
             return
         found = 0
-        for values, (path, size, mtime, vrs) in zip(read_shard(old_shard), content["files"]):
-            if values.get(PATH_COLUMN) != path:
-                raise RuntimeError(f"{old_shard} does not match its sidecar at {path}")
-            if path not in keep:
+        for row in shard_format.read_rows(old_shard):
+            if row.path not in keep:
                 continue
             found += 1
-            if self.shard is None:
-                self.shard = StoredShard(new_shard_path(self.generation))
-            self.shard.add(StoredRow(path, values, dict(zip(values, vrs)), size, mtime))
-            if self.shard.rows >= self.rows_per_shard:
-                yield self.shard.close()
-                self.shard = None
+            self.rows.append(StoredRow(*row))
+            if len(self.rows) >= self.rows_per_shard:
+                yield self._write()
         if found != len(keep):
             raise RuntimeError(f"{old_shard} holds {found} of the {len(keep)} rows to reuse")
 
     def finish_bundle(self):
-        if self.shard is not None:
-            shard, self.shard = self.shard.close(), None
-            yield WindowedValue(shard, GlobalWindow().max_timestamp(), [GlobalWindow()])
+        if self.rows:
+            yield WindowedValue(self._write(), GlobalWindow().max_timestamp(), [GlobalWindow()])
+
+    def _write(self):
+        rows, self.rows = self.rows, []
+        return shard_format.write_shard(new_shard_path(self.generation), rows)
 
 
 class CountOutcomes(beam.CombineFn):
@@ -207,7 +210,7 @@ class PlanReuse(beam.PTransform):
             }
         entries = (
             pipeline
-            | "Parts" >> beam.Create(list(self.state.parts))
+            | "Parts" >> beam.Create(list(self.state.sources))
             | "Spread" >> beam.Reshuffle()
             | "ReadParts" >> beam.ParDo(ReadEntries())
         )
@@ -229,3 +232,10 @@ class PlanReuse(beam.PTransform):
             "manifest": split[MANIFEST],
             "counts": split[COUNTS] | "Count" >> beam.CombineGlobally(CountOutcomes(self.state)),
         }
+
+
+def skip_record(entry) -> tuple:
+    """A manifest entry ``(path, size, mtime, kind, details)`` of a reused non-DICOM skip,
+    as the ``(path, reason)`` record the extraction's ``SKIPPED`` output gives."""
+    path, _size, _mtime, _kind, details = entry
+    return (path,) + tuple(details)

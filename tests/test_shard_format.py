@@ -1,0 +1,72 @@
+"""The row shard format (transforms/output/shard_format.py), read back with pyarrow and
+DuckDB: sorted by path, string columns, VRs and version in the metadata."""
+
+from __future__ import annotations
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from transforms.flatten import Row
+from transforms.output import shard_format as sf
+
+DATE = "Study Date (0008,0020)"
+MODALITY = "Modality (0008,0060)"
+
+
+class FileRow(Row):
+    pass
+
+
+def rows():
+    return [
+        Row("b.dcm", {"DicomPath": "b.dcm", DATE: "20200101"}, {"DicomPath": "UR", DATE: "DA"}),
+        Row("a.dcm", {"DicomPath": "a.dcm", DATE: "yesterday", MODALITY: "CT"},
+            {"DicomPath": "UR", DATE: "LO", MODALITY: "CS"}),
+    ]
+
+
+def test_shard_layout_and_metadata(tmp_path):
+    path = str(tmp_path / "rows-1.parquet")
+    info = sf.write_shard(path, rows())
+    assert info.rows == 2 and info.columns[DATE] == {"DA", "LO"}
+    parquet = pq.ParquetFile(path)
+    schema = parquet.schema_arrow
+    assert schema.names[0] == "DicomPath"
+    assert schema.names[:3] == ["DicomPath", DATE, MODALITY]
+    assert all(schema.field(name).type == pa.string() for name in schema.names[:3])
+    assert schema.metadata[b"dicom_meta.format"] == sf.FORMAT_NAME.encode()
+    assert schema.metadata[b"dicom_meta.format_version"] == b"1"
+    # Per-row VRs only for the column with two VRs.
+    assert sf.VR_PREFIX + DATE in schema.names
+    assert sf.VR_PREFIX + MODALITY not in schema.names
+    assert parquet.metadata.row_group(0).column(0).compression == "ZSTD"
+    got = duckdb.sql(f"SELECT DicomPath, \"{MODALITY}\" FROM '{path}'").fetchall()
+    assert got == [("a.dcm", "CT"), ("b.dcm", None)]  # sorted, absent is null
+
+
+def test_rows_round_trip(tmp_path):
+    path = str(tmp_path / "rows-2.parquet")
+    sf.write_shard(path, rows())
+    back = list(sf.read_rows(path))
+    assert [row.path for row in back] == ["a.dcm", "b.dcm"]
+    for original, read in zip(sorted(rows()), back):
+        assert read.values == original.values and read.vrs == original.vrs
+    assert sf.read_info(path).columns[MODALITY] == {"CS"}
+
+
+@pytest.mark.parametrize("damage", ["foreign", "version", "garbage"])
+def test_foreign_or_other_version_is_refused(tmp_path, damage):
+    path = str(tmp_path / "rows-3.parquet")
+    if damage == "garbage":
+        (tmp_path / "rows-3.parquet").write_bytes(b"PAR1 not really")
+    else:
+        table = pa.table({"DicomPath": ["a"]})
+        if damage == "version":
+            table = table.replace_schema_metadata({
+                b"dicom_meta.format": sf.FORMAT_NAME.encode(),
+                b"dicom_meta.format_version": b"99"})
+        pq.write_table(table, path)
+    with pytest.raises(sf.ShardFormatError):
+        sf.read_info(path)

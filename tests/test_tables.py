@@ -1,0 +1,70 @@
+"""The table merge (transforms/output/tables.py) on real shards: bounded by its memory
+budget it merges in runs first, and the tables are byte-identical either way."""
+
+from __future__ import annotations
+
+import os
+
+import pyarrow.parquet as pq
+
+from transforms.columns import UnionColumns
+from transforms.flatten import PATH_COLUMN, Row
+from transforms.output import shard_format, tables
+
+DATE = "Study Date (0008,0020)"
+TEXT = "Study Description (0008,1030)"
+
+
+def make_shards(folder, count, rows_per_shard):
+    infos, number = [], 0
+    for shard in range(count):
+        rows = []
+        for _ in range(rows_per_shard):
+            path = f"/a/{(number * 7919) % 1000:04d}-{number}.dcm"  # interleaved across shards
+            values = {PATH_COLUMN: path, DATE: "2020010" + str(number % 9)}
+            vrs = {PATH_COLUMN: "UR", DATE: "DA" if number % 5 else "LO"}
+            if number % 3 == 0:
+                values[TEXT], vrs[TEXT] = f'a, "quoted"\nline {number}', "LO"
+            rows.append(Row(path, values, vrs))
+            number += 1
+        infos.append(shard_format.write_shard(os.path.join(folder, f"rows-{shard:03d}.parquet"),
+                                              rows))
+    return infos
+
+
+def columns_of(infos):
+    union = UnionColumns()
+    accumulator = union.create_accumulator()
+    for info in infos:
+        union.add_input(accumulator, info.columns)
+    return union.extract_output(accumulator)
+
+
+def test_budget_forces_runs_and_output_is_identical(tmp_path):
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    infos = make_shards(str(shards), 30, 7)
+    columns = columns_of(infos)
+    outputs = {}
+    for name, budget in (("one-pass", tables.MEMORY_BUDGET), ("runs", 3 * tables.reader_cost(infos[0]))):
+        assert len(tables.groups_within(infos, budget)) == (1 if name == "one-pass" else 10)
+        temp = tmp_path / name
+        temp.mkdir()
+        files = tables.TableFiles(str(temp / "t.csv"), str(temp / "t.parquet"))
+        figures = tables.merge_shards(infos, columns, files, budget=budget, temp_dir=str(temp))
+        assert figures["rows"] == 210
+        assert sorted(os.listdir(temp)) == ["t.csv", "t.parquet"]  # runs deleted
+        outputs[name] = (open(files.csv, "rb").read(), open(files.parquet, "rb").read())
+    assert outputs["one-pass"] == outputs["runs"]
+    table = pq.read_table(tmp_path / "runs" / "t.parquet")
+    paths = table[PATH_COLUMN].to_pylist()
+    assert paths == sorted(paths) and len(set(paths)) == 210
+    assert table.schema.field(DATE).type.equals("string")  # DA and LO: widened
+
+
+def test_finalize_accepts_work_already_done(tmp_path):
+    temp, final = tmp_path / "table-1.csv", tmp_path / "scan.csv"
+    temp.write_text("x")
+    tables.finalize_tables({str(temp): str(final)})
+    tables.finalize_tables({str(temp): str(final)})  # a second attempt: already renamed
+    assert final.read_text() == "x" and not temp.exists()
