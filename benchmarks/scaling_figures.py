@@ -6,9 +6,10 @@ Measures, in this process and on local disk, the code each stage runs:
 
 * extract: ``ExtractHeaders`` on pydicom's bundled CT/MR/RT files (header parse +
   flatten), files per second;
-* format: ``FormatCsvShard`` (read a spilled shard, sort by path, write CSV + index);
+* spill: ``write_shard`` (sort a shard's rows by path, write the Parquet row shard);
 * columns: the ``UnionColumns`` combine over every shard's column dict;
-* merge: ``merge_csv_shards``, the final single-worker k-way merge, rows/s and MB/s.
+* merge: ``merge_shards``, the final single-worker k-way merge into the CSV, rows/s and
+  MB/s.
 
 Rows for format/merge are real extracted rows, repeated under distinct paths.
 """
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import pickle
 import random
 import shutil
 import tempfile
@@ -28,8 +28,8 @@ import pydicom.data
 from transforms.columns import UnionColumns
 from transforms.extract import ExtractHeaders
 from transforms.flatten import FlattenSettings, Row
-from transforms.spill import Shard
-from transforms.write_csv import FormatCsvShard, merge_csv_shards
+from transforms.output.shard_format import ShardInfo, write_shard
+from transforms.output.tables import TableFiles, merge_shards
 
 FILES = ["CT_small.dcm", "MR_small.dcm", "rtplan.dcm", "rtdose.dcm", "JPEG2000.dcm",
          "emri_small.dcm", "SC_rgb.dcm", "US1_J2KR.dcm"]
@@ -38,6 +38,7 @@ FILES = ["CT_small.dcm", "MR_small.dcm", "rtplan.dcm", "rtdose.dcm", "JPEG2000.d
 class _Meta:
     def __init__(self, path):
         self.path = path
+        self.size_in_bytes = os.path.getsize(path)
 
 
 def extract_rate(seconds: float = 5.0) -> tuple[float, list[Row]]:
@@ -57,28 +58,18 @@ def extract_rate(seconds: float = 5.0) -> tuple[float, list[Row]]:
     return done / (time.perf_counter() - started), rows
 
 
-def write_shards(rows: list[Row], shards: int, per_shard: int, folder: str) -> list[Shard]:
+def write_shards(rows: list[Row], shards: int, per_shard: int, folder: str) -> list[ShardInfo]:
     rng = random.Random(1)
     paths = [f"gs://bucket/archive/p{n % 997:04d}/s{n % 13}/IM{n:08d}.dcm" for n in range(shards * per_shard)]
     rng.shuffle(paths)  # files reach workers in no particular order
     out = []
     for s in range(shards):
-        path = os.path.join(folder, f"rows-{s}.pickle")
-        columns: dict = {}
-        with open(path, "wb") as stream:
-            chunk = []
-            for i in range(per_shard):
-                row = rows[i % len(rows)]
-                values = dict(row.values, DicomPath=paths[s * per_shard + i])
-                chunk.append(values)
-                for name, vr in row.vrs.items():
-                    columns.setdefault(name, set()).add(vr)
-                if len(chunk) == 256:
-                    pickle.dump(chunk, stream, pickle.HIGHEST_PROTOCOL)
-                    chunk = []
-            if chunk:
-                pickle.dump(chunk, stream, pickle.HIGHEST_PROTOCOL)
-        out.append(Shard(path, per_shard, {k: frozenset(v) for k, v in columns.items()}))
+        shard_rows = []
+        for i in range(per_shard):
+            row = rows[i % len(rows)]
+            path = paths[s * per_shard + i]
+            shard_rows.append(Row(path, dict(row.values, DicomPath=path), row.vrs))
+        out.append(write_shard(os.path.join(folder, f"rows-{s}.parquet"), shard_rows))
     return out
 
 
@@ -95,8 +86,11 @@ def main() -> int:
 
     work = tempfile.mkdtemp(prefix="scaling-figures-")
     try:
-        shards = write_shards(rows, args.shards, args.rows_per_shard, work)
         total = args.shards * args.rows_per_shard
+        started = time.perf_counter()
+        shards = write_shards(rows, args.shards, args.rows_per_shard, work)
+        elapsed = time.perf_counter() - started
+        print(f"spill:   {total / elapsed:,.0f} rows/s on one core ({total:,} rows)")
 
         started = time.perf_counter()
         union = UnionColumns()
@@ -108,19 +102,13 @@ def main() -> int:
         print(f"columns: {len(columns)} columns from {len(shards)} shards in {elapsed * 1000:.1f} ms "
               f"({elapsed / len(shards) * 1e6:.0f} us per shard)")
 
-        fmt = FormatCsvShard(work)
-        started = time.perf_counter()
-        csv_shards = [next(iter(fmt.process(shard, columns))) for shard in shards]
-        elapsed = time.perf_counter() - started
-        print(f"format:  {total / elapsed:,.0f} rows/s on one core ({total:,} rows)")
-
         output = os.path.join(work, "scan.csv")
         started = time.perf_counter()
-        merged = merge_csv_shards(csv_shards, columns, output, os.path.join(work, "merged.partial"))
+        merged = merge_shards(shards, columns, TableFiles(output, None), temp_dir=work)["rows"]
         elapsed = time.perf_counter() - started
         size = os.path.getsize(output)
         print(f"merge:   {merged / elapsed:,.0f} rows/s, {size / elapsed / 1e6:.0f} MB/s "
-              f"({merged:,} rows from {len(csv_shards)} shards, {size / merged:,.0f} bytes/row, "
+              f"({merged:,} rows from {len(shards)} shards, {size / merged:,.0f} bytes/row, "
               f"{size / 1e6:,.0f} MB)")
     finally:
         shutil.rmtree(work, ignore_errors=True)
