@@ -13,6 +13,7 @@ from apache_beam.io import fileio
 from apache_beam.io.filesystem import FileSystem
 from apache_beam.metrics import Metrics
 
+from transforms.extract import BatchFiles
 from transforms.storage import PrepareStorage
 
 # Files per shuffled element when spreading one input's files over the workers: small
@@ -86,9 +87,7 @@ class MatchInputs(beam.PTransform):
             # batches, so the shuffle costs one element per batch instead of per file.
             spread = (
                 matched
-                | "Batch" >> beam.BatchElements(
-                    min_batch_size=SPREAD_BATCH, max_batch_size=SPREAD_BATCH
-                )
+                | "Batch" >> BatchFiles(SPREAD_BATCH)
                 | "Spread" >> beam.Reshuffle()
                 | "Unbatch" >> beam.FlatMap(lambda batch: batch)
             )

@@ -22,6 +22,8 @@ import warnings
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.windowed_value import WindowedValue
 from pydicom import dcmread
 from pydicom.datadict import DicomDictionary
 from pydicom.dataelem import RawDataElement
@@ -111,15 +113,40 @@ def check_complete(dataset, size: int | None = None) -> None:
             )
 
 
+class Batch(beam.DoFn):
+    """Elements -> lists of ``size`` of them (the last of a bundle may be shorter).
+
+    Beam's ``BatchElements`` would do, but its SDK workers log a line of every batch's
+    timings on the user's terminal; fixed-size batches need none of its tuning."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.batch: list = []
+
+    def start_bundle(self):
+        self.batch = []
+
+    def process(self, element):
+        self.batch.append(element)
+        if len(self.batch) >= self.size:
+            batch, self.batch = self.batch, []
+            yield batch
+
+    def finish_bundle(self):
+        if self.batch:
+            batch, self.batch = self.batch, []
+            yield WindowedValue(batch, GlobalWindow().max_timestamp(), [GlobalWindow()])
+
+
 class BatchFiles(beam.PTransform):
-    """FileMetadata -> lists of up to ``size`` of them (Beam's ``BatchElements``)."""
+    """FileMetadata -> lists of up to ``size`` of them."""
 
     def __init__(self, size: int = BATCH_FILES):
         super().__init__()
         self.size = size
 
     def expand(self, files):
-        return files | beam.BatchElements(min_batch_size=self.size, max_batch_size=self.size)
+        return files | beam.ParDo(Batch(self.size))
 
 
 def _add_pairs(pairs) -> tuple:
