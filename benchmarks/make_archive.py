@@ -11,7 +11,7 @@ also hold a radiotherapy series (an RT Structure Set with 24 ROIs of 40 contours
 and an RT Plan with 6 beams of 40 control points each, leaf positions and all: long
 nested sequences, several of undefined length) and an enhanced multi-frame MR series
 (shared and per-frame functional groups for 60 frames, undefined lengths, 64x64
-frames): about 5% of the files, most of the header bytes.
+frames): about 1.7% of the files (864 of 50,000), most of the header bytes.
 
 Generating is fast because pydicom writes each template once, with fixed-width
 placeholder values; every file is the template with those placeholders replaced by
