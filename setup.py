@@ -6,7 +6,7 @@ setup(
     name="dicom-meta-extract",
     version="0.1.0",
     description="Turn DICOM archives into one table: a row per file, a column per header element.",
-    packages=["beam_pipeline", "transforms"],
+    packages=["beam_pipeline", "transforms", "transforms.output"],
     python_requires=">=3.10",
     install_requires=[
         "apache-beam==2.70.0",

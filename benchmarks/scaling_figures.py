@@ -6,10 +6,10 @@ Measures, in this process and on local disk, the code each stage runs:
 
 * extract: ``ExtractHeaders`` on pydicom's bundled CT/MR/RT files (header parse +
   flatten), files per second;
-* spill: ``write_shard`` (sort a shard's rows by path, write the Parquet row shard);
+* spill: ``shard_format.write_shard`` (sort a shard's rows by path, write Parquet);
 * columns: the ``UnionColumns`` combine over every shard's column dict;
-* merge: ``merge_shards``, the final single-worker k-way merge into the CSV, rows/s and
-  MB/s.
+* merge: ``tables.merge_shards``, the final single-worker k-way merge from the shards
+  straight to the CSV, rows/s and MB/s.
 
 Rows for format/merge are real extracted rows, repeated under distinct paths.
 """
@@ -28,8 +28,7 @@ import pydicom.data
 from transforms.columns import UnionColumns
 from transforms.extract import ExtractHeaders
 from transforms.flatten import FlattenSettings, Row
-from transforms.output.shard_format import ShardInfo, write_shard
-from transforms.output.tables import TableFiles, merge_shards
+from transforms.output import shard_format, tables
 
 FILES = ["CT_small.dcm", "MR_small.dcm", "rtplan.dcm", "rtdose.dcm", "JPEG2000.dcm",
          "emri_small.dcm", "SC_rgb.dcm", "US1_J2KR.dcm"]
@@ -47,18 +46,18 @@ def extract_rate(seconds: float = 5.0) -> tuple[float, list[Row]]:
     extract = ExtractHeaders(FlattenSettings())
     extract.setup()
     # Only files that become rows (the others are cheaper: rejected early).
-    paths = [p for p in paths if any(isinstance(o, Row) for o in extract.process([_Meta(p)]))]
+    paths = [p for p in paths if any(isinstance(o, Row) for o in extract.process(_Meta(p)))]
     rows, done, started = [], 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
         for path in paths:
-            for outcome in extract.process([_Meta(path)]):
+            for outcome in extract.process(_Meta(path)):
                 if isinstance(outcome, Row) and len(rows) < len(paths):
                     rows.append(outcome)
             done += 1
     return done / (time.perf_counter() - started), rows
 
 
-def write_shards(rows: list[Row], shards: int, per_shard: int, folder: str) -> list[ShardInfo]:
+def write_shards(rows: list[Row], shards: int, per_shard: int, folder: str) -> list:
     rng = random.Random(1)
     paths = [f"gs://bucket/archive/p{n % 997:04d}/s{n % 13}/IM{n:08d}.dcm" for n in range(shards * per_shard)]
     rng.shuffle(paths)  # files reach workers in no particular order
@@ -69,7 +68,7 @@ def write_shards(rows: list[Row], shards: int, per_shard: int, folder: str) -> l
             row = rows[i % len(rows)]
             path = paths[s * per_shard + i]
             shard_rows.append(Row(path, dict(row.values, DicomPath=path), row.vrs))
-        out.append(write_shard(os.path.join(folder, f"rows-{s}.parquet"), shard_rows))
+        out.append(shard_format.write_shard(os.path.join(folder, f"rows-{s}.parquet"), shard_rows))
     return out
 
 
@@ -86,9 +85,9 @@ def main() -> int:
 
     work = tempfile.mkdtemp(prefix="scaling-figures-")
     try:
-        total = args.shards * args.rows_per_shard
         started = time.perf_counter()
         shards = write_shards(rows, args.shards, args.rows_per_shard, work)
+        total = args.shards * args.rows_per_shard
         elapsed = time.perf_counter() - started
         print(f"spill:   {total / elapsed:,.0f} rows/s on one core ({total:,} rows)")
 
@@ -104,7 +103,8 @@ def main() -> int:
 
         output = os.path.join(work, "scan.csv")
         started = time.perf_counter()
-        merged = merge_shards(shards, columns, TableFiles(output, None), temp_dir=work)["rows"]
+        merged = tables.merge_shards(shards, columns, tables.TableFiles(output, None),
+                                     temp_dir=work)["rows"]
         elapsed = time.perf_counter() - started
         size = os.path.getsize(output)
         print(f"merge:   {merged / elapsed:,.0f} rows/s, {size / elapsed / 1e6:.0f} MB/s "

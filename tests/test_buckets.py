@@ -399,6 +399,7 @@ def test_anonymous_s3_sends_unsigned_requests(s3, stores):
 
     assert storage._client("s3", options).meta.config.signature_version is UNSIGNED
     FileSystems.set_options(options)
+    beam_internals.prepare_filesystems(options)  # Beam's own client, used directly here
     assert FileSystems.match([path])[0].metadata_list
 
 

@@ -15,10 +15,6 @@ DATE = "Study Date (0008,0020)"
 MODALITY = "Modality (0008,0060)"
 
 
-class FileRow(Row):
-    pass
-
-
 def rows():
     return [
         Row("b.dcm", {"DicomPath": "b.dcm", DATE: "20200101"}, {"DicomPath": "UR", DATE: "DA"}),

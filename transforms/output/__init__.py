@@ -1,5 +1,40 @@
 """Output lifecycle: everything a run writes, from row shards to the committed tables.
 
-(The full description of the lifecycle lands here with the rest of the package; the
-shard format is ``shard_format.py``.)
+For ``-o scan.csv`` (``scan.parquet`` and the reports are named alike)::
+
+    scan.lock                       held by the one run writing this output  (lock.py)
+    .scan.tmp-<run>/                this run's temp files: merged tables before rename
+    scan.state/CURRENT              JSON: the generation the outputs were built from
+    scan.state/gen-<run>/           this run's rows and outcomes, kept for the next run
+        settings.json               fingerprint: settings, code hash, pydicom version
+        rows-<uuid>.parquet         row shards                      (shard_format.py)
+        outcomes-<uuid>.parquet     errors and skips
+        GENERATION.json             at commit: the shards and parts that reached it
+
+A run, step by step (``beam_pipeline/pipeline.py`` shows the same in order):
+
+1. Lock (launcher, before any work): create ``scan.lock`` if absent, atomically; a held
+   lock means exit 2 naming the holder (or wait), a stale one is taken over.
+2. Plan (``state.py``, ``reuse.py``): read ``CURRENT`` and earlier generations; with
+   ``--incremental`` reuse rows of unchanged files, always resume what an interrupted run
+   completed. Anything untrusted: a note and a full re-extraction.
+3. Spill (``spill.py``): rows -> sorted Parquet shards in this generation, errors/skips
+   -> outcome parts. Names are unique per attempt; only ``ShardInfo`` records flow on.
+4. Tables (``tables.py``): one k-way merge reads the shards whose records reached it and
+   writes the CSV and/or Parquet under attempt-unique temp names, memory bounded; then
+   finalize renames them into place ("already renamed" counts as done).
+5. Report (``transforms/report.py``): errors, skipped, summary, each written whole.
+6. Commit (``state.py``): ``GENERATION.json`` lists the shards and parts that reached
+   the commit, then ``CURRENT`` names this generation. A kill before this point leaves
+   the previous outputs' state as it was.
+7. Cleanup (``cleanup.py``), last: this run's temp dir, every other generation, killed
+   runs' temp dirs, files of discarded attempts; missing files are fine.
+8. Unlock (launcher), whatever happened.
+
+Retry rules (Beam's ``WriteImpl`` / ``FileBasedSink``): a bundle that runs twice writes
+two files and one of them is listed; no step reads a directory listing of rows it did not
+get as records (except resuming a never-committed generation, where each file takes one
+row whatever the duplicates); no step deletes anything before the commit; every step
+after the merge is an idempotent replacement. Everything on disk is Parquet or JSON with
+a format version; nothing is pickled.
 """

@@ -244,14 +244,29 @@ def open_shard(stream, path: str = "") -> pq.ParquetFile:
     return parquet
 
 
-def read_info(path: str, stream=None) -> ShardInfo:
-    """A shard's ``ShardInfo`` from its footer alone."""
+def bucket_size(path: str) -> int | None:
+    """An object's size on buckets (so a footer costs a ranged read, not the object)."""
+    from transforms.storage import is_bucket
+
+    if not is_bucket(path):
+        return None
+    return FileSystems.match([path])[0].metadata_list[0].size_in_bytes
+
+
+def open_stream(path: str, size: int | None = None):
+    """A seekable stream over a shard (or any Parquet state file), ranged on buckets."""
     from transforms.storage import open_ranged
 
-    with (stream or open_ranged(path)) as source:
+    return open_ranged(path, size=size if size is not None else bucket_size(path))
+
+
+def read_info(path: str, size: int | None = None) -> ShardInfo:
+    """A shard's ``ShardInfo`` from its footer alone."""
+    size = size if size is not None else bucket_size(path)
+    with open_stream(path, size) as source:
         parquet = open_shard(source, path)
         rows, columns = check_metadata(parquet.metadata.metadata, path)
-    return ShardInfo(path, rows, columns)
+    return ShardInfo(path, rows, columns, size)
 
 
 def value_columns(schema: pa.Schema) -> list[str]:
@@ -288,9 +303,7 @@ def batch_rows(batch: pa.RecordBatch, columns: dict) -> Iterator[ShardRow]:
 
 def read_rows(path: str, batch_size: int = ROW_GROUP_ROWS) -> Iterator[ShardRow]:
     """Every row of a shard, in path order (local or bucket, ranged reads)."""
-    from transforms.storage import open_ranged
-
-    with open_ranged(path) as stream:
+    with open_stream(path) as stream:
         parquet = open_shard(stream, path)
         _, columns = check_metadata(parquet.metadata.metadata, path)
         for batch in parquet.iter_batches(batch_size=batch_size):
@@ -299,9 +312,7 @@ def read_rows(path: str, batch_size: int = ROW_GROUP_ROWS) -> Iterator[ShardRow]
 
 def read_manifest(path: str) -> Iterator[tuple]:
     """``(DicomPath, size, mtime)`` of every row of a shard: three columns read, not all."""
-    from transforms.storage import open_ranged
-
-    with open_ranged(path) as stream:
+    with open_stream(path) as stream:
         parquet = open_shard(stream, path)
         table = parquet.read(columns=[PATH_COLUMN, SIZE_COLUMN, MTIME_COLUMN])
     yield from zip(*(table.column(i).to_pylist() for i in range(3)))

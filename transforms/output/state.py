@@ -14,7 +14,8 @@ run reuses:
 
 * the generation ``CURRENT`` names, with ``--incremental``: only the shards and parts
   its ``GENERATION.json`` lists (files a retried bundle left beside them are never read);
-* generations of interrupted runs (no ``GENERATION.json``): every shard and part whose
+* generations of interrupted runs (never committed: no ``GENERATION.json``; a committed
+  generation ``CURRENT`` does not name is never reused): every shard and part whose
   footer checks out (a shard is complete once its footer is written). A retried bundle
   may have left two shards holding one file; the reuse join takes one row per file.
 
@@ -127,9 +128,7 @@ def _check_outcomes(parquet: pq.ParquetFile, path: str) -> None:
 
 def read_outcomes(path: str):
     """``(path, size, mtime, kind, details tuple)`` of every entry of an outcome part."""
-    from transforms.storage import open_ranged
-
-    with open_ranged(path) as stream:
+    with shard_format.open_stream(path) as stream:
         try:
             parquet = pq.ParquetFile(stream)
         except (pa.ArrowException, OSError, ValueError) as exc:
@@ -142,12 +141,10 @@ def read_outcomes(path: str):
 
 def check_file(path: str) -> None:
     """Raise ``ShardFormatError`` unless ``path`` is a complete shard or outcome part."""
-    from transforms.storage import open_ranged
-
     if FileSystems.split(path)[1].startswith("rows-"):
         shard_format.read_info(path)
         return
-    with open_ranged(path) as stream:
+    with shard_format.open_stream(path) as stream:
         try:
             parquet = pq.ParquetFile(stream)
         except (pa.ArrowException, OSError, ValueError) as exc:
@@ -262,6 +259,8 @@ def prepare_state(table: str, temp_dir: str, settings, incremental: bool) -> Run
         is_current = name == current_name
         if is_current and not incremental:
             continue
+        if not is_current and FileSystems.exists(FileSystems.join(directory, GENERATION)):
+            continue  # committed once, no longer current: left for cleanup, never resumed
         try:
             found = read_json(FileSystems.join(directory, SETTINGS), "settings").get("fingerprint")
             if found != wanted:

@@ -1,0 +1,83 @@
+"""The one adapter that touches Beam internals (transforms/beam_internals.py): these
+fail loudly when a Beam release changes what it relies on, and check that importing
+this project changes nothing in Beam."""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+import transforms.beam_internals as adapter
+
+
+def test_beam_gcs_credential_cache_is_where_the_adapter_fills_it():
+    from apache_beam.internal.gcp import auth
+    from apache_beam.io.gcp import gcsio
+
+    cache = auth._Credentials
+    assert isinstance(cache._credentials_lock, type(__import__("threading").Lock()))
+    assert hasattr(cache, "_credentials") and hasattr(cache, "_credentials_init")
+    # Beam consults the cache first, and builds an anonymous client when it holds None.
+    assert "_credentials_init" in inspect.getsource(cache.get_service_credentials)
+    source = inspect.getsource(gcsio.create_storage_client)
+    assert "get_service_credentials" in source and "create_anonymous_client" in source
+
+
+def test_beam_s3_client_wrapper_is_what_the_adapter_replaces():
+    from apache_beam.io.aws.clients.s3 import boto3_client
+
+    init = boto3_client.Client.__init__
+    init = getattr(init, "__wrapped__", init)
+    assert list(inspect.signature(boto3_client.Client.__init__).parameters) == ["self", "options"]
+    for attribute in ("self.client", "_download_request", "_download_stream", "_download_pos"):
+        assert attribute in inspect.getsource(boto3_client.Client), attribute
+
+
+def test_filesystems_keeps_its_options_where_the_adapter_reads_them():
+    from apache_beam.io.filesystems import FileSystems
+
+    options = PipelineOptions(["--s3_region_name=eu-west-3"])
+    FileSystems.set_options(options)
+    try:
+        assert adapter.filesystems_options() is options
+    finally:
+        FileSystems.set_options(None)
+
+
+def test_importing_the_project_patches_nothing():
+    code = (
+        "from apache_beam.internal.gcp import auth\n"
+        "from apache_beam.io.aws.clients.s3 import boto3_client\n"
+        "before = (auth.get_service_credentials, boto3_client.Client.__init__,"
+        " auth._Credentials._credentials_init)\n"
+        "import transforms, transforms.storage, transforms.extract, beam_pipeline.cli,"
+        " beam_pipeline.pipeline\n"
+        "after = (auth.get_service_credentials, boto3_client.Client.__init__,"
+        " auth._Credentials._credentials_init)\n"
+        "assert before == after, (before, after)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_prepare_fills_the_gcs_cache_only_when_anonymous(monkeypatch):
+    from apache_beam.internal.gcp import auth
+
+    code = (
+        "import os\n"
+        "from apache_beam.internal.gcp import auth\n"
+        "from transforms import beam_internals\n"
+        "beam_internals.prepare_filesystems()\n"
+        "print(auth._Credentials._credentials_init)\n"
+    )
+    env_with = {"STORAGE_EMULATOR_HOST": "http://127.0.0.1:9"}
+    import os
+
+    base = {key: value for key, value in os.environ.items() if key != "STORAGE_EMULATOR_HOST"}
+    outputs = [subprocess.run([sys.executable, "-c", code], env={**base, **env}, check=True,
+                              capture_output=True, text=True).stdout.strip()
+               for env in (env_with, {})]
+    assert outputs == ["True", "False"]
+    assert auth is not None
