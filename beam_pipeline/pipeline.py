@@ -1,5 +1,6 @@
 """The whole pipeline, in one place:
-discover -> reuse -> extract -> spill -> columns -> tables -> report -> commit -> cleanup.
+discover -> reuse -> extract -> spill -> columns -> tables -> report (and the HTML
+report) -> commit -> cleanup.
 
 What each write does and why it is safe to retry: ``transforms/output/__init__.py``.
 """
@@ -19,6 +20,7 @@ from transforms.output.reuse import PlanReuse, skip_record
 from transforms.output.spill import MANIFEST, KeepFileMetadata, SpillRows, WriteOutcomes
 from transforms.output.state import commit_state, prepare_state
 from transforms.output.tables import TableFiles, WriteTables
+from transforms.html_report import WriteHtmlReport, run_settings
 from transforms.report import OutputPaths, WriteReport
 
 
@@ -70,6 +72,7 @@ def build_pipeline(pipeline, inputs, options, paths: OutputPaths, started: float
     summary = (
         files, table_rows, columns, extracted[ERRORS], skipped, extra
     ) | "Report" >> WriteReport(paths, started)
+    summary | "HtmlReport" >> WriteHtmlReport(paths, run_settings(options, inputs))
     return (
         summary
         | "CommitState" >> beam.Map(
