@@ -11,7 +11,9 @@ import apache_beam as beam
 
 from transforms.columns import ComputeColumns
 from transforms.discover import MatchInputs
-from transforms.extract import ERRORS, SKIPPED, ExtractHeaders
+from transforms.extract import (
+    ERRORS, READER_COUNTS, SKIPPED, BatchFiles, ExtractHeaders, SumReaderCounts,
+)
 from transforms.flatten import FlattenSettings
 from transforms.html_report import WriteHtmlReport, run_settings
 from transforms.output.cleanup import cleanup
@@ -33,9 +35,12 @@ def build_pipeline(pipeline, inputs, options, paths: OutputPaths, started: float
     state = prepare_state(paths.table, paths.temp_dir, settings, options.incremental)
     files = pipeline | "Discover" >> MatchInputs(inputs, progress)
     plan = files | "Reuse" >> PlanReuse(state, options.rows_per_shard, progress)
-    extracted = plan["extract"] | "Extract" >> beam.ParDo(
-        KeepFileMetadata(ExtractHeaders(settings, progress))
-    ).with_outputs(ERRORS, SKIPPED, MANIFEST, main="rows")
+    extracted = (
+        plan["extract"]
+        | "Batch" >> BatchFiles()
+        | "Extract" >> beam.ParDo(KeepFileMetadata(ExtractHeaders(settings, progress)))
+        .with_outputs(ERRORS, SKIPPED, MANIFEST, READER_COUNTS, main="rows")
+    )
     spilled = extracted.rows | "Spill" >> beam.ParDo(
         SpillRows(state.generation, options.rows_per_shard)
     )
@@ -56,7 +61,11 @@ def build_pipeline(pipeline, inputs, options, paths: OutputPaths, started: float
         paths.temp_dir,
     )
     table_rows = tables | "TableRows" >> beam.Map(lambda figures: figures["rows"])
-    extra = plan["counts"] | "AddTableFigures" >> beam.Map(
+    reader_counts = extracted[READER_COUNTS] | "ReaderCounts" >> SumReaderCounts()
+    extra = plan["counts"] | "AddReaderCounts" >> beam.Map(
+        lambda counts, reader: {**counts, **reader}, beam.pvalue.AsSingleton(reader_counts)
+    )
+    extra = extra | "AddTableFigures" >> beam.Map(
         lambda counts, figures: {**counts, **{k: v for k, v in figures.items() if k != "rows"}},
         beam.pvalue.AsSingleton(tables),
     )

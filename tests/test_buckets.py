@@ -39,7 +39,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def extract_one(extract, path):
     """What the pipeline's extraction makes of one matched object."""
-    (outcome,) = extract.process(FileSystems.match([path])[0].metadata_list[0])
+    outcome, _reader_counts = extract.process([FileSystems.match([path])[0].metadata_list[0]])
     return outcome
 
 
@@ -253,7 +253,7 @@ def test_header_read_transfers_header_plus_at_most_64k(scheme, gcs, s3, stores, 
             metadata = FileSystems.match([path])[0].metadata_list[0]  # as Discover does
             time.sleep(0.2)
             proxy.reset()
-            (row,) = extract.process(metadata)
+            row, _reader_counts = extract.process([metadata])
             time.sleep(0.3)  # let the proxy's pumps finish counting
             transferred = proxy.down
         finally:

@@ -33,12 +33,15 @@ def _read(path):
         return dcmread(path, stop_before_pixels=True, force=True)
 
 
-def extract_one(path, settings=FlattenSettings()):
-    """The pipeline's own extraction of one file: a Row, or a tagged error / skip."""
-    extract = ExtractHeaders(settings)
+def extract_one(path, settings=FlattenSettings(), lean=False):
+    """The pipeline's own extraction of one file: a Row, or a tagged error / skip.
+
+    ``lean=False``: the pydicom path only (the lean header reader has its own test)."""
+    extract = ExtractHeaders(settings, lean=lean)
     extract.setup()
     metadata = FileSystems.match([path])[0].metadata_list[0]
-    (outcome,) = extract.process(metadata)
+    outcome, counts = extract.process([metadata])
+    assert counts.tag == "reader_counts"
     return outcome
 
 

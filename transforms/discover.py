@@ -13,7 +13,12 @@ from apache_beam.io import fileio
 from apache_beam.io.filesystem import FileSystem
 from apache_beam.metrics import Metrics
 
+from transforms.extract import BatchFiles
 from transforms.storage import PrepareStorage
+
+# Files per shuffled element when spreading one input's files over the workers: small
+# enough that a few thousand files still make work for every worker.
+SPREAD_BATCH = 128
 
 
 def has_glob(path: str) -> bool:
@@ -62,15 +67,28 @@ class MatchInputs(beam.PTransform):
         self.progress = progress
 
     def expand(self, pbegin):
-        return (
+        matched = (
             pbegin
             | "Patterns" >> beam.Create(self.patterns)
             | "Storage" >> beam.ParDo(PrepareStorage())  # before the first bucket call
             | "Match" >> fileio.MatchAll(fileio.EmptyMatchTreatment.ALLOW)
+        )
+        if len(self.patterns) > 1:
             # Grouping by path drops files that two inputs both match, and, like a
             # Reshuffle, spreads the files (matched on one worker) over all workers.
-            | "KeyByPath" >> beam.Map(lambda metadata: (metadata.path, metadata))
-            | "Deduplicate" >> beam.GroupByKey()
-            | "First" >> beam.Map(lambda path_metadata: next(iter(path_metadata[1])))
-            | "Count" >> beam.ParDo(_CountMatched(self.progress))
-        )
+            spread = (
+                matched
+                | "KeyByPath" >> beam.Map(lambda metadata: (metadata.path, metadata))
+                | "Deduplicate" >> beam.GroupByKey()
+                | "First" >> beam.Map(lambda path_metadata: next(iter(path_metadata[1])))
+            )
+        else:
+            # One pattern matches each file once: spread the files over the workers in
+            # batches, so the shuffle costs one element per batch instead of per file.
+            spread = (
+                matched
+                | "Batch" >> BatchFiles(SPREAD_BATCH)
+                | "Spread" >> beam.Reshuffle()
+                | "Unbatch" >> beam.FlatMap(lambda batch: batch)
+            )
+        return spread | "Count" >> beam.ParDo(_CountMatched(self.progress))

@@ -4,6 +4,11 @@ Read: the first 132 bytes to recognise DICOM by content, then the header with
 ``stop_before_pixels``; values longer than ``DEFER_SIZE`` are not read unless they are
 text (binary ones only need their length for ``<N bytes>``). Never read: pixel data.
 
+Files come in batches (lists of ``FileMetadata``, see ``BatchFiles``) so that Beam's
+per-element work is paid once per batch. Each file is read first by the lean header
+reader (``transforms.header_reader``); whatever it declines is read by the pydicom path
+below, which also decides every error. Both counts go to the ``READER_COUNTS`` output.
+
 Outputs: the main output is one ``Row`` per DICOM file; ``SKIPPED`` gets
 ``(path, reason)`` for files that are not DICOM; ``ERRORS`` gets
 ``(path, error type, message)`` for files that claim or look like DICOM but cannot be
@@ -17,15 +22,23 @@ import warnings
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.windowed_value import WindowedValue
 from pydicom import dcmread
 from pydicom.datadict import DicomDictionary
 from pydicom.dataelem import RawDataElement
 
 from transforms.flatten import TEXT_VRS, FlattenSettings, flatten
+from transforms.header_reader import HeaderReader
 from transforms.storage import open_ranged
 
 ERRORS = "errors"
 SKIPPED = "skipped"
+# Per batch, ``(rows read by the lean reader, files it left to the pydicom path)``.
+READER_COUNTS = "reader_counts"
+# Files per extraction call: enough to make Beam's per-element cost negligible, few
+# enough that a batch is a small unit of retry.
+BATCH_FILES = 64
 
 PREAMBLE_LENGTH = 128
 MAGIC = b"DICM"
@@ -100,16 +113,75 @@ def check_complete(dataset, size: int | None = None) -> None:
             )
 
 
-class ExtractHeaders(beam.DoFn):
-    """FileMetadata -> Row, or a tagged skip / error record."""
+class Batch(beam.DoFn):
+    """Elements -> lists of ``size`` of them (the last of a bundle may be shorter).
 
-    def __init__(self, settings: FlattenSettings, progress=None):
+    Beam's ``BatchElements`` would do, but its SDK workers log a line of every batch's
+    timings on the user's terminal; fixed-size batches need none of its tuning."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.batch: list = []
+
+    def start_bundle(self):
+        self.batch = []
+
+    def process(self, element):
+        self.batch.append(element)
+        if len(self.batch) >= self.size:
+            batch, self.batch = self.batch, []
+            yield batch
+
+    def finish_bundle(self):
+        if self.batch:
+            batch, self.batch = self.batch, []
+            yield WindowedValue(batch, GlobalWindow().max_timestamp(), [GlobalWindow()])
+
+
+class BatchFiles(beam.PTransform):
+    """FileMetadata -> lists of up to ``size`` of them."""
+
+    def __init__(self, size: int = BATCH_FILES):
+        super().__init__()
+        self.size = size
+
+    def expand(self, files):
+        return files | beam.ParDo(Batch(self.size))
+
+
+def _add_pairs(pairs) -> tuple:
+    return tuple(map(sum, zip(*pairs))) or (0, 0)
+
+
+class SumReaderCounts(beam.PTransform):
+    """``READER_COUNTS`` records -> one dict for the summary."""
+
+    def expand(self, counts):
+        return (
+            counts
+            | "Sum" >> beam.CombineGlobally(_add_pairs)
+            | "AsDict" >> beam.Map(
+                lambda pair: {"lean_reader_rows": pair[0], "lean_reader_fallbacks": pair[1]}
+            )
+        )
+
+
+class ExtractHeaders(beam.DoFn):
+    """A list of FileMetadata (or one) -> a Row, or a tagged skip / error record, per file,
+    and one ``READER_COUNTS`` record per call."""
+
+    def __init__(self, settings: FlattenSettings, progress=None, lean: bool = True):
         self.settings = settings
         self.progress = progress
+        self.lean = lean
         self.extracted = Metrics.counter("dicom", "extracted")
         self.errors = Metrics.counter("dicom", "errors")
         self.skipped = Metrics.counter("dicom", "skipped")
         self.bad_elements = Metrics.counter("dicom", "elements_kept_raw")
+        self.lean_rows = Metrics.counter("dicom", "lean_reader_rows")
+        self.lean_fallbacks = Metrics.counter("dicom", "lean_reader_fallbacks")
+        self.reader = None
+        self.counts = [0, 0]
 
     def setup(self):
         # pydicom warns about every oddity it reads around; at archive scale that is
@@ -118,19 +190,27 @@ class ExtractHeaders(beam.DoFn):
         warnings.filterwarnings("ignore", module=r"pydicom(\..*)?")
         if self.progress is not None:
             self.progress.connect()
+        self.reader = HeaderReader(self.settings) if self.lean else None
 
-    def process(self, file_metadata):
+    def process(self, files):
+        batch = files if isinstance(files, list) else [files]
+        self.counts = [0, 0]
+        for file_metadata in batch:
+            yield self._outcome(file_metadata)
+        if self.progress is not None:
+            self.progress.done(len(batch))
+        lean_rows, fallbacks = self.counts
+        self.lean_rows.inc(lean_rows)
+        self.lean_fallbacks.inc(fallbacks)
+        yield beam.pvalue.TaggedOutput(READER_COUNTS, (lean_rows, fallbacks))
+
+    def _outcome(self, file_metadata):
         path = file_metadata.path
         try:
-            outcome = self._read(path, file_metadata.size_in_bytes)
+            return self._read(path, file_metadata.size_in_bytes)
         except Exception as exc:  # pylint: disable=broad-except
             self.errors.inc()
-            outcome = beam.pvalue.TaggedOutput(
-                ERRORS, (path, type(exc).__name__, _message(exc))
-            )
-        if self.progress is not None:
-            self.progress.done(1)
-        yield outcome
+            return beam.pvalue.TaggedOutput(ERRORS, (path, type(exc).__name__, _message(exc)))
 
     def finish_bundle(self):
         if self.progress is not None:
@@ -139,12 +219,20 @@ class ExtractHeaders(beam.DoFn):
     def _read(self, path: str, size: int):
         """``size`` is the file's size as matched: values deferred past it are cut short."""
         with open_file(path) as stream:
-            kind, reason = recognise(stream.read(PREAMBLE_LENGTH + len(MAGIC)))
+            prefix = stream.read(PREAMBLE_LENGTH + len(MAGIC))
+            kind, reason = recognise(prefix)
             if kind is None:
                 if path.lower().endswith(DICOM_EXTENSIONS):
                     raise NotDicomError(f"named as DICOM but not DICOM: {reason}")
                 self.skipped.inc()
                 return beam.pvalue.TaggedOutput(SKIPPED, (path, reason))
+            if self.reader is not None:
+                row = self.reader.read(stream, path, size, prefix) if kind == "part10" else None
+                if row is not None:
+                    self.counts[0] += 1
+                    self.extracted.inc()
+                    return row
+                self.counts[1] += 1  # raw datasets (no File Meta) always go to pydicom
             stream.seek(0)
             dataset = dcmread(
                 stream,

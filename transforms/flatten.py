@@ -112,8 +112,14 @@ def element_name(tag: BaseTag, dataset: Dataset | None) -> str:
                 return f"Group Length {tag_text(tag)}"
             return f"Unknown {tag_text(tag)}"
     if tag.is_private_creator:
+        return private_element_name(tag, None)
+    return private_element_name(tag, _private_creator(tag, dataset))
+
+
+def private_element_name(tag: BaseTag, creator: str | None) -> str:
+    """A private element's name, given its creator's text (None: not found)."""
+    if tag.is_private_creator:
         return f"Private Creator {tag_text(tag)}"
-    creator = _private_creator(tag, dataset)
     if creator is None:
         return f"[Unknown Creator] {tag_text(tag)}"
     try:

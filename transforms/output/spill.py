@@ -99,9 +99,10 @@ class KeepFileMetadata(beam.DoFn):
         self.pending = {}
         self.extract.start_bundle()
 
-    def process(self, file_metadata):
-        self.pending[file_metadata.path] = _file_info(file_metadata)
-        for output in self.extract.process(file_metadata) or ():
+    def process(self, files):
+        for file_metadata in files if isinstance(files, list) else [files]:  # a batch
+            self.pending[file_metadata.path] = _file_info(file_metadata)
+        for output in self.extract.process(files) or ():
             yield from self._attach(output)
 
     def finish_bundle(self):
@@ -115,7 +116,9 @@ class KeepFileMetadata(beam.DoFn):
         windowed = isinstance(output, WindowedValue)
         value = output.value if windowed else output
         results = []
-        if isinstance(value, beam.pvalue.TaggedOutput):
+        if isinstance(value, beam.pvalue.TaggedOutput) and value.tag not in (ERRORS, SKIPPED):
+            results.append(value)  # not about one file (the reader's counts)
+        elif isinstance(value, beam.pvalue.TaggedOutput):
             record = value.value
             size, mtime = self.pending.pop(record[0])
             kind = "error" if value.tag == ERRORS else "skipped" if value.tag == SKIPPED else None

@@ -43,6 +43,7 @@ from apache_beam.io.filesystems import FileSystems
 
 import transforms.extract as extract_module
 import transforms.flatten as flatten_module
+import transforms.header_reader as header_reader_module
 from transforms.output import shard_format
 
 STATE_FORMAT = "dicom-meta-extract/state"
@@ -54,7 +55,7 @@ GENERATION = "GENERATION.json"
 ROWS_PATTERN = "rows-*" + shard_format.SUFFIX
 OUTCOMES_PATTERN = "outcomes-*.parquet"
 # The modules whose code decides a row's text: rows kept by other code are stale.
-ROW_CODE_MODULES = [flatten_module, extract_module]
+ROW_CODE_MODULES = [flatten_module, extract_module, header_reader_module]
 
 
 class StateError(Exception):
