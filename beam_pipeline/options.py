@@ -14,6 +14,16 @@ def non_negative_int(text: str) -> int:
 
 non_negative_int.__name__ = "non-negative integer"
 
+
+def non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:  # also refuses nan
+        raise ValueError(f"{value} is not a non-negative number")
+    return value
+
+
+non_negative_float.__name__ = "non-negative number"
+
 FORMATS = ("csv", "parquet")
 
 
@@ -64,4 +74,29 @@ class DicomExtractOptions(PipelineOptions):
             "--incremental", action="store_true", default=False,
             help="Reuse the rows of the previous output for files whose size and "
             "modification time are unchanged; extract only new or changed files.",
+        )
+        # Hostile archives: per-file limits (transforms/limits.py) and bounded cells
+        # (transforms/cells.py). 0 turns a limit off.
+        parser.add_argument(
+            "--file-timeout", "--file_timeout",
+            dest="file_timeout", type=non_negative_float, default=60.0,
+            help="Seconds one file may take to read; past it the file is an error "
+            "'Timeout' and the run goes on (0 = no limit).",
+        )
+        parser.add_argument(
+            "--max-header-bytes", "--max_header_bytes",
+            dest="max_header_bytes", type=non_negative_int, default=64 << 20,
+            help="Bytes read from one file at most (its header); past it the file is an "
+            "error 'TooLarge' (default 64 MiB, 0 = no limit).",
+        )
+        parser.add_argument(
+            "--max-values", "--max_values",
+            dest="max_values", type=non_negative_int, default=256,
+            help="Numeric elements with more values are written '<N values>' (0 = all).",
+        )
+        parser.add_argument(
+            "--max-cell-chars", "--max_cell_chars",
+            dest="max_cell_chars", type=non_negative_int, default=32000,
+            help="Longer text is cut, ending with ' [cut: N characters in all]' "
+            "(0 = no limit).",
         )

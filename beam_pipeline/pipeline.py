@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import apache_beam as beam
 
+from transforms.cells import BoundCells
 from transforms.columns import ComputeColumns
 from transforms.discover import MatchInputs
 from transforms.extract import ERRORS, SKIPPED, ExtractHeaders
 from transforms.flatten import FlattenSettings
+from transforms.limits import FileLimits
 from transforms.manifest import (
     MANIFEST, KeepFileMetadata, WriteOutcomes, commit_state, prepare_state, skip_record,
 )
@@ -25,16 +27,22 @@ def build_pipeline(pipeline, inputs, options, paths: OutputPaths, started: float
         include_private=options.include_private,
         max_sequence_items=options.max_sequence_items,
         max_binary_bytes=options.max_binary_bytes,
+        max_values=options.max_values,
+        max_cell_chars=options.max_cell_chars,
     )
+    limits = FileLimits(seconds=options.file_timeout, header_bytes=options.max_header_bytes)
     # Rows are spilled into a generation of the state directory, kept as the manifest
     # and row store the next run reuses (see transforms/manifest.py).
     state = prepare_state(paths.table, paths.temp_dir, settings, options.incremental)
     files = pipeline | "Discover" >> MatchInputs(inputs, progress)
     plan = files | "Reuse" >> PlanReuse(state, options.rows_per_shard, progress)
     extracted = plan["extract"] | "Extract" >> beam.ParDo(
-        KeepFileMetadata(ExtractHeaders(settings, progress))
+        KeepFileMetadata(ExtractHeaders(settings, progress, limits))
     ).with_outputs(ERRORS, SKIPPED, MANIFEST, main="rows")
-    spilled = extracted.rows | "Spill" >> beam.ParDo(
+    bounded = extracted.rows | "BoundCells" >> BoundCells(
+        settings.max_values, settings.max_cell_chars
+    )
+    spilled = bounded["rows"] | "Spill" >> beam.ParDo(
         StoreRows(state.generation, options.rows_per_shard)
     )
     shards = (spilled, plan["shards"]) | "AllShards" >> beam.Flatten()
@@ -48,7 +56,9 @@ def build_pipeline(pipeline, inputs, options, paths: OutputPaths, started: float
         | "WriteOutcomes" >> beam.ParDo(WriteOutcomes(state.generation))
     )
     columns = shards | "Columns" >> ComputeColumns()
-    extra = plan["counts"]
+    extra = plan["counts"] | "AddCellCounts" >> beam.Map(
+        lambda counts, cells: {**counts, **cells}, beam.pvalue.AsSingleton(bounded["counts"])
+    )
     if "parquet" in paths.formats:
         parquet = (shards, columns) | "WriteParquet" >> WriteParquet(
             paths.parquet, paths.temp_dir

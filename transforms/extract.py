@@ -21,7 +21,11 @@ from pydicom import dcmread
 from pydicom.datadict import DicomDictionary
 from pydicom.dataelem import RawDataElement
 
+from transforms.errors import NotDicomError, TruncatedFileError, classify
 from transforms.flatten import TEXT_VRS, FlattenSettings, flatten
+from transforms.limits import FileGuard, FileLimitExceeded, FileLimits
+from transforms.paths import unescape
+from transforms.special_files import SpecialFile, open_regular
 from transforms.storage import open_ranged
 
 ERRORS = "errors"
@@ -35,22 +39,18 @@ DEFER_SIZE = 4096
 DICOM_EXTENSIONS = (".dcm", ".dicom", ".dic", ".ima")
 
 
-class TruncatedFileError(Exception):
-    """The file ends inside an element of its header."""
-
-
-class NotDicomError(Exception):
-    """A file that promises DICOM (by its name) but does not hold it."""
-
-
 def open_file(path: str):
-    """A seekable binary stream over ``path`` (local or any Beam filesystem).
+    """A seekable binary stream over ``path`` (escaped, local or any Beam filesystem).
 
+    Local files are opened only if they are regular files (``SpecialFile`` otherwise).
     Bucket objects are read with bounded range requests, only as far as the header goes
     (``FileSystems.open`` would download 16 MiB of each)."""
-    if "://" not in path:
-        return open(path, "rb")
-    return open_ranged(path)
+    real = unescape(path)
+    if "://" not in real:
+        return open_regular(real)
+    if real.startswith("file://"):
+        return open_regular(real[len("file://"):])
+    return open_ranged(real)
 
 
 def _plausible_first_tag(prefix: bytes, byteorder: str) -> bool:
@@ -95,17 +95,20 @@ def check_complete(dataset, size: int | None = None) -> None:
             continue
         if present < raw.length:
             raise TruncatedFileError(
-                f"file ends inside element {raw.tag}: {present} of "
-                f"{raw.length} bytes present"
+                f"ends inside element {raw.tag}: {present:,} of "
+                f"{raw.length:,} bytes present"
             )
 
 
 class ExtractHeaders(beam.DoFn):
     """FileMetadata -> Row, or a tagged skip / error record."""
 
-    def __init__(self, settings: FlattenSettings, progress=None):
+    def __init__(self, settings: FlattenSettings, progress=None,
+                 limits: FileLimits = FileLimits()):
         self.settings = settings
         self.progress = progress
+        self.limits = limits
+        self.guard = None
         self.extracted = Metrics.counter("dicom", "extracted")
         self.errors = Metrics.counter("dicom", "errors")
         self.skipped = Metrics.counter("dicom", "skipped")
@@ -116,18 +119,24 @@ class ExtractHeaders(beam.DoFn):
         # noise, and whatever matters ends up in the row or in errors.csv.
         logging.getLogger("pydicom").setLevel(logging.ERROR)
         warnings.filterwarnings("ignore", module=r"pydicom(\..*)?")
+        self.guard = FileGuard(self.limits)
         if self.progress is not None:
             self.progress.connect()
 
     def process(self, file_metadata):
         path = file_metadata.path
+        if self.guard is None:  # used without setup(), as in benchmarks
+            self.guard = FileGuard(self.limits)
+        self.stream = None
         try:
-            outcome = self._read(path, file_metadata.size_in_bytes)
-        except Exception as exc:  # pylint: disable=broad-except
+            # Under the per-file time limit; the header cap is on the stream.
+            outcome = self.guard.run(self._read, path, file_metadata.size_in_bytes)
+        except SpecialFile as special:
+            self.skipped.inc()
+            outcome = beam.pvalue.TaggedOutput(SKIPPED, (path, special.reason))
+        except (Exception, FileLimitExceeded) as exc:  # pylint: disable=broad-except
             self.errors.inc()
-            outcome = beam.pvalue.TaggedOutput(
-                ERRORS, (path, type(exc).__name__, _message(exc))
-            )
+            outcome = beam.pvalue.TaggedOutput(ERRORS, (path, *classify(exc, self.stream)))
         if self.progress is not None:
             self.progress.done(1)
         yield outcome
@@ -138,7 +147,8 @@ class ExtractHeaders(beam.DoFn):
 
     def _read(self, path: str, size: int):
         """``size`` is the file's size as matched: values deferred past it are cut short."""
-        with open_file(path) as stream:
+        with self.guard.stream(open_file(path), size) as stream:
+            self.stream = stream  # where the read got to, for the error message
             kind, reason = recognise(stream.read(PREAMBLE_LENGTH + len(MAGIC)))
             if kind is None:
                 if path.lower().endswith(DICOM_EXTENSIONS):
@@ -165,7 +175,10 @@ class ExtractHeaders(beam.DoFn):
                 stream.seek(raw.value_tell)
                 value = stream.read(raw.length)
                 if len(value) < raw.length:
-                    raise TruncatedFileError(f"file ends inside element {raw.tag}")
+                    raise TruncatedFileError(
+                        f"ends inside element {raw.tag}: {len(value):,} of "
+                        f"{raw.length:,} bytes present"
+                    )
                 return raw._replace(value=value)
 
             row, bad_elements = flatten(dataset, path, self.settings, read_deferred)
@@ -174,10 +187,4 @@ class ExtractHeaders(beam.DoFn):
         self.extracted.inc()
         return row
 
-
-def _message(exc: Exception) -> str:
-    text = str(exc) or repr(exc)
-    if isinstance(exc, OSError) and exc.strerror:
-        text = exc.strerror
-    return " ".join(text.split())
 

@@ -74,6 +74,9 @@ class FlattenSettings:
     include_private: bool = False
     max_sequence_items: int = 16  # 0 = unlimited
     max_binary_bytes: int = 64
+    # Bounded cells (transforms/cells.py), applied to the Row after flattening.
+    max_values: int = 256  # 0 = unlimited
+    max_cell_chars: int = 32000  # 0 = unlimited
 
 
 class Row(NamedTuple):

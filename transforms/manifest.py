@@ -32,8 +32,10 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
+import transforms.cells as cells_module
 import transforms.extract as extract_module
 import transforms.flatten as flatten_module
+import transforms.paths as paths_module
 from transforms.extract import ERRORS, SKIPPED
 from transforms.rowstore import SIDECAR_SUFFIX, STORE_VERSION, StoredRow, write_atomically
 
@@ -48,7 +50,7 @@ ENTRIES_PER_PART = 2000
 def code_fingerprint() -> str:
     """Hash of the code that turns a file into a row: rows kept by other code are stale."""
     digest = hashlib.sha256()
-    for module in (flatten_module, extract_module):
+    for module in (flatten_module, extract_module, cells_module, paths_module):
         with open(module.__file__, "rb") as stream:
             digest.update(stream.read())
     return digest.hexdigest()[:16]
@@ -112,6 +114,8 @@ def prepare_state(table: str, temp_dir: str, settings, incremental: bool) -> Run
         "include_private": settings.include_private,
         "max_sequence_items": settings.max_sequence_items,
         "max_binary_bytes": settings.max_binary_bytes,
+        "max_values": settings.max_values,
+        "max_cell_chars": settings.max_cell_chars,
     }
     current_name = (_read_text(FileSystems.join(state_dir, CURRENT)) or "").strip()
     found = FileSystems.match([FileSystems.join(state_dir, "gen-*", SETTINGS)])[0]

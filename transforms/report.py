@@ -67,7 +67,8 @@ def write_csv_file(path: str, header: list[str], records) -> None:
 
 def write_report(_, paths: OutputPaths, started: float, matched, rows, columns, errors, skipped,
                  extra=None):
-    write_csv_file(paths.errors, ["DicomPath", "ErrorType", "Message"], errors)
+    # ErrorType: transforms/errors.py's vocabulary; Exception: the original exception.
+    write_csv_file(paths.errors, ["DicomPath", "ErrorType", "Message", "Exception"], errors)
     write_csv_file(paths.skipped, ["DicomPath", "Reason"], skipped)
     summary = {
         "files_matched": matched,
