@@ -22,6 +22,7 @@ setup(
         "aws": ["apache-beam[aws]>=2.77,<2.78"],
         "test": [
             "pytest", "pandas", "polars", "duckdb", "psutil",
+            "hypothesis",  # property tests of the reader (tests/test_fuzz.py)
             # tests/test_buckets.py: both clouds, against servers started on 127.0.0.1
             "apache-beam[gcp,aws]>=2.77,<2.78",
             "gcp-storage-emulator==2026.7.19",

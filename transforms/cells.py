@@ -70,6 +70,10 @@ def bound_row(row, max_values: int, max_chars: int):
     limit = min(limit for limit in (max_values, max_chars) if limit)
     for name, text in row.values.items():
         if len(text) <= limit or name == PATH_COLUMN:
+            if text[:1] == "<" and VALUES_MARKER.fullmatch(text) and vrs.get(name) in NUMERIC_VRS:
+                # Made by the reader (a numeric value it did not read): counted too.
+                changed = changed if changed is not None else {}
+                changed[name] = (text, "values")
             continue
         bounded, which = bound_text(vrs.get(name, ""), text, max_values, max_chars)
         if which is not None:

@@ -59,6 +59,10 @@ class NotDicomError(Exception):
     """A file that promises DICOM (by its name) but does not hold it."""
 
 
+class CorruptFileError(Exception):
+    """A file that looks like DICOM (``DICM`` marker) but whose header makes no sense."""
+
+
 def one_line(text: str) -> str:
     return " ".join(str(text).split())
 
@@ -83,6 +87,7 @@ def _megabytes(count: int) -> str:
 
 
 _STRUCT = re.compile(r"unpack requires a buffer of (\d+) bytes")
+_UNKNOWN_VR = re.compile(r"Unknown Value Representation '(.*)' in tag (\([0-9A-Fa-f,]+\))")
 _POSITION = re.compile(r"at file position (0x)?([0-9A-Fa-f]+)")
 _FILE_META_HINT = "File Meta Information header or the 'DICM' prefix is missing"
 
@@ -110,6 +115,8 @@ def classify(exc: BaseException, stream=None) -> ErrorRecord:
                            f"was read", exception)
     if isinstance(exc, TruncatedFileError):
         return ErrorRecord("Truncated", one_line(str(exc)), exception)
+    if isinstance(exc, CorruptFileError):
+        return ErrorRecord("Corrupt", one_line(str(exc)), exception)
     if isinstance(exc, NotDicomError):
         return ErrorRecord("NotDicom", one_line(str(exc)), exception)
     if isinstance(exc, InvalidDicomError):
@@ -126,6 +133,13 @@ def classify(exc: BaseException, stream=None) -> ErrorRecord:
     if isinstance(exc, RecursionError):
         return ErrorRecord("Unsupported", "sequences nested deeper than the reader can "
                            f"follow{_where(stream)}", exception)
+    unknown_vr = _UNKNOWN_VR.search(str(exc))
+    if unknown_vr is not None:
+        return ErrorRecord("Corrupt", f"element {unknown_vr.group(2)} has an invalid VR "
+                           f"{unknown_vr.group(1)!r}{_where(stream)}", exception)
+    if type(exc).__name__ == "BytesLengthException":
+        return ErrorRecord("Corrupt", f"a value's length is not a whole number of values "
+                           f"of its VR{_where(stream)}: {_plain(exc)}", exception)
     if isinstance(exc, (LookupError, NotImplementedError)) and not isinstance(
         exc, (KeyError, IndexError)
     ):
@@ -133,11 +147,12 @@ def classify(exc: BaseException, stream=None) -> ErrorRecord:
     at_end = stream is not None and stream.hit_end
     if at_end and isinstance(exc, (struct.error, EOFError, OSError, ValueError, IndexError,
                                    KeyError, TypeError, AttributeError)):
-        missing = _STRUCT.search(str(exc))
-        detail = (f": an element header needs {missing.group(1)} more bytes"
-                  if missing else f": {_plain(exc)}")
-        return ErrorRecord("Truncated", f"the file ends inside its header"
-                           f"{_where(stream)}{detail}", exception)
+        if _STRUCT.search(str(exc)) or "No tag to read" in str(exc):
+            detail = "the last element's tag and length are cut off"
+        else:
+            detail = _plain(exc)
+        return ErrorRecord("Truncated", f"ends inside the header at byte "
+                           f"{stream.furthest:,}: {detail}", exception)
     if isinstance(exc, struct.error):
         return ErrorRecord("Corrupt", f"an element header is cut off by the next "
                            f"one or has an impossible length{_where(stream)}", exception)

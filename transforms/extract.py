@@ -21,9 +21,9 @@ from pydicom import dcmread
 from pydicom.datadict import DicomDictionary
 from pydicom.dataelem import RawDataElement
 
-from transforms.errors import NotDicomError, TruncatedFileError, classify
-from transforms.flatten import TEXT_VRS, FlattenSettings, flatten
-from transforms.limits import FileGuard, FileLimitExceeded, FileLimits
+from transforms.errors import CorruptFileError, NotDicomError, TruncatedFileError, classify
+from transforms.flatten import NUMBER_SIZES, TEXT_VRS, FlattenSettings, flatten
+from transforms.limits import FileGuard, FileLimitExceeded, FileLimits, check_inflated_size
 from transforms.paths import unescape
 from transforms.special_files import SpecialFile, open_regular
 from transforms.storage import open_ranged
@@ -155,7 +155,12 @@ class ExtractHeaders(beam.DoFn):
                     raise NotDicomError(f"named as DICOM but not DICOM: {reason}")
                 self.skipped.inc()
                 return beam.pvalue.TaggedOutput(SKIPPED, (path, reason))
+            if kind == "part10" and size is not None and size <= PREAMBLE_LENGTH + len(MAGIC):
+                raise TruncatedFileError("ends right after the preamble and 'DICM': "
+                                         "no File Meta, no data set")
             stream.seek(0)
+            if kind == "part10":
+                check_inflated_size(stream)  # a deflated data set inflates in one call
             dataset = dcmread(
                 stream,
                 stop_before_pixels=True,
@@ -165,12 +170,23 @@ class ExtractHeaders(beam.DoFn):
             # Garbage after "DICM" reads as a few odd private tags: require File Meta
             # or at least one standard element.
             if not dataset.file_meta and not any(tag in DicomDictionary for tag in dataset.keys()):
+                if kind == "part10":
+                    raise CorruptFileError("has the 'DICM' marker, but no File Meta and no "
+                                           "standard DICOM element could be read after it")
                 raise NotDicomError("no File Meta and no standard DICOM element could be read")
             check_complete(dataset, size)
 
+            max_values = self.settings.max_values
+
+            def keeps_values(count: int) -> bool:
+                return not max_values or count <= max_values
+
             def read_deferred(raw: RawDataElement) -> RawDataElement:
-                # Only text is worth reading; binary values stay "<N bytes>".
-                if raw.VR is not None and raw.VR not in TEXT_VRS and raw.VR != "SQ":
+                # Only text is worth reading; binary values stay "<N bytes>", and
+                # numbers "<N values>" unless --max-values keeps that many.
+                if raw.VR is not None and raw.VR not in TEXT_VRS and raw.VR != "SQ" and not (
+                    raw.VR in NUMBER_SIZES and keeps_values(raw.length // NUMBER_SIZES[raw.VR])
+                ):
                     return raw
                 stream.seek(raw.value_tell)
                 value = stream.read(raw.length)

@@ -224,6 +224,8 @@ def format_raw(vr: str, raw: RawDataElement, encodings: list[str], max_bytes: in
     if vr in NUMBER_FORMATS:
         code = NUMBER_FORMATS[vr]
         size = NUMBER_SIZES[vr]
+        if value is None:  # deferred and not read (see transforms/cells.py)
+            return f"<{raw.length // size} values>"
         if len(value) % size:
             raise ValueError(f"{len(value)} bytes is not a whole number of {vr} values")
         numbers = struct.unpack(f"{endian}{len(value) // size}{code}", value)

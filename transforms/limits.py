@@ -32,6 +32,7 @@ import ctypes
 import io
 import threading
 import time
+import zlib
 from dataclasses import dataclass
 
 
@@ -131,6 +132,52 @@ class LimitedStream(io.RawIOBase):
             self.raw.close()
         finally:
             super().close()
+
+
+DEFLATED_TRANSFER_SYNTAX = b"1.2.840.10008.1.2.1.99"
+
+
+def check_inflated_size(stream: LimitedStream) -> None:
+    """Raise ``HeaderTooLarge`` if a deflated data set inflates past the byte cap.
+
+    A reader inflates a deflated file's whole data set in one call, which no stream
+    can bound (a small file can inflate to gigabytes). So a Part 10 file whose File
+    Meta names the deflated transfer syntax is inflated once here, in bounded steps,
+    before the reader sees it; the reads of this trial do not count against the cap.
+    Anything unusual (no group length, data that does not inflate) is left to the
+    reader, which reports it as usual."""
+    cap = stream.cap
+    if not cap:
+        return
+    stream.seek(132)
+    head = stream.read(12)
+    if head[:6] != b"\x02\x00\x00\x00UL" or len(head) < 12:
+        stream.seek(0)
+        return
+    meta_end = 144 + int.from_bytes(head[8:12], "little")
+    meta = stream.read(min(meta_end - 144, 1 << 16))
+    counted = stream.read_bytes
+    try:
+        if DEFLATED_TRANSFER_SYNTAX not in meta:
+            return
+        stream.seek(meta_end)
+        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        total = 0
+        while True:
+            chunk = stream.read(1 << 20)
+            if not chunk:
+                return
+            stream.read_bytes = counted  # the trial is free
+            while chunk:
+                total += len(inflater.decompress(chunk, cap + 1 - total))
+                if total > cap:
+                    raise HeaderTooLarge(cap)
+                chunk = inflater.unconsumed_tail
+    except zlib.error:
+        return
+    finally:
+        stream.read_bytes = counted
+        stream.seek(0)
 
 
 # ---------------------------------------------------------------------------
