@@ -121,7 +121,7 @@ def element_name(tag: BaseTag, dataset: Dataset | None) -> str:
         return f"[Unknown Creator] {tag_text(tag)}"
     try:
         description = get_private_entry(tag, creator)[2]
-    except KeyError:
+    except Exception:  # pylint: disable=broad-except  # KeyError, or a creator it chokes on
         description = ""
     if description:
         return f"[{creator}] {description} {tag_text(tag)}"
@@ -134,9 +134,14 @@ def _private_creator(tag: BaseTag, dataset: Dataset) -> str | None:
     creator_tag = (tag.group << 16) | (tag.element >> 8)
     if creator_tag not in dataset:
         return None
-    creator = dataset[creator_tag].value
+    try:
+        creator = dataset[creator_tag].value
+    except Exception:  # pylint: disable=broad-except  # a creator that does not convert
+        return None
     if isinstance(creator, bytes):
         creator = creator.decode(DEFAULT_ENCODING)
+    if isinstance(creator, MultiValue):
+        creator = "\\".join(str(part) for part in creator)
     creator = str(creator).strip(" \0")
     return creator or None
 
@@ -452,7 +457,10 @@ class _Walker:
             terms = list(value) if isinstance(value, MultiValue) else [value or ""]
         if not any(terms):
             return inherited
-        return convert_encodings(terms if len(terms) > 1 else terms[0])
+        try:
+            return convert_encodings(terms if len(terms) > 1 else terms[0])
+        except Exception:  # pylint: disable=broad-except  # garbage, not a character set
+            return inherited
 
     def _element(self, dataset: Dataset, tag: int, item, name: str, encodings) -> None:
         if self.reference:
