@@ -58,7 +58,8 @@ def _parser() -> _OneLineParser:
         usage=f"{PROG} INPUT... -o OUT.csv [options] [any Beam pipeline option]",
         description="Turn DICOM archives into one table: a row per file, a column per "
         "header element. Our options: -o/--output, --format, --include-private, "
-        "--max-sequence-items, --max-binary-bytes, --incremental, --anonymous-access, "
+        "--max-sequence-items, --max-binary-bytes, --max-values, --max-cell-chars, "
+        "--file-timeout, --max-header-bytes, --incremental, --anonymous-access, "
         "--rows-per-shard, --config, --quiet; every other option below is Beam's.",
     )
     parser.add_argument("inputs", nargs="*", metavar="INPUT",

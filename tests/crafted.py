@@ -115,3 +115,23 @@ def symlink_loop(folder) -> tuple[str, str]:
     os.symlink(second, first)
     os.symlink(first, second)
     return first, second
+
+
+def _explicit(group: int, element: int, vr: bytes, value: bytes) -> bytes:
+    if len(value) % 2:
+        value += b"\0" if vr == b"UI" else b" "
+    if vr in (b"SQ", b"OB", b"UN", b"UT"):
+        return struct.pack("<HH2sHL", group, element, vr, 0, len(value)) + value
+    return struct.pack("<HH2sH", group, element, vr, len(value)) + value
+
+
+def slow_sequence(path, items: int = 100_000) -> str:
+    """A header that takes seconds to walk (a sequence of ``items`` items), built from
+    bytes so that making it is fast: the file to trip the time limit."""
+    item_body = (_explicit(0x0008, 0x1150, b"UI", b"1.2.840.10008.5.1.4.1.1.2")
+                 + _explicit(0x0008, 0x1155, b"UI", UID_ROOT.encode() + b"1"))
+    item = struct.pack("<HHL", 0xFFFE, 0xE000, len(item_body)) + item_body
+    write_dicom(path, make_dataset(PatientName="Slow^Sequence"))
+    with open(path, "ab") as out:
+        out.write(_explicit(0x0008, 0x1140, b"SQ", item * items))
+    return str(path)

@@ -33,6 +33,10 @@ TEXT = "Text Value (0040,A160)"
 LUT = "Real World Value LUT Data (0040,9212)"
 CONTOUR = "Contour Data (3006,0050)"
 EXCEL_CELL = 32_767
+# On main, any run with --direct_runner_bundle_repeat=1 fails in WriteCsv/Merge (the
+# repeated merge finds its shards deleted): the write lifecycle's issue (10). Strict, so
+# these pass loudly the day it is fixed and the marks go.
+RETRY_MERGE = "WriteCsv/Merge is not retry-safe yet"
 
 
 # ---------------------------------------------------------------------------
@@ -248,21 +252,54 @@ def _extract(path, limits=FileLimits(), settings_=FlattenSettings()):
     return outcome[0]
 
 
-def test_a_file_past_the_time_limit_is_a_timeout_and_the_run_goes_on(tmp_path):
+@pytest.mark.parametrize("mode", [
+    [],  # the local default: in process
+    ["--direct_running_mode=multi_processing", "--direct_num_workers=2"],
+    pytest.param(["--direct_runner_bundle_repeat=1"], marks=pytest.mark.xfail(
+        strict=True, reason=RETRY_MERGE)),
+])
+def test_a_file_past_the_time_limit_is_a_timeout_and_the_run_goes_on(tmp_path, mode):
     folder = tmp_path / "in"
-    crafted.long_sequence(folder / "slow.dcm")  # ~0.5 s to read and walk
+    crafted.slow_sequence(folder / "slow.dcm")  # seconds to walk, without reading
     copy_pydicom_file("CT_small.dcm", folder)
+    copy_pydicom_file("MR_small.dcm", folder)
     out = tmp_path / "out.csv"
     command = [sys.executable, "-m", "beam_pipeline", str(folder), "-o", str(out),
-               "--quiet", "--file-timeout=0.02"]
+               "--quiet", "--file-timeout=0.5", *mode]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     _, rows = read_csv(out)
     _, errors = read_csv(tmp_path / "out.errors.csv")
-    assert [r["DicomPath"].rsplit("/", 1)[1] for r in rows] == ["CT_small.dcm"]
+    assert sorted(r["DicomPath"].rsplit("/", 1)[1] for r in rows) == [
+        "CT_small.dcm", "MR_small.dcm"]
     assert [(e["DicomPath"].rsplit("/", 1)[1], e["ErrorType"]) for e in errors] == [
         ("slow.dcm", "Timeout")]
-    assert "0.02 s limit per file" in errors[0]["Message"]
+    assert errors[0]["Message"].startswith("reading took longer than the 0.5 s limit per file")
+
+
+@pytest.mark.xfail(strict=True, reason=RETRY_MERGE)
+def test_hostile_outputs_are_the_same_when_bundles_run_twice(hostile, tmp_path):
+    root, out, _ = hostile
+    again = tmp_path / "scan.csv"
+    command = [sys.executable, "-m", "beam_pipeline", str(root), "-o", str(again),
+               "--quiet", "--format", "csv,parquet", "--direct_runner_bundle_repeat=1"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert again.read_bytes() == out.read_bytes()
+    for report in (".errors.csv", ".skipped.csv"):
+        assert (open(str(again).replace(".csv", report), "rb").read()
+                == open(str(out).replace(".csv", report), "rb").read())
+    summary = json.load(open(tmp_path / "scan.summary.json"))
+    assert summary["cells_bounded"] == 3
+
+
+def test_limit_options_refuse_bad_values(tmp_path, capsys):
+    from tests.conftest import run_cli
+
+    for flag in ("--file-timeout=-1", "--file-timeout=nan", "--max-values=-2",
+                 "--max-cell-chars=x", "--max-header-bytes=-1"):
+        assert run_cli(tmp_path, "-o", tmp_path / "x.csv", flag) == 2
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
 
 def test_the_watchdog_stops_code_that_never_reads_and_leaves_the_thread_usable():
