@@ -392,3 +392,23 @@ def test_exceptions_map_to_the_vocabulary(exc, kind):
     assert record.type == kind and record.type in ERROR_TYPES
     assert record.message and "\n" not in record.message
     assert record.exception.startswith(type(exc).__name__)
+
+
+def test_an_odd_input_folder_and_a_folder_that_cannot_be_listed(tmp_path):
+    folder = os.path.join(str(tmp_path), os.fsdecode(b"dir-\xe9"))
+    copy_pydicom_file("CT_small.dcm", folder)
+    copy_pydicom_file("MR_small.dcm", os.path.join(folder, "locked"))
+    os.chmod(os.path.join(folder, "locked"), 0)
+    out = tmp_path / "out.csv"
+    command = [sys.executable, "-m", "beam_pipeline", folder, "-o", str(out), "--quiet"]
+    if os.geteuid() == 0:  # root lists anything; without the DAC capabilities it obeys modes
+        caps = "-dac_override,-dac_read_search"
+        command = ["setpriv", f"--bounding-set={caps}", f"--inh-caps={caps}"] + command
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    os.chmod(os.path.join(folder, "locked"), 0o755)
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, rows = read_csv(out)
+    assert [r["DicomPath"] for r in rows] == [escape(folder) + "/CT_small.dcm"]
+    _, skipped = read_csv(tmp_path / "out.skipped.csv")
+    assert [(s["DicomPath"], s["Reason"]) for s in skipped] == [
+        (escape(folder) + "/locked", "directory that cannot be listed: Permission denied")]
