@@ -208,6 +208,7 @@ class Watchdog:
         self.lock = threading.Condition()
         self.armed: set = set()
         self.fired = 0
+        self.wake_at = float("inf")  # when the thread next looks, unless notified
         thread = threading.Thread(target=self._watch, name="dicom-file-watchdog", daemon=True)
         thread.start()
 
@@ -222,7 +223,8 @@ class Watchdog:
         entry = _Armed(threading.get_ident(), time.monotonic() + seconds)
         with self.lock:
             self.armed.add(entry)
-            self.lock.notify()
+            if entry.deadline < self.wake_at:  # rarely: waking the thread costs a switch
+                self.lock.notify()
         return entry
 
     def disarm(self, entry: _Armed) -> None:
@@ -244,8 +246,9 @@ class Watchdog:
                     self.armed.discard(entry)
                     self.fired += 1
                     _set_async_exc(entry.thread_id, ctypes.py_object(FileTimeout))
-                waits = [entry.deadline - now for entry in self.armed]
-                self.lock.wait(timeout=min(waits) if waits else None)
+                self.wake_at = min((entry.deadline for entry in self.armed), default=float("inf"))
+                self.lock.wait(timeout=None if self.wake_at == float("inf") else
+                               max(0.0, self.wake_at - now))
 
 
 class FileGuard:
