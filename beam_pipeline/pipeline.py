@@ -1,5 +1,5 @@
 """The whole pipeline, in one place:
-discover -> extract -> spill -> columns -> CSV and/or Parquet -> report."""
+discover -> extract -> spill -> columns -> CSV and/or Parquet -> report -> HTML report."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from transforms.limits import FileLimits
 from transforms.manifest import (
     MANIFEST, KeepFileMetadata, WriteOutcomes, commit_state, prepare_state, skip_record,
 )
+from transforms.html_report import WriteHtmlReport, run_settings
 from transforms.report import OutputPaths, WriteReport
 from transforms.reuse import PlanReuse
 from transforms.rowstore import StoreRows
@@ -72,6 +73,7 @@ def build_pipeline(pipeline, inputs, options, paths: OutputPaths, started: float
     summary = (
         files, table_rows, columns, extracted[ERRORS], skipped, extra
     ) | "Report" >> WriteReport(paths, started)
+    summary | "HtmlReport" >> WriteHtmlReport(paths, run_settings(options, inputs))
     summary | "CommitState" >> beam.Map(
         commit_state,
         state,
