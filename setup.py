@@ -24,6 +24,7 @@ setup(
         "test": [
             "pytest", "pandas", "polars", "duckdb", "psutil",
             "pillow",  # tests/test_pipeline.py imports PIL
+            "hypothesis",  # property tests of the reader (tests/test_fuzz.py)
             # tests/test_buckets.py: both clouds, against servers started on 127.0.0.1
             "apache-beam[gcp,aws]==2.70.0", "crcmod",
             "gcp-storage-emulator==2026.7.19",

@@ -14,6 +14,16 @@ def non_negative_int(text: str) -> int:
 
 non_negative_int.__name__ = "non-negative integer"
 
+
+def non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:  # also refuses nan
+        raise ValueError(f"{value} is not a non-negative number")
+    return value
+
+
+non_negative_float.__name__ = "non-negative number"
+
 FORMATS = ("csv", "parquet")
 
 
@@ -75,9 +85,33 @@ class DicomExtractOptions(PipelineOptions):
             "modification time are unchanged; extract only new or changed files.",
         )
         # Output lifecycle (transforms/output): one writer per output.
-        parser.add_argument(
+        run.add_argument(
             "--wait-for-lock", "--wait_for_lock",
             dest="wait_for_lock", type=float, default=0.0, metavar="SECONDS",
             help="When another run holds the output's lock, wait up to SECONDS for it "
             "(default 0: stop at once with exit status 2).",
+        )
+        # Hostile archives: per-file limits (transforms/limits.py) and bounded cells
+        # (transforms/cells.py). 0 turns a limit off.
+        limits = parser.add_argument_group("Per-file limits (0 = off)")
+        limits.add_argument(
+            "--file-timeout", "--file_timeout", metavar="SECONDS",
+            dest="file_timeout", type=non_negative_float, default=60.0,
+            help="Seconds one file may take; past it: error 'Timeout', the run goes on.",
+        )
+        limits.add_argument(
+            "--max-header-bytes", "--max_header_bytes", metavar="N",
+            dest="max_header_bytes", type=non_negative_int, default=64 << 20,
+            help="Bytes read per file; past it: error 'TooLarge'. Nothing past "
+            "the cap is read or downloaded.",
+        )
+        limits.add_argument(
+            "--max-values", "--max_values", metavar="N",
+            dest="max_values", type=non_negative_int, default=256,
+            help="Numeric elements with more values are written '<N values>'.",
+        )
+        limits.add_argument(
+            "--max-cell-chars", "--max_cell_chars", metavar="N",
+            dest="max_cell_chars", type=non_negative_int, default=32000,
+            help="Longer text is cut; it ends with ' [cut: N characters in all]'.",
         )

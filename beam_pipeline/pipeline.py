@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import apache_beam as beam
 
+from transforms.cells import BoundCells
 from transforms.columns import ComputeColumns
 from transforms.discover import MatchInputs
 from transforms.extract import (
     ERRORS, READER_COUNTS, SKIPPED, BatchFiles, ExtractHeaders, SumReaderCounts,
 )
+from transforms.limits import FileLimits
 from transforms.flatten import FlattenSettings
 from transforms.html_report import WriteHtmlReport, run_settings
 from transforms.output.cleanup import cleanup
@@ -30,7 +32,10 @@ def build_pipeline(pipeline, inputs, options, paths: OutputPaths, started: float
         include_private=options.include_private,
         max_sequence_items=options.max_sequence_items,
         max_binary_bytes=options.max_binary_bytes,
+        max_values=options.max_values,
+        max_cell_chars=options.max_cell_chars,
     )
+    limits = FileLimits(seconds=options.file_timeout, header_bytes=options.max_header_bytes)
     # This run's state generation: rows are spilled into it and kept for the next run.
     state = prepare_state(paths.table, paths.temp_dir, settings, options.incremental)
     files = pipeline | "Discover" >> MatchInputs(inputs, progress)
@@ -38,10 +43,13 @@ def build_pipeline(pipeline, inputs, options, paths: OutputPaths, started: float
     extracted = (
         plan["extract"]
         | "Batch" >> BatchFiles()
-        | "Extract" >> beam.ParDo(KeepFileMetadata(ExtractHeaders(settings, progress)))
+        | "Extract" >> beam.ParDo(KeepFileMetadata(ExtractHeaders(settings, progress, limits)))
         .with_outputs(ERRORS, SKIPPED, MANIFEST, READER_COUNTS, main="rows")
     )
-    spilled = extracted.rows | "Spill" >> beam.ParDo(
+    bounded = extracted.rows | "BoundCells" >> BoundCells(
+        settings.max_values, settings.max_cell_chars
+    )
+    spilled = bounded["rows"] | "Spill" >> beam.ParDo(
         SpillRows(state.generation, options.rows_per_shard)
     )
     shards = (spilled, plan["shards"]) | "AllShards" >> beam.Flatten()
@@ -64,6 +72,9 @@ def build_pipeline(pipeline, inputs, options, paths: OutputPaths, started: float
     reader_counts = extracted[READER_COUNTS] | "ReaderCounts" >> SumReaderCounts()
     extra = plan["counts"] | "AddReaderCounts" >> beam.Map(
         lambda counts, reader: {**counts, **reader}, beam.pvalue.AsSingleton(reader_counts)
+    )
+    extra = extra | "AddCellCounts" >> beam.Map(
+        lambda counts, cells: {**counts, **cells}, beam.pvalue.AsSingleton(bounded["counts"])
     )
     extra = extra | "AddTableFigures" >> beam.Map(
         lambda counts, figures: {**counts, **{k: v for k, v in figures.items() if k != "rows"}},

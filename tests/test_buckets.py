@@ -219,7 +219,8 @@ def test_mixed_local_and_bucket_inputs(stores, archive, local_run, s3, tmp_path)
     s3_prefix, args = stores["s3"]
     out = f"s3://{BUCKET}/mixed-{uuid.uuid4().hex[:6]}/scan.csv"
     inputs = [os.path.join(archive, "a.dcm"), gs_prefix + "sub", s3_prefix + "ct/ct512.dcm"]
-    assert run_cli(*inputs, "-o", out, "--quiet", *args) == 0
+    # --max-cell-chars=0: the 48 KB text must come out whole, proving the ranged reads.
+    assert run_cli(*inputs, "-o", out, "--quiet", "--max-cell-chars=0", *args) == 0
     text = read_bytes(out, args).decode()
     paths = [line.split(",", 1)[0] for line in text.splitlines()[1:]]
     assert paths == sorted([
@@ -312,9 +313,11 @@ def test_object_vanished_between_match_and_read(stores, archive, tmp_path, monke
     # In process, so the patched step is the one that runs.
     assert run_cli(*inputs, "-o", out, "--quiet", "--direct_running_mode=in_memory", *args) == 0
     errors = (tmp_path / "scan.errors.csv").read_text().splitlines()
-    assert errors[1:] == [
-        f"{path},FileNotFoundError,no such object: {path}" for path in sorted(doomed)
+    assert [line.rsplit(",", 1)[0] for line in errors[1:]] == [
+        f"{path},Unreadable,no such object: {path}" for path in sorted(doomed)
     ]
+    assert all(line.endswith(",FileNotFoundError: [Errno 2] no such object: " + path)
+               for line, path in zip(errors[1:], sorted(doomed)))
     rows = (tmp_path / "scan.csv").read_text().splitlines()
     assert len(rows) == 1 + 2 * 2  # long-header.dcm and raw-no-meta on each store
 

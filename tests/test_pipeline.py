@@ -13,6 +13,7 @@ import polars as pl
 import pytest
 from PIL import Image
 
+from transforms.errors import ERROR_TYPES
 from tests.conftest import (
     build_sequence_dataset,
     copy_pydicom_file,
@@ -75,7 +76,9 @@ def test_every_file_is_a_row_an_error_or_a_skip(extracted):
     assert {os.path.basename(e["DicomPath"]) for e in errors} == ERRORS
     assert all(e["ErrorType"] and e["Message"] for e in errors)
     by_name = {os.path.basename(e["DicomPath"]): e for e in errors}
-    assert by_name["truncated.dcm"]["ErrorType"] == "TruncatedFileError"
+    assert by_name["truncated.dcm"]["ErrorType"] == "Truncated"
+    assert by_name["truncated.dcm"]["Exception"].startswith("TruncatedFileError: ")
+    assert {e["ErrorType"] for e in errors} <= set(ERROR_TYPES)
     assert "empty file" in by_name["zero.dcm"]["Message"]
     _, skipped = read_csv(str(extracted).replace(".csv", ".skipped.csv"))
     assert {os.path.basename(s["DicomPath"]) for s in skipped} == SKIPPED
@@ -170,5 +173,5 @@ def test_unreadable_file_is_an_error_and_the_rest_succeed(tmp_path):
     assert [os.path.basename(r["DicomPath"]) for r in rows] == ["CT_small.dcm"]
     _, errors = read_csv(tmp_path / "out.errors.csv")
     assert [(os.path.basename(e["DicomPath"]), e["ErrorType"]) for e in errors] == [
-        ("MR_small.dcm", "PermissionError")]
+        ("MR_small.dcm", "Unreadable")]
     assert "Permission denied" in errors[0]["Message"]

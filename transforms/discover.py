@@ -9,11 +9,12 @@ from __future__ import annotations
 import os
 
 import apache_beam as beam
-from apache_beam.io import fileio
 from apache_beam.io.filesystem import FileSystem
 from apache_beam.metrics import Metrics
 
 from transforms.extract import BatchFiles
+from transforms.match import MatchAll
+from transforms.paths import escape
 from transforms.storage import PrepareStorage
 
 # Files per shuffled element when spreading one input's files over the workers: small
@@ -63,7 +64,8 @@ class MatchInputs(beam.PTransform):
 
     def __init__(self, inputs, progress=None):
         super().__init__()
-        self.patterns = [to_pattern(path) for path in inputs]
+        # Escaped: beam.Create encodes them, and a non-UTF-8 name would not encode.
+        self.patterns = [escape(to_pattern(path)) for path in inputs]
         self.progress = progress
 
     def expand(self, pbegin):
@@ -71,7 +73,8 @@ class MatchInputs(beam.PTransform):
             pbegin
             | "Patterns" >> beam.Create(self.patterns)
             | "Storage" >> beam.ParDo(PrepareStorage())  # before the first bucket call
-            | "Match" >> fileio.MatchAll(fileio.EmptyMatchTreatment.ALLOW)
+            # Paths come out escaped (transforms/paths.py), special files included.
+            | "Match" >> MatchAll()
         )
         if len(self.patterns) > 1:
             # Grouping by path drops files that two inputs both match, and, like a

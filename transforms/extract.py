@@ -28,8 +28,12 @@ from pydicom import dcmread
 from pydicom.datadict import DicomDictionary
 from pydicom.dataelem import RawDataElement
 
-from transforms.flatten import TEXT_VRS, FlattenSettings, flatten
+from transforms.errors import CorruptFileError, NotDicomError, TruncatedFileError, classify
+from transforms.flatten import NUMBER_SIZES, TEXT_VRS, FlattenSettings, flatten
 from transforms.header_reader import HeaderReader
+from transforms.limits import FileGuard, FileLimitExceeded, FileLimits, check_inflated_size
+from transforms.paths import unescape
+from transforms.special_files import SpecialFile, open_regular
 from transforms.storage import open_ranged
 
 ERRORS = "errors"
@@ -48,22 +52,18 @@ DEFER_SIZE = 4096
 DICOM_EXTENSIONS = (".dcm", ".dicom", ".dic", ".ima")
 
 
-class TruncatedFileError(Exception):
-    """The file ends inside an element of its header."""
-
-
-class NotDicomError(Exception):
-    """A file that promises DICOM (by its name) but does not hold it."""
-
-
 def open_file(path: str):
-    """A seekable binary stream over ``path`` (local or any Beam filesystem).
+    """A seekable binary stream over ``path`` (escaped, local or any Beam filesystem).
 
+    Local files are opened only if they are regular files (``SpecialFile`` otherwise).
     Bucket objects are read with bounded range requests, only as far as the header goes
     (``FileSystems.open`` would download 16 MiB of each)."""
-    if "://" not in path:
-        return open(path, "rb")
-    return open_ranged(path)
+    real = unescape(path)
+    if "://" not in real:
+        return open_regular(real)
+    if real.startswith("file://"):
+        return open_regular(real[len("file://"):])
+    return open_ranged(real)
 
 
 def _plausible_first_tag(prefix: bytes, byteorder: str) -> bool:
@@ -108,8 +108,8 @@ def check_complete(dataset, size: int | None = None) -> None:
             continue
         if present < raw.length:
             raise TruncatedFileError(
-                f"file ends inside element {raw.tag}: {present} of "
-                f"{raw.length} bytes present"
+                f"ends inside element {raw.tag}: {present:,} of "
+                f"{raw.length:,} bytes present"
             )
 
 
@@ -170,9 +170,12 @@ class ExtractHeaders(beam.DoFn):
     """A list of FileMetadata (or one) -> a Row, or a tagged skip / error record, per file,
     and one ``READER_COUNTS`` record per call."""
 
-    def __init__(self, settings: FlattenSettings, progress=None, lean: bool = True):
+    def __init__(self, settings: FlattenSettings, progress=None,
+                 limits: FileLimits = FileLimits(), lean: bool = True):
         self.settings = settings
         self.progress = progress
+        self.limits = limits
+        self.guard = None
         self.lean = lean
         self.extracted = Metrics.counter("dicom", "extracted")
         self.errors = Metrics.counter("dicom", "errors")
@@ -188,6 +191,7 @@ class ExtractHeaders(beam.DoFn):
         # noise, and whatever matters ends up in the row or in errors.csv.
         logging.getLogger("pydicom").setLevel(logging.ERROR)
         warnings.filterwarnings("ignore", module=r"pydicom(\..*)?")
+        self.guard = FileGuard(self.limits)
         if self.progress is not None:
             self.progress.connect()
         self.reader = HeaderReader(self.settings) if self.lean else None
@@ -206,11 +210,19 @@ class ExtractHeaders(beam.DoFn):
 
     def _outcome(self, file_metadata):
         path = file_metadata.path
+        if self.guard is None:  # used without setup(), as in benchmarks
+            self.guard = FileGuard(self.limits)
+        self.stream = None
         try:
-            return self._read(path, file_metadata.size_in_bytes)
-        except Exception as exc:  # pylint: disable=broad-except
+            # Under the per-file time limit; the header cap is on the stream.
+            outcome = self.guard.run(self._read, path, file_metadata.size_in_bytes)
+        except SpecialFile as special:
+            self.skipped.inc()
+            outcome = beam.pvalue.TaggedOutput(SKIPPED, (path, special.reason))
+        except (Exception, FileLimitExceeded) as exc:  # pylint: disable=broad-except
             self.errors.inc()
-            return beam.pvalue.TaggedOutput(ERRORS, (path, type(exc).__name__, _message(exc)))
+            outcome = beam.pvalue.TaggedOutput(ERRORS, (path, *classify(exc, self.stream)))
+        return outcome
 
     def finish_bundle(self):
         if self.progress is not None:
@@ -218,7 +230,8 @@ class ExtractHeaders(beam.DoFn):
 
     def _read(self, path: str, size: int):
         """``size`` is the file's size as matched: values deferred past it are cut short."""
-        with open_file(path) as stream:
+        with self.guard.stream(open_file(path), size) as stream:
+            self.stream = stream  # where the read got to, for the error message
             prefix = stream.read(PREAMBLE_LENGTH + len(MAGIC))
             kind, reason = recognise(prefix)
             if kind is None:
@@ -226,6 +239,9 @@ class ExtractHeaders(beam.DoFn):
                     raise NotDicomError(f"named as DICOM but not DICOM: {reason}")
                 self.skipped.inc()
                 return beam.pvalue.TaggedOutput(SKIPPED, (path, reason))
+            if kind == "part10" and size is not None and size <= PREAMBLE_LENGTH + len(MAGIC):
+                raise TruncatedFileError("ends right after the preamble and 'DICM': "
+                                         "no File Meta, no data set")
             if self.reader is not None:
                 row = self.reader.read(stream, path, size, prefix) if kind == "part10" else None
                 if row is not None:
@@ -234,6 +250,8 @@ class ExtractHeaders(beam.DoFn):
                     return row
                 self.counts[1] += 1  # raw datasets (no File Meta) always go to pydicom
             stream.seek(0)
+            if kind == "part10":
+                check_inflated_size(stream)  # a deflated data set inflates in one call
             dataset = dcmread(
                 stream,
                 stop_before_pixels=True,
@@ -243,17 +261,31 @@ class ExtractHeaders(beam.DoFn):
             # Garbage after "DICM" reads as a few odd private tags: require File Meta
             # or at least one standard element.
             if not dataset.file_meta and not any(tag in DicomDictionary for tag in dataset.keys()):
+                if kind == "part10":
+                    raise CorruptFileError("has the 'DICM' marker, but no File Meta and no "
+                                           "standard DICOM element could be read after it")
                 raise NotDicomError("no File Meta and no standard DICOM element could be read")
             check_complete(dataset, size)
 
+            max_values = self.settings.max_values
+
+            def keeps_values(count: int) -> bool:
+                return not max_values or count <= max_values
+
             def read_deferred(raw: RawDataElement) -> RawDataElement:
-                # Only text is worth reading; binary values stay "<N bytes>".
-                if raw.VR is not None and raw.VR not in TEXT_VRS and raw.VR != "SQ":
+                # Only text is worth reading; binary values stay "<N bytes>", and
+                # numbers "<N values>" unless --max-values keeps that many.
+                if raw.VR is not None and raw.VR not in TEXT_VRS and raw.VR != "SQ" and not (
+                    raw.VR in NUMBER_SIZES and keeps_values(raw.length // NUMBER_SIZES[raw.VR])
+                ):
                     return raw
                 stream.seek(raw.value_tell)
                 value = stream.read(raw.length)
                 if len(value) < raw.length:
-                    raise TruncatedFileError(f"file ends inside element {raw.tag}")
+                    raise TruncatedFileError(
+                        f"ends inside element {raw.tag}: {len(value):,} of "
+                        f"{raw.length:,} bytes present"
+                    )
                 return raw._replace(value=value)
 
             row, bad_elements = flatten(dataset, path, self.settings, read_deferred)
@@ -262,10 +294,4 @@ class ExtractHeaders(beam.DoFn):
         self.extracted.inc()
         return row
 
-
-def _message(exc: Exception) -> str:
-    text = str(exc) or repr(exc)
-    if isinstance(exc, OSError) and exc.strerror:
-        text = exc.strerror
-    return " ".join(text.split())
 

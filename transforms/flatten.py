@@ -74,6 +74,9 @@ class FlattenSettings:
     include_private: bool = False
     max_sequence_items: int = 16  # 0 = unlimited
     max_binary_bytes: int = 64
+    # Bounded cells (transforms/cells.py), applied to the Row after flattening.
+    max_values: int = 256  # 0 = unlimited
+    max_cell_chars: int = 32000  # 0 = unlimited
 
 
 class Row(NamedTuple):
@@ -124,7 +127,7 @@ def private_element_name(tag: BaseTag, creator: str | None) -> str:
         return f"[Unknown Creator] {tag_text(tag)}"
     try:
         description = get_private_entry(tag, creator)[2]
-    except KeyError:
+    except Exception:  # pylint: disable=broad-except  # KeyError, or a creator it chokes on
         description = ""
     if description:
         return f"[{creator}] {description} {tag_text(tag)}"
@@ -137,9 +140,14 @@ def _private_creator(tag: BaseTag, dataset: Dataset) -> str | None:
     creator_tag = (tag.group << 16) | (tag.element >> 8)
     if creator_tag not in dataset:
         return None
-    creator = dataset[creator_tag].value
+    try:
+        creator = dataset[creator_tag].value
+    except Exception:  # pylint: disable=broad-except  # a creator that does not convert
+        return None
     if isinstance(creator, bytes):
         creator = creator.decode(DEFAULT_ENCODING)
+    if isinstance(creator, MultiValue):
+        creator = "\\".join(str(part) for part in creator)
     creator = str(creator).strip(" \0")
     return creator or None
 
@@ -227,6 +235,8 @@ def format_raw(vr: str, raw: RawDataElement, encodings: list[str], max_bytes: in
     if vr in NUMBER_FORMATS:
         code = NUMBER_FORMATS[vr]
         size = NUMBER_SIZES[vr]
+        if value is None:  # deferred and not read (see transforms/cells.py)
+            return f"<{raw.length // size} values>"
         if len(value) % size:
             raise ValueError(f"{len(value)} bytes is not a whole number of {vr} values")
         numbers = struct.unpack(f"{endian}{len(value) // size}{code}", value)
@@ -453,7 +463,10 @@ class _Walker:
             terms = list(value) if isinstance(value, MultiValue) else [value or ""]
         if not any(terms):
             return inherited
-        return convert_encodings(terms if len(terms) > 1 else terms[0])
+        try:
+            return convert_encodings(terms if len(terms) > 1 else terms[0])
+        except Exception:  # pylint: disable=broad-except  # garbage, not a character set
+            return inherited
 
     def _element(self, dataset: Dataset, tag: int, item, name: str, encodings) -> None:
         if self.reference:

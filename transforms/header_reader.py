@@ -71,7 +71,11 @@ from transforms.flatten import (
 # Same threshold as extraction's dcmread: top-level values longer than this are not read.
 DEFER_SIZE = 4096
 # The FlattenSettings fields this reader implements; any other field means "decline".
-SUPPORTED_SETTINGS = frozenset({"include_private", "max_sequence_items", "max_binary_bytes"})
+# max_values and max_cell_chars are applied to every reader's Row afterwards (transforms/cells.py);
+# deferred numeric values, the one place the pydicom path bounds them itself, are declined.
+SUPPORTED_SETTINGS = frozenset({
+    "include_private", "max_sequence_items", "max_binary_bytes", "max_values", "max_cell_chars",
+})
 # First read, prefix included: storage.FIRST_BLOCK, so a short header costs a bucket
 # reader one request.
 FIRST_READ = 16384

@@ -78,7 +78,8 @@ def write_report(_, paths: OutputPaths, started: float, matched, rows, columns, 
     from transforms import beam_internals
 
     beam_internals.prepare_filesystems()
-    write_csv_file(paths.errors, ["DicomPath", "ErrorType", "Message"], errors)
+    # ErrorType: transforms/errors.py's vocabulary; Exception: the original exception.
+    write_csv_file(paths.errors, ["DicomPath", "ErrorType", "Message", "Exception"], errors)
     write_csv_file(paths.skipped, ["DicomPath", "Reason"], skipped)
     summary = {
         "files_matched": matched,

@@ -42,6 +42,7 @@ from typing import Callable
 import pyarrow as pa
 from pydicom.datadict import dictionary_VM, get_private_entry
 
+from transforms.cells import VALUES_MARKER
 from transforms.flatten import BINARY_VRS, PATH_COLUMN, SINGLE_TEXT_VRS
 
 INT_VRS = frozenset({"IS", "SS", "US", "SL", "UL", "SV", "UV"})
@@ -246,6 +247,7 @@ class ColumnConverter:
     ``convert`` returns the array and the number of values that did not parse as the
     column's type (they are null). For a list column a value is a whole cell: if one
     of its items does not parse, the cell is null; empty items (``1\\\\3``) are null items.
+    A cell bounded to ``<N values>`` (``transforms/cells.py``) is null and not counted.
     """
 
     def __init__(self, arrow_type: pa.DataType, vrs):
@@ -273,7 +275,9 @@ class ColumnConverter:
         values = []
         bad = 0
         for text in texts:
-            if text is None:
+            if text is None or (text[:1] == "<" and VALUES_MARKER.fullmatch(text)):
+                # A bounded cell (transforms/cells.py): null, as documented, not a
+                # value that failed to parse.
                 values.append(None)
                 continue
             try:

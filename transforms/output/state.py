@@ -41,9 +41,11 @@ import pydicom
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+import transforms.cells as cells_module
 import transforms.extract as extract_module
 import transforms.flatten as flatten_module
 import transforms.header_reader as header_reader_module
+import transforms.paths as paths_module
 from transforms.output import shard_format
 
 STATE_FORMAT = "dicom-meta-extract/state"
@@ -55,7 +57,7 @@ GENERATION = "GENERATION.json"
 ROWS_PATTERN = "rows-*" + shard_format.SUFFIX
 OUTCOMES_PATTERN = "outcomes-*.parquet"
 # The modules whose code decides a row's text: rows kept by other code are stale.
-ROW_CODE_MODULES = [flatten_module, extract_module, header_reader_module]
+ROW_CODE_MODULES = [flatten_module, extract_module, header_reader_module, cells_module, paths_module]
 
 
 class StateError(Exception):
@@ -173,6 +175,8 @@ def fingerprint(settings) -> dict:
         "include_private": settings.include_private,
         "max_sequence_items": settings.max_sequence_items,
         "max_binary_bytes": settings.max_binary_bytes,
+        "max_values": settings.max_values,
+        "max_cell_chars": settings.max_cell_chars,
     }
 
 
