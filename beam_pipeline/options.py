@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from transforms.content import tag_list
+
 
 def non_negative_int(text: str) -> int:
     value = int(text)
@@ -64,4 +66,60 @@ class DicomExtractOptions(PipelineOptions):
             "--incremental", action="store_true", default=False,
             help="Reuse the rows of the previous output for files whose size and "
             "modification time are unchanged; extract only new or changed files.",
+        )
+        # What goes into the table: tag selection, de-identification, spreadsheet safety
+        # (transforms/selection.py, transforms/deidentify.py, transforms/content.py).
+        parser.add_argument(
+            "--tags", type=tag_list, default=None,
+            help="Only these elements: comma-separated keywords (PatientID), tags "
+            "((0010,0020) or 00100020), wildcards ((0029,xxxx)), private creator blocks "
+            "([SIEMENS CSA HEADER]) or nested paths (ReferencedImageSequence."
+            "ReferencedSOPInstanceUID); @FILE reads one entry per line (# comments).",
+        )
+        parser.add_argument(
+            "--exclude-tags", "--exclude_tags", dest="exclude_tags", type=tag_list,
+            default=None, help="Leave these elements out (same entries as --tags).",
+        )
+        parser.add_argument(
+            "--deidentify", action="store_true", default=False,
+            help="Apply the DICOM PS3.15 Basic Application Level Confidentiality Profile "
+            "to every column (private elements removed).",
+        )
+        for flag, option in (
+            ("retain-modified-dates",
+             "Retain Longitudinal Temporal Information with Modified Dates: dates moved by "
+             "a per-patient offset derived from the key"),
+            ("retain-full-dates", "Retain Longitudinal Temporal Information with Full Dates"),
+            ("retain-patient-characteristics", "Retain Patient Characteristics"),
+            ("retain-device-identity", "Retain Device Identity"),
+            ("retain-institution-identity", "Retain Institution Identity"),
+            ("retain-uids", "Retain UIDs"),
+        ):
+            dest = flag.replace("-", "_")
+            parser.add_argument(
+                f"--{flag}", f"--{dest}", dest=dest, action="store_true", default=False,
+                help=f"With --deidentify: the {option} Option.",
+            )
+        parser.add_argument(
+            "--retain-safe-private", "--retain_safe_private", dest="retain_safe_private",
+            type=tag_list, default=None,
+            help="With --deidentify: keep the private elements listed (creator blocks, "
+            "private tags, wildcards; @FILE), which you know to be safe.",
+        )
+        parser.add_argument(
+            "--pseudonym-key-file", "--pseudonym_key_file", dest="pseudonym_key_file",
+            default=None,
+            help="With --deidentify: key (at least 16 bytes) of the HMAC-SHA256 pseudonyms "
+            "of Patient ID and UIDs; the same key gives the same pseudonyms in every run.",
+        )
+        parser.add_argument(
+            "--pseudonymize-paths", "--pseudonymize_paths", dest="pseudonymize_paths",
+            action="store_true", default=False,
+            help="With --deidentify: DicomPath becomes a keyed pseudonym in the table.",
+        )
+        parser.add_argument(
+            "--csv-formula-guard", "--csv_formula_guard", dest="csv_formula_guard",
+            action="store_true", default=False,
+            help="Prefix CSV text cells starting with =, +, -, @, tab or CR with ' "
+            "(never numeric VRs) so spreadsheets do not run them as formulas.",
         )

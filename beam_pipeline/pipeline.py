@@ -6,6 +6,7 @@ from __future__ import annotations
 import apache_beam as beam
 
 from transforms.columns import ComputeColumns
+from transforms.content import ContentSettings, RowContent
 from transforms.discover import MatchInputs
 from transforms.extract import ERRORS, SKIPPED, ExtractHeaders
 from transforms.flatten import FlattenSettings
@@ -21,18 +22,24 @@ from transforms.write_parquet import WriteParquet
 
 def build_pipeline(pipeline, inputs, options, paths: OutputPaths, started: float, progress=None):
     """Add the extraction to ``pipeline``; returns the PCollection holding the summary."""
+    # Tag selection and de-identification (transforms/content.py): the walker reads only
+    # selected elements; each row is de-identified before it leaves extraction.
+    content = ContentSettings.from_options(options)
     settings = FlattenSettings(
-        include_private=options.include_private,
+        include_private=content.reads_private(options.include_private),
         max_sequence_items=options.max_sequence_items,
         max_binary_bytes=options.max_binary_bytes,
+        selection=content.selection or None,
     )
     # Rows are spilled into a generation of the state directory, kept as the manifest
     # and row store the next run reuses (see transforms/manifest.py).
-    state = prepare_state(paths.table, paths.temp_dir, settings, options.incremental)
+    state = prepare_state(
+        paths.table, paths.temp_dir, settings, options.incremental, content.fingerprint()
+    )
     files = pipeline | "Discover" >> MatchInputs(inputs, progress)
     plan = files | "Reuse" >> PlanReuse(state, options.rows_per_shard, progress)
     extracted = plan["extract"] | "Extract" >> beam.ParDo(
-        KeepFileMetadata(ExtractHeaders(settings, progress))
+        KeepFileMetadata(ExtractHeaders(settings, progress, RowContent(content)))
     ).with_outputs(ERRORS, SKIPPED, MANIFEST, main="rows")
     spilled = extracted.rows | "Spill" >> beam.ParDo(
         StoreRows(state.generation, options.rows_per_shard)
@@ -48,7 +55,9 @@ def build_pipeline(pipeline, inputs, options, paths: OutputPaths, started: float
         | "WriteOutcomes" >> beam.ParDo(WriteOutcomes(state.generation))
     )
     columns = shards | "Columns" >> ComputeColumns()
-    extra = plan["counts"]
+    extra = plan["counts"] | "AddContentSettings" >> beam.Map(
+        lambda counts, entries: {**counts, **entries}, content.summary()
+    )
     if "parquet" in paths.formats:
         parquet = (shards, columns) | "WriteParquet" >> WriteParquet(
             paths.parquet, paths.temp_dir
@@ -58,7 +67,9 @@ def build_pipeline(pipeline, inputs, options, paths: OutputPaths, started: float
             lambda counts, stats: {**counts, **stats}, beam.pvalue.AsSingleton(parquet)
         )
     if "csv" in paths.formats:
-        table_rows = (shards, columns) | "WriteCsv" >> WriteCsv(paths.table, paths.temp_dir)
+        table_rows = (shards, columns) | "WriteCsv" >> WriteCsv(
+            paths.table, paths.temp_dir, content.csv_formula_guard
+        )
     summary = (
         files, table_rows, columns, extracted[ERRORS], skipped, extra
     ) | "Report" >> WriteReport(paths, started)

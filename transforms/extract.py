@@ -103,9 +103,11 @@ def check_complete(dataset, size: int | None = None) -> None:
 class ExtractHeaders(beam.DoFn):
     """FileMetadata -> Row, or a tagged skip / error record."""
 
-    def __init__(self, settings: FlattenSettings, progress=None):
+    def __init__(self, settings: FlattenSettings, progress=None, content=None):
         self.settings = settings
         self.progress = progress
+        # transforms.content.RowContent: de-identification, applied to every row here.
+        self.content = content
         self.extracted = Metrics.counter("dicom", "extracted")
         self.errors = Metrics.counter("dicom", "errors")
         self.skipped = Metrics.counter("dicom", "skipped")
@@ -169,6 +171,10 @@ class ExtractHeaders(beam.DoFn):
                 return raw._replace(value=value)
 
             row, bad_elements = flatten(dataset, path, self.settings, read_deferred)
+        # The one place rows change after flattening: nothing downstream (shards, state,
+        # reports) ever sees an original value of a de-identified column.
+        if self.content is not None:
+            row = self.content.apply(row)
         if bad_elements:
             self.bad_elements.inc(len(bad_elements))
         self.extracted.inc()

@@ -98,12 +98,16 @@ def run_id_of(temp_dir: str) -> str:
     return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8]
 
 
-def prepare_state(table: str, temp_dir: str, settings, incremental: bool) -> RunState:
+def prepare_state(
+    table: str, temp_dir: str, settings, incremental: bool, content: dict | None = None
+) -> RunState:
     """At launch: create this run's generation and list what earlier runs left to reuse.
 
     The generation ``CURRENT`` names is reused only with ``--incremental``; generations
     of interrupted runs (no ``CURRENT`` points at them) are always reused, since their
-    rows were made by the same code and settings from files that still match."""
+    rows were made by the same code and settings from files that still match.
+    ``content``: the tag selection and de-identification settings (key fingerprint
+    included) the rows were made with (``ContentSettings.fingerprint``)."""
     state_dir = state_dir_for(table)
     generation = FileSystems.join(state_dir, f"gen-{run_id_of(temp_dir)}")
     fingerprint = {
@@ -112,6 +116,7 @@ def prepare_state(table: str, temp_dir: str, settings, incremental: bool) -> Run
         "include_private": settings.include_private,
         "max_sequence_items": settings.max_sequence_items,
         "max_binary_bytes": settings.max_binary_bytes,
+        **(content or {}),
     }
     current_name = (_read_text(FileSystems.join(state_dir, CURRENT)) or "").strip()
     found = FileSystems.match([FileSystems.join(state_dir, "gen-*", SETTINGS)])[0]

@@ -24,6 +24,7 @@ from typing import Iterator, NamedTuple
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
+from transforms.csv_safety import guard_fields, guarded_columns
 from transforms.flatten import PATH_COLUMN
 from transforms.merge import FormatThenMerge, allow_open_files
 from transforms.spill import read_shard_by_path
@@ -58,11 +59,14 @@ def column_names(columns) -> list[str]:
 class FormatCsvShard(beam.DoFn):
     """Shard -> CsvShard: the shard's rows, sorted by path, as CSV records."""
 
-    def __init__(self, temp_dir: str):
+    def __init__(self, temp_dir: str, formula_guard: bool = False):
         self.temp_dir = temp_dir
+        self.formula_guard = formula_guard
 
     def process(self, shard, columns):
         names = column_names(columns)
+        # --csv-formula-guard (transforms/csv_safety.py): which columns are text.
+        guarded = guarded_columns(names, columns) if self.formula_guard else None
         rows = read_shard_by_path(shard.path)
         stem = FileSystems.join(self.temp_dir, f"csv-{uuid.uuid4().hex}")
         buffer = io.StringIO()
@@ -70,7 +74,8 @@ class FormatCsvShard(beam.DoFn):
         index = []
         with FileSystems.create(stem + ".csv") as out:
             for values in rows:
-                writer.writerow([values.get(name, "") for name in names])
+                fields = [values.get(name, "") for name in names]
+                writer.writerow(fields if guarded is None else guard_fields(fields, guarded))
                 record = encode(buffer.getvalue())
                 buffer.seek(0)
                 buffer.truncate()
@@ -126,9 +131,9 @@ def merge_csv_shards(shards, columns, output_path: str, temp_path: str) -> int:
 class WriteCsv(FormatThenMerge):
     """Shards + columns -> one CSV file; outputs its row count once it is in place."""
 
-    def __init__(self, output_path: str, temp_dir: str):
+    def __init__(self, output_path: str, temp_dir: str, formula_guard: bool = False):
         super().__init__(
-            FormatCsvShard(temp_dir),
+            FormatCsvShard(temp_dir, formula_guard),
             functools.partial(
                 merge_csv_shards,
                 output_path=output_path,
