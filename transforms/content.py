@@ -112,8 +112,9 @@ class ContentSettings:
     def reads_private(self, include_private: bool) -> bool:
         """Whether the walker reads private elements: asked for (by --include-private or
         a selected private entry), and not all removed by de-identification anyway."""
-        wanted = include_private or self.selection.reads_private
-        return wanted and (self.deid is None or bool(self.deid.safe_private))
+        if self.deid is not None:
+            return bool(self.deid.safe_private)  # all other private elements are removed
+        return include_private or self.selection.reads_private
 
     @property
     def key_fingerprint(self) -> str:

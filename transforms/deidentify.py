@@ -65,6 +65,7 @@ KEEP = "K"
 CLEAN = "C"
 UID = "U"
 PATIENT = "P"  # the keyed Patient ID pseudonym
+PRIVATE_CREATOR = "PC"  # kept iff its value (the creator) is listed as safe
 SEQUENCE_REMOVING = frozenset({"X", "Z", "D", "X/Z", "X/D", "Z/D", "X/Z/D"})
 
 DUMMIES = {
@@ -195,6 +196,8 @@ class Deidentifier:
         for depth, tag in enumerate(tags):
             last = depth == len(tags) - 1 and not items
             if (tag >> 16) & 1:
+                if last and 0x0010 <= tag & 0xFFFF <= 0x00FF:
+                    return PRIVATE_CREATOR if "retain_safe_private" in options else REMOVE
                 if not self._private_safe(tag, creator if depth == len(tags) - 1 else None):
                     return REMOVE
                 if last:
@@ -239,6 +242,9 @@ class Deidentifier:
             action = KEEP if name == PATH_COLUMN else self.plan(name, vr)
             if action == REMOVE:
                 continue
+            if action == PRIVATE_CREATOR:
+                if not self._private_safe(column_tags(name)[0][-1], text):
+                    continue
             if action == UID:
                 text = "\\".join(
                     self.pseudonyms.uid(part) if part else "" for part in text.split("\\")
