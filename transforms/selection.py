@@ -353,6 +353,12 @@ class Selection:
         return inc, exc
 
     def root(self) -> Selector:
+        """The top level's Selector; one per Selection, so that every file reuses the
+        per-tag decisions it caches."""
+        return self._root
+
+    @functools.cached_property
+    def _root(self) -> Selector:
         inc, exc = self._tries
         return Selector(inc, exc, frozenset(self.required))
 
