@@ -6,7 +6,7 @@ from __future__ import annotations
 import apache_beam as beam
 
 from transforms.columns import ComputeColumns
-from transforms.content import ContentSettings, RowContent
+from transforms.content import ContentSettings, PseudonymizeReportPaths, RowContent, TablePath
 from transforms.discover import MatchInputs
 from transforms.extract import ERRORS, SKIPPED, ExtractHeaders
 from transforms.flatten import FlattenSettings
@@ -37,7 +37,8 @@ def build_pipeline(pipeline, inputs, options, paths: OutputPaths, started: float
         paths.table, paths.temp_dir, settings, options.incremental, content.fingerprint()
     )
     files = pipeline | "Discover" >> MatchInputs(inputs, progress)
-    plan = files | "Reuse" >> PlanReuse(state, options.rows_per_shard, progress)
+    table_path = TablePath(content)  # DicomPath as the outputs show it
+    plan = files | "Reuse" >> PlanReuse(state, options.rows_per_shard, progress, table_path)
     extracted = plan["extract"] | "Extract" >> beam.ParDo(
         KeepFileMetadata(ExtractHeaders(settings, progress, RowContent(content)))
     ).with_outputs(ERRORS, SKIPPED, MANIFEST, main="rows")
@@ -70,8 +71,10 @@ def build_pipeline(pipeline, inputs, options, paths: OutputPaths, started: float
         table_rows = (shards, columns) | "WriteCsv" >> WriteCsv(
             paths.table, paths.temp_dir, content.csv_formula_guard
         )
+    errors = extracted[ERRORS] | "ErrorPaths" >> PseudonymizeReportPaths(table_path)
+    skipped = skipped | "SkippedPaths" >> PseudonymizeReportPaths(table_path)
     summary = (
-        files, table_rows, columns, extracted[ERRORS], skipped, extra
+        files, table_rows, columns, errors, skipped, extra
     ) | "Report" >> WriteReport(paths, started)
     summary | "CommitState" >> beam.Map(
         commit_state,

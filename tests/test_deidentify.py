@@ -386,3 +386,28 @@ def test_deidentify_option_errors_exit_2(archive, tmp_path, capsys):
         assert len(err.splitlines()) == 1 and message in err, (flags, err)
     assert not os.path.exists(out)
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_pseudonymized_paths_everywhere_and_incremental_reuse(key_files, tmp_path):
+    """--pseudonymize-paths: no output file names a real path (errors and skips
+    included), and incremental runs still reuse rows (the state keeps real paths)."""
+    archive = tmp_path / "Doe^John_archive"
+    copy_pydicom_file("CT_small.dcm", archive)
+    copy_pydicom_file("chrGreek.dcm", archive)
+    (archive / "notes.txt").write_text("not DICOM\n")
+    (archive / "broken.dcm").write_bytes(open(archive / "CT_small.dcm", "rb").read()[:1000])
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    flags = ["--deidentify", "--pseudonym-key-file", key_files[0], "--pseudonymize-paths",
+             "--incremental", "--quiet"]
+    for attempt in (1, 2):
+        assert run_cli(archive, "-o", out_dir / "scan.csv", *flags) == 0
+        summary = json.loads((out_dir / "scan.summary.json").read_text())
+        assert summary["rows"] == 2 and summary["errors"] == 1
+        assert summary["non_dicom_skipped"] == 1
+        assert summary["files_reused"] == (0 if attempt == 1 else 3)
+        for name in ("scan.csv", "scan.errors.csv", "scan.skipped.csv"):
+            text = (out_dir / name).read_text()
+            assert "Doe^John" not in text and str(tmp_path) not in text, name
+        skipped = read_csv(out_dir / "scan.skipped.csv")[1]
+        assert re.fullmatch(r"anon-[0-9a-f]{32}", skipped[0]["DicomPath"])

@@ -15,6 +15,8 @@ import hashlib
 import sys
 from dataclasses import dataclass, field
 
+import apache_beam as beam
+
 from transforms.deidentify import (
     OPTIONS, PATIENT_ID, PATIENT_ID_COLUMN, PROFILE, DeidSettings, Deidentifier, profile_table,
 )
@@ -173,6 +175,50 @@ class ContentSettings:
                                  source.get("sha256_of_source_xml")],
             })
         return entries
+
+
+class TablePath:
+    """``DicomPath`` as the table shows it: the file's path, or its keyed pseudonym with
+    ``--pseudonymize-paths`` (the state keeps real paths to match files by)."""
+
+    def __init__(self, settings: ContentSettings):
+        self.key = settings.key if settings.deid and settings.deid.pseudonymize_paths else None
+        self._pseudonyms = None
+
+    def __bool__(self) -> bool:
+        return self.key is not None
+
+    def __getstate__(self):
+        return {"key": self.key}
+
+    def __setstate__(self, state):
+        self.key, self._pseudonyms = state["key"], None
+
+    def __call__(self, path: str) -> str:
+        if self.key is None:
+            return path
+        if self._pseudonyms is None:
+            self._pseudonyms = Pseudonyms(self.key)
+        return self._pseudonyms.path(path)
+
+    def record(self, record: tuple) -> tuple:
+        """An errors/skipped record ``(path, ...)`` with the path replaced everywhere."""
+        path, *rest = record
+        shown = self(path)
+        return (shown, *(str(part).replace(path, shown) for part in rest))
+
+
+class PseudonymizeReportPaths(beam.PTransform):
+    """Errors or skipped records with their paths pseudonymized, when asked; else as is."""
+
+    def __init__(self, table_path: TablePath):
+        super().__init__()
+        self.table_path = table_path
+
+    def expand(self, records):
+        if not self.table_path:
+            return records
+        return records | "PseudonymPaths" >> beam.Map(self.table_path.record)
 
 
 class RowContent:

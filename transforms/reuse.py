@@ -112,10 +112,13 @@ class RespillRows(beam.DoFn):
     """(old sidecar, kept paths) -> ``Shard`` records of the kept rows, now stored in
     this run's generation. Partly kept or small shards are packed together."""
 
-    def __init__(self, generation: str, rows_per_shard: int):
+    def __init__(self, generation: str, rows_per_shard: int, table_path=None):
         self.generation = generation
         self.rows_per_shard = max(1, rows_per_shard)
         self.shard = None
+        # The row's DicomPath for a file's path (transforms.content.TablePath: a keyed
+        # pseudonym with --pseudonymize-paths); None: the path itself.
+        self.table_path = table_path
 
     def start_bundle(self):
         self.shard = None
@@ -133,7 +136,8 @@ class RespillRows(beam.DoFn):
             return
         found = 0
         for values, (path, size, mtime, vrs) in zip(read_shard(old_shard), content["files"]):
-            if values.get(PATH_COLUMN) != path:
+            expected = self.table_path(path) if self.table_path is not None else path
+            if values.get(PATH_COLUMN) != expected:
                 raise RuntimeError(f"{old_shard} does not match its sidecar at {path}")
             if path not in keep:
                 continue
@@ -189,11 +193,12 @@ class PlanReuse(beam.PTransform):
     """FileMetadata -> {"extract": FileMetadata, "shards": reused rows' Shard records,
     "manifest": reused skip entries, "counts": one dict of reuse figures}."""
 
-    def __init__(self, state: RunState, rows_per_shard: int, progress=None):
+    def __init__(self, state: RunState, rows_per_shard: int, progress=None, table_path=None):
         super().__init__()
         self.state = state
         self.rows_per_shard = rows_per_shard
         self.progress = progress
+        self.table_path = table_path
 
     def expand(self, files):
         pipeline = files.pipeline
@@ -221,7 +226,9 @@ class PlanReuse(beam.PTransform):
         shards = (
             split[REUSE_ROWS]
             | "ByShard" >> beam.GroupByKey()
-            | "Respill" >> beam.ParDo(RespillRows(self.state.generation, self.rows_per_shard))
+            | "Respill" >> beam.ParDo(RespillRows(
+                self.state.generation, self.rows_per_shard, self.table_path
+            ))
         )
         return {
             "extract": split.extract,
