@@ -380,6 +380,7 @@ def test_deidentify_option_errors_exit_2(archive, tmp_path, capsys):
         (["--deidentify", "--pseudonym-key-file", str(tmp_path / "none")], "cannot read key file"),
         (["--deidentify", "--retain-full-dates", "--retain-modified-dates"], "exclude each other"),
         (["--deidentify", "--retain-safe-private", "[]"], "private creator"),
+        (["--deidentify", "--retain-safe-private", "PatientName"], "name private elements"),
     ):
         assert run_cli(archive["root"], "-o", out, *flags) == 2, flags
         err = capsys.readouterr().err.strip()

@@ -17,12 +17,16 @@ from dataclasses import dataclass, field
 
 import apache_beam as beam
 
+import transforms.deidentify as deidentify_module
+import transforms.pseudonyms as pseudonyms_module
+import transforms.selection as selection_module
+
 from transforms.deidentify import (
     OPTIONS, PATIENT_ID, PATIENT_ID_COLUMN, PROFILE, DeidSettings, Deidentifier, profile_table,
 )
 from transforms.flatten import Row
 from transforms.pseudonyms import KeyFileError, Pseudonyms, random_key, read_key_file
-from transforms.selection import Selection, SelectionError, parse_tag_list
+from transforms.selection import Selection, SelectionError, parse_entry, parse_tag_list
 
 # Flag (as options.py declares it) -> Table E.1-1 option it enables.
 RETAIN_FLAGS = {
@@ -54,6 +58,12 @@ def tag_list(text: str) -> tuple:
 
 
 tag_list.__name__ = "tag list"
+
+
+def _may_be_private(segment) -> bool:
+    return segment.creator is not None or not segment.mask & 0x00010000 or bool(
+        segment.value & 0x00010000
+    )
 
 
 def _flag(dest: str) -> str:
@@ -91,6 +101,13 @@ class ContentSettings:
                        bool(options.csv_formula_guard))
         table_options = {RETAIN_FLAGS[dest] for dest in enabled}
         safe_private = tuple(options.retain_safe_private or ())
+        for entry in safe_private:
+            segments = parse_entry(entry)
+            if len(segments) > 1 or not _may_be_private(segments[0]):
+                raise ContentOptionError(
+                    f"--retain-safe-private {entry!r}: name private elements (a creator "
+                    "block, an odd-group tag or wildcard), without a path"
+                )
         if safe_private:
             table_options.add("retain_safe_private")
         try:
@@ -149,21 +166,19 @@ class ContentSettings:
 
     def fingerprint(self) -> dict:
         """What stored rows depend on beyond the flatten settings (for incremental state)."""
-        digest = hashlib.sha256()
-        import transforms.content as content  # pylint: disable=import-outside-toplevel
-        import transforms.deidentify as deidentify  # pylint: disable=import-outside-toplevel
-        import transforms.pseudonyms as pseudonyms  # pylint: disable=import-outside-toplevel
-        import transforms.selection as selection  # pylint: disable=import-outside-toplevel
-
-        for module in (content, deidentify, pseudonyms, selection):
-            with open(module.__file__, "rb") as stream:
-                digest.update(stream.read())
         entries = {
-            "content_code": digest.hexdigest()[:16],
             "tags": list(self.selection.tags),
             "exclude_tags": list(self.selection.exclude_tags),
             "deidentify": self.deid is not None,
         }
+        if not self.selection and self.deid is None:
+            return entries  # rows made by flatten alone (its code is fingerprinted already)
+        digest = hashlib.sha256()
+        for path in (__file__, deidentify_module.__file__, pseudonyms_module.__file__,
+                     selection_module.__file__):
+            with open(path, "rb") as stream:
+                digest.update(stream.read())
+        entries["content_code"] = digest.hexdigest()[:16]
         if self.deid is not None:
             source = profile_table().source
             entries.update({

@@ -37,6 +37,8 @@ import json
 import re
 from dataclasses import dataclass, field
 
+from pydicom.datadict import dictionary_VR
+
 from transforms.flatten import PATH_COLUMN, Row
 from transforms.pseudonyms import Pseudonyms
 from transforms.selection import parse_entry
@@ -140,6 +142,14 @@ def resolve(rule: Rule | None, options: frozenset) -> str | None:
     return rule.basic
 
 
+@functools.lru_cache(maxsize=4096)
+def _is_sequence(tag: int) -> bool:
+    try:
+        return dictionary_VR(tag) == "SQ"
+    except KeyError:
+        return False
+
+
 def column_tags(name: str) -> tuple[tuple, bool, str | None]:
     """(tags of the column's path, whether it is a ``#items`` count, the private creator
     of its last segment or None)."""
@@ -223,6 +233,8 @@ class Deidentifier:
     def _leaf(self, tag: int, action: str | None, vr: str) -> str:
         if tag == PATIENT_ID and action != KEEP:
             return PATIENT
+        if _is_sequence(tag):
+            return REMOVE  # a sequence kept as raw text (it could not be parsed)
         if action is None:  # not listed: kept, except names and AE titles
             if vr == "PN" or (vr == "AE" and "retain_device_identity" not in self.settings.options):
                 return REMOVE
