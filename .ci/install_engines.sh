@@ -140,6 +140,17 @@ jobmanager:
       size: 1024m
   execution:
     failover-strategy: region
+# After a failure (a TaskManager lost, a task crashed) restart up to 5 times, 5 s apart.
+# Beam's batch jobs take the cluster's strategy: Beam 2.70's batch translation sets none
+# (docs/engines.md). Flink's default without checkpointing is no restart at all. One lost
+# TaskManager can cost two restarts (the second when a restarted task finds an input
+# partition that lived on the lost TaskManager). A restart waits for free task slots, so
+# a replacement TaskManager has time to register.
+restart-strategy:
+  type: fixed-delay
+  fixed-delay:
+    attempts: 5
+    delay: 5 s
 taskmanager:
   bind-host: 127.0.0.1
   host: 127.0.0.1

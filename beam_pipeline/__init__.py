@@ -1,6 +1,8 @@
 """Options, pipeline assembly and command line of dicom-meta-extract."""
 
 import logging
+import os
+import warnings
 
 
 class _BeamImportNoise(logging.Filter):
@@ -12,3 +14,15 @@ class _BeamImportNoise(logging.Filter):
 
 
 logging.getLogger().addFilter(_BeamImportNoise())
+
+# google-api-core / google-auth warn on import that the grpcio Beam 2.70 pins (<1.66) will
+# not be supported from 2027; it says nothing about this run, and a usage error must stay
+# one line.
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"google(\..*)?")
+# The same for the SDK worker processes the local runner starts (multi_processing), which
+# import Beam before any of this; PYTHONWARNINGS takes exact module names.
+_GRPCIO_NOTICES = [f"ignore::FutureWarning:{module}" for module in
+                   ("google.api_core._python_package_support", "google.auth.transport.grpc")]
+_inherited = [entry for entry in os.environ.get("PYTHONWARNINGS", "").split(",") if entry]
+os.environ["PYTHONWARNINGS"] = ",".join(
+    _inherited + [entry for entry in _GRPCIO_NOTICES if entry not in _inherited])

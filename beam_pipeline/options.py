@@ -32,94 +32,106 @@ output_formats.__name__ = "format list"
 
 
 class DicomExtractOptions(PipelineOptions):
+    # --help (beam_pipeline/short_help.py) lists every option declared here by argument
+    # group, with the first sentence of its help text; options added straight to the
+    # parser appear under ``help_group``.
+    help_group = "More options"
+
     @classmethod
     def _add_argparse_args(cls, parser):
-        parser.add_argument(
-            "-o", "--output", help="Output path, scan.csv or scan.parquet (local, gs:// or s3://)."
+        output = parser.add_argument_group("Output")
+        extraction = parser.add_argument_group("Extraction")
+        run = parser.add_argument_group("Runs")
+        output.add_argument(
+            "-o", "--output", metavar="PATH",
+            help="Output path, scan.csv or scan.parquet (local, gs:// or s3://).",
         )
-        parser.add_argument(
-            "--format", dest="format", type=output_formats, default="csv",
+        output.add_argument(
+            "--format", dest="format", metavar="LIST", type=output_formats, default="csv",
             help="csv, parquet or csv,parquet. -o scan.csv or -o scan.parquet: the CSV is "
             "scan.csv, the Parquet file scan.parquet.",
         )
-        parser.add_argument(
+        extraction.add_argument(
             "--include-private", "--include_private",
             dest="include_private", action="store_true", default=False,
             help="Also extract private elements, named with their private creator.",
         )
-        parser.add_argument(
+        extraction.add_argument(
             "--max-sequence-items", "--max_sequence_items",
             dest="max_sequence_items", type=non_negative_int, default=16,
             help="Items kept per sequence (0 = all); the true count goes to '#items'.",
         )
-        parser.add_argument(
+        extraction.add_argument(
             "--max-binary-bytes", "--max_binary_bytes",
             dest="max_binary_bytes", type=non_negative_int, default=64,
             help="Binary values up to this size are written as hex, longer as '<N bytes>'.",
         )
-        parser.add_argument(
+        run.add_argument(
             "--rows-per-shard", "--rows_per_shard",
             dest="rows_per_shard", type=non_negative_int, default=5000,
             help="Rows per temporary shard (bounds each worker's memory).",
         )
-        parser.add_argument(
+        run.add_argument(
             "--incremental", action="store_true", default=False,
             help="Reuse the rows of the previous output for files whose size and "
             "modification time are unchanged; extract only new or changed files.",
         )
         # What goes into the table: tag selection, de-identification, spreadsheet safety
         # (transforms/selection.py, transforms/deidentify.py, transforms/content.py).
-        parser.add_argument(
-            "--tags", type=tag_list, default=None,
-            help="Only these elements: comma-separated keywords (PatientID), tags "
-            "((0010,0020) or 00100020), wildcards ((0029,xxxx)), private creator blocks "
-            "([SIEMENS CSA HEADER]) or nested paths (ReferencedImageSequence."
-            "ReferencedSOPInstanceUID); @FILE reads one entry per line (# comments).",
+        selection = parser.add_argument_group("Tag selection")
+        deid = parser.add_argument_group("De-identification (DICOM PS3.15 Annex E)")
+        selection.add_argument(
+            "--tags", metavar="LIST", type=tag_list, default=None,
+            help="Only these elements, comma-separated or @FILE (one per line, # comments): "
+            "keywords (PatientID), tags ((0010,0020), 00100020), wildcards ((0029,xxxx)), "
+            "private creator blocks ([SIEMENS CSA HEADER]), nested paths "
+            "(ReferencedImageSequence.ReferencedSOPInstanceUID).",
         )
-        parser.add_argument(
-            "--exclude-tags", "--exclude_tags", dest="exclude_tags", type=tag_list,
-            default=None, help="Leave these elements out (same entries as --tags).",
+        selection.add_argument(
+            "--exclude-tags", "--exclude_tags", dest="exclude_tags", metavar="LIST",
+            type=tag_list, default=None,
+            help="Leave these elements out; same entries as --tags, exclusion wins.",
         )
-        parser.add_argument(
+        deid.add_argument(
             "--deidentify", action="store_true", default=False,
-            help="Apply the DICOM PS3.15 Basic Application Level Confidentiality Profile "
-            "to every column (private elements removed).",
+            help="Apply the Basic Application Level Confidentiality Profile to every "
+            "column; private elements are removed.",
+        )
+        deid.add_argument(
+            "--pseudonym-key-file", "--pseudonym_key_file", dest="pseudonym_key_file",
+            metavar="FILE", default=None,
+            help="Key of the HMAC-SHA256 pseudonyms (Patient ID, UIDs, date offsets): the "
+            "same key gives the same pseudonyms in every run; at least 16 bytes.",
         )
         for flag, option in (
             ("retain-modified-dates",
-             "Retain Longitudinal Temporal Information with Modified Dates: dates moved by "
-             "a per-patient offset derived from the key"),
-            ("retain-full-dates", "Retain Longitudinal Temporal Information with Full Dates"),
-            ("retain-patient-characteristics", "Retain Patient Characteristics"),
-            ("retain-device-identity", "Retain Device Identity"),
-            ("retain-institution-identity", "Retain Institution Identity"),
-            ("retain-uids", "Retain UIDs"),
+             "Retain Longitudinal Temporal Information with Modified Dates Option: dates "
+             "move by a per-patient offset derived from the key"),
+            ("retain-full-dates", "Retain Longitudinal Temporal Information with Full Dates Option"),
+            ("retain-patient-characteristics", "Retain Patient Characteristics Option"),
+            ("retain-device-identity", "Retain Device Identity Option"),
+            ("retain-institution-identity", "Retain Institution Identity Option"),
+            ("retain-uids", "Retain UIDs Option"),
         ):
             dest = flag.replace("-", "_")
-            parser.add_argument(
+            deid.add_argument(
                 f"--{flag}", f"--{dest}", dest=dest, action="store_true", default=False,
-                help=f"With --deidentify: the {option} Option.",
+                help=f"The {option}.",
             )
-        parser.add_argument(
+        deid.add_argument(
             "--retain-safe-private", "--retain_safe_private", dest="retain_safe_private",
-            type=tag_list, default=None,
-            help="With --deidentify: keep the private elements listed (creator blocks, "
-            "private tags, wildcards; @FILE), which you know to be safe.",
+            metavar="LIST", type=tag_list, default=None,
+            help="Keep these private elements (creator blocks, private tags, wildcards; "
+            "@FILE), which you know to be safe.",
         )
-        parser.add_argument(
-            "--pseudonym-key-file", "--pseudonym_key_file", dest="pseudonym_key_file",
-            default=None,
-            help="With --deidentify: key (at least 16 bytes) of the HMAC-SHA256 pseudonyms "
-            "of Patient ID and UIDs; the same key gives the same pseudonyms in every run.",
-        )
-        parser.add_argument(
+        deid.add_argument(
             "--pseudonymize-paths", "--pseudonymize_paths", dest="pseudonymize_paths",
             action="store_true", default=False,
-            help="With --deidentify: DicomPath becomes a keyed pseudonym in the table.",
+            help="DicomPath becomes a keyed pseudonym, also in errors and skipped files.",
         )
-        parser.add_argument(
+        output.add_argument(
             "--csv-formula-guard", "--csv_formula_guard", dest="csv_formula_guard",
             action="store_true", default=False,
-            help="Prefix CSV text cells starting with =, +, -, @, tab or CR with ' "
-            "(never numeric VRs) so spreadsheets do not run them as formulas.",
+            help="Prefix CSV text cells that start with =, +, -, @, tab or CR with ' "
+            "(never numeric VRs), so spreadsheets do not run them as formulas.",
         )

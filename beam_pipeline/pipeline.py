@@ -1,5 +1,5 @@
 """The whole pipeline, in one place:
-discover -> extract -> spill -> columns -> CSV and/or Parquet -> report."""
+discover -> extract -> spill -> columns -> CSV and/or Parquet -> report -> HTML report."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from transforms.flatten import FlattenSettings
 from transforms.manifest import (
     MANIFEST, KeepFileMetadata, WriteOutcomes, commit_state, prepare_state, skip_record,
 )
+from transforms.html_report import WriteHtmlReport, run_settings
 from transforms.report import OutputPaths, WriteReport
 from transforms.reuse import PlanReuse
 from transforms.rowstore import StoreRows
@@ -76,6 +77,7 @@ def build_pipeline(pipeline, inputs, options, paths: OutputPaths, started: float
     summary = (
         files, table_rows, columns, errors, skipped, extra
     ) | "Report" >> WriteReport(paths, started)
+    summary | "HtmlReport" >> WriteHtmlReport(paths, run_settings(options, inputs))
     summary | "CommitState" >> beam.Map(
         commit_state,
         state,

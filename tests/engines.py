@@ -139,7 +139,8 @@ class FlinkCluster:
 
     def __init__(self, slots: int = 2, jobmanager_memory: str = "1024m",
                  taskmanager_memory: str = "1536m", startup_timeout: float = 120.0,
-                 work_dir: str | os.PathLike | None = None, job_server: bool = True):
+                 work_dir: str | os.PathLike | None = None, job_server: bool = True,
+                 extra_config: dict | None = None):
         self.flink_home = flink_home()
         self.job_server_jar = flink_job_server_jar()
         self.flink_version = beam_flink_version()
@@ -157,6 +158,10 @@ class FlinkCluster:
         self.start_job_server = job_server
         self.job_server: subprocess.Popen | None = None
         self.job_port: int | None = None
+        # Flink config keys (dotted, e.g. "heartbeat.timeout") set on top of the installed config.
+        self.extra_config = dict(extra_config or {})
+        self._env: dict | None = None
+        self._taskmanagers_started = 0
 
     # -- public API --------------------------------------------------------
     @property
@@ -228,9 +233,13 @@ class FlinkCluster:
         env.update(FLINK_HOME=str(self.flink_home), FLINK_CONF_DIR=str(conf_dir),
                    FLINK_LOG_DIR=str(self.log_dir))
         env.pop("HADOOP_CLASSPATH", None)
+        # Flink's scripts keep pid files in FLINK_PID_DIR (default /tmp, shared by every
+        # cluster on the machine); ours go to this cluster's own folder.
+        env["FLINK_PID_DIR"] = str(self.work_dir / "pid")
+        self._env = env
         try:
             self.jobmanager = self._spawn("jobmanager", env)
-            self.taskmanager = self._spawn("taskmanager", env)
+            self.start_taskmanager(wait=False)
             self._wait_ready()
             if self.start_job_server:
                 self._start_job_server(env)
@@ -247,6 +256,43 @@ class FlinkCluster:
         # ENGINES_KEEP_LOGS=1 keeps the temporary work dir (conf/, log/) for debugging.
         if self._own_work_dir and self.work_dir is not None and not os.environ.get("ENGINES_KEEP_LOGS"):
             shutil.rmtree(self.work_dir, ignore_errors=True)
+
+    def kill_taskmanager(self) -> int:
+        """SIGKILL the TaskManager JVM by its PID (no shutdown hooks: as if the host
+        died) and reap it. Returns the PID it had."""
+        proc = self.taskmanager
+        assert proc is not None and proc.poll() is None, "no running TaskManager"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        _terminate(proc)  # anything left in its process group
+        self.taskmanager = None
+        return proc.pid
+
+    def start_taskmanager(self, wait: bool = True) -> subprocess.Popen:
+        """Start a (new) TaskManager JVM; with ``wait``, until the JobManager lists a
+        TaskManager it did not list before (the killed one may stay listed until its
+        heartbeat times out)."""
+        assert self._env is not None and self.taskmanager is None
+        known = self._taskmanager_ids() if wait else set()
+        self._taskmanagers_started += 1
+        n = self._taskmanagers_started
+        self.taskmanager = self._spawn("taskmanager", self._env,
+                                       log_name="taskmanager" if n == 1 else f"taskmanager-{n}")
+        if wait:
+            deadline = time.monotonic() + self.startup_timeout
+            while time.monotonic() < deadline:
+                if self.taskmanager.poll() is not None:
+                    raise RuntimeError(f"Flink TaskManager exited with code {self.taskmanager.returncode}\n{self.logs()}")
+                if self._taskmanager_ids() - known:
+                    return self.taskmanager
+                time.sleep(0.3)
+            raise TimeoutError(f"new TaskManager not registered after {self.startup_timeout}s\n{self.logs()}")
+        return self.taskmanager
+
+    def _taskmanager_ids(self) -> set[str]:
+        with contextlib.suppress(urllib.error.URLError, OSError, ValueError):
+            return {tm["id"] for tm in self.rest("/taskmanagers")["taskmanagers"]}
+        return set()
 
     def __enter__(self) -> "FlinkCluster":
         return self.start()
@@ -277,6 +323,7 @@ class FlinkCluster:
             "cluster.registration.error-delay": 500,
             "cluster.registration.refused-registration-delay": 500,
             "io.tmp.dirs": str(tmp_dir),
+            **self.extra_config,
         }.items():
             *parents, leaf = key.split(".")
             node = config
@@ -286,9 +333,10 @@ class FlinkCluster:
         (conf_dir / "config.yaml").write_text(yaml.safe_dump(config))
         return conf_dir
 
-    def _spawn(self, role: str, env: dict, cmd: list[str] | None = None) -> subprocess.Popen:
+    def _spawn(self, role: str, env: dict, cmd: list[str] | None = None,
+               log_name: str | None = None) -> subprocess.Popen:
         assert self.work_dir is not None
-        out = open(self.log_dir / f"{role}.stdout", "wb")
+        out = open(self.log_dir / f"{log_name or role}.stdout", "wb")
         try:
             return subprocess.Popen(
                 cmd or [str(self.flink_home / "bin" / f"{role}.sh"), "start-foreground"],

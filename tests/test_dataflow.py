@@ -34,7 +34,7 @@ from transforms.report import OutputPaths
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = ("Discover", "Extract", "Spill", "Columns", "WriteCsv/Format", "WriteCsv/Merge",
-         "Report/Write")
+         "Report/Write", "HtmlReport/Write")
 
 
 @pytest.fixture
@@ -111,6 +111,9 @@ def dataflow_job(gcs_bucket, offline, monkeypatch, tmp_path):
     staging = tmp_path / "staging"
     staging.mkdir()
     job.options.view_as(GoogleCloudOptions).staging_location = str(staging)
+    # No credentials for the API client (Beam 2.70's would otherwise probe the GCE
+    # metadata server even when the credentials lookup above found none).
+    job.options.view_as(GoogleCloudOptions).no_auth = True
     apiclient.DataflowApplicationClient(job.options, str(staging)).create_job_description(job)
     job_file.write_text(job.json())
     assert job.options.view_as(DebugOptions).dataflow_job_file == str(job_file)

@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import zipfile
 
 import pytest
 
-from tests.conftest import copy_pydicom_file, pydicom_file, run_cli
-from tests.engines import FlinkCluster, prism_binary
+from tests.conftest import copy_pydicom_file, pydicom_file, run_cli, write_dicom
+from tests.engines import FlinkCluster, beam_flink_version, flink_job_server_jar, prism_binary
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMPARED = ("scan.csv", "scan.errors.csv", "scan.skipped.csv")
@@ -101,6 +103,25 @@ def assert_same_output(reference, out) -> None:
     assert not [name for name in os.listdir(out) if ".tmp-" in name]
 
 
+def test_engines_are_the_python_sdks_beam_release():
+    """The Flink runner in the job server jar, Prism and the Python SDK are one Beam
+    release, the one setup.py pins (docs/engines.md)."""
+    import apache_beam
+
+    pin = re.search(r'"apache-beam==([0-9.]+)"', open(os.path.join(ROOT, "setup.py")).read()).group(1)
+    assert apache_beam.__version__ == pin
+    with zipfile.ZipFile(flink_job_server_jar()) as jar:
+        runner = f"META-INF/maven/org.apache.beam/beam-runners-flink-{beam_flink_version()}/pom.properties"
+        assert f"version={pin}" in jar.read(runner).decode().split()
+        # Built here: every Beam module but the job service is the pinned release.
+        manifest = jar.read("META-INF/MANIFEST.MF").decode()
+        if "Beam-Version" in manifest:
+            assert f"Beam-Version: {pin}" in manifest.splitlines()
+    # Go embeds the main module's version in the binary (what `go version -m` prints).
+    modules = re.findall(rb"mod\tgithub.com/apache/beam/sdks/v2\t(v[0-9.]+)", prism_binary().read_bytes())
+    assert modules and set(modules) == {f"v{pin}".encode()}
+
+
 @pytest.fixture(scope="module")
 def flink_cluster():
     """JobManager and TaskManager as two JVMs on 127.0.0.1, stopped by PID on exit.
@@ -130,12 +151,151 @@ def _finished_jobs(cluster) -> int:
 
 
 def test_prism_output_equals_local_runner(archive, reference, tmp_path):
+    # A wrapper that records each start of the installed binary, then runs it: proof
+    # that the run used this Prism (Beam logs which one only at INFO, hidden by --quiet).
+    started = tmp_path / "prism-started"
+    wrapper = tmp_path / "prism"
+    wrapper.write_text(f'#!/bin/sh\necho "$$" >> "{started}"\nexec "{prism_binary()}" "$@"\n')
+    wrapper.chmod(0o755)
+    out = tmp_path / "out"
+    out.mkdir()
     run_cli_process(
-        [archive, "-o", tmp_path / "scan.csv", "--quiet",
-         "--config", "run_configs/prism.yaml", f"--prism_location={prism_binary()}",
+        [archive, "-o", out / "scan.csv", "--quiet",
+         "--config", "run_configs/prism.yaml", f"--prism_location={wrapper}",
          "--rows_per_shard=2"],
         tmp_path / "run.log",
     )
-    assert_same_output(reference, tmp_path)
-    log = (tmp_path / "run.log").read_text(errors="replace")
-    assert "prism" in log.lower() and "ownload" not in log
+    assert_same_output(reference, out)
+    assert len(started.read_text().split()) == 1
+    assert "ownload" not in (tmp_path / "run.log").read_text(errors="replace")
+
+
+# --- A real failure on a real engine ------------------------------------------------
+# Enough files that extraction on the Flink cluster takes several seconds (LOOPBACK:
+# 10-30 s here, on a loaded 2-core machine), so the TaskManager dies mid-extraction,
+# after the first row shard is on disk and long before the last.
+KILL_ARCHIVE_FILES = 1500
+KILL_ROWS_PER_SHARD = 100
+
+
+@pytest.fixture(scope="module")
+def kill_archive(tmp_path_factory):
+    """KILL_ARCHIVE_FILES small CT files written with pydicom (a few patients, series
+    and instances, each file's values its own), plus one non-DICOM and one broken file."""
+    root = tmp_path_factory.mktemp("kill-archive")
+    for i in range(KILL_ARCHIVE_FILES):
+        patient, series, instance = i % 7, i % 23, i
+        write_dicom(
+            root / f"patient{patient:02d}" / f"series{series:02d}" / f"IM{instance:05d}.dcm",
+            PatientName=f"Doe^Patient{patient}", PatientID=f"P{patient:04d}",
+            StudyDescription=f"Study {patient}", SeriesNumber=series, InstanceNumber=instance,
+            SeriesDescription=f"Series {series} of {patient}", SliceThickness=f"{1 + i % 5}.5",
+            ImageComments=f"file {i}",
+        )
+    (root / "README.txt").write_text("not a dicom file\n")
+    data = (root / "patient00" / "series00" / "IM00000.dcm").read_bytes()
+    (root / "patient00" / "truncated.dcm").write_bytes(data[: len(data) // 2])
+    return root
+
+
+@pytest.fixture(scope="module")
+def kill_reference(kill_archive, tmp_path_factory):
+    out = tmp_path_factory.mktemp("kill-reference")
+    assert run_cli(kill_archive, "-o", out / "scan.csv", "--quiet") == 0
+    summary = json.loads((out / "scan.summary.json").read_text())
+    # The truncated file is a row or an error (whatever pydicom makes of it): never lost.
+    assert (summary["rows"] + summary["errors"], summary["non_dicom_skipped"]) == (KILL_ARCHIVE_FILES + 1, 1), summary
+    return out
+
+
+def shard_files(folder) -> list[str]:
+    """Row shards (``rows-*``) anywhere below the output folder: the run's temporary
+    and state directories, whatever their names and format."""
+    return [os.path.join(d, name) for d, _, names in os.walk(folder) if d != str(folder)
+            for name in names if name.startswith("rows-")]
+
+
+def test_flink_job_survives_taskmanager_kill(kill_archive, kill_reference, tmp_path):
+    """SIGKILL the TaskManager while the job extracts, start a new one: the job restarts
+    (the cluster's restart strategy) and its output equals the local run's byte for byte."""
+    # A dead TaskManager is noticed when two heartbeat RPCs in a row fail: 1 s heartbeats
+    # instead of Flink's 10 s make that ~2 s. The timeout (for a TaskManager that is
+    # connected but silent) stays generous for this loaded machine. Restarts follow the
+    # installed cluster config, as for users.
+    with FlinkCluster(slots=2, job_server=False,
+                      extra_config={"heartbeat.interval": 1000, "heartbeat.timeout": 20000}) as cluster:
+        out = tmp_path / "out"
+        out.mkdir()
+        log_path = tmp_path / "run.log"
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([ROOT] + [p for p in [env.get("PYTHONPATH")] if p])
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "beam_pipeline", str(kill_archive), "-o", str(out / "scan.csv"),
+                 "--quiet", "--config", "run_configs/flink.yaml",
+                 f"--flink_master={cluster.flink_master}",
+                 f"--flink_job_server_jar={cluster.job_server_jar}",
+                 f"--rows_per_shard={KILL_ROWS_PER_SHARD}"],
+                cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        try:
+            job_id = _wait_for_running_job(cluster, proc, log_path)
+            spilled = _wait_for_shards(out, proc, log_path)
+            assert proc.poll() is None and _job_state(cluster, job_id) == "RUNNING", (
+                "the job ended before the TaskManager could be killed: make the archive larger")
+            killed_pid = cluster.kill_taskmanager()
+            killed_at = time.monotonic()
+            cluster.start_taskmanager()
+            returncode = proc.wait(timeout=RUN_TIMEOUT)
+            recovered_in = time.monotonic() - killed_at
+        finally:
+            if proc.poll() is None or _group_alive(proc.pid):
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        log_text = log_path.read_text(errors="replace")
+        assert returncode == 0, f"exit status {returncode}\n{log_text[-6000:]}\n{cluster.logs(3000)}"
+
+        # The job (one job, the same id) failed over and finished on the new TaskManager.
+        assert _job_state(cluster, job_id) == "FINISHED"
+        assert [job["jid"] for job in cluster.rest("/jobs/overview")["jobs"]] == [job_id]
+        history = cluster.rest(f"/jobs/{job_id}/exceptions")["exceptionHistory"]["entries"]
+        assert history, "no failure recorded: the kill did not hit the job"
+        # The restart came from the cluster's strategy (the installed config), the only
+        # one a Beam batch job has (docs/engines.md).
+        cluster_config = {e["key"]: e["value"] for e in cluster.rest("/jobmanager/config")}
+        assert cluster_config.get("restart-strategy.type") == "fixed-delay", cluster_config
+        job_config = cluster.rest(f"/jobs/{job_id}/config")["execution-config"]
+        assert job_config["restart-strategy"] == "Cluster level default restart strategy", job_config
+
+    assert_same_output(kill_reference, out)
+    print(f"\nkilled TaskManager pid {killed_pid} after {spilled} row shard(s); the run "
+          f"finished {recovered_in:.0f} s later after {len(history)} failure(s): "
+          f"{[entry['exceptionName'].rsplit('.', 1)[-1] for entry in history]}")
+
+
+def _job_state(cluster, job_id: str) -> str:
+    return cluster.rest(f"/jobs/{job_id}")["state"]
+
+
+def _wait_for_running_job(cluster, proc, log_path, timeout: float = 120.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"the run ended early\n{log_path.read_text(errors='replace')[-4000:]}"
+        jobs = [job for job in cluster.rest("/jobs/overview")["jobs"] if job["state"] == "RUNNING"]
+        if jobs:
+            return jobs[0]["jid"]
+        time.sleep(0.3)
+    raise TimeoutError("no running Flink job")
+
+
+def _wait_for_shards(out, proc, log_path, timeout: float = 120.0) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, (
+            "the run ended before any row shard appeared\n" + log_path.read_text(errors="replace")[-4000:])
+        found = shard_files(out)
+        if found:
+            return len(found)
+        time.sleep(0.1)
+    raise TimeoutError(f"no row shard under {out} after {timeout}s")
