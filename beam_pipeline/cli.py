@@ -29,6 +29,7 @@ from beam_pipeline.options import DicomExtractOptions
 from beam_pipeline.pipeline import build_pipeline
 from transforms import beam_internals
 from beam_pipeline.short_help import format_help
+from transforms.content import ContentOptionError, ContentSettings, warn_random_key
 from transforms.discover import has_glob
 from transforms.output.lock import OutputLock, OutputLocked, lock_path_for
 from transforms.progress import ProgressBar
@@ -235,7 +236,17 @@ def parse(argv: list[str]):
     options = PipelineOptions(flags + local_default_flags(parser, flags, inputs))
     FileSystems.set_options(options)
     _check_output(options.view_as(DicomExtractOptions).output, options)
+    _check_content(options.view_as(DicomExtractOptions))
     return inputs, options, args.quiet
+
+
+def _check_content(extract_options) -> None:
+    """Tag lists are checked as they are parsed; here what needs them all (and the key file)."""
+    try:
+        content = ContentSettings.from_options(extract_options, key=b"check only")
+    except ContentOptionError as exc:
+        raise UsageError(str(exc)) from exc
+    warn_random_key(content, PROG)
 
 
 def worker_options(options: PipelineOptions) -> dict:

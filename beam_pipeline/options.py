@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from transforms.content import tag_list
+
 
 def non_negative_int(text: str) -> int:
     value = int(text)
@@ -114,4 +116,63 @@ class DicomExtractOptions(PipelineOptions):
             "--max-cell-chars", "--max_cell_chars", metavar="N",
             dest="max_cell_chars", type=non_negative_int, default=32000,
             help="Longer text is cut; it ends with ' [cut: N characters in all]'.",
+        )
+        # What goes into the table: tag selection, de-identification, spreadsheet safety
+        # (transforms/selection.py, transforms/deidentify.py, transforms/content.py).
+        selection = parser.add_argument_group("Tag selection")
+        deid = parser.add_argument_group("De-identification (DICOM PS3.15 Annex E)")
+        selection.add_argument(
+            "--tags", metavar="LIST", type=tag_list, default=None,
+            help="Only these elements, comma-separated or @FILE (one per line, # comments): "
+            "keywords (PatientID), tags ((0010,0020), 00100020), wildcards ((0029,xxxx)), "
+            "private creator blocks ([SIEMENS CSA HEADER]), nested paths "
+            "(ReferencedImageSequence.ReferencedSOPInstanceUID).",
+        )
+        selection.add_argument(
+            "--exclude-tags", "--exclude_tags", dest="exclude_tags", metavar="LIST",
+            type=tag_list, default=None,
+            help="Leave these elements out; same entries as --tags, exclusion wins.",
+        )
+        deid.add_argument(
+            "--deidentify", action="store_true", default=False,
+            help="Apply the Basic Application Level Confidentiality Profile to every "
+            "column; private elements are removed.",
+        )
+        deid.add_argument(
+            "--pseudonym-key-file", "--pseudonym_key_file", dest="pseudonym_key_file",
+            metavar="FILE", default=None,
+            help="Key of the HMAC-SHA256 pseudonyms (Patient ID, UIDs, date offsets): the "
+            "same key gives the same pseudonyms in every run; at least 16 bytes.",
+        )
+        for flag, option in (
+            ("retain-modified-dates",
+             "Retain Longitudinal Temporal Information with Modified Dates Option: dates "
+             "move by a per-patient offset derived from the key"),
+            ("retain-full-dates", "Retain Longitudinal Temporal Information with Full Dates Option"),
+            ("retain-patient-characteristics", "Retain Patient Characteristics Option"),
+            ("retain-device-identity", "Retain Device Identity Option"),
+            ("retain-institution-identity", "Retain Institution Identity Option"),
+            ("retain-uids", "Retain UIDs Option"),
+        ):
+            dest = flag.replace("-", "_")
+            deid.add_argument(
+                f"--{flag}", f"--{dest}", dest=dest, action="store_true", default=False,
+                help=f"The {option}.",
+            )
+        deid.add_argument(
+            "--retain-safe-private", "--retain_safe_private", dest="retain_safe_private",
+            metavar="LIST", type=tag_list, default=None,
+            help="Keep these private elements (creator blocks, private tags, wildcards; "
+            "@FILE), which you know to be safe.",
+        )
+        deid.add_argument(
+            "--pseudonymize-paths", "--pseudonymize_paths", dest="pseudonymize_paths",
+            action="store_true", default=False,
+            help="DicomPath becomes a keyed pseudonym, also in errors and skipped files.",
+        )
+        output.add_argument(
+            "--csv-formula-guard", "--csv_formula_guard", dest="csv_formula_guard",
+            action="store_true", default=False,
+            help="Prefix CSV text cells that start with =, +, -, @, tab or CR with ' "
+            "(never numeric VRs), so spreadsheets do not run them as formulas.",
         )

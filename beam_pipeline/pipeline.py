@@ -11,6 +11,7 @@ import apache_beam as beam
 
 from transforms.cells import BoundCells
 from transforms.columns import ComputeColumns
+from transforms.content import ContentSettings, PseudonymizeReportPaths, RowContent, TablePath
 from transforms.discover import MatchInputs
 from transforms.extract import (
     ERRORS, READER_COUNTS, SKIPPED, BatchFiles, ExtractHeaders, SumReaderCounts,
@@ -28,22 +29,33 @@ from transforms.report import OutputPaths, WriteReport
 
 def build_pipeline(pipeline, inputs, options, paths: OutputPaths, started: float, progress=None):
     """Add the extraction to ``pipeline``; returns the PCollection holding the summary."""
+    # Tag selection and de-identification (transforms/content.py): the walker reads only
+    # selected elements; each row is de-identified before it leaves extraction.
+    content = ContentSettings.from_options(options)
     settings = FlattenSettings(
-        include_private=options.include_private,
+        include_private=content.reads_private(options.include_private),
         max_sequence_items=options.max_sequence_items,
         max_binary_bytes=options.max_binary_bytes,
         max_values=options.max_values,
         max_cell_chars=options.max_cell_chars,
+        selection=content.selection or None,
     )
     limits = FileLimits(seconds=options.file_timeout, header_bytes=options.max_header_bytes)
+    table_path = TablePath(content)  # DicomPath as the outputs show it
     # This run's state generation: rows are spilled into it and kept for the next run.
-    state = prepare_state(paths.table, paths.temp_dir, settings, options.incremental)
+    # Rows whose DicomPath is a pseudonym cannot be matched to their files again.
+    state = prepare_state(
+        paths.table, paths.temp_dir, settings, options.incremental, content.fingerprint(),
+        reusable=not table_path,
+    )
     files = pipeline | "Discover" >> MatchInputs(inputs, progress)
     plan = files | "Reuse" >> PlanReuse(state, options.rows_per_shard, progress)
     extracted = (
         plan["extract"]
         | "Batch" >> BatchFiles()
-        | "Extract" >> beam.ParDo(KeepFileMetadata(ExtractHeaders(settings, progress, limits)))
+        | "Extract" >> beam.ParDo(KeepFileMetadata(ExtractHeaders(
+            settings, progress, limits=limits, content=RowContent(content)
+        )))
         .with_outputs(ERRORS, SKIPPED, MANIFEST, READER_COUNTS, main="rows")
     )
     bounded = extracted.rows | "BoundCells" >> BoundCells(
@@ -67,11 +79,15 @@ def build_pipeline(pipeline, inputs, options, paths: OutputPaths, started: float
         TableFiles(paths.table if "csv" in paths.formats else None,
                    paths.parquet if "parquet" in paths.formats else None),
         paths.temp_dir,
+        csv_formula_guard=content.csv_formula_guard,
     )
     table_rows = tables | "TableRows" >> beam.Map(lambda figures: figures["rows"])
     reader_counts = extracted[READER_COUNTS] | "ReaderCounts" >> SumReaderCounts()
     extra = plan["counts"] | "AddReaderCounts" >> beam.Map(
         lambda counts, reader: {**counts, **reader}, beam.pvalue.AsSingleton(reader_counts)
+    )
+    extra = extra | "AddContentSettings" >> beam.Map(
+        lambda counts, entries: {**counts, **entries}, content.summary()
     )
     extra = extra | "AddCellCounts" >> beam.Map(
         lambda counts, cells: {**counts, **cells}, beam.pvalue.AsSingleton(bounded["counts"])
@@ -80,8 +96,10 @@ def build_pipeline(pipeline, inputs, options, paths: OutputPaths, started: float
         lambda counts, figures: {**counts, **{k: v for k, v in figures.items() if k != "rows"}},
         beam.pvalue.AsSingleton(tables),
     )
+    errors = extracted[ERRORS] | "ErrorPaths" >> PseudonymizeReportPaths(table_path)
+    skipped = skipped | "SkippedPaths" >> PseudonymizeReportPaths(table_path)
     summary = (
-        files, table_rows, columns, extracted[ERRORS], skipped, extra
+        files, table_rows, columns, errors, skipped, extra
     ) | "Report" >> WriteReport(paths, started)
     html = summary | "HtmlReport" >> WriteHtmlReport(paths, run_settings(options, inputs))
     return (

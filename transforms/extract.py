@@ -171,12 +171,14 @@ class ExtractHeaders(beam.DoFn):
     and one ``READER_COUNTS`` record per call."""
 
     def __init__(self, settings: FlattenSettings, progress=None,
-                 limits: FileLimits = FileLimits(), lean: bool = True):
+                 limits: FileLimits = FileLimits(), content=None, lean: bool = True):
         self.settings = settings
         self.progress = progress
         self.limits = limits
         self.guard = None
         self.lean = lean
+        # transforms.content.RowContent: selection's and de-identification's Row step.
+        self.content = content
         self.extracted = Metrics.counter("dicom", "extracted")
         self.errors = Metrics.counter("dicom", "errors")
         self.skipped = Metrics.counter("dicom", "skipped")
@@ -215,7 +217,7 @@ class ExtractHeaders(beam.DoFn):
         self.stream = None
         try:
             # Under the per-file time limit; the header cap is on the stream.
-            outcome = self.guard.run(self._read, path, file_metadata.size_in_bytes)
+            outcome = self.guard.run(self._read_row, path, file_metadata.size_in_bytes)
         except SpecialFile as special:
             self.skipped.inc()
             outcome = beam.pvalue.TaggedOutput(SKIPPED, (path, special.reason))
@@ -227,6 +229,15 @@ class ExtractHeaders(beam.DoFn):
     def finish_bundle(self):
         if self.progress is not None:
             self.progress.flush()
+
+    def _read_row(self, path: str, size: int):
+        outcome = self._read(path, size)
+        # The one place rows change after reading (whichever reader read them): nothing
+        # downstream (shards, state, reports) ever sees an original value of a
+        # de-identified column.
+        if self.content is not None and not isinstance(outcome, beam.pvalue.TaggedOutput):
+            outcome = self.content.apply(outcome)
+        return outcome
 
     def _read(self, path: str, size: int):
         """``size`` is the file's size as matched: values deferred past it are cut short."""

@@ -47,6 +47,8 @@ from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag, Tag
 from pydicom.valuerep import TEXT_VR_DELIMS
 
+from transforms.selection import SKIPPED
+
 PATH_COLUMN = "DicomPath"
 
 # VRs whose stored bytes are text.
@@ -77,6 +79,8 @@ class FlattenSettings:
     # Bounded cells (transforms/cells.py), applied to the Row after flattening.
     max_values: int = 256  # 0 = unlimited
     max_cell_chars: int = 32000  # 0 = unlimited
+    # transforms.selection.Selection (--tags/--exclude-tags); None or empty: every element.
+    selection: object = None
 
 
 class Row(NamedTuple):
@@ -407,6 +411,8 @@ class _Walker:
     vrs: dict
     bad_elements: list
     reference: bool = False
+    # The tag selection at the level being walked (transforms.selection); None = all.
+    selector: object = None
 
     def walk(self, dataset: Dataset | dict, prefix: str, encodings: list[str]) -> None:
         """``dataset``: a pydicom Dataset or an item of a ``_ParsedSequence``."""
@@ -419,14 +425,20 @@ class _Walker:
         # items() gives the elements as stored (raw, deferred ones unread) without the
         # per-tag lookups of get_item(); row order does not matter (columns are ordered
         # by name later). A list, because converting a sequence replaces its entry.
+        selector = self.selector
         for tag, item in list(dataset.items()):
             group = tag >> 16
-            if group & 1:
-                if not include_private:
-                    continue
-                name = prefix + element_name(BaseTag(tag), dataset)
-            elif group >= 0x6000 and is_skipped_group(group):
+            if group & 1 and not include_private:
                 continue
+            if group >= 0x6000 and is_skipped_group(group):
+                continue
+            if selector is not None:  # unselected elements are never converted
+                below = selector.select(tag, dataset)
+                if below is SKIPPED:
+                    continue
+                self.selector = below
+            if group & 1:
+                name = prefix + element_name(BaseTag(tag), dataset)
             else:
                 # A plain int key: looking a BaseTag up calls its Python __eq__.
                 key = tag & 0xFFFFFFFF
@@ -449,6 +461,7 @@ class _Walker:
                 if text:
                     self.values[name] = text
                     self.vrs[name] = "UN"
+            self.selector = selector
 
     def _encodings(self, dataset: Dataset | dict, inherited: list[str]) -> list[str]:
         if isinstance(dataset, Dataset):
@@ -579,6 +592,8 @@ def flatten(
     values = {PATH_COLUMN: path}
     vrs = {PATH_COLUMN: "UR"}
     walker = _Walker(settings, read_deferred, values, vrs, [], reference)
+    if settings.selection:
+        walker.selector = settings.selection.root()
     file_meta = getattr(dataset, "file_meta", None)
     if file_meta is not None:
         walker.walk(file_meta, "", DEFAULT_ENCODINGS)

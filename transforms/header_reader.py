@@ -111,7 +111,13 @@ def settings_supported(settings) -> bool:
     """Whether every field of ``settings`` is one this reader implements."""
     if type(settings) is not FlattenSettings:  # pylint: disable=unidiomatic-typecheck
         return False
-    return {field.name for field in dataclasses.fields(settings)} <= SUPPORTED_SETTINGS
+    names = {field.name for field in dataclasses.fields(settings)}
+    # Tag selection (--tags/--exclude-tags) is the pydicom walker's: with one, decline.
+    if "selection" in names:
+        if settings.selection:
+            return False
+        names.discard("selection")
+    return names <= SUPPORTED_SETTINGS
 
 
 def pydicom_defaults() -> bool:

@@ -166,7 +166,9 @@ def code_fingerprint() -> str:
     return digest.hexdigest()[:16]
 
 
-def fingerprint(settings) -> dict:
+def fingerprint(settings, content: dict | None = None) -> dict:
+    """What stored rows depend on; ``content``: the tag selection and de-identification
+    settings, key fingerprint included (``transforms.content.ContentSettings``)."""
     return {
         "state_version": STATE_VERSION,
         "shard_format": f"{shard_format.FORMAT_NAME} {shard_format.FORMAT_VERSION}",
@@ -177,6 +179,7 @@ def fingerprint(settings) -> dict:
         "max_binary_bytes": settings.max_binary_bytes,
         "max_values": settings.max_values,
         "max_cell_chars": settings.max_cell_chars,
+        **(content or {}),
     }
 
 
@@ -239,11 +242,15 @@ def _valid(paths: list[str]) -> dict:
         return dict(zip(paths, pool.map(check, paths)))
 
 
-def prepare_state(table: str, temp_dir: str, settings, incremental: bool) -> RunState:
-    """At launch: create this run's generation and list what earlier runs left to reuse."""
+def prepare_state(table: str, temp_dir: str, settings, incremental: bool,
+                  content: dict | None = None, reusable: bool = True) -> RunState:
+    """At launch: create this run's generation and list what earlier runs left to reuse.
+
+    ``reusable=False`` (rows whose DicomPath is a keyed pseudonym, which cannot be matched
+    to their files again): nothing earlier is reused."""
     state_dir = state_dir_for(table)
     generation = FileSystems.join(state_dir, f"gen-{run_id_of(temp_dir)}")
-    wanted = fingerprint(settings)
+    wanted = json.loads(json.dumps(fingerprint(settings, content)))  # as read back
     notes: list[str] = []
     current_name = None
     current_path = FileSystems.join(state_dir, CURRENT)
@@ -258,6 +265,9 @@ def prepare_state(table: str, temp_dir: str, settings, incremental: bool) -> Run
     write_json(FileSystems.join(generation, SETTINGS), record("settings", fingerprint=wanted))
 
     sources, previous = [], None
+    if not reusable:
+        notes.append("pseudonymized paths cannot be matched to files: every file is extracted")
+        others = []
     for rank, directory in enumerate(others, start=1):
         name = _name(directory)
         is_current = name == current_name

@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from transforms.csv_safety import guard_cell, guarded_columns
 from transforms.flatten import PATH_COLUMN
 from transforms.output import shard_format
 from transforms.types import ColumnConverter, arrow_schema
@@ -131,8 +132,10 @@ class _Cursor:
 class _TableWriters:
     """Receives merged rows, cuts them into chunks and writes each format's piece."""
 
-    def __init__(self, columns, files: TableFiles):
+    def __init__(self, columns, files: TableFiles, formula_guard: bool = False):
         self.names = column_names(columns)
+        # --csv-formula-guard (transforms/csv_safety.py): which columns are text.
+        self.guarded = guarded_columns(self.names, columns) if formula_guard else None
         self.files = files
         self.csv_out = self.parquet_out = self.parquet = None
         if files.csv:
@@ -177,7 +180,11 @@ class _TableWriters:
                    for name in self.names]
         if self.csv_out is not None:
             buffer = io.StringIO()
-            csv.writer(buffer, lineterminator="\r\n").writerows(zip(*columns))
+            csv_columns = columns
+            if self.guarded is not None:
+                csv_columns = [[guard_cell(text) if text else text for text in texts] if guard
+                               else texts for texts, guard in zip(columns, self.guarded)]
+            csv.writer(buffer, lineterminator="\r\n").writerows(zip(*csv_columns))
             self.csv_out.write(encode(buffer.getvalue()))
         if self.parquet is not None:
             arrays = []
@@ -255,12 +262,13 @@ def _merge_runs(shards, budget: int, temp_dir: str | None, attempt: str) -> tupl
 
 
 def merge_shards(shards, columns, files: TableFiles, budget: int = MEMORY_BUDGET,
-                 temp_dir: str | None = None, attempt: str = "") -> dict:
+                 temp_dir: str | None = None, attempt: str = "",
+                 formula_guard: bool = False) -> dict:
     """Write every shard's rows, in path order, to ``files``; return the figures."""
     shards = sorted(shards, key=lambda shard: shard.path)
     expected = sum(shard.rows for shard in shards)
     last, runs = _merge_runs(shards, budget, temp_dir, attempt or uuid.uuid4().hex)
-    writers = _TableWriters(columns, files)
+    writers = _TableWriters(columns, files, formula_guard)
     for data, index in _merged(last, budget):
         writers.add(data, index)
     writers.close()
@@ -290,7 +298,8 @@ def finalize_tables(renames: dict) -> None:
             raise FileNotFoundError(f"neither {temp} nor {final} exists")
 
 
-def _merge_step(_, shards, columns, final: TableFiles, temp_dir: str) -> dict:
+def _merge_step(_, shards, columns, final: TableFiles, temp_dir: str,
+                formula_guard: bool = False) -> dict:
     from transforms import beam_internals
 
     beam_internals.prepare_filesystems()
@@ -299,7 +308,8 @@ def _merge_step(_, shards, columns, final: TableFiles, temp_dir: str) -> dict:
         FileSystems.join(temp_dir, f"table-{attempt}.csv") if final.csv else None,
         FileSystems.join(temp_dir, f"table-{attempt}.parquet") if final.parquet else None,
     )
-    figures = merge_shards(shards, columns, temp, temp_dir=temp_dir, attempt=attempt)
+    figures = merge_shards(shards, columns, temp, temp_dir=temp_dir, attempt=attempt,
+                           formula_guard=formula_guard)
     figures["renames"] = {t: f for t, f in zip(temp, final) if t}
     return figures
 
@@ -317,10 +327,11 @@ class WriteTables(beam.PTransform):
     """(shards, columns) -> one dict of figures (``rows``, ``parquet_*``), emitted once
     the tables are in place."""
 
-    def __init__(self, final: TableFiles, temp_dir: str):
+    def __init__(self, final: TableFiles, temp_dir: str, csv_formula_guard: bool = False):
         super().__init__()
         self.final = final
         self.temp_dir = temp_dir
+        self.csv_formula_guard = csv_formula_guard
 
     def expand(self, shards_and_columns):
         shards, columns = shards_and_columns
@@ -328,6 +339,7 @@ class WriteTables(beam.PTransform):
             shards.pipeline
             | "Once" >> beam.Create([None])
             | "Merge" >> beam.Map(_merge_step, beam.pvalue.AsList(shards),
-                                  beam.pvalue.AsSingleton(columns), self.final, self.temp_dir)
+                                  beam.pvalue.AsSingleton(columns), self.final, self.temp_dir,
+                                  self.csv_formula_guard)
             | "Finalize" >> beam.Map(_finalize_step)
         )
