@@ -65,3 +65,10 @@ class DicomExtractOptions(PipelineOptions):
             help="Reuse the rows of the previous output for files whose size and "
             "modification time are unchanged; extract only new or changed files.",
         )
+        # Archives (zip and tar members, transforms/archives.py)
+        parser.add_argument(
+            "--no-archives", "--no_archives",
+            dest="read_archives", action="store_false", default=True,
+            help="Do not read the members of zip and tar files: archives are then "
+            "skipped files.",
+        )

@@ -1,16 +1,17 @@
 """The whole pipeline, in one place:
-discover -> extract -> spill -> columns -> CSV and/or Parquet -> report."""
+discover -> extract (archive members too) -> spill -> columns -> CSV and/or Parquet -> report."""
 
 from __future__ import annotations
 
 import apache_beam as beam
 
+from transforms.archives import UNITS, CountArchives, CountMatched, ReadArchives
 from transforms.columns import ComputeColumns
 from transforms.discover import MatchInputs
-from transforms.extract import ERRORS, SKIPPED, ExtractHeaders
+from transforms.extract import ARCHIVES, ERRORS, SKIPPED, ExtractHeaders
 from transforms.flatten import FlattenSettings
 from transforms.manifest import (
-    MANIFEST, KeepFileMetadata, WriteOutcomes, commit_state, prepare_state, skip_record,
+    MANIFEST, KeepFileMetadata, WriteOutcomes, commit_state, prepare_state, skip_records,
 )
 from transforms.report import OutputPaths, WriteReport
 from transforms.reuse import PlanReuse
@@ -28,27 +29,37 @@ def build_pipeline(pipeline, inputs, options, paths: OutputPaths, started: float
     )
     # Rows are spilled into a generation of the state directory, kept as the manifest
     # and row store the next run reuses (see transforms/manifest.py).
-    state = prepare_state(paths.table, paths.temp_dir, settings, options.incremental)
+    state = prepare_state(paths.table, paths.temp_dir, settings, options.incremental,
+                          options.read_archives)
     files = pipeline | "Discover" >> MatchInputs(inputs, progress)
     plan = files | "Reuse" >> PlanReuse(state, options.rows_per_shard, progress)
     extracted = plan["extract"] | "Extract" >> beam.ParDo(
-        KeepFileMetadata(ExtractHeaders(settings, progress))
-    ).with_outputs(ERRORS, SKIPPED, MANIFEST, main="rows")
-    spilled = extracted.rows | "Spill" >> beam.ParDo(
-        StoreRows(state.generation, options.rows_per_shard)
+        KeepFileMetadata(ExtractHeaders(settings, progress, options.read_archives))
+    ).with_outputs(ERRORS, SKIPPED, MANIFEST, ARCHIVES, main="rows")
+    # Zip and tar members: extracted like files, named ARCHIVE!/MEMBER.
+    members = extracted[ARCHIVES] | "Archives" >> ReadArchives(settings, progress)
+    spilled = (extracted.rows, members["rows"]) | "AllRows" >> beam.Flatten() | "Spill" >> (
+        beam.ParDo(StoreRows(state.generation, options.rows_per_shard))
     )
     shards = (spilled, plan["shards"]) | "AllShards" >> beam.Flatten()
+    errors = (extracted[ERRORS], members[ERRORS]) | "AllErrors" >> beam.Flatten()
     skipped = (
         extracted[SKIPPED],
-        plan["manifest"] | "ReusedSkips" >> beam.Map(skip_record),
+        members[SKIPPED],
+        plan["manifest"] | "ReusedSkips" >> beam.FlatMap(skip_records),
     ) | "AllSkipped" >> beam.Flatten()
     manifest_parts = (
-        (extracted[MANIFEST], plan["manifest"])
+        (extracted[MANIFEST], members[MANIFEST], plan["manifest"])
         | "AllOutcomes" >> beam.Flatten()
         | "WriteOutcomes" >> beam.ParDo(WriteOutcomes(state.generation))
     )
+    archive_units = (members[UNITS], plan["archive_units"])
+    matched = (files, *archive_units) | "Matched" >> CountMatched()
+    archives = archive_units | "CountArchives" >> CountArchives()
     columns = shards | "Columns" >> ComputeColumns()
-    extra = plan["counts"]
+    extra = plan["counts"] | "AddArchiveStats" >> beam.Map(
+        lambda counts, stats: {**counts, **stats}, beam.pvalue.AsSingleton(archives)
+    )
     if "parquet" in paths.formats:
         parquet = (shards, columns) | "WriteParquet" >> WriteParquet(
             paths.parquet, paths.temp_dir
@@ -60,7 +71,7 @@ def build_pipeline(pipeline, inputs, options, paths: OutputPaths, started: float
     if "csv" in paths.formats:
         table_rows = (shards, columns) | "WriteCsv" >> WriteCsv(paths.table, paths.temp_dir)
     summary = (
-        files, table_rows, columns, extracted[ERRORS], skipped, extra
+        matched, table_rows, columns, errors, skipped, extra
     ) | "Report" >> WriteReport(paths, started)
     summary | "CommitState" >> beam.Map(
         commit_state,

@@ -7,7 +7,9 @@ text (binary ones only need their length for ``<N bytes>``). Never read: pixel d
 Outputs: the main output is one ``Row`` per DICOM file; ``SKIPPED`` gets
 ``(path, reason)`` for files that are not DICOM; ``ERRORS`` gets
 ``(path, error type, message)`` for files that claim or look like DICOM but cannot be
-read. Every input file lands in exactly one of the three.
+read; ``ARCHIVES`` gets the zip and tar files, whose members ``transforms.archives``
+reads. Every input file lands in exactly one of the four. ``read_header`` is the same
+reading for bytes that are not a file of their own (archive members).
 """
 
 from __future__ import annotations
@@ -21,11 +23,14 @@ from pydicom import dcmread
 from pydicom.datadict import DicomDictionary
 from pydicom.dataelem import RawDataElement
 
+from transforms.archive_members import SNIFF_LENGTH, ArchiveFound, sniff_archive
 from transforms.flatten import TEXT_VRS, FlattenSettings, flatten
 from transforms.storage import open_ranged
 
 ERRORS = "errors"
 SKIPPED = "skipped"
+# Archives found among the inputs (``ArchiveFound``), read by ``transforms.archives``.
+ARCHIVES = "archives"
 
 PREAMBLE_LENGTH = 128
 MAGIC = b"DICM"
@@ -41,6 +46,14 @@ class TruncatedFileError(Exception):
 
 class NotDicomError(Exception):
     """A file that promises DICOM (by its name) but does not hold it."""
+
+
+class NotDicomFile(Exception):
+    """Not DICOM, and not named as DICOM: skipped with this reason, not an error."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
 
 
 def open_file(path: str):
@@ -103,9 +116,10 @@ def check_complete(dataset, size: int | None = None) -> None:
 class ExtractHeaders(beam.DoFn):
     """FileMetadata -> Row, or a tagged skip / error record."""
 
-    def __init__(self, settings: FlattenSettings, progress=None):
+    def __init__(self, settings: FlattenSettings, progress=None, read_archives: bool = True):
         self.settings = settings
         self.progress = progress
+        self.read_archives = read_archives
         self.extracted = Metrics.counter("dicom", "extracted")
         self.errors = Metrics.counter("dicom", "errors")
         self.skipped = Metrics.counter("dicom", "skipped")
@@ -122,7 +136,8 @@ class ExtractHeaders(beam.DoFn):
     def process(self, file_metadata):
         path = file_metadata.path
         try:
-            outcome = self._read(path, file_metadata.size_in_bytes)
+            outcome = self._read(path, file_metadata.size_in_bytes,
+                                 file_metadata.last_updated_in_seconds)
         except Exception as exc:  # pylint: disable=broad-except
             self.errors.inc()
             outcome = beam.pvalue.TaggedOutput(
@@ -136,43 +151,73 @@ class ExtractHeaders(beam.DoFn):
         if self.progress is not None:
             self.progress.flush()
 
-    def _read(self, path: str, size: int):
+    def _read(self, path: str, size: int, mtime: float = 0.0):
         """``size`` is the file's size as matched: values deferred past it are cut short."""
         with open_file(path) as stream:
-            kind, reason = recognise(stream.read(PREAMBLE_LENGTH + len(MAGIC)))
-            if kind is None:
-                if path.lower().endswith(DICOM_EXTENSIONS):
-                    raise NotDicomError(f"named as DICOM but not DICOM: {reason}")
-                self.skipped.inc()
-                return beam.pvalue.TaggedOutput(SKIPPED, (path, reason))
-            stream.seek(0)
-            dataset = dcmread(
-                stream,
-                stop_before_pixels=True,
-                defer_size=DEFER_SIZE,
-                force=kind == "raw",
+            prefix = stream.read(SNIFF_LENGTH)
+            # Archives by magic bytes, or by name unless the bytes look like DICOM.
+            looks_like, _ = recognise(prefix)
+            archive = None if looks_like == "part10" else sniff_archive(
+                prefix, path, trust_name=looks_like is None
             )
-            # Garbage after "DICM" reads as a few odd private tags: require File Meta
-            # or at least one standard element.
-            if not dataset.file_meta and not any(tag in DicomDictionary for tag in dataset.keys()):
-                raise NotDicomError("no File Meta and no standard DICOM element could be read")
-            check_complete(dataset, size)
-
-            def read_deferred(raw: RawDataElement) -> RawDataElement:
-                # Only text is worth reading; binary values stay "<N bytes>".
-                if raw.VR is not None and raw.VR not in TEXT_VRS and raw.VR != "SQ":
-                    return raw
-                stream.seek(raw.value_tell)
-                value = stream.read(raw.length)
-                if len(value) < raw.length:
-                    raise TruncatedFileError(f"file ends inside element {raw.tag}")
-                return raw._replace(value=value)
-
-            row, bad_elements = flatten(dataset, path, self.settings, read_deferred)
+            if archive is not None:
+                if self.read_archives:  # its members are read by transforms.archives
+                    return beam.pvalue.TaggedOutput(
+                        ARCHIVES, ArchiveFound(path, size, mtime, archive)
+                    )
+                self.skipped.inc()
+                return beam.pvalue.TaggedOutput(
+                    SKIPPED, (path, f"{archive} archive (archive reading is off)")
+                )
+            stream.seek(0)
+            try:
+                row, bad_elements = read_header(stream, path, size, self.settings)
+            except NotDicomFile as skip:
+                self.skipped.inc()
+                return beam.pvalue.TaggedOutput(SKIPPED, (path, skip.reason))
         if bad_elements:
-            self.bad_elements.inc(len(bad_elements))
+            self.bad_elements.inc(bad_elements)
         self.extracted.inc()
         return row
+
+
+def read_header(stream, path: str, size: int | None, settings: FlattenSettings):
+    """One file's header, read from ``stream``, as ``(row, number of elements kept raw)``.
+
+    The entry point for bytes that are not a matched file of their own (archive
+    members): ``stream`` is seekable and starts at the file's first byte, ``size`` is
+    the file's full size (values deferred past it are cut short). Raises
+    :class:`NotDicomFile` for a file to skip, any other exception for an error."""
+    kind, reason = recognise(stream.read(PREAMBLE_LENGTH + len(MAGIC)))
+    if kind is None:
+        if path.lower().endswith(DICOM_EXTENSIONS):
+            raise NotDicomError(f"named as DICOM but not DICOM: {reason}")
+        raise NotDicomFile(reason)
+    stream.seek(0)
+    dataset = dcmread(
+        stream,
+        stop_before_pixels=True,
+        defer_size=DEFER_SIZE,
+        force=kind == "raw",
+    )
+    # Garbage after "DICM" reads as a few odd private tags: require File Meta
+    # or at least one standard element.
+    if not dataset.file_meta and not any(tag in DicomDictionary for tag in dataset.keys()):
+        raise NotDicomError("no File Meta and no standard DICOM element could be read")
+    check_complete(dataset, size)
+
+    def read_deferred(raw: RawDataElement) -> RawDataElement:
+        # Only text is worth reading; binary values stay "<N bytes>".
+        if raw.VR is not None and raw.VR not in TEXT_VRS and raw.VR != "SQ":
+            return raw
+        stream.seek(raw.value_tell)
+        value = stream.read(raw.length)
+        if len(value) < raw.length:
+            raise TruncatedFileError(f"file ends inside element {raw.tag}")
+        return raw._replace(value=value)
+
+    row, bad_elements = flatten(dataset, path, settings, read_deferred)
+    return row, len(bad_elements)
 
 
 def _message(exc: Exception) -> str:

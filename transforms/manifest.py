@@ -32,8 +32,10 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
+import transforms.archive_members as archive_members_module
 import transforms.extract as extract_module
 import transforms.flatten as flatten_module
+from transforms.archive_members import SEPARATOR
 from transforms.extract import ERRORS, SKIPPED
 from transforms.rowstore import SIDECAR_SUFFIX, STORE_VERSION, StoredRow, write_atomically
 
@@ -48,8 +50,12 @@ ENTRIES_PER_PART = 2000
 def code_fingerprint() -> str:
     """Hash of the code that turns a file into a row: rows kept by other code are stale."""
     digest = hashlib.sha256()
-    for module in (flatten_module, extract_module):
-        with open(module.__file__, "rb") as stream:
+    sources = [module.__file__ for module in (flatten_module, extract_module,
+                                               archive_members_module)]
+    # transforms/archives.py imports this module, so it is hashed by its path.
+    sources.append(os.path.join(os.path.dirname(flatten_module.__file__), "archives.py"))
+    for source in sources:
+        with open(source, "rb") as stream:
             digest.update(stream.read())
     return digest.hexdigest()[:16]
 
@@ -98,7 +104,8 @@ def run_id_of(temp_dir: str) -> str:
     return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8]
 
 
-def prepare_state(table: str, temp_dir: str, settings, incremental: bool) -> RunState:
+def prepare_state(table: str, temp_dir: str, settings, incremental: bool,
+                  read_archives: bool = True) -> RunState:
     """At launch: create this run's generation and list what earlier runs left to reuse.
 
     The generation ``CURRENT`` names is reused only with ``--incremental``; generations
@@ -112,6 +119,7 @@ def prepare_state(table: str, temp_dir: str, settings, incremental: bool) -> Run
         "include_private": settings.include_private,
         "max_sequence_items": settings.max_sequence_items,
         "max_binary_bytes": settings.max_binary_bytes,
+        "read_archives": read_archives,
     }
     current_name = (_read_text(FileSystems.join(state_dir, CURRENT)) or "").strip()
     found = FileSystems.match([FileSystems.join(state_dir, "gen-*", SETTINGS)])[0]
@@ -160,6 +168,12 @@ def skip_record(entry) -> tuple:
     return (path,) + tuple(details)
 
 
+def skip_records(entry):
+    """``skip_record`` of the reused entries that are skips (not archive listings)."""
+    if entry[3] == "skipped":
+        yield skip_record(entry)
+
+
 class KeepFileMetadata(beam.DoFn):
     """Wraps the extraction DoFn: rows become ``StoredRow``; errors and skips also go,
     with size and mtime, to the ``MANIFEST`` output. Outputs are matched to their file by
@@ -188,21 +202,32 @@ class KeepFileMetadata(beam.DoFn):
     def teardown(self):
         self.extract.teardown()
 
+    def _file_info(self, path: str) -> tuple:
+        info = self.pending.pop(path, None)
+        if info is None:  # an archive member: filed under its archive's size and mtime
+            start = path.find(SEPARATOR)
+            while info is None and start >= 0:
+                info = self.pending.get(path[:start])
+                start = path.find(SEPARATOR, start + 1)
+        if info is None:
+            raise KeyError(f"no matched file for the outcome of {path}")
+        return info
+
     def _attach(self, output):
         windowed = isinstance(output, WindowedValue)
         value = output.value if windowed else output
         results = []
         if isinstance(value, beam.pvalue.TaggedOutput):
             record = value.value
-            size, mtime = self.pending.pop(record[0])
             kind = "error" if value.tag == ERRORS else "skipped" if value.tag == SKIPPED else None
-            results.append(value)
+            results.append(value)  # other outputs (archives found) pass as they are
             if kind is not None:
+                size, mtime = self._file_info(record[0])
                 results.append(beam.pvalue.TaggedOutput(
                     MANIFEST, (record[0], size, mtime, kind, tuple(record[1:]))
                 ))
         else:
-            size, mtime = self.pending.pop(value.path)
+            size, mtime = self._file_info(value.path)
             results.append(StoredRow(value.path, value.values, value.vrs, size, mtime))
         for result in results:
             if windowed:

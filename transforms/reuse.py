@@ -4,7 +4,9 @@ to extract, and carry the kept rows into this run's generation.
 A file's earlier outcome holds when an earlier manifest entry has the same path, size and
 modification time (from ``FileMetadata``; on buckets the object's update time, which
 changes with every new generation of the object). Rows and non-DICOM skips are reused;
-errors are always retried (they may have been transient: permissions, network).
+errors are always retried (they may have been transient: permissions, network). An
+archive is one unit: its members' entries are keyed by the archive, and are all kept or
+all re-extracted (``reusable_outcomes``).
 
 The join is a ``CoGroupByKey`` by path of the matched files with the manifest entries,
 read in parallel from the manifest parts: like Discover's de-duplication it shuffles
@@ -25,6 +27,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from apache_beam.io.filesystems import FileSystems
 
+from transforms.archive_members import archive_of
 from transforms.flatten import PATH_COLUMN
 from transforms.manifest import MANIFEST, RunState
 from transforms.rowstore import (
@@ -40,14 +43,51 @@ from transforms.spill import Shard, read_shard
 
 REUSE_ROWS = "reuse_rows"
 COUNTS = "counts"
+ARCHIVE_UNITS = "archive_units"
+ARCHIVE_ENTRY = "archive"  # transforms.archives' listing entry: (units,)
 
 
 class Entry(NamedTuple):
     rank: int  # 0 = the previous output, 1.. = interrupted runs, newest first
     size: int
     mtime: float
-    kind: str  # "row", "skipped" or "error"
+    kind: str  # "row", "skipped", "error" or "archive" (an archive's listing)
     payload: object  # row: sidecar path; skipped/error: the record without its path
+    path: str = ""  # the entry's DicomPath: an archive member's differs from its key
+
+
+def reusable_outcomes(key: str, entries: list, size: int, mtime: float):
+    """The earlier outcomes that still hold for the matched file ``key``, or ``None``.
+
+    A plain file: any one entry of the newest rank that has one (not an error) with the
+    same size and mtime. An archive is one unit: every outcome of one rank, all with the
+    archive's size and mtime, no error among them, and as many as its listing counted
+    (an interrupted run may have stored only some of its members)."""
+    by_rank: dict = {}
+    for entry in entries:
+        by_rank.setdefault(entry.rank, []).append(entry)
+    for rank in sorted(by_rank):
+        group = by_rank[rank]
+        listings = [entry for entry in group if entry.kind == ARCHIVE_ENTRY]
+        if not listings:
+            if any(entry.path != key for entry in group):
+                continue  # members without their archive's listing: a partial run
+            usable = [entry for entry in group if entry.kind != "error"
+                      and entry.size == size and entry.mtime == mtime]
+            if usable:
+                return usable[:1]
+            continue
+        if any(entry.kind == "error" or entry.size != size or entry.mtime != mtime
+               for entry in group):
+            continue
+        # A retried bundle may have stored an outcome twice: one per member and record.
+        outcomes = {
+            (entry.path, entry.kind, None if entry.kind == "row" else entry.payload): entry
+            for entry in group if entry.kind != ARCHIVE_ENTRY
+        }
+        if len(outcomes) == listings[0].payload[0]:
+            return [listings[0], *outcomes.values()]
+    return None
 
 
 class ReadEntries(beam.DoFn):
@@ -56,12 +96,13 @@ class ReadEntries(beam.DoFn):
     def process(self, rank_part):
         rank, part = rank_part
         content = read_pickle(part)
+        # Keyed by the matched file: archive members by their archive.
         if content["kind"] == "rows":
             for path, size, mtime, _ in content["files"]:
-                yield path, Entry(rank, size, mtime, "row", part)
+                yield archive_of(path), Entry(rank, size, mtime, "row", part, path)
         else:
             for path, size, mtime, kind, record in content["entries"]:
-                yield path, Entry(rank, size, mtime, kind, record)
+                yield archive_of(path), Entry(rank, size, mtime, kind, record, path)
 
 
 class Classify(beam.DoFn):
@@ -84,24 +125,25 @@ class Classify(beam.DoFn):
             return
         file_metadata = files[0]
         size, mtime = file_metadata.size_in_bytes, file_metadata.last_updated_in_seconds
-        usable = [
-            entry for entry in entries
-            if entry.kind != "error" and entry.size == size and entry.mtime == mtime
-        ]
-        if not usable:
+        kept = reusable_outcomes(path, entries, size, mtime)
+        if kept is None:
             yield beam.pvalue.TaggedOutput(COUNTS, "files_extracted")
             yield file_metadata
             return
-        entry = min(usable, key=lambda entry: entry.rank)
         yield beam.pvalue.TaggedOutput(
-            COUNTS, "files_reused" if entry.rank == 0 else "files_resumed"
+            COUNTS, "files_reused" if kept[0].rank == 0 else "files_resumed"
         )
         if self.progress is not None:
             self.progress.done(1)
-        if entry.kind == "row":
-            yield beam.pvalue.TaggedOutput(REUSE_ROWS, (entry.payload, path))
-        else:
-            yield beam.pvalue.TaggedOutput(MANIFEST, (path, size, mtime, entry.kind, entry.payload))
+        for entry in kept:
+            if entry.kind == "row":
+                yield beam.pvalue.TaggedOutput(REUSE_ROWS, (entry.payload, entry.path))
+            else:
+                yield beam.pvalue.TaggedOutput(
+                    MANIFEST, (entry.path, size, mtime, entry.kind, entry.payload)
+                )
+            if entry.kind == ARCHIVE_ENTRY:
+                yield beam.pvalue.TaggedOutput(ARCHIVE_UNITS, entry.payload[0])
 
     def finish_bundle(self):
         if self.progress is not None:
@@ -187,7 +229,8 @@ class CountOutcomes(beam.CombineFn):
 
 class PlanReuse(beam.PTransform):
     """FileMetadata -> {"extract": FileMetadata, "shards": reused rows' Shard records,
-    "manifest": reused skip entries, "counts": one dict of reuse figures}."""
+    "manifest": reused skip (and archive listing) entries, "archive_units": each reused
+    archive's count of outcomes, "counts": one dict of reuse figures}."""
 
     def __init__(self, state: RunState, rows_per_shard: int, progress=None):
         super().__init__()
@@ -203,6 +246,7 @@ class PlanReuse(beam.PTransform):
                 "extract": files,
                 "shards": pipeline | "NoShards" >> beam.Create([]),
                 "manifest": pipeline | "NoEntries" >> beam.Create([]),
+                "archive_units": pipeline | "NoArchives" >> beam.Create([]),
                 "counts": tags | "Count" >> beam.CombineGlobally(CountOutcomes(self.state)),
             }
         entries = (
@@ -216,7 +260,7 @@ class PlanReuse(beam.PTransform):
             {"file": keyed, "old": entries}
             | "Join" >> beam.CoGroupByKey()
             | "Classify" >> beam.ParDo(Classify(self.state.incremental, self.progress))
-            .with_outputs(REUSE_ROWS, MANIFEST, COUNTS, main="extract")
+            .with_outputs(REUSE_ROWS, MANIFEST, COUNTS, ARCHIVE_UNITS, main="extract")
         )
         shards = (
             split[REUSE_ROWS]
@@ -227,5 +271,6 @@ class PlanReuse(beam.PTransform):
             "extract": split.extract,
             "shards": shards,
             "manifest": split[MANIFEST],
+            "archive_units": split[ARCHIVE_UNITS],
             "counts": split[COUNTS] | "Count" >> beam.CombineGlobally(CountOutcomes(self.state)),
         }
