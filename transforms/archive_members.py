@@ -177,13 +177,12 @@ class MemberHeaderStream(io.RawIOBase):
     (:class:`HeaderTooLargeError`) and never past the member's declared ``size``.
     """
 
-    def __init__(self, source, size: int | None, name: str,
-                 limit: int = MAX_MEMBER_HEADER_BYTES):
+    def __init__(self, source, size: int | None, name: str, limit: int | None = None):
         super().__init__()
         self._source = source
         self._size = size
         self.name = name
-        self._limit = limit
+        self._limit = MAX_MEMBER_HEADER_BYTES if limit is None else limit
         self._buffer = bytearray()
         self._pos = 0
         self._ended = False

@@ -129,7 +129,10 @@ class _MemberDoFn(beam.DoFn):
     def _error(self, path: str, exc: Exception, context: str = ""):
         self.errors.inc()
         self._done()
-        return beam.pvalue.TaggedOutput(ERRORS, (path, type(exc).__name__, context + _message(exc)))
+        name = type(exc).__name__
+        if name == "error":  # zlib.error, say: name its module too
+            name = f"{type(exc).__module__}.error"
+        return beam.pvalue.TaggedOutput(ERRORS, (path, name, context + _message(exc)))
 
     def _member(self, open_source, dicom_path: str, size: int):
         """The outcome record of one member; ``open_source()`` gives its byte stream."""
