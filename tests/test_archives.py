@@ -12,7 +12,7 @@ import zipfile
 import pytest
 
 from archive_fixtures import (
-    PACKED, make_source, pack_all, rename_zip_member, set_zip_flag, source_files,
+    PACKED, make_source, pack, pack_all, rename_zip_member, set_zip_flag, source_files,
 )
 from conftest import make_dataset, pydicom_file, read_csv, run_cli, write_dicom
 from transforms import archive_members
@@ -314,3 +314,132 @@ def test_member_header_stream_is_bounded():
     short = MemberHeaderStream(io.BytesIO(b"abc"), 10, "m")
     assert short.read(10) == b"abc"
     assert short.read(1) == b""
+
+
+# --------------------------------------------------------------------------------------
+# Incremental runs: an archive is one unit, by size and modification time
+# --------------------------------------------------------------------------------------
+
+OUTPUT_TABLES = ("scan.csv", "scan.errors.csv", "scan.skipped.csv")
+
+
+def tables(folder) -> dict:
+    return {name: (folder / name).read_bytes() for name in OUTPUT_TABLES}
+
+
+def summary_of(folder) -> dict:
+    return json.loads((folder / "scan.summary.json").read_text())
+
+
+def full_run_tables(inputs, tmp_path, name: str) -> dict:
+    fresh = tmp_path / name
+    fresh.mkdir()
+    assert run_cli(inputs, "-o", fresh / "scan.csv", "--quiet") == 0
+    return tables(fresh)
+
+
+def test_incremental_runs_treat_an_archive_as_a_unit(tmp_path):
+    inputs = tmp_path / "in"
+    source = make_source(tmp_path / "unpacked")
+    pack(source, str(inputs / "a.zip"), "zip", zipfile.ZIP_DEFLATED)
+    pack(source, str(inputs / "b.tar.gz"), "tar", "w:gz")
+    ct = open(pydicom_file("CT_small.dcm"), "rb").read()
+    with zipfile.ZipFile(inputs / "c.zip", "w") as archive:  # one member unreadable
+        archive.writestr("ok.dcm", ct)
+        archive.writestr("cut.dcm", ct[:1000])
+    write_dicom(inputs / "plain.dcm", PatientID="PLAIN")
+    out = tmp_path / "out"
+    out.mkdir()
+
+    assert run_cli(inputs, "-o", out / "scan.csv", "--quiet") == 0
+    first = tables(out)
+    assert summary_of(out)["accounted_for"] is True
+    assert run_cli(inputs, "-o", out / "scan.csv", "--quiet", "--incremental") == 0
+    summary = summary_of(out)
+    # c.zip had an error: the whole archive is read again (the error may be transient).
+    assert (summary["files_reused"], summary["files_extracted"]) == (3, 1)
+    assert summary["accounted_for"] is True and summary["archives"] == 3
+    assert summary["files_matched"] == 2 * len(source_files(source)) + 2 + 1
+    assert tables(out) == first
+    errors = records({"errors": read_csv(out / "scan.errors.csv")[1]}, "errors", "ErrorType")
+    assert list(errors) == [f"{inputs}/c.zip!/cut.dcm"]
+
+    # A changed archive is read again whole; a deleted one drops all its members.
+    with zipfile.ZipFile(inputs / "a.zip", "a") as archive:
+        archive.writestr("added.dcm", ct)
+    os.remove(inputs / "b.tar.gz")
+    assert run_cli(inputs, "-o", out / "scan.csv", "--quiet", "--incremental") == 0
+    summary = summary_of(out)
+    assert (summary["files_reused"], summary["files_extracted"], summary["files_dropped"]) == (
+        1, 2, 1)
+    assert tables(out) == full_run_tables(inputs, tmp_path, "fresh")
+    assert f"{inputs}/a.zip!/added.dcm" in (out / "scan.csv").read_text()
+
+
+def test_reading_archives_on_or_off_invalidates_the_state(tmp_path):
+    inputs = tmp_path / "in"
+    pack(make_source(tmp_path / "unpacked"), str(inputs / "a.zip"), "zip", zipfile.ZIP_STORED)
+    out = tmp_path / "out"
+    out.mkdir()
+    assert run_cli(inputs, "-o", out / "scan.csv", "--quiet", "--no-archives") == 0
+    assert run_cli(inputs, "-o", out / "scan.csv", "--quiet", "--incremental") == 0
+    summary = summary_of(out)
+    assert summary["files_reused"] == 0 and "other settings" in summary["state_note"]
+    assert summary["rows"] == len(source_files(str(tmp_path / "unpacked"))) - 1
+
+
+@pytest.mark.xfail(reason="main fails any run with --direct_runner_bundle_repeat=1 in "
+                   "WriteCsv/Merge (a CSV part deleted by the first attempt), plain files "
+                   "too: the output lifecycle's (issue 10) to fix", raises=RuntimeError,
+                   strict=False)
+def test_repeated_bundles_give_the_same_tables(packed, tmp_path):
+    """Any bundle may run twice (--direct_runner_bundle_repeat): same outputs."""
+    _, archives, _ = packed
+    inputs = [archives[name] for name in ("deflated.zip", "plain.tar", "gzip.tar.gz")]
+    once, twice = tmp_path / "once", tmp_path / "twice"
+    once.mkdir()
+    twice.mkdir()
+    assert run_cli(*inputs, "-o", once / "scan.csv", "--quiet") == 0
+    assert run_cli(*inputs, "-o", twice / "scan.csv", "--quiet",
+                   "--direct_runner_bundle_repeat=1") == 0
+    assert tables(twice) == tables(once)
+    assert summary_of(twice)["files_matched"] == summary_of(once)["files_matched"]
+    assert summary_of(twice)["accounted_for"] is True
+    # The repeated run's state is reused whole by an incremental run.
+    assert run_cli(*inputs, "-o", twice / "scan.csv", "--quiet", "--incremental") == 0
+    assert summary_of(twice)["files_reused"] == 3
+    assert tables(twice) == tables(once)
+
+
+def test_archive_steps_give_the_same_outcomes_when_bundles_repeat(packed):
+    """The archive steps alone, every bundle run twice: each outcome exactly once."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from transforms.archive_members import ArchiveFound
+    from transforms.archives import UNITS, ReadArchives
+    from transforms.extract import ERRORS, SKIPPED
+    from transforms.flatten import FlattenSettings
+
+    source, archives, result = packed
+    kinds = {"w": "tar", "w:gz": "gzip", "w:bz2": "bzip2", "w:xz": "xz"}
+    found = []
+    for name, path in archives.items():
+        kind, mode = PACKED[name]
+        found.append(ArchiveFound(path, os.path.getsize(path), os.path.getmtime(path),
+                                  "zip" if kind == "zip" else kinds[mode]))
+    prefixes = tuple(path + "!/" for path in archives.values())
+    expected_rows = [(row["DicomPath"], without_path({k: v for k, v in row.items() if v}))
+                     for row in result["rows"] if row["DicomPath"].startswith(prefixes)]
+    options = PipelineOptions(["--direct_runner_bundle_repeat=1"])
+    with beam.Pipeline(options=options) as pipeline:
+        outputs = pipeline | beam.Create(found) | ReadArchives(FlattenSettings())
+        rows = outputs["rows"] | "Rows" >> beam.Map(
+            lambda row: (row.path, {k: v for k, v in row.values.items() if k != "DicomPath"}))
+        assert_that(rows, equal_to(expected_rows), label="rows")
+        assert_that(outputs[SKIPPED] | "SkipPaths" >> beam.Map(lambda record: record[0]),
+                    equal_to([path + "study/notes.txt" for path in prefixes]), label="skips")
+        assert_that(outputs[ERRORS], equal_to([]), label="errors")
+        assert_that(outputs[UNITS], equal_to([len(source_files(source))] * len(archives)),
+                    label="units")
