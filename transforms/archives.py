@@ -25,6 +25,7 @@ run can tell a complete earlier listing from a partial one.
 
 from __future__ import annotations
 
+import io
 import logging
 import tarfile
 import warnings
@@ -84,7 +85,8 @@ def open_archive(path: str, size: int):
 def read_member(source, dicom_path: str, size: int, settings):
     """A member's outcome from ``source`` (sequential, at the member's first byte):
     a ``(Row, elements kept raw)`` pair, or the reason to skip it."""
-    stream = MemberHeaderStream(source, size, dicom_path)
+    # Buffered: the header reader's many small reads and seeks then run in C.
+    stream = io.BufferedReader(MemberHeaderStream(source, size, dicom_path))
     prefix = stream.read(SNIFF_LENGTH)
     looks_like, _ = recognise(prefix)
     if looks_like != "part10" and sniff_archive(prefix, dicom_path, looks_like is None):
