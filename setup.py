@@ -9,7 +9,7 @@ setup(
     packages=["beam_pipeline", "transforms"],
     python_requires=">=3.10",
     install_requires=[
-        "apache-beam>=2.77,<2.78",
+        "apache-beam==2.70.0",
         "pydicom>=3.0,<4",
         "pyarrow>=14",
         "numpy",
@@ -18,12 +18,13 @@ setup(
     ],
     extras_require={
         # gs:// and s3:// through Beam's FileSystems.
-        "gcp": ["apache-beam[gcp]>=2.77,<2.78"],
-        "aws": ["apache-beam[aws]>=2.77,<2.78"],
+        "gcp": ["apache-beam[gcp]==2.70.0"],
+        "aws": ["apache-beam[aws]==2.70.0"],
         "test": [
             "pytest", "pandas", "polars", "duckdb", "psutil",
+            "pillow",  # tests/test_pipeline.py imports PIL
             # tests/test_buckets.py: both clouds, against servers started on 127.0.0.1
-            "apache-beam[gcp,aws]>=2.77,<2.78",
+            "apache-beam[gcp,aws]==2.70.0",
             "gcp-storage-emulator==2026.7.19",
             "moto[server]==5.2.1",
         ],

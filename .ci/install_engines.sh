@@ -22,17 +22,23 @@
 set -euo pipefail
 
 ENGINES_DIR="${ENGINES_DIR:-$HOME/.cache/dicom-meta-engines}"
-# Flink 1.19: the newest Flink line for which Maven Central (as served here)
-# has a Beam Flink runner (beam-runners-flink-1.19 2.62.0 / 2.70.0).  Beam
-# 2.77's default --flink_version is 2.2, but no Beam artifact for Flink
-# 1.20/2.x is served, nor any Beam 2.77.0 Java artifact.
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# One Beam release for the Python SDK, the Flink job server and Prism: the one
+# setup.py pins (apache-beam==X.Y.Z). 2.70.0 is the newest release whose Flink
+# runner (beam-runners-flink-1.19) Maven Central serves here; 2.71-2.77: not found.
+BEAM_VERSION="${BEAM_VERSION:-$(sed -n 's/.*"apache-beam==\([0-9.]*\)".*/\1/p' "$HERE/../setup.py" | head -1)}"
+if [[ -z "$BEAM_VERSION" ]]; then
+  echo "[install_engines] no apache-beam==X.Y.Z pin found in setup.py; set BEAM_VERSION" >&2; exit 1
+fi
+# Flink 1.19: the newest Flink line for which a Beam Flink runner is served
+# here at that release. The cluster must be the Flink line the runner is built for.
 FLINK_VERSION="${FLINK_VERSION:-1.19.3}"
 BEAM_FLINK_MINOR="${BEAM_FLINK_MINOR:-1.19}"
-# beam-runners-flink-1.19 2.62.0 is the newest version whose dependencies
-# (beam-runners-java-job-service) are all served.
-BEAM_JOB_SERVER_VERSION="${BEAM_JOB_SERVER_VERSION:-2.62.0}"
-# Prism must match the Python SDK (apache-beam==2.77.0).
-PRISM_VERSION="${PRISM_VERSION:-v2.77.0}"
+# beam-runners-java-job-service (which the job server needs) is served only up
+# to 2.65.0; when it is not served at $BEAM_VERSION the jar takes this one
+# (see .ci/flink-job-server/pom.xml and linkcheck.py).
+BEAM_JOB_SERVICE_FALLBACK="${BEAM_JOB_SERVICE_FALLBACK:-2.65.0}"
+PRISM_VERSION="${PRISM_VERSION:-v$BEAM_VERSION}"
 
 ENV_FILE="$ENGINES_DIR/engines.env"
 while [[ $# -gt 0 ]]; do
@@ -42,7 +48,6 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 
-HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PYTHON="${PYTHON:-python3}"
 mkdir -p "$ENGINES_DIR"
 log() { echo "[install_engines] $*" >&2; }
@@ -167,28 +172,40 @@ open(path, "w").write(conf)
 PY
 
 # ------------------------------------------------------ Beam job server ----
-JOB_SERVER_JAR="$ENGINES_DIR/beam-runners-flink-$BEAM_FLINK_MINOR-job-server-$BEAM_JOB_SERVER_VERSION.jar"
+JOB_SERVER_JAR="$ENGINES_DIR/beam-runners-flink-$BEAM_FLINK_MINOR-job-server-$BEAM_VERSION.jar"
 if [[ -s "$JOB_SERVER_JAR" ]]; then
   log "Beam Flink job server already at $JOB_SERVER_JAR"
 else
   # First choice: Beam's own published job server jar, if Maven Central
   # serves it for this version.
-  coords="org.apache.beam:beam-runners-flink-$BEAM_FLINK_MINOR-job-server:$BEAM_JOB_SERVER_VERSION"
-  build="$ENGINES_DIR/build/job-server-$BEAM_FLINK_MINOR-$BEAM_JOB_SERVER_VERSION"
+  coords="org.apache.beam:beam-runners-flink-$BEAM_FLINK_MINOR-job-server:$BEAM_VERSION"
+  build="$ENGINES_DIR/build/job-server-$BEAM_FLINK_MINOR-$BEAM_VERSION"
   rm -rf "$build"; mkdir -p "$build"
   log "trying $coords from Maven Central"
   if mvn -B -q dependency:copy -Dartifact="$coords" -Dmdep.stripVersion=false \
        -DoutputDirectory="$build/published" >"$build/published.log" 2>&1; then
     cp "$build/published/"*.jar "$JOB_SERVER_JAR.tmp"
   else
-    log "$coords is not served; building the job server jar from beam-runners-flink-$BEAM_FLINK_MINOR:$BEAM_JOB_SERVER_VERSION"
+    job_service="$BEAM_VERSION"
+    if ! mvn -B -q dependency:get -Dtransitive=false \
+         -Dartifact="org.apache.beam:beam-runners-java-job-service:$BEAM_VERSION" >"$build/job-service.log" 2>&1; then
+      job_service="$BEAM_JOB_SERVICE_FALLBACK"
+      log "beam-runners-java-job-service:$BEAM_VERSION is not served; using $job_service"
+    fi
+    log "$coords is not served; building it from beam-runners-flink-$BEAM_FLINK_MINOR:$BEAM_VERSION (job service $job_service)"
     cp "$HERE/flink-job-server/pom.xml" "$build/pom.xml"
-    if ! (cd "$build" && mvn -B -q package -Dbeam.version="$BEAM_JOB_SERVER_VERSION" \
+    if ! (cd "$build" && mvn -B -q package -Dbeam.version="$BEAM_VERSION" \
+            -Dbeam.jobservice.version="$job_service" \
             -Dbeam.flink.version="$BEAM_FLINK_MINOR" >"$build/build.log" 2>&1); then
       tail -50 "$build/build.log" >&2
       log "building the job server failed (log: $build/build.log)"
       exit 1
     fi
+    # Every reference between the runner, job service, Fn execution and expansion
+    # classes must resolve in the jar (the job service may be an older release).
+    "$PYTHON" "$HERE/flink-job-server/linkcheck.py" "$build/target/beam-flink-job-server.jar" \
+      org/apache/beam/runners/jobsubmission/ org/apache/beam/runners/flink/ \
+      org/apache/beam/runners/fnexecution/ org/apache/beam/sdk/expansion/ >&2
     cp "$build/target/beam-flink-job-server.jar" "$JOB_SERVER_JAR.tmp"
   fi
   mv "$JOB_SERVER_JAR.tmp" "$JOB_SERVER_JAR"
@@ -203,8 +220,19 @@ if [[ -x "$PRISM_BIN" ]]; then
 else
   log "installing Prism $PRISM_VERSION via go install"
   mkdir -p "$PRISM_DIR"
-  GOBIN="$PRISM_DIR" GOFLAGS="${GOFLAGS:--buildvcs=false}" \
-    go install "github.com/apache/beam/sdks/v2/go/cmd/prism@$PRISM_VERSION"
+  prism_module="github.com/apache/beam/sdks/v2"
+  if ! GOBIN="$PRISM_DIR" GOFLAGS="${GOFLAGS:--buildvcs=false}" \
+         go install "$prism_module/go/cmd/prism@$PRISM_VERSION" 2>"$PRISM_DIR/install.log"; then
+    cat "$PRISM_DIR/install.log" >&2
+    # The checksum database reachable here has no entry for some Beam releases
+    # (v2.70.0: "verifying module: ... 404 Not Found"). Then skip that lookup for
+    # the Beam module alone; its dependencies are still verified.
+    grep -q "verifying module: $prism_module@$PRISM_VERSION" "$PRISM_DIR/install.log" || exit 1
+    log "no checksum database entry for $prism_module@$PRISM_VERSION; installing without it"
+    GOBIN="$PRISM_DIR" GOFLAGS="${GOFLAGS:--buildvcs=false}" GONOSUMDB="$prism_module" \
+      go install "$prism_module/go/cmd/prism@$PRISM_VERSION"
+  fi
+  rm -f "$PRISM_DIR/install.log"
   test -x "$PRISM_BIN"
 fi
 
@@ -218,6 +246,7 @@ export ENGINES_DIR="$ENGINES_DIR"
 export FLINK_HOME="$FLINK_HOME_DIR"
 export FLINK_VERSION="$FLINK_VERSION"
 export BEAM_FLINK_VERSION="$BEAM_FLINK_MINOR"
+export BEAM_VERSION="$BEAM_VERSION"
 export BEAM_FLINK_JOB_SERVER_JAR="$JOB_SERVER_JAR"
 export BEAM_PRISM_BINARY="$PRISM_BIN"
 EOF
