@@ -37,6 +37,7 @@ import storage_servers as servers  # noqa: E402  (the tests' server helpers)
 import transforms.archives as archives  # noqa: E402
 from beam_pipeline.cli import main as cli  # noqa: E402
 from benchmarks.make_archive import generate  # noqa: E402
+from benchmarks.run_benchmark import _CountingFile  # noqa: E402  (counts bytes read)
 from transforms.archive_members import ArchiveFound  # noqa: E402
 from transforms.flatten import FlattenSettings  # noqa: E402
 
@@ -47,15 +48,6 @@ PACKINGS = {
     "plain.tar": ("tar", "w"),
     "gzip.tar.gz": ("gzip", "w:gz"),
 }
-
-
-class _CountingFile(io.FileIO):
-    read_total = 0
-
-    def readinto(self, buffer):
-        count = super().readinto(buffer)
-        _CountingFile.read_total += count or 0
-        return count
 
 
 def pack(root: str, target: str, mode) -> None:

@@ -22,7 +22,6 @@ import storage_servers as ss
 from archive_fixtures import ct_slice, make_source, pack
 from conftest import read_csv, run_cli
 
-BUCKET = "dicom-archives"
 ARCHIVES = {
     "stored.zip": ("zip", zipfile.ZIP_STORED),
     "deflated.zip": ("zip", zipfile.ZIP_DEFLATED),
@@ -31,37 +30,11 @@ ARCHIVES = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def loopback_only():
-    with ss.loopback_only():
-        yield
-
-
-@pytest.fixture(scope="module")
-def gcs():
-    server = ss.start_gcs_emulator(bucket=BUCKET)
-    previous = os.environ.get("STORAGE_EMULATOR_HOST")
-    os.environ["STORAGE_EMULATOR_HOST"] = server.endpoint
-    try:
-        yield server
-    finally:
-        ss.restore_env({"STORAGE_EMULATOR_HOST": previous})
-        server.stop()
-
-
-@pytest.fixture(scope="module")
-def s3():
-    server = ss.start_moto_server(bucket=BUCKET)
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(autouse=True)
-def reset_filesystem_options():
-    yield
-    FileSystems.set_options(None)
+# The servers and the loopback guard of the bucket tests (module-scoped: started here
+# again, stopped at this module's end).
+from test_buckets import (  # noqa: E402,F401  (fixtures, used by name)
+    BUCKET, gcs, loopback_only, reset_filesystem_options, s3,
+)
 
 
 def upload(local_root: str, prefix: str, options=None) -> None:

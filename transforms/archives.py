@@ -99,7 +99,10 @@ def read_member(source, dicom_path: str, size: int, settings):
 
 
 class _MemberDoFn(beam.DoFn):
-    """Shared by both archive steps: counters, pydicom's quiet, the outcome records."""
+    """Shared by both archive steps: counters, pydicom's quiet, the outcome records.
+
+    The same counters and set-up as ``ExtractHeaders``, not inherited from it: its
+    bundle lifecycle (batching, what it emits when) is its own."""
 
     def __init__(self, settings, progress=None):
         self.settings = settings
