@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import apache_beam as beam
 
-from transforms.archives import UNITS, CountArchives, CountMatched, ReadArchives
+from transforms.archives import UNITS, CountMatched, ReadArchives
 from transforms.columns import ComputeColumns
 from transforms.discover import MatchInputs
 from transforms.extract import ARCHIVES, ERRORS, SKIPPED, ExtractHeaders
@@ -53,12 +53,11 @@ def build_pipeline(pipeline, inputs, options, paths: OutputPaths, started: float
         | "AllOutcomes" >> beam.Flatten()
         | "WriteOutcomes" >> beam.ParDo(WriteOutcomes(state.generation))
     )
-    archive_units = (members[UNITS], plan["archive_units"])
-    matched = (files, *archive_units) | "Matched" >> CountMatched()
-    archives = archive_units | "CountArchives" >> CountArchives()
+    counted = (files, members[UNITS], plan["archive_units"]) | "Matched" >> CountMatched()
+    matched = counted | "MatchedFiles" >> beam.Map(lambda pair: pair[0])
     columns = shards | "Columns" >> ComputeColumns()
-    extra = plan["counts"] | "AddArchiveStats" >> beam.Map(
-        lambda counts, stats: {**counts, **stats}, beam.pvalue.AsSingleton(archives)
+    extra = plan["counts"] | "AddArchives" >> beam.Map(
+        lambda counts, pair: {**counts, "archives": pair[1]}, beam.pvalue.AsSingleton(counted)
     )
     if "parquet" in paths.formats:
         parquet = (shards, columns) | "WriteParquet" >> WriteParquet(

@@ -322,27 +322,34 @@ class ReadArchives(beam.PTransform):
         return outputs
 
 
+class _MatchedAndArchives(beam.CombineFn):
+    """Files (1 each) and archives (their unit counts) -> (files matched, archives)."""
+
+    def create_accumulator(self):
+        return 0, 0
+
+    def add_input(self, accumulator, units):
+        matched, archives = accumulator
+        if units is None:  # a matched file
+            return matched + 1, archives
+        return matched + units - 1, archives + 1  # the archive counted as its members
+
+    def merge_accumulators(self, accumulators):
+        return tuple(map(sum, zip(*accumulators))) or (0, 0)
+
+    def extract_output(self, accumulator):
+        return accumulator
+
+
 class CountMatched(beam.PTransform):
-    """(matched files, archives' unit counts...) -> one int: files matched, with each
-    archive counted as its members (and its own error or skip, if it has one)."""
+    """(matched files, archives' unit counts...) -> one ``(matched, archives)`` pair:
+    files matched, with each archive counted as its members (and its own error or skip,
+    if it has one), and the number of archives."""
 
     def expand(self, inputs):
         files, *units = inputs
-        ones = files | "One" >> beam.Map(lambda _: 1)
-        extra = (
-            units | "AllUnits" >> beam.Flatten()
-            | "BeyondTheArchive" >> beam.Map(lambda count: count - 1)
-        )
-        return (ones, extra) | "Both" >> beam.Flatten() | "Sum" >> beam.CombineGlobally(sum)
-
-
-class CountArchives(beam.PTransform):
-    """(archives' unit counts...) -> ``{"archives": N}`` for the summary."""
-
-    def expand(self, inputs):
         return (
-            inputs
+            (files | "AsNone" >> beam.Map(lambda _: None), *units)
             | "All" >> beam.Flatten()
-            | "Count" >> beam.combiners.Count.Globally()
-            | "AsStats" >> beam.Map(lambda count: {"archives": count})
+            | "Count" >> beam.CombineGlobally(_MatchedAndArchives())
         )
