@@ -18,13 +18,14 @@ setup(
     ],
     extras_require={
         # gs:// and s3:// through Beam's FileSystems.
-        "gcp": ["apache-beam[gcp]==2.70.0"],
+        # crcmod: Beam 2.70 logs a warning on every gs:// import without it.
+        "gcp": ["apache-beam[gcp]==2.70.0", "crcmod"],
         "aws": ["apache-beam[aws]==2.70.0"],
         "test": [
             "pytest", "pandas", "polars", "duckdb", "psutil",
             "pillow",  # tests/test_pipeline.py imports PIL
             # tests/test_buckets.py: both clouds, against servers started on 127.0.0.1
-            "apache-beam[gcp,aws]==2.70.0",
+            "apache-beam[gcp,aws]==2.70.0", "crcmod",
             "gcp-storage-emulator==2026.7.19",
             "moto[server]==5.2.1",
         ],

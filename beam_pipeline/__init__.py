@@ -1,6 +1,7 @@
 """Options, pipeline assembly and command line of dicom-meta-extract."""
 
 import logging
+import warnings
 
 
 class _BeamImportNoise(logging.Filter):
@@ -12,3 +13,8 @@ class _BeamImportNoise(logging.Filter):
 
 
 logging.getLogger().addFilter(_BeamImportNoise())
+
+# google-api-core / google-auth warn on import that the grpcio Beam 2.70 pins (<1.66) will
+# not be supported from 2027; it says nothing about this run, and a usage error must stay
+# one line.
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"google(\..*)?")

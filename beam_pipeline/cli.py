@@ -27,6 +27,7 @@ from apache_beam.options.pipeline_options import (
 
 from beam_pipeline.options import DicomExtractOptions
 from beam_pipeline.pipeline import build_pipeline
+from beam_pipeline.short_help import format_help
 from transforms.discover import has_glob
 from transforms.progress import ProgressBar
 from transforms.report import OutputPaths
@@ -52,20 +53,43 @@ class _OneLineParser(_BeamArgumentParser):
         raise UsageError(message)
 
 
+USAGE = f"{PROG} INPUT... -o OUT.csv [options] [Beam pipeline options]"
+DESCRIPTION = (
+    "Turn DICOM archives into one table: a row per file, a column per header element; "
+    "next to it OUT.errors.csv, OUT.skipped.csv, OUT.summary.json and OUT.report.html."
+)
+
+
+class _Help(argparse.Action):
+    """-h/--help: our options (beam_pipeline/short_help.py); --help-beam: every option."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS,
+                         nargs=0, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if option_string in ("--help-beam", "--help_beam"):
+            parser.print_help()
+        else:
+            cli_group = [("Input and run", parser.cli_actions)]
+            sys.stdout.write(format_help(PROG, USAGE, DESCRIPTION, cli_group))
+        parser.exit()
+
+
 def _parser() -> _OneLineParser:
     parser = _OneLineParser(
-        prog=PROG, allow_abbrev=False, add_help=True,
-        usage=f"{PROG} INPUT... -o OUT.csv [options] [any Beam pipeline option]",
-        description="Turn DICOM archives into one table: a row per file, a column per "
-        "header element. Our options: -o/--output, --format, --include-private, "
-        "--max-sequence-items, --max-binary-bytes, --incremental, --anonymous-access, "
-        "--rows-per-shard, --config, --quiet; every other option below is Beam's.",
+        prog=PROG, allow_abbrev=False, add_help=False, usage=USAGE,
+        description=DESCRIPTION + " Every option below --help-beam is Beam's.",
     )
     parser.add_argument("inputs", nargs="*", metavar="INPUT",
                         help="Directories, files or globs (local, gs://, s3://).")
-    parser.add_argument("--config", help="YAML file of options (run_configs/*.yaml); "
-                        "command-line flags override it.")
+    parser.add_argument("--config", metavar="FILE", help="YAML file of options "
+                        "(run_configs/*.yaml); command-line flags override it.")
     parser.add_argument("--quiet", action="store_true", help="No progress bar or summary.")
+    parser.add_argument("-h", "--help", action=_Help, help="Show this help and exit.")
+    parser.add_argument("--help-beam", "--help_beam", action=_Help,
+                        help="Show every option, Beam's pipeline options included, and exit.")
+    parser.cli_actions = list(parser._actions)  # pylint: disable=protected-access
     option_classes = {str(cls): cls for cls in PipelineOptions.__subclasses__()}
     for cls in option_classes.values():
         cls._add_argparse_args(parser)
@@ -288,8 +312,12 @@ def describe(summary: dict) -> str:
         f"{' and '.join(summary.get('outputs', [summary['table']]))}"
         f"{_unparseable(summary)}, {summary['errors']} errors (see {summary['errors_file']}), "
         f"{summary['non_dicom_skipped']} non-DICOM files skipped (see "
-        f"{summary['skipped_file']}); {accounted}."
+        f"{summary['skipped_file']}); {accounted}.{_report(summary)}"
     )
+
+
+def _report(summary: dict) -> str:
+    return f" Report: {summary['report_file']}" if summary.get("report_file") else ""
 
 
 def _unparseable(summary: dict) -> str:

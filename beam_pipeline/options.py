@@ -30,37 +30,46 @@ output_formats.__name__ = "format list"
 
 
 class DicomExtractOptions(PipelineOptions):
+    # --help (beam_pipeline/short_help.py) lists every option declared here by argument
+    # group, with the first sentence of its help text; options added straight to the
+    # parser appear under ``help_group``.
+    help_group = "More options"
+
     @classmethod
     def _add_argparse_args(cls, parser):
-        parser.add_argument(
-            "-o", "--output", help="Output path, scan.csv or scan.parquet (local, gs:// or s3://)."
+        output = parser.add_argument_group("Output")
+        extraction = parser.add_argument_group("Extraction")
+        run = parser.add_argument_group("Runs")
+        output.add_argument(
+            "-o", "--output", metavar="PATH",
+            help="Output path, scan.csv or scan.parquet (local, gs:// or s3://).",
         )
-        parser.add_argument(
-            "--format", dest="format", type=output_formats, default="csv",
+        output.add_argument(
+            "--format", dest="format", metavar="LIST", type=output_formats, default="csv",
             help="csv, parquet or csv,parquet. -o scan.csv or -o scan.parquet: the CSV is "
             "scan.csv, the Parquet file scan.parquet.",
         )
-        parser.add_argument(
+        extraction.add_argument(
             "--include-private", "--include_private",
             dest="include_private", action="store_true", default=False,
             help="Also extract private elements, named with their private creator.",
         )
-        parser.add_argument(
+        extraction.add_argument(
             "--max-sequence-items", "--max_sequence_items",
             dest="max_sequence_items", type=non_negative_int, default=16,
             help="Items kept per sequence (0 = all); the true count goes to '#items'.",
         )
-        parser.add_argument(
+        extraction.add_argument(
             "--max-binary-bytes", "--max_binary_bytes",
             dest="max_binary_bytes", type=non_negative_int, default=64,
             help="Binary values up to this size are written as hex, longer as '<N bytes>'.",
         )
-        parser.add_argument(
+        run.add_argument(
             "--rows-per-shard", "--rows_per_shard",
             dest="rows_per_shard", type=non_negative_int, default=5000,
             help="Rows per temporary shard (bounds each worker's memory).",
         )
-        parser.add_argument(
+        run.add_argument(
             "--incremental", action="store_true", default=False,
             help="Reuse the rows of the previous output for files whose size and "
             "modification time are unchanged; extract only new or changed files.",

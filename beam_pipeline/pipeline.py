@@ -1,5 +1,6 @@
 """The whole pipeline, in one place:
-discover -> extract (archive members too) -> spill -> columns -> CSV and/or Parquet -> report."""
+discover -> extract (archive members too) -> spill -> columns -> CSV and/or Parquet ->
+report -> HTML report."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from transforms.flatten import FlattenSettings
 from transforms.manifest import (
     MANIFEST, KeepFileMetadata, WriteOutcomes, commit_state, prepare_state, skip_records,
 )
+from transforms.html_report import WriteHtmlReport, run_settings
 from transforms.report import OutputPaths, WriteReport
 from transforms.reuse import PlanReuse
 from transforms.rowstore import StoreRows
@@ -72,6 +74,7 @@ def build_pipeline(pipeline, inputs, options, paths: OutputPaths, started: float
     summary = (
         matched, table_rows, columns, errors, skipped, extra
     ) | "Report" >> WriteReport(paths, started)
+    summary | "HtmlReport" >> WriteHtmlReport(paths, run_settings(options, inputs))
     summary | "CommitState" >> beam.Map(
         commit_state,
         state,

@@ -8,6 +8,7 @@ the CSV of the local run, with only the path prefix changed.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -178,7 +179,13 @@ def test_bucket_input_bucket_output(scheme, stores, archive, local_run):
     # state for the next incremental run is one generation and its CURRENT pointer.
     left = [m.path[len(out_dir):] for m in FileSystems.match([out_dir + "**"])[0].metadata_list]
     assert sorted(p for p in left if not p.startswith("scan.state/")) == [
-        "scan.csv", "scan.errors.csv", "scan.skipped.csv", "scan.summary.json"]
+        "scan.csv", "scan.errors.csv", "scan.report.html", "scan.skipped.csv",
+        "scan.summary.json"]
+    # The HTML report was computed from the table in the bucket.
+    report = read_bytes(out_dir + "scan.report.html", args).decode("utf-8")
+    local_summary = json.loads(open(local_run[: -len(".csv")] + ".summary.json").read())
+    assert f'data-figure="rows" data-value="{local_summary["rows"]}"' in report
+    assert f'data-figure="table_columns" data-value="{local_summary["columns"]}"' in report
     state = {p.split("/")[1] for p in left if p.startswith("scan.state/")}
     assert "CURRENT" in state and len(state) == 2, state
 
@@ -193,6 +200,9 @@ def test_parquet_in_a_bucket_equals_the_local_file(scheme, stores, archive, tmp_
     assert run_cli(prefix.rstrip("/"), "-o", out, "--quiet", "--format", "parquet",
                    "--rows-per-shard", "2", *args) == 0
     remote = pq.read_table(pa.BufferReader(read_bytes(out, args)))
+    # The HTML report next to it streamed that Parquet file from the bucket.
+    report = read_bytes(out[: -len(".parquet")] + ".report.html", args).decode("utf-8")
+    assert f'data-figure="table_columns" data-value="{remote.num_columns}"' in report
     local = pq.read_table(tmp_path / "scan.parquet")
     assert remote.num_rows == local.num_rows > 2  # several parts were merged
     assert remote.drop_columns(["DicomPath"]).equals(local.drop_columns(["DicomPath"]))

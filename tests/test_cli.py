@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -124,3 +125,74 @@ def test_local_default_is_chosen_by_archive_size(tmp_path, monkeypatch):
     assert mode("--direct_running_mode=multi_threading") == ("multi_threading", 1)
     monkeypatch.setattr(cli_module, "MULTI_PROCESS_FROM_FILES", 4)
     assert mode("--direct_num_workers=2") == ("in_memory", 2)
+
+
+def help_text(*flags, columns=80):
+    env = {**os.environ, "COLUMNS": str(columns)}
+    result = subprocess.run([sys.executable, "-m", "beam_pipeline", *flags],
+                            capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_help_fits_two_screens_and_lists_every_option_we_declare():
+    import argparse
+
+    from beam_pipeline.short_help import own_option_classes
+
+    text = help_text("--help")
+    lines = text.splitlines()
+    assert len(lines) <= 100, len(lines)
+    assert lines[0].startswith("usage: dicom-meta-extract INPUT...")
+    assert all(len(line) <= 80 for line in lines), max(lines, key=len)
+    assert text.count("dicom-meta-extract /") + text.count("dicom-meta-extract gs://") >= 2
+    classes = own_option_classes()
+    assert {cls.__name__ for cls in classes} >= {"DicomExtractOptions", "StorageOptions"}
+    declared = []
+    for cls in classes:
+        parser = argparse.ArgumentParser(add_help=False)
+        cls._add_argparse_args(parser)  # pylint: disable=protected-access
+        declared += [action.option_strings for action in parser._actions]
+    assert len(declared) >= 8
+    for names in declared:
+        assert any(re.search(rf"(^|[ ,]){re.escape(name)}\b", text, re.M) for name in names), names
+    for ours in ("--config", "--quiet", "--help-beam", "INPUT"):
+        assert ours in text
+    assert "--runner" not in text and "--flink_master" not in text  # Beam's are behind a flag
+
+
+def test_help_beam_lists_beams_options_and_they_are_still_accepted(archive, tmp_path):
+    text = help_text("--help-beam")
+    for option in ("--runner", "--flink_master", "--temp_location", "--include-private"):
+        assert option in text
+    result = cli(archive, "-o", tmp_path / "out.csv", "--quiet", "--runner=DirectRunner",
+                 "--direct_num_workers=1", "--job_name=help-probe")
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_new_option_appears_in_help_by_itself():
+    """The help is built from the declarations: an option class added anywhere shows up."""
+    code = (
+        "import sys\n"
+        "from apache_beam.options.pipeline_options import PipelineOptions\n"
+        "class LimitsOptions(PipelineOptions):\n"
+        "    @classmethod\n"
+        "    def _add_argparse_args(cls, parser):\n"
+        "        parser.add_argument('--max-files-probe', type=int, default=7,\n"
+        "                            help='Stop after this many files. More text here.')\n"
+        "from beam_pipeline.cli import main\n"
+        "main(['--help'])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120, env={**os.environ, "COLUMNS": "80"})
+    assert result.returncode == 0, result.stderr
+    assert "Limits:" in result.stdout
+    assert re.search(r"--max-files-probe N +Stop after this many files \[default: 7\]",
+                     result.stdout), result.stdout
+
+
+def test_summary_paragraph_names_the_report(archive, tmp_path):
+    result = cli(archive, "-o", tmp_path / "out.csv")
+    assert result.returncode == 0, result.stderr
+    assert f"Report: {tmp_path / 'out.report.html'}" in result.stderr
+    assert (tmp_path / "out.report.html").exists()

@@ -34,7 +34,7 @@ from transforms.report import OutputPaths
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = ("Discover", "Extract", "Spill", "Columns", "WriteCsv/Format", "WriteCsv/Merge",
-         "Report/Write")
+         "Report/Write", "HtmlReport/Write")
 
 
 @pytest.fixture

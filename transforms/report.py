@@ -1,4 +1,5 @@
-"""Report: errors.csv, skipped.csv and summary.json, written once the table is in place.
+"""Report: errors.csv, skipped.csv and summary.json, written once the table is in place
+(then the HTML report from them: transforms/html_report.py).
 
 Every matched file is either a row, an error (with its reason) or a skipped non-DICOM
 file (with its reason); the summary checks that the three add up to the files matched.
@@ -28,6 +29,7 @@ class OutputPaths(NamedTuple):
     temp_dir: str
     parquet: str = ""  # ``scan.csv`` or ``scan.parquet`` gives ``scan.parquet``
     formats: tuple = ("csv",)
+    report: str = ""  # scan.report.html (transforms/html_report.py)
 
     @classmethod
     def for_output(cls, output: str, run_id: str, formats=("csv",)) -> "OutputPaths":
@@ -45,6 +47,7 @@ class OutputPaths(NamedTuple):
             temp_dir=FileSystems.join(directory, f".{name}.tmp-{run_id}"),
             parquet=output if parquet else stem + ".parquet",
             formats=tuple(formats),
+            report=stem + ".report.html",
         )
 
     @property
@@ -81,6 +84,7 @@ def write_report(_, paths: OutputPaths, started: float, matched, rows, columns, 
         "outputs": paths.outputs,
         "errors_file": paths.errors,
         "skipped_file": paths.skipped,
+        "report_file": paths.report,
         **(extra or {}),
     }
     with FileSystems.create(paths.summary + ".partial") as out:
