@@ -176,3 +176,11 @@ class DicomExtractOptions(PipelineOptions):
             help="Prefix CSV text cells that start with =, +, -, @, tab or CR with ' "
             "(never numeric VRs), so spreadsheets do not run them as formulas.",
         )
+        # Archives (zip and tar members, transforms/archives.py)
+        archives = parser.add_argument_group("Archives")
+        archives.add_argument(
+            "--no-archives", "--no_archives",
+            dest="read_archives", action="store_false", default=True,
+            help="Do not read the members of zip and tar files: archives are then "
+            "skipped files.",
+        )

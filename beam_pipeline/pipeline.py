@@ -1,5 +1,5 @@
 """The whole pipeline, in one place:
-discover -> reuse -> extract -> spill -> columns -> tables -> report -> HTML report
+discover -> reuse -> extract (archive members too) -> spill -> columns -> tables -> report -> HTML report
 -> commit -> cleanup.
 
 What each write does and why it is safe to retry: ``transforms/output/__init__.py``.
@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import apache_beam as beam
 
+from transforms.archives import UNITS, CountMatched, ReadArchives
 from transforms.cells import BoundCells
 from transforms.columns import ComputeColumns
 from transforms.content import ContentSettings, PseudonymizeReportPaths, RowContent, TablePath
 from transforms.discover import MatchInputs
 from transforms.extract import (
-    ERRORS, READER_COUNTS, SKIPPED, BatchFiles, ExtractHeaders, SumReaderCounts,
+    ARCHIVES, ERRORS, READER_COUNTS, SKIPPED, BatchFiles, ExtractHeaders, SumReaderCounts,
 )
 from transforms.limits import FileLimits
 from transforms.flatten import FlattenSettings
 from transforms.html_report import WriteHtmlReport, run_settings
 from transforms.output.cleanup import cleanup
-from transforms.output.reuse import PlanReuse, skip_record
+from transforms.output.reuse import PlanReuse, skip_records
 from transforms.output.spill import MANIFEST, KeepFileMetadata, SpillRows, WriteOutcomes
 from transforms.output.state import commit_state, prepare_state
 from transforms.output.tables import TableFiles, WriteTables
@@ -46,7 +47,7 @@ def build_pipeline(pipeline, inputs, options, paths: OutputPaths, started: float
     # Rows whose DicomPath is a pseudonym cannot be matched to their files again.
     state = prepare_state(
         paths.table, paths.temp_dir, settings, options.incremental, content.fingerprint(),
-        reusable=not table_path,
+        reusable=not table_path, read_archives=options.read_archives,
     )
     files = pipeline | "Discover" >> MatchInputs(inputs, progress)
     plan = files | "Reuse" >> PlanReuse(state, options.rows_per_shard, progress)
@@ -54,11 +55,17 @@ def build_pipeline(pipeline, inputs, options, paths: OutputPaths, started: float
         plan["extract"]
         | "Batch" >> BatchFiles()
         | "Extract" >> beam.ParDo(KeepFileMetadata(ExtractHeaders(
-            settings, progress, limits=limits, content=RowContent(content)
+            settings, progress, limits=limits, content=RowContent(content),
+            read_archives=options.read_archives,
         )))
-        .with_outputs(ERRORS, SKIPPED, MANIFEST, READER_COUNTS, main="rows")
+        .with_outputs(ERRORS, SKIPPED, MANIFEST, READER_COUNTS, ARCHIVES, main="rows")
     )
-    bounded = extracted.rows | "BoundCells" >> BoundCells(
+    # Zip and tar members: extracted like files, named ARCHIVE!/MEMBER.
+    members = extracted[ARCHIVES] | "Archives" >> ReadArchives(
+        settings, progress, limits=limits, content=RowContent(content)
+    )
+    rows = (extracted.rows, members["rows"]) | "AllRows" >> beam.Flatten()
+    bounded = rows | "BoundCells" >> BoundCells(
         settings.max_values, settings.max_cell_chars
     )
     spilled = bounded["rows"] | "Spill" >> beam.ParDo(
@@ -67,13 +74,17 @@ def build_pipeline(pipeline, inputs, options, paths: OutputPaths, started: float
     shards = (spilled, plan["shards"]) | "AllShards" >> beam.Flatten()
     skipped = (
         extracted[SKIPPED],
-        plan["manifest"] | "ReusedSkips" >> beam.Map(skip_record),
+        members[SKIPPED],
+        plan["manifest"] | "ReusedSkips" >> beam.FlatMap(skip_records),
     ) | "AllSkipped" >> beam.Flatten()
     outcome_parts = (
-        (extracted[MANIFEST], plan["manifest"])
+        (extracted[MANIFEST], members[MANIFEST], plan["manifest"])
         | "AllOutcomes" >> beam.Flatten()
         | "WriteOutcomes" >> beam.ParDo(WriteOutcomes(state.generation))
     )
+    # Matched files, each archive counted as its members, and the number of archives.
+    counted = (files, members[UNITS], plan["archive_units"]) | "Matched" >> CountMatched()
+    matched = counted | "MatchedFiles" >> beam.Map(lambda pair: pair[0])
     columns = shards | "Columns" >> ComputeColumns()
     tables = (shards, columns) | "WriteTables" >> WriteTables(
         TableFiles(paths.table if "csv" in paths.formats else None,
@@ -83,7 +94,10 @@ def build_pipeline(pipeline, inputs, options, paths: OutputPaths, started: float
     )
     table_rows = tables | "TableRows" >> beam.Map(lambda figures: figures["rows"])
     reader_counts = extracted[READER_COUNTS] | "ReaderCounts" >> SumReaderCounts()
-    extra = plan["counts"] | "AddReaderCounts" >> beam.Map(
+    extra = plan["counts"] | "AddArchives" >> beam.Map(
+        lambda counts, pair: {**counts, "archives": pair[1]}, beam.pvalue.AsSingleton(counted)
+    )
+    extra = extra | "AddReaderCounts" >> beam.Map(
         lambda counts, reader: {**counts, **reader}, beam.pvalue.AsSingleton(reader_counts)
     )
     extra = extra | "AddContentSettings" >> beam.Map(
@@ -96,10 +110,14 @@ def build_pipeline(pipeline, inputs, options, paths: OutputPaths, started: float
         lambda counts, figures: {**counts, **{k: v for k, v in figures.items() if k != "rows"}},
         beam.pvalue.AsSingleton(tables),
     )
-    errors = extracted[ERRORS] | "ErrorPaths" >> PseudonymizeReportPaths(table_path)
+    errors = (
+        (extracted[ERRORS], members[ERRORS])
+        | "AllErrors" >> beam.Flatten()
+        | "ErrorPaths" >> PseudonymizeReportPaths(table_path)
+    )
     skipped = skipped | "SkippedPaths" >> PseudonymizeReportPaths(table_path)
     summary = (
-        files, table_rows, columns, errors, skipped, extra
+        matched, table_rows, columns, errors, skipped, extra
     ) | "Report" >> WriteReport(paths, started)
     html = summary | "HtmlReport" >> WriteHtmlReport(paths, run_settings(options, inputs))
     return (

@@ -29,7 +29,7 @@ GOOD = {
     "CT_small.dcm", "IM0001", "raw_no_meta", "ExplVR_BigEndNoMeta.dcm", "seq.dcm",
     "chrJapMulti.dcm", "text.dcm",
 }
-SKIPPED = {"notes.txt", "scan.png", "bundle.zip", "empty"}
+SKIPPED = {"notes.txt", "scan.png", "a.txt", "empty"}  # a.txt: member of bundle.zip
 ERRORS = {"truncated.dcm", "garbage.dcm", "zero.dcm", "dicm_garbage.dcm"}
 
 

@@ -12,7 +12,9 @@ below, which also decides every error. Both counts go to the ``READER_COUNTS`` o
 Outputs: the main output is one ``Row`` per DICOM file; ``SKIPPED`` gets
 ``(path, reason)`` for files that are not DICOM; ``ERRORS`` gets
 ``(path, error type, message)`` for files that claim or look like DICOM but cannot be
-read. Every input file lands in exactly one of the three.
+read; ``ARCHIVES`` gets the zip and tar files (``ArchiveFound``), whose members
+``transforms.archives`` reads. Every input file lands in exactly one of the four.
+``read_dicom`` is the reading itself, also used for the bytes of archive members.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pydicom import dcmread
 from pydicom.datadict import DicomDictionary
 from pydicom.dataelem import RawDataElement
 
+from transforms.archive_members import SNIFF_LENGTH, ArchiveFound, sniff_archive
 from transforms.errors import CorruptFileError, NotDicomError, TruncatedFileError, classify
 from transforms.flatten import NUMBER_SIZES, TEXT_VRS, FlattenSettings, flatten
 from transforms.header_reader import HeaderReader
@@ -43,6 +46,8 @@ READER_COUNTS = "reader_counts"
 # Files per extraction call: enough to make Beam's per-element cost negligible, few
 # enough that a batch is a small unit of retry.
 BATCH_FILES = 64
+# Archives found among the inputs (``ArchiveFound``), read by ``transforms.archives``.
+ARCHIVES = "archives"
 
 PREAMBLE_LENGTH = 128
 MAGIC = b"DICM"
@@ -50,6 +55,14 @@ MAGIC = b"DICM"
 DEFER_SIZE = 4096
 # Extensions that promise DICOM: such a file that is not DICOM is an error, not a skip.
 DICOM_EXTENSIONS = (".dcm", ".dicom", ".dic", ".ima")
+
+
+class NotDicomFile(Exception):
+    """Not DICOM, and not named as DICOM: skipped with this reason, not an error."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
 
 
 def open_file(path: str):
@@ -171,9 +184,11 @@ class ExtractHeaders(beam.DoFn):
     and one ``READER_COUNTS`` record per call."""
 
     def __init__(self, settings: FlattenSettings, progress=None,
-                 limits: FileLimits = FileLimits(), content=None, lean: bool = True):
+                 limits: FileLimits = FileLimits(), content=None, lean: bool = True,
+                 read_archives: bool = True):
         self.settings = settings
         self.progress = progress
+        self.read_archives = read_archives
         self.limits = limits
         self.guard = None
         self.lean = lean
@@ -217,7 +232,8 @@ class ExtractHeaders(beam.DoFn):
         self.stream = None
         try:
             # Under the per-file time limit; the header cap is on the stream.
-            outcome = self.guard.run(self._read_row, path, file_metadata.size_in_bytes)
+            outcome = self.guard.run(self._read_row, path, file_metadata.size_in_bytes,
+                                     file_metadata.last_updated_in_seconds)
         except SpecialFile as special:
             self.skipped.inc()
             outcome = beam.pvalue.TaggedOutput(SKIPPED, (path, special.reason))
@@ -230,8 +246,8 @@ class ExtractHeaders(beam.DoFn):
         if self.progress is not None:
             self.progress.flush()
 
-    def _read_row(self, path: str, size: int):
-        outcome = self._read(path, size)
+    def _read_row(self, path: str, size: int, mtime: float):
+        outcome = self._read(path, size, mtime)
         # The one place rows change after reading (whichever reader read them): nothing
         # downstream (shards, state, reports) ever sees an original value of a
         # de-identified column.
@@ -239,70 +255,114 @@ class ExtractHeaders(beam.DoFn):
             outcome = self.content.apply(outcome)
         return outcome
 
-    def _read(self, path: str, size: int):
+    def _read(self, path: str, size: int, mtime: float):
         """``size`` is the file's size as matched: values deferred past it are cut short."""
         with self.guard.stream(open_file(path), size) as stream:
             self.stream = stream  # where the read got to, for the error message
             prefix = stream.read(PREAMBLE_LENGTH + len(MAGIC))
-            kind, reason = recognise(prefix)
-            if kind is None:
-                if path.lower().endswith(DICOM_EXTENSIONS):
-                    raise NotDicomError(f"named as DICOM but not DICOM: {reason}")
-                self.skipped.inc()
-                return beam.pvalue.TaggedOutput(SKIPPED, (path, reason))
-            if kind == "part10" and size is not None and size <= PREAMBLE_LENGTH + len(MAGIC):
-                raise TruncatedFileError("ends right after the preamble and 'DICM': "
-                                         "no File Meta, no data set")
-            if self.reader is not None:
-                row = self.reader.read(stream, path, size, prefix) if kind == "part10" else None
-                if row is not None:
-                    self.counts[0] += 1
-                    self.extracted.inc()
-                    return row
-                self.counts[1] += 1  # raw datasets (no File Meta) always go to pydicom
-            stream.seek(0)
-            if kind == "part10":
-                check_inflated_size(stream)  # a deflated data set inflates in one call
-            dataset = dcmread(
-                stream,
-                stop_before_pixels=True,
-                defer_size=DEFER_SIZE,
-                force=kind == "raw",
-            )
-            # Garbage after "DICM" reads as a few odd private tags: require File Meta
-            # or at least one standard element.
-            if not dataset.file_meta and not any(tag in DicomDictionary for tag in dataset.keys()):
-                if kind == "part10":
-                    raise CorruptFileError("has the 'DICM' marker, but no File Meta and no "
-                                           "standard DICOM element could be read after it")
-                raise NotDicomError("no File Meta and no standard DICOM element could be read")
-            check_complete(dataset, size)
-
-            max_values = self.settings.max_values
-
-            def keeps_values(count: int) -> bool:
-                return not max_values or count <= max_values
-
-            def read_deferred(raw: RawDataElement) -> RawDataElement:
-                # Only text is worth reading; binary values stay "<N bytes>", and
-                # numbers "<N values>" unless --max-values keeps that many.
-                if raw.VR is not None and raw.VR not in TEXT_VRS and raw.VR != "SQ" and not (
-                    raw.VR in NUMBER_SIZES and keeps_values(raw.length // NUMBER_SIZES[raw.VR])
-                ):
-                    return raw
-                stream.seek(raw.value_tell)
-                value = stream.read(raw.length)
-                if len(value) < raw.length:
-                    raise TruncatedFileError(
-                        f"ends inside element {raw.tag}: {len(value):,} of "
-                        f"{raw.length:,} bytes present"
+            archive = sniff_stream(stream, path, prefix)
+            if archive is not None:
+                if self.read_archives:  # its members are read by transforms.archives
+                    return beam.pvalue.TaggedOutput(
+                        ARCHIVES, ArchiveFound(path, size, mtime, archive)
                     )
-                return raw._replace(value=value)
-
-            row, bad_elements = flatten(dataset, path, self.settings, read_deferred)
+                self.skipped.inc()
+                return beam.pvalue.TaggedOutput(
+                    SKIPPED, (path, f"{archive} archive (archive reading is off)")
+                )
+            try:
+                row, bad_elements = read_dicom(
+                    stream, path, size, prefix, self.settings, self.reader, self.counts
+                )
+            except NotDicomFile as skip:
+                self.skipped.inc()
+                return beam.pvalue.TaggedOutput(SKIPPED, (path, skip.reason))
         if bad_elements:
-            self.bad_elements.inc(len(bad_elements))
+            self.bad_elements.inc(bad_elements)
         self.extracted.inc()
         return row
 
 
+def sniff_stream(stream, path: str, prefix: bytes) -> str | None:
+    """The archive kind of a file (``transforms.archive_members.sniff_archive``), else
+    ``None``: by magic bytes, or by name unless the bytes look like DICOM. ``stream``
+    (a ``LimitedStream``) is left right after ``prefix``, its first 132 bytes, and the
+    bytes sniffed past it do not count as where the header read got to (error messages
+    and truncation are about the header read)."""
+    kind, _ = recognise(prefix)
+    if kind == "part10":
+        return None
+    furthest, hit_end = stream.furthest, stream.hit_end
+    sniffed = prefix + stream.read(SNIFF_LENGTH - len(prefix))
+    stream.seek(len(prefix))
+    stream.furthest, stream.hit_end = furthest, hit_end
+    return sniff_archive(sniffed, path, trust_name=kind is None)
+
+
+def read_dicom(stream, path: str, size: int | None, prefix: bytes, settings: FlattenSettings,
+               reader: HeaderReader | None = None, counts: list | None = None):
+    """One file's header as ``(row, number of elements kept raw)``.
+
+    ``stream`` is seekable, starts at the file's first byte and is positioned right after
+    ``prefix``, its first 132 bytes; ``size`` is the file's full size (values deferred
+    past it are cut short). ``reader``: the lean reader to try first, if any; ``counts``
+gets its ``[rows, files left to pydicom]`` added. Raises
+    :class:`NotDicomFile` for a file to skip, any other exception for an error (see
+    ``transforms.errors.classify``). Matched files and archive members both come here."""
+    kind, reason = recognise(prefix)
+    if kind is None:
+        if path.lower().endswith(DICOM_EXTENSIONS):
+            raise NotDicomError(f"named as DICOM but not DICOM: {reason}")
+        raise NotDicomFile(reason)
+    if kind == "part10" and size is not None and size <= PREAMBLE_LENGTH + len(MAGIC):
+        raise TruncatedFileError("ends right after the preamble and 'DICM': "
+                                 "no File Meta, no data set")
+    if reader is not None:
+        row = reader.read(stream, path, size, prefix) if kind == "part10" else None
+        if row is not None:
+            if counts is not None:
+                counts[0] += 1
+            return row, 0
+        if counts is not None:
+            counts[1] += 1  # raw datasets (no File Meta) always go to pydicom
+    stream.seek(0)
+    if kind == "part10":
+        check_inflated_size(stream)  # a deflated data set inflates in one call
+    dataset = dcmread(
+        stream,
+        stop_before_pixels=True,
+        defer_size=DEFER_SIZE,
+        force=kind == "raw",
+    )
+    # Garbage after "DICM" reads as a few odd private tags: require File Meta
+    # or at least one standard element.
+    if not dataset.file_meta and not any(tag in DicomDictionary for tag in dataset.keys()):
+        if kind == "part10":
+            raise CorruptFileError("has the 'DICM' marker, but no File Meta and no "
+                                   "standard DICOM element could be read after it")
+        raise NotDicomError("no File Meta and no standard DICOM element could be read")
+    check_complete(dataset, size)
+
+    max_values = settings.max_values
+
+    def keeps_values(count: int) -> bool:
+        return not max_values or count <= max_values
+
+    def read_deferred(raw: RawDataElement) -> RawDataElement:
+        # Only text is worth reading; binary values stay "<N bytes>", and
+        # numbers "<N values>" unless --max-values keeps that many.
+        if raw.VR is not None and raw.VR not in TEXT_VRS and raw.VR != "SQ" and not (
+            raw.VR in NUMBER_SIZES and keeps_values(raw.length // NUMBER_SIZES[raw.VR])
+        ):
+            return raw
+        stream.seek(raw.value_tell)
+        value = stream.read(raw.length)
+        if len(value) < raw.length:
+            raise TruncatedFileError(
+                f"ends inside element {raw.tag}: {len(value):,} of "
+                f"{raw.length:,} bytes present"
+            )
+        return raw._replace(value=value)
+
+    row, bad_elements = flatten(dataset, path, settings, read_deferred)
+    return row, len(bad_elements)

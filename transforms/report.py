@@ -109,12 +109,12 @@ class WriteReport(beam.PTransform):
         self.started = started
 
     def expand(self, inputs):
+        # ``matched``: one int, the files (and archive members) matched.
         # An optional sixth input: one dict of extra summary entries (incremental runs).
-        files, table_rows, columns, errors, skipped, *extra = inputs
+        matched, table_rows, columns, errors, skipped, *extra = inputs
         extra_inputs = [beam.pvalue.AsSingleton(extra[0])] if extra else []
-        matched = files | "CountMatched" >> beam.combiners.Count.Globally()
         return (
-            files.pipeline
+            matched.pipeline
             | "Once" >> beam.Create([None])
             | "Write" >> beam.Map(
                 write_report,

@@ -4,7 +4,9 @@ to extract, and carry the kept rows into this run's generation.
 A file's earlier outcome holds when an earlier manifest entry has the same path, size and
 modification time (from ``FileMetadata``; on buckets the object's update time, which
 changes with every new generation of the object). Rows and non-DICOM skips are reused;
-errors are always retried (they may have been transient: permissions, network).
+errors are always retried (they may have been transient: permissions, network). An
+archive is one unit: its members' entries are keyed by the archive, and are all kept or
+all re-extracted (``reusable_outcomes``).
 
 The join is a ``CoGroupByKey`` by path of the matched files with the manifest entries,
 read in parallel from the manifest parts: like Discover's de-duplication it shuffles
@@ -24,24 +26,75 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
+from transforms.archive_members import archive_of
 from transforms.output import shard_format
 from transforms.output.spill import MANIFEST, StoredRow, new_shard_path
 from transforms.output.state import RunState, read_outcomes
 
 REUSE_ROWS = "reuse_rows"
 COUNTS = "counts"
+ARCHIVE_UNITS = "archive_units"
+ARCHIVE_ENTRY = "archive"  # transforms.archives' listing entry: (units,)
+
+
+def archive_units(entry) -> int:
+    """An archive listing's count of outcomes (stored as text in the outcome parts)."""
+    return int(entry.payload[0])
 
 
 class Entry(NamedTuple):
     rank: int  # 0 = the previous output, 1.. = interrupted runs, newest first
     size: int
     mtime: float
-    kind: str  # "row", "skipped" or "error"
-    payload: object  # row: shard path; skipped/error: the record without its path
+    kind: str  # "row", "skipped", "error" or "archive" (an archive's listing)
+    payload: object  # row: shard path; skipped/error/archive: the record without its path
+    path: str = ""  # the entry's DicomPath: an archive member's differs from its key
 
 
 def _is_shard(path: str) -> bool:
     return FileSystems.split(path)[1].startswith("rows-")
+
+
+def _first_shard_first(entries: list) -> list:
+    # A retried bundle of an interrupted run may have written an outcome to two shards:
+    # the first shard by name wins, so every runner picks the same.
+    return sorted(entries, key=lambda entry: str(entry.payload))
+
+
+def reusable_outcomes(key: str, entries: list, size: int, mtime: float):
+    """The earlier outcomes that still hold for the matched file ``key``, or ``None``.
+
+    A plain file: any one entry of the newest rank that has one (not an error) with the
+    same size and mtime. An archive is one unit: every outcome of one rank, all with the
+    archive's size and mtime, no error among them, and as many as its listing counted
+    (an interrupted run may have stored only some of its members)."""
+    by_rank: dict = {}
+    for entry in entries:
+        by_rank.setdefault(entry.rank, []).append(entry)
+    for rank in sorted(by_rank):
+        group = by_rank[rank]
+        listings = [entry for entry in group if entry.kind == ARCHIVE_ENTRY]
+        if not listings:
+            if any(entry.path != key for entry in group):
+                continue  # members without their archive's listing: a partial run
+            usable = [entry for entry in group if entry.kind != "error"
+                      and entry.size == size and entry.mtime == mtime]
+            if usable:
+                return _first_shard_first(usable)[:1]
+            continue
+        if any(entry.kind == "error" or entry.size != size or entry.mtime != mtime
+               for entry in group):
+            continue
+        # A retried bundle may have stored an outcome twice: one per member and record.
+        outcomes: dict = {}
+        for entry in _first_shard_first(group):
+            if entry.kind != ARCHIVE_ENTRY:
+                outcomes.setdefault(
+                    (entry.path, entry.kind, None if entry.kind == "row" else entry.payload), entry
+                )
+        if len(outcomes) == archive_units(listings[0]):
+            return [listings[0], *outcomes.values()]
+    return None
 
 
 class ReadEntries(beam.DoFn):
@@ -54,12 +107,13 @@ class ReadEntries(beam.DoFn):
 
     def process(self, rank_part):
         rank, part = rank_part
+        # Keyed by the matched file: archive members by their archive.
         if _is_shard(part):
             for row in shard_format.read_manifest(part):
-                yield row[0], Entry(rank, row[1], row[2], "row", part)
+                yield archive_of(row[0]), Entry(rank, row[1], row[2], "row", part, row[0])
         else:
             for path, size, mtime, kind, record in read_outcomes(part):
-                yield path, Entry(rank, size, mtime, kind, record)
+                yield archive_of(path), Entry(rank, size, mtime, kind, record, path)
 
 
 class Classify(beam.DoFn):
@@ -82,27 +136,25 @@ class Classify(beam.DoFn):
             return
         file_metadata = files[0]
         size, mtime = file_metadata.size_in_bytes, file_metadata.last_updated_in_seconds
-        usable = [
-            entry for entry in entries
-            if entry.kind != "error" and entry.size == size and entry.mtime == mtime
-        ]
-        if not usable:
+        kept = reusable_outcomes(path, entries, size, mtime)
+        if kept is None:
             yield beam.pvalue.TaggedOutput(COUNTS, "files_extracted")
             yield file_metadata
             return
-        # One outcome per file, whatever the number of shards holding it (a retried
-        # bundle of an interrupted run may have written two): the newest rank, then
-        # the first shard by name, so every runner picks the same.
-        entry = min(usable, key=lambda entry: (entry.rank, str(entry.payload)))
         yield beam.pvalue.TaggedOutput(
-            COUNTS, "files_reused" if entry.rank == 0 else "files_resumed"
+            COUNTS, "files_reused" if kept[0].rank == 0 else "files_resumed"
         )
         if self.progress is not None:
             self.progress.done(1)
-        if entry.kind == "row":
-            yield beam.pvalue.TaggedOutput(REUSE_ROWS, (entry.payload, path))
-        else:
-            yield beam.pvalue.TaggedOutput(MANIFEST, (path, size, mtime, entry.kind, entry.payload))
+        for entry in kept:
+            if entry.kind == "row":
+                yield beam.pvalue.TaggedOutput(REUSE_ROWS, (entry.payload, entry.path))
+            else:
+                yield beam.pvalue.TaggedOutput(
+                    MANIFEST, (entry.path, size, mtime, entry.kind, entry.payload)
+                )
+            if entry.kind == ARCHIVE_ENTRY:
+                yield beam.pvalue.TaggedOutput(ARCHIVE_UNITS, archive_units(entry))
 
     def finish_bundle(self):
         if self.progress is not None:
@@ -190,7 +242,8 @@ class CountOutcomes(beam.CombineFn):
 
 class PlanReuse(beam.PTransform):
     """FileMetadata -> {"extract": FileMetadata, "shards": reused rows' Shard records,
-    "manifest": reused skip entries, "counts": one dict of reuse figures}."""
+    "manifest": reused skip (and archive listing) entries, "archive_units": each reused
+    archive's count of outcomes, "counts": one dict of reuse figures}."""
 
     def __init__(self, state: RunState, rows_per_shard: int, progress=None):
         super().__init__()
@@ -206,6 +259,7 @@ class PlanReuse(beam.PTransform):
                 "extract": files,
                 "shards": pipeline | "NoShards" >> beam.Create([]),
                 "manifest": pipeline | "NoEntries" >> beam.Create([]),
+                "archive_units": pipeline | "NoArchives" >> beam.Create([]),
                 "counts": tags | "Count" >> beam.CombineGlobally(CountOutcomes(self.state)),
             }
         entries = (
@@ -219,7 +273,7 @@ class PlanReuse(beam.PTransform):
             {"file": keyed, "old": entries}
             | "Join" >> beam.CoGroupByKey()
             | "Classify" >> beam.ParDo(Classify(self.state.incremental, self.progress))
-            .with_outputs(REUSE_ROWS, MANIFEST, COUNTS, main="extract")
+            .with_outputs(REUSE_ROWS, MANIFEST, COUNTS, ARCHIVE_UNITS, main="extract")
         )
         shards = (
             split[REUSE_ROWS]
@@ -230,6 +284,7 @@ class PlanReuse(beam.PTransform):
             "extract": split.extract,
             "shards": shards,
             "manifest": split[MANIFEST],
+            "archive_units": split[ARCHIVE_UNITS],
             "counts": split[COUNTS] | "Count" >> beam.CombineGlobally(CountOutcomes(self.state)),
         }
 
@@ -239,3 +294,9 @@ def skip_record(entry) -> tuple:
     as the ``(path, reason)`` record the extraction's ``SKIPPED`` output gives."""
     path, _size, _mtime, _kind, details = entry
     return (path,) + tuple(details)
+
+
+def skip_records(entry):
+    """``skip_record`` of the reused entries that are skips (not archive listings)."""
+    if entry[3] == "skipped":
+        yield skip_record(entry)

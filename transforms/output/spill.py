@@ -21,6 +21,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
+from transforms.archive_members import SEPARATOR
 from transforms.extract import ERRORS, SKIPPED
 from transforms.output import shard_format
 from transforms.output.state import write_outcomes
@@ -112,15 +113,26 @@ class KeepFileMetadata(beam.DoFn):
     def teardown(self):
         self.extract.teardown()
 
+    def _file_info(self, path: str) -> tuple:
+        info = self.pending.pop(path, None)
+        if info is None:  # an archive member: filed under its archive's size and mtime
+            start = path.find(SEPARATOR)
+            while info is None and start >= 0:
+                info = self.pending.get(path[:start])
+                start = path.find(SEPARATOR, start + 1)
+        if info is None:
+            raise KeyError(f"no matched file for the outcome of {path}")
+        return info
+
     def _attach(self, output):
         windowed = isinstance(output, WindowedValue)
         value = output.value if windowed else output
         results = []
         if isinstance(value, beam.pvalue.TaggedOutput) and value.tag not in (ERRORS, SKIPPED):
-            results.append(value)  # not about one file (the reader's counts)
+            results.append(value)  # not an outcome (reader's counts, archives found, ...)
         elif isinstance(value, beam.pvalue.TaggedOutput):
             record = value.value
-            size, mtime = self.pending.pop(record[0])
+            size, mtime = self._file_info(record[0])
             kind = "error" if value.tag == ERRORS else "skipped" if value.tag == SKIPPED else None
             results.append(value)
             if kind is not None:
@@ -128,7 +140,7 @@ class KeepFileMetadata(beam.DoFn):
                     MANIFEST, (record[0], size, mtime, kind, tuple(record[1:]))
                 ))
         else:
-            size, mtime = self.pending.pop(value.path)
+            size, mtime = self._file_info(value.path)
             results.append(StoredRow(value.path, value.values, value.vrs, size, mtime))
         for result in results:
             if windowed:

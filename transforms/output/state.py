@@ -31,6 +31,7 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import json
+import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ import pydicom
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+import transforms.archive_members as archive_members_module
 import transforms.cells as cells_module
 import transforms.extract as extract_module
 import transforms.flatten as flatten_module
@@ -57,7 +59,10 @@ GENERATION = "GENERATION.json"
 ROWS_PATTERN = "rows-*" + shard_format.SUFFIX
 OUTCOMES_PATTERN = "outcomes-*.parquet"
 # The modules whose code decides a row's text: rows kept by other code are stale.
-ROW_CODE_MODULES = [flatten_module, extract_module, header_reader_module, cells_module, paths_module]
+ROW_CODE_MODULES = [flatten_module, extract_module, header_reader_module, cells_module, paths_module,
+                    archive_members_module]
+# transforms/archives.py imports this module (through spill.py): hashed by its path.
+ROW_CODE_FILES = ["archives.py"]
 
 
 class StateError(Exception):
@@ -160,15 +165,19 @@ def check_file(path: str) -> None:
 
 def code_fingerprint() -> str:
     digest = hashlib.sha256()
-    for module in ROW_CODE_MODULES:
-        with open(module.__file__, "rb") as stream:
+    sources = [module.__file__ for module in ROW_CODE_MODULES]
+    sources += [os.path.join(os.path.dirname(flatten_module.__file__), name)
+                for name in ROW_CODE_FILES]
+    for source in sources:
+        with open(source, "rb") as stream:
             digest.update(stream.read())
     return digest.hexdigest()[:16]
 
 
-def fingerprint(settings, content: dict | None = None) -> dict:
+def fingerprint(settings, content: dict | None = None, read_archives: bool = True) -> dict:
     """What stored rows depend on; ``content``: the tag selection and de-identification
-    settings, key fingerprint included (``transforms.content.ContentSettings``)."""
+    settings, key fingerprint included (``transforms.content.ContentSettings``);
+    ``read_archives``: whether archives were read member by member or skipped."""
     return {
         "state_version": STATE_VERSION,
         "shard_format": f"{shard_format.FORMAT_NAME} {shard_format.FORMAT_VERSION}",
@@ -179,6 +188,7 @@ def fingerprint(settings, content: dict | None = None) -> dict:
         "max_binary_bytes": settings.max_binary_bytes,
         "max_values": settings.max_values,
         "max_cell_chars": settings.max_cell_chars,
+        "read_archives": read_archives,
         **(content or {}),
     }
 
@@ -243,14 +253,15 @@ def _valid(paths: list[str]) -> dict:
 
 
 def prepare_state(table: str, temp_dir: str, settings, incremental: bool,
-                  content: dict | None = None, reusable: bool = True) -> RunState:
+                  content: dict | None = None, reusable: bool = True,
+                  read_archives: bool = True) -> RunState:
     """At launch: create this run's generation and list what earlier runs left to reuse.
 
     ``reusable=False`` (rows whose DicomPath is a keyed pseudonym, which cannot be matched
     to their files again): nothing earlier is reused."""
     state_dir = state_dir_for(table)
     generation = FileSystems.join(state_dir, f"gen-{run_id_of(temp_dir)}")
-    wanted = json.loads(json.dumps(fingerprint(settings, content)))  # as read back
+    wanted = json.loads(json.dumps(fingerprint(settings, content, read_archives)))  # as read back
     notes: list[str] = []
     current_name = None
     current_path = FileSystems.join(state_dir, CURRENT)
