@@ -341,7 +341,8 @@ def test_missing_bucket_is_a_usage_error(scheme, stores, tmp_path, capsys):
     line = one_line_error(capsys, stores[scheme][0] + "nothing-here/", "-o",
                           tmp_path / "x.csv", *args)
     assert "matches no object" in line
-    assert time.monotonic() - started < 10
+    # Timings are measured, never asserted (the machine is shared): print it.
+    print(f"\nthree bucket usage errors: {time.monotonic() - started:.1f} s")
     assert not os.listdir(tmp_path)
 
 
@@ -397,7 +398,6 @@ def test_no_credential_stall_in_fresh_worker_processes(gcs, stores, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "default credentials" not in result.stderr.lower()
     assert len((tmp_path / "scan.csv").read_text().splitlines()) == 1 + 3
-    assert seconds < 20
 
 
 def test_anonymous_s3_sends_unsigned_requests(s3, stores):

@@ -29,7 +29,9 @@ from __future__ import annotations
 import json
 from typing import Iterable, Iterator, NamedTuple
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
@@ -160,15 +162,14 @@ class ShardWriter:
         self._pending: dict = {}
         self._filled = 0
 
-    def add(self, data: dict, index: int) -> None:
+    def add(self, cells: list, index: int) -> None:
+        """Row ``index`` of a batch's ``cells`` (``batch_cells``)."""
         at = self._filled
-        for name, values in data.items():
-            value = values[index]
-            if value is not None:
-                column = self._pending.get(name)
-                if column is None:
-                    column = self._pending[name] = [None] * ROW_GROUP_ROWS
-                column[at] = value
+        for name, value in cells[index]:
+            column = self._pending.get(name)
+            if column is None:
+                column = self._pending[name] = [None] * ROW_GROUP_ROWS
+            column[at] = value
         self._filled += 1
         if self._filled == ROW_GROUP_ROWS:
             self._flush()
@@ -269,6 +270,27 @@ def read_info(path: str, size: int | None = None) -> ShardInfo:
     return ShardInfo(path, rows, columns, size)
 
 
+def batch_cells(batch: pa.RecordBatch) -> list[list]:
+    """Per row of ``batch``, its non-null ``(column, text)`` pairs.
+
+    Shards are wide and sparse (a shard holding one RT Structure Set has thousands of
+    columns, nearly all null): the cost follows the filled cells, not rows x columns."""
+    count = batch.num_rows
+    cells: list = [[] for _ in range(count)]
+    for name, column in zip(batch.schema.names, batch.columns):
+        nulls = column.null_count
+        if nulls == count:
+            continue
+        if nulls == 0:
+            for row, text in zip(cells, column.to_pylist()):
+                row.append((name, text))
+            continue
+        where = np.flatnonzero(pc.is_valid(column).to_numpy(zero_copy_only=False))
+        for at, text in zip(where.tolist(), column.drop_null().to_pylist()):
+            cells[at].append((name, text))
+    return cells
+
+
 def value_columns(schema: pa.Schema) -> list[str]:
     """The DICOM columns of a shard (``DicomPath`` included), in order."""
     return [name for name in schema.names if not name.startswith("_")]
@@ -285,19 +307,17 @@ class ShardRow(NamedTuple):
 def batch_rows(batch: pa.RecordBatch, columns: dict) -> Iterator[ShardRow]:
     """The rows of one record batch of a shard, as ``ShardRow`` (``Row`` + size/mtime)."""
     names = value_columns(batch.schema)
-    data = {name: batch.column(name).to_pylist() for name in names}
+    cells = batch_cells(pa.RecordBatch.from_arrays([batch.column(name) for name in names],
+                                                   names=names))
     sizes = batch.column(SIZE_COLUMN).to_pylist()
     mtimes = batch.column(MTIME_COLUMN).to_pylist()
     several = {name: batch.column(VR_PREFIX + name).to_pylist()
                for name in names if VR_PREFIX + name in batch.schema.names}
     single = {name: next(iter(vrs)) for name, vrs in columns.items() if len(vrs) == 1}
-    for index in range(batch.num_rows):
-        values, vrs = {}, {}
-        for name in names:
-            text = data[name][index]
-            if text is not None:
-                values[name] = text
-                vrs[name] = several[name][index] if name in several else single.get(name)
+    for index, row in enumerate(cells):
+        values = dict(row)
+        vrs = {name: several[name][index] if name in several else single.get(name)
+               for name in values}
         yield ShardRow(values[PATH_COLUMN], values, vrs, sizes[index], mtimes[index])
 
 

@@ -97,7 +97,7 @@ def allow_open_files(count: int) -> None:
 
 
 class _Cursor:
-    """One open shard, read batch by batch; yields ``(path, number, columns, index)``."""
+    """One open shard, read batch by batch; yields ``(path, number, cells, index)``."""
 
     def __init__(self, number: int, shard, budget_per_shard: int):
         from transforms.storage import open_ranged
@@ -121,10 +121,9 @@ class _Cursor:
         try:
             for batch in self.file.iter_batches(batch_size=self.batch_rows,
                                                 columns=self.columns, use_threads=False):
-                data = {name: batch.column(i).to_pylist()
-                        for i, name in enumerate(batch.schema.names)}
-                for index, path in enumerate(data[PATH_COLUMN]):
-                    yield path, number, data, index
+                cells = shard_format.batch_cells(batch)
+                for index, path in enumerate(batch.column(PATH_COLUMN).to_pylist()):
+                    yield path, number, cells, index
         finally:
             self.stream.close()
 
@@ -157,16 +156,15 @@ class _TableWriters:
         self.texts = {}  # column -> list, made when the chunk's first value arrives
         self.filled = 0
 
-    def add(self, data: dict, index: int) -> None:
+    def add(self, cells: list, index: int) -> None:
+        """Row ``index`` of a batch's ``cells`` (``shard_format.batch_cells``)."""
         at = self.filled
         texts = self.texts
-        for name, values in data.items():
-            value = values[index]
-            if value is not None:
-                column = texts.get(name)
-                if column is None:
-                    column = texts[name] = [None] * OUTPUT_ROW_GROUP_ROWS
-                column[at] = value
+        for name, value in cells[index]:
+            column = texts.get(name)
+            if column is None:
+                column = texts[name] = [None] * OUTPUT_ROW_GROUP_ROWS
+            column[at] = value
         self.filled += 1
         if self.filled == OUTPUT_ROW_GROUP_ROWS:
             self.flush()
