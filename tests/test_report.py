@@ -154,7 +154,7 @@ def test_figures_in_the_browser_match_the_summary_and_the_csv(run, rendered):
     assert chart(page, "modality") == dict(expected["modalities"]) == {"CT": 3, "MR": 3}
     assert chart(page, "SOP class") == {UID(CT).name: 3, UID(MR).name: 3}
     errors = chart(page, "errors")
-    assert errors["TruncatedFileError"] == 2 and sum(errors.values()) == summary["errors"]
+    assert errors["Truncated"] == 2 and sum(errors.values()) == summary["errors"]
     assert chart(page, "skips") == {"no DICOM preamble and no DICOM element at the start": 2}
     assert chart(page, "manufacturer") == {"SIEMENS": 3, "GE MEDICAL SYSTEMS": 2, INJECTED: 1}
     years = chart(page, "files by study year")
