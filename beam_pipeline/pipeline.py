@@ -10,7 +10,7 @@ from __future__ import annotations
 import apache_beam as beam
 
 from transforms.archives import UNITS, CountMatched, ReadArchives
-from transforms.cells import BoundCells
+from transforms.cells import BoundCells, CountBoundedCells
 from transforms.columns import ComputeColumns
 from transforms.content import ContentSettings, PseudonymizeReportPaths, RowContent, TablePath
 from transforms.discover import MatchInputs
@@ -24,7 +24,7 @@ from transforms.output.cleanup import cleanup
 from transforms.output.reuse import PlanReuse, skip_records
 from transforms.output.spill import MANIFEST, KeepFileMetadata, SpillRows, WriteOutcomes
 from transforms.output.state import commit_state, prepare_state
-from transforms.output.tables import TableFiles, WriteTables
+from transforms.output.tables import TABLE_STATS, TableFiles, WriteTables
 from transforms.report import OutputPaths, WriteReport
 
 
@@ -64,14 +64,26 @@ def build_pipeline(pipeline, inputs, options, paths: OutputPaths, started: float
     members = extracted[ARCHIVES] | "Archives" >> ReadArchives(
         settings, progress, limits=limits, content=RowContent(content)
     )
-    rows = (extracted.rows, members["rows"]) | "AllRows" >> beam.Flatten()
-    bounded = rows | "BoundCells" >> BoundCells(
+    # Rows are bounded and spilled in the stage that read them: a Flatten of the rows of
+    # files and of archive members would make the runner hold every row between stages.
+    file_rows = extracted.rows | "BoundCells" >> BoundCells(
         settings.max_values, settings.max_cell_chars
     )
-    spilled = bounded["rows"] | "Spill" >> beam.ParDo(
+    member_rows = members["rows"] | "BoundMemberCells" >> BoundCells(
+        settings.max_values, settings.max_cell_chars
+    )
+    spilled = file_rows["rows"] | "Spill" >> beam.ParDo(
         SpillRows(state.generation, options.rows_per_shard)
     )
-    shards = (spilled, plan["shards"]) | "AllShards" >> beam.Flatten()
+    spilled_members = member_rows["rows"] | "SpillMembers" >> beam.ParDo(
+        SpillRows(state.generation, options.rows_per_shard)
+    )
+    shards = (spilled, spilled_members, plan["shards"]) | "AllShards" >> beam.Flatten()
+    cell_counts = (
+        (file_rows["bounded"], member_rows["bounded"])
+        | "AllBounded" >> beam.Flatten()
+        | "CellCounts" >> CountBoundedCells()
+    )
     skipped = (
         extracted[SKIPPED],
         members[SKIPPED],
@@ -104,10 +116,11 @@ def build_pipeline(pipeline, inputs, options, paths: OutputPaths, started: float
         lambda counts, entries: {**counts, **entries}, content.summary()
     )
     extra = extra | "AddCellCounts" >> beam.Map(
-        lambda counts, cells: {**counts, **cells}, beam.pvalue.AsSingleton(bounded["counts"])
+        lambda counts, cells: {**counts, **cells}, beam.pvalue.AsSingleton(cell_counts)
     )
     extra = extra | "AddTableFigures" >> beam.Map(
-        lambda counts, figures: {**counts, **{k: v for k, v in figures.items() if k != "rows"}},
+        lambda counts, figures: {**counts, **{k: v for k, v in figures.items()
+                                              if k not in ("rows", TABLE_STATS)}},
         beam.pvalue.AsSingleton(tables),
     )
     errors = (
@@ -119,7 +132,7 @@ def build_pipeline(pipeline, inputs, options, paths: OutputPaths, started: float
     summary = (
         matched, table_rows, columns, errors, skipped, extra
     ) | "Report" >> WriteReport(paths, started)
-    html = summary | "HtmlReport" >> WriteHtmlReport(paths, run_settings(options, inputs))
+    html = summary | "HtmlReport" >> WriteHtmlReport(paths, run_settings(options, inputs), tables)
     return (
         summary
         | "CommitState" >> beam.Map(

@@ -143,7 +143,7 @@ def dicom_bytes_per_file(root: str, sample: int = 200) -> tuple[float, float, fl
         read, headers, excess = 0, 0, 0
         for path in paths:
             _CountingFile.read_total = 0
-            fn._read(path, os.path.getsize(path))  # pylint: disable=protected-access
+            fn._read(path, os.path.getsize(path), os.path.getmtime(path))  # pylint: disable=protected-access
             with open(path, "rb") as stream:
                 data = stream.read()
             header = data.rfind(b"\xe0\x7f\x10\x00")  # (7FE0,0010) Pixel Data

@@ -3,6 +3,8 @@ DuckDB: sorted by path, string columns, VRs and version in the metadata."""
 
 from __future__ import annotations
 
+import json
+
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -29,17 +31,28 @@ def test_shard_layout_and_metadata(tmp_path):
     assert info.rows == 2 and info.columns[DATE] == {"DA", "LO"}
     parquet = pq.ParquetFile(path)
     schema = parquet.schema_arrow
-    assert schema.names[0] == "DicomPath"
-    assert schema.names[:3] == ["DicomPath", DATE, MODALITY]
-    assert all(schema.field(name).type == pa.string() for name in schema.names[:3])
+    assert schema.names == ["DicomPath", sf.SIZE_COLUMN, sf.MTIME_COLUMN,
+                            sf.CELLS_COLUMN, sf.VALUES_COLUMN]
     assert schema.metadata[b"dicom_meta.format"] == sf.FORMAT_NAME.encode()
-    assert schema.metadata[b"dicom_meta.format_version"] == b"1"
-    # Per-row VRs only for the column with two VRs.
-    assert sf.VR_PREFIX + DATE in schema.names
-    assert sf.VR_PREFIX + MODALITY not in schema.names
+    assert schema.metadata[b"dicom_meta.format_version"] == b"2"
+    # Keys in column order, a column read with two VRs has two keys.
+    keys = json.loads(schema.metadata[b"dicom_meta.keys"])
+    assert keys == [[DATE, "DA"], [DATE, "LO"], [MODALITY, "CS"]]
     assert parquet.metadata.row_group(0).column(0).compression == "ZSTD"
-    got = duckdb.sql(f"SELECT DicomPath, \"{MODALITY}\" FROM '{path}'").fetchall()
-    assert got == [("a.dcm", "CT"), ("b.dcm", None)]  # sorted, absent is null
+    got = duckdb.sql(f"SELECT DicomPath, _cells, _values FROM '{path}'").fetchall()
+    assert got == [("a.dcm", [1, 2], ["yesterday", "CT"]),  # sorted by path
+                   ("b.dcm", [0], ["20200101"])]
+
+
+def test_row_groups_are_bounded_by_rows_and_bytes(tmp_path, monkeypatch):
+    monkeypatch.setattr(sf, "ROW_GROUP_BYTES", 1000)
+    many = [Row(f"{i:04d}.dcm", {"DicomPath": f"{i:04d}.dcm", DATE: "x" * 300},
+                {"DicomPath": "UR", DATE: "LO"}) for i in range(20)]
+    path = str(tmp_path / "rows-4.parquet")
+    sf.write_shard(path, many)
+    meta = pq.ParquetFile(path).metadata
+    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [3] * 6 + [2]
+    assert [row.path for row in sf.read_rows(path)] == [row.path for row in many]
 
 
 def test_rows_round_trip(tmp_path):

@@ -13,6 +13,7 @@ import pydicom
 import pytest
 
 from conftest import make_dataset, run_cli, write_dicom
+from transforms.output import shard_format
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -76,7 +77,7 @@ def test_untrusted_state_means_full_extraction_and_a_note(committed, damage):
         path = shards(generation)[0]
         parquet = pq.ParquetFile(path)
         metadata = dict(parquet.metadata.metadata)
-        metadata[b"dicom_meta.format_version"] = b"2"
+        metadata[b"dicom_meta.format_version"] = str(shard_format.FORMAT_VERSION + 1).encode()
         with pq.ParquetWriter(path.with_suffix(".tmp"), parquet.schema_arrow,
                               store_schema=False) as writer:
             writer.write_table(parquet.read())

@@ -130,8 +130,18 @@ class CountBounded(beam.CombineFn):
         }
 
 
+class CountBoundedCells(beam.PTransform):
+    """``(column, limit)`` pairs -> one dict of ``cells_bounded*`` figures."""
+
+    def expand(self, pairs):
+        return pairs | "Count" >> beam.CombineGlobally(CountBounded())
+
+
 class BoundCells(beam.PTransform):
-    """Rows -> {"rows": bounded rows, "counts": one dict of ``cells_bounded*`` figures}."""
+    """Rows -> {"rows": bounded rows, "bounded": ``(column, limit)`` pairs, "counts": one
+    dict of ``cells_bounded*`` figures}. A pipeline with several row sources bounds each
+    where it is read and counts their pairs together (``CountBoundedCells``): flattening
+    the rows first would make runners materialise them between stages."""
 
     def __init__(self, max_values: int, max_chars: int):
         super().__init__()
@@ -142,5 +152,5 @@ class BoundCells(beam.PTransform):
         bounded = rows | "Bound" >> beam.ParDo(
             BoundCellsFn(self.max_values, self.max_chars)
         ).with_outputs(BOUNDED, main="rows")
-        counts = bounded[BOUNDED] | "Count" >> beam.CombineGlobally(CountBounded())
-        return {"rows": bounded.rows, "counts": counts}
+        counts = bounded[BOUNDED] | "Counts" >> CountBoundedCells()
+        return {"rows": bounded.rows, "bounded": bounded[BOUNDED], "counts": counts}

@@ -2,8 +2,10 @@
 
 It reads only what the run wrote (the table, ``errors.csv``, ``skipped.csv`` and the
 summary), never the source files: under de-identification the table already holds the
-de-identified values, so the page can show nothing else. The table is streamed
-(``table_stats``), so the step's memory does not grow with the rows; it runs as one
+de-identified values, so the page can show nothing else. The table's figures are
+computed by the table writers as they write it (``tables.TABLE_STATS``), or else by
+streaming the written table (``table_stats``); either way the step's memory does not
+grow with the rows; it runs as one
 ordinary Beam step, so it works on every runner, and it writes under a temporary name
 then renames, so a retried step just writes the same page again.
 """
@@ -116,8 +118,14 @@ def table_statistics(paths) -> tuple[dict | None, str]:
         return None, f"{type(exc).__name__}: {exc}"
 
 
-def write_html_report(summary: dict, paths, settings: dict) -> str:
-    stats, problem = table_statistics(paths)
+def write_html_report(summary: dict, paths, settings: dict, table_figures: dict | None = None
+                      ) -> str:
+    """``table_figures``: the table writers' figures; their ``table_stats`` saves reading
+    the table back."""
+    stats = (table_figures or {}).get("table_stats")
+    problem = ""
+    if stats is None:
+        stats, problem = table_statistics(paths)
     generated = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     page = render(summary, stats, problem, read_errors(paths.errors), read_skips(paths.skipped),
                   settings, generated)
@@ -135,12 +143,17 @@ def write_html_report(summary: dict, paths, settings: dict) -> str:
 
 
 class WriteHtmlReport(beam.PTransform):
-    """summary -> ``scan.report.html``; outputs the report's path."""
+    """summary -> ``scan.report.html``; outputs the report's path. ``tables``: the
+    single dict of figures of ``tables.WriteTables``, if the pipeline has one."""
 
-    def __init__(self, paths, settings: dict):
+    def __init__(self, paths, settings: dict, tables=None):
         super().__init__()
         self.paths = paths
         self.settings = settings
+        self.tables = tables
 
     def expand(self, summary):
-        return summary | "Write" >> beam.Map(write_html_report, self.paths, self.settings)
+        if self.tables is None:
+            return summary | "Write" >> beam.Map(write_html_report, self.paths, self.settings)
+        return summary | "Write" >> beam.Map(write_html_report, self.paths, self.settings,
+                                             beam.pvalue.AsSingleton(self.tables))

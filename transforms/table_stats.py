@@ -208,15 +208,25 @@ class TableStats:
         self.source = source
 
     def add_batch(self, batch: pa.RecordBatch) -> None:
-        self.rows += batch.num_rows
-        for index in range(batch.num_columns):
-            column = batch.column(index)
-            self.filled[index] += len(column) - column.null_count
+        filled = [len(column) - column.null_count for column in batch.columns]
         names = {name: i for i, name in enumerate(batch.schema.names)}
 
+        def column(name: str):
+            index = names.get(name)
+            return None if index is None else batch.column(index)
+
+        self.add_columns(batch.num_rows, filled, column)
+
+    def add_columns(self, rows: int, filled, column) -> None:
+        """``rows`` more rows: ``filled``, per column, how many hold a value;
+        ``column(name)``, a column of them (None if the table has none such)."""
+        self.rows += rows
+        for index, count in enumerate(filled):
+            self.filled[index] += int(count)
+
         def text_column(keyword: str):
-            index = names.get(column_of(keyword))
-            return None if index is None else _text(batch.column(index))
+            values = column(column_of(keyword))
+            return None if values is None else _text(values)
 
         for key, keyword in DISTRIBUTIONS:
             values = text_column(keyword)
@@ -228,7 +238,7 @@ class TableStats:
                 self.distinct[key].add_array(values)
         manufacturer, model = text_column("Manufacturer"), text_column(MODEL)
         if manufacturer is not None or model is not None:
-            empty = pa.array([""] * batch.num_rows, pa.string())
+            empty = pa.array([""] * rows, pa.string())
             pairs = pc.binary_join_element_wise(
                 pc.fill_null(manufacturer if manufacturer is not None else empty, ""),
                 pc.fill_null(model if model is not None else empty, ""),

@@ -1,27 +1,31 @@
 """Row shard format: how extracted rows wait on disk until the tables are written.
 
-One shard is one Parquet file (zstd), written once and never changed:
+The table is wide and sparse (thousands of columns, a CT header fills about a hundred),
+so a shard stores each row's filled cells, not a column per DICOM element: writing,
+reading and merging shards costs what the rows hold, whatever the number of columns.
 
-* ``DicomPath`` first (string, never null), then one nullable **string** column per
-  DICOM column that has a value in at least one of the shard's rows, in the table's
-  column order (``flatten.order_columns``). Values are exactly the text of
-  ``transforms.flatten.Row.values``; an absent value is null, never ``""``.
-* Rows sorted by ``DicomPath``, so the table writers merge shards without sorting.
-* What the incremental manifest needs per row: ``_file_size`` (int64) and
-  ``_file_mtime`` (float64) of the file as it was matched (null when unknown).
-* Per-row VRs only where a column was read with more than one VR in this shard: a
-  string column ``_vr <column name>`` holding each row's VR (null where the value is).
-  Names starting with ``_`` are never DICOM columns (those end in a ``(gggg,eeee)`` tag
-  or ``#items``).
+One shard is one Parquet file (zstd), written once and never changed, one row per file:
+
+* ``DicomPath`` (string, never null), first; rows sorted by it, so the table writers
+  merge shards without sorting.
+* ``_file_size`` (int64) and ``_file_mtime`` (float64) of the file as it was matched
+  (null when unknown): what the incremental manifest needs.
+* ``_cells`` (list of int32): the row's filled cells as indices into the shard's keys,
+  ascending, so a row's cells are in the table's column order.
+* ``_values`` (list of large_string): each cell's text, exactly ``transforms.flatten.Row.values``.
 * Key-value metadata: ``dicom_meta.format`` = ``FORMAT_NAME``,
-  ``dicom_meta.format_version`` = ``FORMAT_VERSION``, ``dicom_meta.vrs`` = JSON
-  ``{column: [VR, ...]}`` (sorted), ``dicom_meta.rows``.
-* Small row groups (``ROW_GROUP_ROWS``): a k-way merge holds about one row group per
-  open shard, so this bounds the merge's memory.
+  ``dicom_meta.format_version`` = ``FORMAT_VERSION``, ``dicom_meta.keys`` = JSON
+  ``[[column, VR], ...]``: a key is a column read with one VR, in the table's column
+  order (``flatten.column_sort_key``, then VR), so a column read with two VRs has two
+  keys and each cell keeps its VR; ``dicom_meta.vrs`` = JSON ``{column: [VR, ...]}``
+  (``DicomPath`` included), ``dicom_meta.rows``.
+* Row groups of at most ``ROW_GROUP_ROWS`` rows and about ``ROW_GROUP_BYTES`` of text:
+  a k-way merge holds about one batch per open shard, so this bounds its memory.
 
-Readable by anything that reads Parquet (``duckdb -c "FROM 'rows-*.parquet'"``). A file
-that is not such a shard, or of another version, raises ``ShardFormatError`` when
-opened; callers decide (the state treats it as unusable and re-extracts).
+Readable by anything that reads Parquet, e.g.
+``duckdb -c "SELECT DicomPath, unnest(_values) FROM 'rows-*.parquet'"``. A file that is
+not such a shard, or of another version, raises ``ShardFormatError`` when opened;
+callers decide (the state treats it as unusable and re-extracts).
 """
 
 from __future__ import annotations
@@ -31,26 +35,37 @@ from typing import Iterable, Iterator, NamedTuple
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.flatten import PATH_COLUMN, order_columns
+from transforms.flatten import PATH_COLUMN, column_sort_key
 
 FORMAT_NAME = "dicom-meta-extract/row-shard"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 SIZE_COLUMN = "_file_size"
 MTIME_COLUMN = "_file_mtime"
-VR_PREFIX = "_vr "
-ROW_GROUP_ROWS = 256
+CELLS_COLUMN = "_cells"
+VALUES_COLUMN = "_values"
+ROW_GROUP_ROWS = 1024
+ROW_GROUP_BYTES = 8 << 20
 COMPRESSION = "zstd"
 SUFFIX = ".parquet"
+PATH_VRS = frozenset({"UR"})
 
 _KEY_FORMAT = b"dicom_meta.format"
 _KEY_VERSION = b"dicom_meta.format_version"
+_KEY_KEYS = b"dicom_meta.keys"
 _KEY_VRS = b"dicom_meta.vrs"
 _KEY_ROWS = b"dicom_meta.rows"
+
+SCHEMA = pa.schema([
+    pa.field(PATH_COLUMN, pa.string(), nullable=False),
+    pa.field(SIZE_COLUMN, pa.int64()),
+    pa.field(MTIME_COLUMN, pa.float64()),
+    pa.field(CELLS_COLUMN, pa.list_(pa.field("element", pa.int32(), nullable=False))),
+    pa.field(VALUES_COLUMN, pa.list_(pa.field("element", pa.large_string(), nullable=False))),
+])
 
 
 class ShardFormatError(Exception):
@@ -70,129 +85,150 @@ def _open_write(path: str):
     return FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED)
 
 
-def shard_table(rows: Iterable) -> tuple[pa.Table, dict]:
-    """Rows (``Row``-like: ``path``, ``values``, ``vrs``, optional ``size``/``mtime``)
-    -> the shard's table, sorted by path, and ``{column: frozenset(VRs)}``."""
-    rows = sorted(rows, key=lambda row: row.path)
-    count = len(rows)
-    texts: dict = {}
-    vrs_seen: dict = {}
-    row_vrs: dict = {}
-    for index, row in enumerate(rows):
-        for name, text in row.values.items():
-            column = texts.get(name)
-            if column is None:
-                column = texts[name] = [None] * count
-                row_vrs[name] = [None] * count
-                vrs_seen[name] = set()
-            column[index] = text
-            vr = row.vrs.get(name)
-            row_vrs[name][index] = vr
-            vrs_seen[name].add(vr)
-    names = order_columns(set(texts) | {PATH_COLUMN})
-    if PATH_COLUMN not in texts:  # rows always carry it; an empty shard may not
-        texts[PATH_COLUMN] = [row.path for row in rows]
-        vrs_seen[PATH_COLUMN] = {"UR"}
-    arrays = [pa.array(texts[name], type=pa.string()) for name in names]
-    fields = [pa.field(name, pa.string(), nullable=name != PATH_COLUMN) for name in names]
-    arrays.append(pa.array([getattr(row, "size", None) for row in rows], type=pa.int64()))
-    fields.append(pa.field(SIZE_COLUMN, pa.int64()))
-    arrays.append(pa.array([getattr(row, "mtime", None) for row in rows], type=pa.float64()))
-    fields.append(pa.field(MTIME_COLUMN, pa.float64()))
-    for name in names:
-        if len(vrs_seen[name]) > 1:
-            arrays.append(pa.array(row_vrs[name], type=pa.string()).dictionary_encode())
-            fields.append(pa.field(VR_PREFIX + name, pa.dictionary(pa.int32(), pa.string())))
-    columns = {name: frozenset(vr for vr in vrs_seen[name] if vr) for name in names}
-    metadata = {
+def key_order(key: tuple) -> tuple:
+    """Keys sort in the table's column order; a column's keys by VR."""
+    name, vr = key
+    return column_sort_key(name), vr or ""
+
+
+def columns_of(keys: list) -> dict:
+    """``{column: frozenset(VRs)}`` of a shard's keys, ``DicomPath`` included."""
+    columns: dict = {PATH_COLUMN: set(PATH_VRS)}
+    for name, vr in keys:
+        columns.setdefault(name, set())
+        if vr:
+            columns[name].add(vr)
+    return {name: frozenset(vrs) for name, vrs in columns.items()}
+
+
+def _metadata(keys: list, rows: int) -> dict:
+    columns = columns_of(keys)
+    return {
         _KEY_FORMAT: FORMAT_NAME.encode(),
         _KEY_VERSION: str(FORMAT_VERSION).encode(),
+        _KEY_KEYS: json.dumps([list(key) for key in keys]).encode(),
         _KEY_VRS: json.dumps({name: sorted(vrs) for name, vrs in columns.items()}).encode(),
-        _KEY_ROWS: str(count).encode(),
+        _KEY_ROWS: str(rows).encode(),
     }
-    return pa.Table.from_arrays(arrays, schema=pa.schema(fields, metadata=metadata)), columns
 
 
-def write_shard(path: str, rows: Iterable) -> ShardInfo:
-    """Write ``rows`` as one shard at ``path`` (a name no other attempt uses)."""
-    table, columns = shard_table(rows)
-    buffer = pa.BufferOutputStream()
-    # No statistics and no stored Arrow schema (every column is a string): nothing filters
-    # shards, and both would make each footer, held by the merge per open shard, grow.
-    # (Without the stored schema, key-value metadata must be added to the writer itself.)
-    with pq.ParquetWriter(buffer, table.schema.remove_metadata(), compression=COMPRESSION,
-                          write_statistics=False, store_schema=False) as writer:
-        writer.write_table(table.replace_schema_metadata(), row_group_size=ROW_GROUP_ROWS)
-        writer.add_key_value_metadata(table.schema.metadata)
-    data = buffer.getvalue()
-    with _open_write(path) as out:
-        out.write(data)
-    return ShardInfo(path, table.num_rows, columns, data.size)
+class CellRows(NamedTuple):
+    """Rows in the shard layout, in memory: what is written and what is read back."""
+
+    paths: list  # str per row
+    sizes: list  # int or None per row
+    mtimes: list  # float or None per row
+    offsets: np.ndarray  # int64, rows + 1: row i's cells are offsets[i]:offsets[i + 1]
+    keys: np.ndarray  # int32 per cell: an index into the shard's (or table's) keys
+    values: pa.Array  # large_string per cell
+
+    def table(self) -> pa.Table:
+        offsets = pa.array(self.offsets.astype(np.int32, copy=False))
+        return pa.Table.from_arrays([
+            pa.array(self.paths, pa.string()),
+            pa.array(self.sizes, pa.int64()),
+            pa.array(self.mtimes, pa.float64()),
+            pa.ListArray.from_arrays(offsets, pa.array(self.keys, pa.int32()),
+                                     type=SCHEMA.field(CELLS_COLUMN).type),
+            pa.ListArray.from_arrays(offsets, self.values,
+                                     type=SCHEMA.field(VALUES_COLUMN).type),
+        ], schema=SCHEMA)
 
 
-def shard_schema(columns: dict) -> pa.Schema:
-    """The schema of a shard holding ``columns`` ({name: VRs}), without per-row VRs."""
-    names = order_columns(set(columns) | {PATH_COLUMN})
-    fields = [pa.field(name, pa.string(), nullable=name != PATH_COLUMN) for name in names]
-    fields += [pa.field(SIZE_COLUMN, pa.int64()), pa.field(MTIME_COLUMN, pa.float64())]
-    return pa.schema(fields, metadata={
-        _KEY_FORMAT: FORMAT_NAME.encode(),
-        _KEY_VERSION: str(FORMAT_VERSION).encode(),
-        _KEY_VRS: json.dumps({name: sorted(columns.get(name, ())) for name in names}).encode(),
-    })
+def cell_rows(rows: Iterable) -> tuple[CellRows, list]:
+    """Rows (``Row``-like: ``path``, ``values``, ``vrs``, optional ``size``/``mtime``)
+    -> the shard's rows sorted by path, each row's cells in key order, and the keys."""
+    rows = sorted(rows, key=lambda row: row.path)
+    # Gathered in C loops (extend, map), then numbered by Arrow and numpy: no Python
+    # code runs per cell.
+    names, vrs, texts, lengths = [], [], [], []
+    for row in rows:
+        values = row.values
+        names.extend(values)
+        texts.extend(values.values())
+        vrs.extend(map(row.vrs.get, values))
+        lengths.append(len(values))
+    name_codes = pa.array(names, pa.string()).dictionary_encode()
+    vr_codes = pa.array(vrs, pa.string()).dictionary_encode()
+    name_of = name_codes.dictionary.to_pylist()
+    vr_of = vr_codes.dictionary.to_pylist() + [None]
+    vr_numbers = vr_codes.indices.fill_null(len(vr_of) - 1).to_numpy().astype(np.int64)
+    pairs = name_codes.indices.to_numpy().astype(np.int64) * len(vr_of) + vr_numbers
+    row_of_cell = np.repeat(np.arange(len(rows)), lengths)
+    if PATH_COLUMN in name_of:  # DicomPath is the row's own column, not a cell
+        is_cell = name_codes.indices.to_numpy() != name_of.index(PATH_COLUMN)
+        pairs, row_of_cell = pairs[is_cell], row_of_cell[is_cell]
+        text_array = pa.array(texts, pa.large_string()).filter(pa.array(is_cell))
+    else:
+        text_array = pa.array(texts, pa.large_string())
+    found, cells = np.unique(pairs, return_inverse=True)
+    keys = [(name_of[pair // len(vr_of)], vr_of[pair % len(vr_of)]) for pair in found.tolist()]
+    ordered = sorted(range(len(keys)), key=lambda number: key_order(keys[number]))
+    renumber = np.empty(len(keys), np.int64)
+    renumber[ordered] = np.arange(len(keys))
+    cells = renumber[cells.reshape(-1)] if len(keys) else np.zeros(0, np.int64)
+    counts = np.bincount(row_of_cell, minlength=len(rows)) if len(rows) else np.zeros(0)
+    offsets = np.zeros(len(rows) + 1, np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    # Within a row, cells in key (= column) order: sort by (row, key).
+    order = np.lexsort((cells, row_of_cell))
+    return CellRows(
+        [row.path for row in rows],
+        [getattr(row, "size", None) for row in rows],
+        [getattr(row, "mtime", None) for row in rows],
+        offsets, cells[order].astype(np.int32), text_array.take(pa.array(order)),
+    ), [keys[number] for number in ordered]
+
+
+def _row_groups(offsets: np.ndarray, values: pa.Array) -> list[tuple[int, int]]:
+    """``(first row, rows)`` of each row group: at most ``ROW_GROUP_ROWS`` rows and about
+    ``ROW_GROUP_BYTES`` of text (a row larger than that is a group of its own)."""
+    count = len(offsets) - 1
+    if count <= 0:
+        return []
+    text_offsets = np.frombuffer(values.buffers()[1], np.int64,
+                                 len(values) + 1, values.offset * 8) if len(values) else None
+    groups, start = [], 0
+    while start < count:
+        end = min(count, start + ROW_GROUP_ROWS)
+        if text_offsets is not None:
+            first = text_offsets[offsets[start]]
+            # The last row whose text ends within the budget (at least one row).
+            ends = text_offsets[offsets[start + 1:end + 1]] - first
+            fits = int(np.searchsorted(ends, ROW_GROUP_BYTES, side="right"))
+            end = start + max(1, fits)
+        groups.append((start, end - start))
+        start = end
+    return groups
 
 
 class ShardWriter:
-    """Writes an already sorted stream of rows as one shard, row group by row group
-    (the merge's intermediate runs). Per-row VRs are not kept: the tables never need
-    them; shards the state reuses are written by ``write_shard``."""
+    """Writes one shard from ``CellRows`` pieces that arrive in path order."""
 
-    def __init__(self, path: str, columns: dict):
+    def __init__(self, path: str, keys: list):
         self.path = path
-        self.columns = columns
-        schema = shard_schema(columns)
-        self.names = [name for name in schema.names if not name.startswith("_")]
+        self.keys = [tuple(key) for key in keys]
         self.rows = 0
-        self._schema = schema
         self._out = _open_write(path)
         self._counting = _CountingStream(self._out)
-        self._writer = pq.ParquetWriter(self._counting, schema.remove_metadata(),
-                                        compression=COMPRESSION, write_statistics=False,
-                                        store_schema=False)
-        self._pending: dict = {}
-        self._filled = 0
+        # No statistics and no stored Arrow schema: nothing filters shards, and both make
+        # the footer, held by the merge per open shard, grow.
+        self._writer = pq.ParquetWriter(self._counting, SCHEMA, compression=COMPRESSION,
+                                        write_statistics=False, store_schema=False)
 
-    def add(self, cells: list, index: int) -> None:
-        """Row ``index`` of a batch's ``cells`` (``batch_cells``)."""
-        at = self._filled
-        for name, value in cells[index]:
-            column = self._pending.get(name)
-            if column is None:
-                column = self._pending[name] = [None] * ROW_GROUP_ROWS
-            column[at] = value
-        self._filled += 1
-        if self._filled == ROW_GROUP_ROWS:
-            self._flush()
-
-    def _flush(self) -> None:
-        count = self._filled
-        if not count:
-            return
-        arrays = [pa.array(self._pending[name][:count] if name in self._pending
-                           else [None] * count, pa.string()) for name in self.names]
-        arrays += [pa.nulls(count, pa.int64()), pa.nulls(count, pa.float64())]
-        self._writer.write_table(pa.Table.from_arrays(arrays, schema=self._writer.schema))
-        self.rows += count
-        self._pending, self._filled = {}, 0
+    def write(self, cells: CellRows) -> None:
+        table = cells.table()
+        for start, rows in _row_groups(cells.offsets, cells.values):
+            self._writer.write_table(table.slice(start, rows), row_group_size=rows)
+        self.rows += table.num_rows
 
     def close(self) -> ShardInfo:
-        self._flush()
-        metadata = dict(self._schema.metadata)
-        metadata[_KEY_ROWS] = str(self.rows).encode()
-        self._writer.add_key_value_metadata(metadata)
+        if not self.rows:  # one empty row group: readers' batch loops need one
+            self._writer.write_table(SCHEMA.empty_table())
+        self._writer.add_key_value_metadata(_metadata(self.keys, self.rows))
         self._writer.close()
         self._out.close()
-        return ShardInfo(self.path, self.rows, self.columns, self._counting.written)
+        return ShardInfo(self.path, self.rows, columns_of(self.keys), self._counting.written)
 
 
 class _CountingStream:
@@ -218,8 +254,22 @@ class _CountingStream:
         self.closed = True
 
 
+def write_shard(path: str, rows: Iterable) -> ShardInfo:
+    """Write ``rows`` as one shard at ``path`` (a name no other attempt uses)."""
+    cells, keys = cell_rows(rows)
+    writer = ShardWriter(path, keys)
+    writer.write(cells)
+    return writer.close()
+
+
 def check_metadata(metadata: dict | None, path: str = "") -> tuple[int, dict]:
     """``(rows, {column: frozenset(VRs)})`` from a shard's key-value metadata."""
+    rows, keys = check_keys(metadata, path)
+    return rows, columns_of(keys)
+
+
+def check_keys(metadata: dict | None, path: str = "") -> tuple[int, list]:
+    """``(rows, [(column, VR), ...])`` from a shard's key-value metadata."""
     metadata = metadata or {}
     if metadata.get(_KEY_FORMAT) != FORMAT_NAME.encode():
         raise ShardFormatError(f"{path}: not a {FORMAT_NAME} file")
@@ -228,21 +278,36 @@ def check_metadata(metadata: dict | None, path: str = "") -> tuple[int, dict]:
         raise ShardFormatError(f"{path}: {FORMAT_NAME} version {version!r}, "
                                f"this code reads {FORMAT_VERSION}")
     try:
-        vrs = json.loads(metadata[_KEY_VRS])
+        keys = [(name, vr) for name, vr in json.loads(metadata[_KEY_KEYS])]
         rows = int(metadata[_KEY_ROWS])
-    except (KeyError, ValueError) as exc:
+    except (KeyError, ValueError, TypeError) as exc:
         raise ShardFormatError(f"{path}: unreadable shard metadata") from exc
-    return rows, {name: frozenset(values) for name, values in vrs.items()}
+    return rows, keys
 
 
-def open_shard(stream, path: str = "") -> pq.ParquetFile:
-    """A ``ParquetFile`` over a shard, its format and version checked."""
+def open_shard(stream, path: str = "", **options) -> pq.ParquetFile:
+    """A ``ParquetFile`` over a shard, its format, version and layout checked."""
     try:
-        parquet = pq.ParquetFile(stream)
+        parquet = pq.ParquetFile(stream, **options)
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise ShardFormatError(f"{path}: not a Parquet file ({exc})") from exc
-    check_metadata(parquet.metadata.metadata, path)
+    check_keys(parquet.metadata.metadata, path)
+    if not _is_layout(parquet.schema_arrow):
+        raise ShardFormatError(f"{path}: not the {FORMAT_NAME} {FORMAT_VERSION} layout")
     return parquet
+
+
+def _plain(data_type: pa.DataType) -> str:
+    """A type's name with list items' names and nullability, and string sizes, left out
+    (Parquet without a stored Arrow schema reads ``large_string`` back as ``string``)."""
+    if pa.types.is_list(data_type):
+        return f"list<{_plain(data_type.value_type)}>"
+    return "string" if pa.types.is_large_string(data_type) else str(data_type)
+
+
+def _is_layout(schema: pa.Schema) -> bool:
+    return (schema.names == SCHEMA.names
+            and [_plain(field.type) for field in schema] == [_plain(f.type) for f in SCHEMA])
 
 
 def bucket_size(path: str) -> int | None:
@@ -270,30 +335,26 @@ def read_info(path: str, size: int | None = None) -> ShardInfo:
     return ShardInfo(path, rows, columns, size)
 
 
-def batch_cells(batch: pa.RecordBatch) -> list[list]:
-    """Per row of ``batch``, its non-null ``(column, text)`` pairs.
-
-    Shards are wide and sparse (a shard holding one RT Structure Set has thousands of
-    columns, nearly all null): the cost follows the filled cells, not rows x columns."""
-    count = batch.num_rows
-    cells: list = [[] for _ in range(count)]
-    for name, column in zip(batch.schema.names, batch.columns):
-        nulls = column.null_count
-        if nulls == count:
-            continue
-        if nulls == 0:
-            for row, text in zip(cells, column.to_pylist()):
-                row.append((name, text))
-            continue
-        where = np.flatnonzero(pc.is_valid(column).to_numpy(zero_copy_only=False))
-        for at, text in zip(where.tolist(), column.drop_null().to_pylist()):
-            cells[at].append((name, text))
-    return cells
+def _list_parts(column: pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """A list column's offsets (from 0) and its flat items."""
+    offsets = column.offsets.to_numpy().astype(np.int64)
+    items = column.values.slice(offsets[0], offsets[-1] - offsets[0])
+    return offsets - offsets[0], items
 
 
-def value_columns(schema: pa.Schema) -> list[str]:
-    """The DICOM columns of a shard (``DicomPath`` included), in order."""
-    return [name for name in schema.names if not name.startswith("_")]
+def batch_cell_rows(batch: pa.RecordBatch, files: bool = True) -> CellRows:
+    """One record batch of a shard as ``CellRows`` (keys are the shard's)."""
+    offsets, keys = _list_parts(batch.column(CELLS_COLUMN))
+    value_offsets, values = _list_parts(batch.column(VALUES_COLUMN))
+    if not np.array_equal(offsets, value_offsets):
+        raise ShardFormatError("a row's _cells and _values differ in length")
+    rows = batch.num_rows
+    return CellRows(
+        batch.column(PATH_COLUMN).to_pylist(),
+        batch.column(SIZE_COLUMN).to_pylist() if files else [None] * rows,
+        batch.column(MTIME_COLUMN).to_pylist() if files else [None] * rows,
+        offsets, keys.to_numpy().astype(np.int32, copy=False), values.cast(pa.large_string()),
+    )
 
 
 class ShardRow(NamedTuple):
@@ -304,30 +365,22 @@ class ShardRow(NamedTuple):
     mtime: float | None
 
 
-def batch_rows(batch: pa.RecordBatch, columns: dict) -> Iterator[ShardRow]:
-    """The rows of one record batch of a shard, as ``ShardRow`` (``Row`` + size/mtime)."""
-    names = value_columns(batch.schema)
-    cells = batch_cells(pa.RecordBatch.from_arrays([batch.column(name) for name in names],
-                                                   names=names))
-    sizes = batch.column(SIZE_COLUMN).to_pylist()
-    mtimes = batch.column(MTIME_COLUMN).to_pylist()
-    several = {name: batch.column(VR_PREFIX + name).to_pylist()
-               for name in names if VR_PREFIX + name in batch.schema.names}
-    single = {name: next(iter(vrs)) for name, vrs in columns.items() if len(vrs) == 1}
-    for index, row in enumerate(cells):
-        values = dict(row)
-        vrs = {name: several[name][index] if name in several else single.get(name)
-               for name in values}
-        yield ShardRow(values[PATH_COLUMN], values, vrs, sizes[index], mtimes[index])
-
-
 def read_rows(path: str, batch_size: int = ROW_GROUP_ROWS) -> Iterator[ShardRow]:
-    """Every row of a shard, in path order (local or bucket, ranged reads)."""
+    """Every row of a shard as ``ShardRow``, in path order (local or bucket, ranged)."""
     with open_stream(path) as stream:
         parquet = open_shard(stream, path)
-        _, columns = check_metadata(parquet.metadata.metadata, path)
+        _, keys = check_keys(parquet.metadata.metadata, path)
         for batch in parquet.iter_batches(batch_size=batch_size):
-            yield from batch_rows(batch, columns)
+            cells = batch_cell_rows(batch)
+            texts = cells.values.to_pylist()
+            numbers = cells.keys.tolist()
+            for index, row_path in enumerate(cells.paths):
+                values, vrs = {PATH_COLUMN: row_path}, {PATH_COLUMN: "UR"}
+                for at in range(cells.offsets[index], cells.offsets[index + 1]):
+                    name, vr = keys[numbers[at]]
+                    values[name] = texts[at]
+                    vrs[name] = vr
+                yield ShardRow(row_path, values, vrs, cells.sizes[index], cells.mtimes[index])
 
 
 def read_manifest(path: str) -> Iterator[tuple]:

@@ -2,19 +2,19 @@
 Parquet file, in one pass, straight from the shards.
 
 Each shard is sorted by path, so the merge streams: it holds one record batch per open
-shard and one output row group, never the table. Both formats are cut from the same
-merged rows: CSV records (Python's ``csv``, RFC 4180, CRLF) and Parquet row groups typed
-by the global schema (``types.arrow_schema``, values that do not parse are null and
-counted). The order is the path order whatever the runner, workers or sharding, so the
-files are byte-identical across runs.
+shard and one output chunk (``table_chunks.py``), never the table. Both formats are cut
+from the same chunks: CSV records (RFC 4180 as Python's ``csv`` writes them, CRLF) and
+Parquet row groups typed by the global schema (``types.arrow_schema``, values that do not
+parse are null and counted). The order is the path order whatever the runner, workers or
+sharding, so the files are byte-identical across runs. The same pass computes the
+report's table figures (``table_stats.TableStats``) from the chunks it writes.
 
-Memory: an open shard costs about ``READER_COST_PER_COLUMN`` per column it holds (its
-footer and one column reader per column: measured ~10 KB, far more than a batch of its
-rows). The merge opens at most as many shards at once as ``MEMORY_BUDGET`` allows; with
-more, it first merges them group by group into sorted runs (same format, in the run's
-temp dir, private to this attempt), then merges the runs. Rows cross the disk once more
-only when there are that many shards. ``benchmarks/merge_memory.py`` measures the peak
-at 2,000 shards.
+Memory: an open shard costs its footer, a few column readers, the row group being read
+and one batch (``reader_cost``; the batch is sized from the shard's bytes per row). The merge opens
+at most as many shards at once as ``MEMORY_BUDGET`` allows; with more, it first merges
+them group by group into sorted runs (same format, in the run's temp dir, private to
+this attempt), then merges the runs. Rows cross the disk once more only when there are
+that many shards. ``benchmarks/merge_memory.py`` measures the peak at 2,000 shards.
 
 Retries: the merge writes to names unique to its attempt (``table-<uuid>.csv`` in the
 run's temp dir) and never deletes a shard; ``finalize_tables`` renames them into place and
@@ -32,25 +32,26 @@ from collections import Counter
 from typing import NamedTuple
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.csv_safety import guard_cell, guarded_columns
-from transforms.flatten import PATH_COLUMN
+from transforms.csv_safety import guarded_columns
+from transforms.flatten import PATH_COLUMN, order_columns
 from transforms.output import shard_format
+from transforms.output.table_chunks import ChunkBuilder, ChunkColumns, add_to_stats, csv_text
+from transforms.table_stats import TableStats
 from transforms.types import ColumnConverter, arrow_schema
 
 MEMORY_BUDGET = 256 << 20  # bytes all open shards may hold together
-READER_COST_PER_COLUMN = 10 * 1024  # an open shard's footer + column reader, per column
-READER_COST_FIXED = 64 * 1024
+READER_COST = 256 * 1024  # an open shard's footer, column readers and read buffers
 MIN_BATCH_ROWS = 8
-PYTHON_OVERHEAD = 4  # Python str objects of a batch vs. its Arrow bytes (measured ~3-4x)
-READ_BUFFER = 64 * 1024  # per open shard: Arrow reads column chunks through this buffer
 OUTPUT_ROW_GROUP_ROWS = 16384
+OUTPUT_CHUNK_BYTES = 64 << 20  # a chunk's CSV text (mostly commas on wide tables)
 OUTPUT_COMPRESSION = "zstd"  # read by pandas, polars, DuckDB, Spark alike
-CSV_BLOCK = 1 << 20
+TABLE_STATS = "table_stats"  # the figures' key of the report's table figures
 
 
 class TableFiles(NamedTuple):
@@ -62,11 +63,6 @@ class TableFiles(NamedTuple):
 
 def _open_write(path: str):
     return FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED)
-
-
-def encode(text: str) -> bytes:
-    # Paths that are not valid UTF-8 keep their odd bytes visible instead of failing.
-    return text.encode("utf-8", "backslashreplace")
 
 
 def csv_record(fields) -> str:
@@ -97,33 +93,40 @@ def allow_open_files(count: int) -> None:
 
 
 class _Cursor:
-    """One open shard, read batch by batch; yields ``(path, number, cells, index)``."""
+    """One open shard, read batch by batch; yields ``(path, number, batch, offsets,
+    index)`` with the batch's keys renumbered by ``numbering`` ({(column, VR): number})."""
 
-    def __init__(self, number: int, shard, budget_per_shard: int):
+    def __init__(self, number: int, shard, budget_per_shard: int, numbering):
         from transforms.storage import open_ranged
 
         self.number = number
         self.stream = open_ranged(shard.path, size=shard.size)
-        self.file = pq.ParquetFile(self.stream, pre_buffer=False, buffer_size=READ_BUFFER)
-        shard_format.check_metadata(self.file.metadata.metadata, shard.path)
+        # Unbuffered: a column chunk is read whole (a row group is at most about
+        # ROW_GROUP_BYTES); Arrow's buffered stream fails on pages larger than its buffer.
+        self.file = shard_format.open_shard(self.stream, shard.path, pre_buffer=False)
+        _, keys = shard_format.check_keys(self.file.metadata.metadata, shard.path)
+        try:
+            self.renumber = np.array([numbering[key] for key in keys] or [0], np.int32)
+        except KeyError as exc:
+            raise RuntimeError(f"{shard.path}: column {exc} is not in the table") from exc
         meta = self.file.metadata
         rows = max(1, meta.num_rows)
         bytes_per_row = sum(meta.row_group(i).total_byte_size
                             for i in range(meta.num_row_groups)) / rows
         largest_group = max((meta.row_group(i).num_rows for i in range(meta.num_row_groups)),
                             default=1)
-        fit = int(budget_per_shard / max(1.0, bytes_per_row * PYTHON_OVERHEAD))
+        fit = int(budget_per_shard / max(1.0, 2 * bytes_per_row))
         self.batch_rows = max(MIN_BATCH_ROWS, min(largest_group, fit))
-        self.columns = shard_format.value_columns(self.file.schema_arrow)
 
     def rows(self):
         number = self.number
         try:
-            for batch in self.file.iter_batches(batch_size=self.batch_rows,
-                                                columns=self.columns, use_threads=False):
-                cells = shard_format.batch_cells(batch)
-                for index, path in enumerate(batch.column(PATH_COLUMN).to_pylist()):
-                    yield path, number, cells, index
+            for batch in self.file.iter_batches(batch_size=self.batch_rows, use_threads=False):
+                cells = shard_format.batch_cell_rows(batch)
+                cells = cells._replace(keys=self.renumber[cells.keys])
+                offsets = cells.offsets.tolist()
+                for index, path in enumerate(cells.paths):
+                    yield path, number, cells, offsets, index
         finally:
             self.stream.close()
 
@@ -131,70 +134,69 @@ class _Cursor:
 class _TableWriters:
     """Receives merged rows, cuts them into chunks and writes each format's piece."""
 
-    def __init__(self, columns, files: TableFiles, formula_guard: bool = False):
+    def __init__(self, columns, files: TableFiles, formula_guard: bool = False,
+                 stats: TableStats | None = None):
         self.names = column_names(columns)
+        self.numbering = {name: number for number, name in enumerate(self.names)}
         # --csv-formula-guard (transforms/csv_safety.py): which columns are text.
-        self.guarded = guarded_columns(self.names, columns) if formula_guard else None
+        self.guarded = (np.array(guarded_columns(self.names, columns), bool)
+                        if formula_guard else None)
         self.files = files
+        self.stats = stats
+        if stats is not None:
+            stats.start(self.names, files.csv or files.parquet)
         self.csv_out = self.parquet_out = self.parquet = None
         if files.csv:
             self.csv_out = _open_write(files.csv)
-            self.csv_out.write(encode(csv_record(self.names)))
+            self.csv_out.write(csv_record(self.names).encode("utf-8", "backslashreplace"))
         if files.parquet:
             self.schema = arrow_schema(columns)
             vrs = column_vrs(columns)
-            self.converters = {field.name: ColumnConverter(field.type, vrs[field.name])
-                               for field in self.schema}
+            self.converters = [ColumnConverter(field.type, vrs[field.name])
+                               for field in self.schema]
             self.parquet_out = _open_write(files.parquet)
             self.parquet = pq.ParquetWriter(self.parquet_out, self.schema,
                                             compression=OUTPUT_COMPRESSION)
+        self.chunk_rows = max(1, min(OUTPUT_ROW_GROUP_ROWS,
+                                     OUTPUT_CHUNK_BYTES // (2 * len(self.names))))
         self.unparseable: Counter = Counter()
         self.rows = 0
-        self._new_chunk()
+        self.chunk = ChunkBuilder()
 
-    def _new_chunk(self):
-        self.texts = {}  # column -> list, made when the chunk's first value arrives
-        self.filled = 0
-
-    def add(self, cells: list, index: int) -> None:
-        """Row ``index`` of a batch's ``cells`` (``shard_format.batch_cells``)."""
-        at = self.filled
-        texts = self.texts
-        for name, value in cells[index]:
-            column = texts.get(name)
-            if column is None:
-                column = texts[name] = [None] * OUTPUT_ROW_GROUP_ROWS
-            column[at] = value
-        self.filled += 1
-        if self.filled == OUTPUT_ROW_GROUP_ROWS:
+    def add(self, batch, offsets: list, index: int) -> None:
+        self.chunk.add(batch, offsets, index)
+        if len(self.chunk) >= self.chunk_rows:
             self.flush()
 
     def flush(self) -> None:
-        count = self.filled
-        if not count:
+        if not len(self.chunk):
             return
-        empty = [None] * count
-        columns = [self.texts[name][:count] if name in self.texts else empty
-                   for name in self.names]
+        chunk = self.chunk.take()
+        width = len(self.names)
         if self.csv_out is not None:
-            buffer = io.StringIO()
-            csv_columns = columns
-            if self.guarded is not None:
-                csv_columns = [[guard_cell(text) if text else text for text in texts] if guard
-                               else texts for texts, guard in zip(columns, self.guarded)]
-            csv.writer(buffer, lineterminator="\r\n").writerows(zip(*csv_columns))
-            self.csv_out.write(encode(buffer.getvalue()))
-        if self.parquet is not None:
-            arrays = []
-            for name, texts in zip(self.names, columns):
-                array, bad = self.converters[name].convert(texts)
-                arrays.append(array)
-                if bad:
-                    self.unparseable[name] += bad
-            self.parquet.write_table(pa.Table.from_arrays(arrays, schema=self.schema),
-                                     row_group_size=OUTPUT_ROW_GROUP_ROWS)
-        self.rows += count
-        self._new_chunk()
+            self.csv_out.write(csv_text(chunk, width, self.guarded))
+        if self.parquet is not None or self.stats is not None:
+            columns = ChunkColumns(chunk, width)
+            group = self._write_parquet(columns) if self.parquet is not None else None
+            if self.stats is not None:
+                # The report describes the CSV when there is one, else the typed Parquet
+                # (where a value that does not parse is null, so not filled).
+                if self.csv_out is not None:
+                    add_to_stats(self.stats, columns, self.numbering)
+                else:
+                    self.stats.add_batch(group)
+        self.rows += len(chunk.paths)
+
+    def _write_parquet(self, columns: ChunkColumns) -> pa.Table:
+        arrays = []
+        for number, converter in enumerate(self.converters):
+            array, bad = columns.converted(number, converter)
+            arrays.append(array)
+            if bad:
+                self.unparseable[self.names[number]] += bad
+        group = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+        self.parquet.write_batch(group, row_group_size=OUTPUT_ROW_GROUP_ROWS)
+        return group
 
     def close(self) -> None:
         self.flush()
@@ -205,8 +207,33 @@ class _TableWriters:
             self.parquet_out.close()
 
 
+class _RunWriter:
+    """Receives merged rows and writes them as one shard (an intermediate run). Runs are
+    read only by this merge, which needs no per-cell VRs: a run has one key per column,
+    and its ``ShardInfo`` carries the union of its shards' columns and VRs."""
+
+    def __init__(self, path: str, columns: dict):
+        self.columns = columns
+        names = [name for name in order_columns(columns) if name != PATH_COLUMN]
+        self.numbering = _ByColumn({name: number for number, name in enumerate(names)})
+        self.writer = shard_format.ShardWriter(path, [(name, None) for name in names])
+        self.chunk = ChunkBuilder()
+
+    def add(self, batch, offsets: list, index: int) -> None:
+        self.chunk.add(batch, offsets, index)
+        if len(self.chunk) >= shard_format.ROW_GROUP_ROWS:
+            self.writer.write(self.chunk.take())
+
+    def close(self):
+        if len(self.chunk):
+            self.writer.write(self.chunk.take())
+        return self.writer.close()._replace(columns=self.columns)
+
+
 def reader_cost(shard) -> int:
-    return READER_COST_FIXED + READER_COST_PER_COLUMN * len(shard.columns)
+    """What an open shard holds besides its batch: footer, readers, a row group's bytes."""
+    stored = shard.size if shard.size is not None else shard_format.ROW_GROUP_BYTES
+    return READER_COST + min(stored, shard_format.ROW_GROUP_BYTES)
 
 
 def groups_within(shards, budget: int) -> list[list]:
@@ -223,13 +250,34 @@ def groups_within(shards, budget: int) -> list[list]:
     return groups
 
 
-def _merged(shards, budget: int):
-    """``(data, index)`` of every row of ``shards`` in path order, all open at once."""
+def _merged(shards, budget: int, numbering: dict):
+    """``(batch, offsets, index)`` of every row of ``shards`` in path order, all open at
+    once; keys renumbered by ``numbering``."""
     allow_open_files(len(shards))
-    per_shard = budget // max(1, len(shards))
-    cursors = [_Cursor(number, shard, per_shard) for number, shard in enumerate(shards)]
-    for _, _, data, index in heapq.merge(*(cursor.rows() for cursor in cursors)):
-        yield data, index
+    per_shard = max(0, budget - sum(map(reader_cost, shards))) // max(1, len(shards))
+    cursors = [_Cursor(number, shard, per_shard, numbering)
+               for number, shard in enumerate(shards)]
+    for _, _, batch, offsets, index in heapq.merge(*(cursor.rows() for cursor in cursors)):
+        yield batch, offsets, index
+
+
+class _ByColumn(dict):
+    """(column, VR) -> a column number, from ``{column: number}``."""
+
+    def __init__(self, numbering: dict):
+        super().__init__()
+        self.numbering = numbering
+
+    def __missing__(self, key):
+        return self.numbering[key[0]]
+
+
+def _union_columns(group) -> dict:
+    union: dict = {}
+    for shard in group:
+        for name, vrs in shard.columns.items():
+            union[name] = union.get(name, frozenset()) | vrs
+    return union
 
 
 def _merge_runs(shards, budget: int, temp_dir: str | None, attempt: str) -> tuple[list, list]:
@@ -245,14 +293,10 @@ def _merge_runs(shards, budget: int, temp_dir: str | None, attempt: str) -> tupl
             if len(group) == 1:
                 runs.append(group[0])
                 continue
-            union: dict = {}
-            for shard in group:
-                for name, vrs in shard.columns.items():
-                    union[name] = union.get(name, frozenset()) | vrs
             path = FileSystems.join(temp_dir, f"run-{attempt}-{level}-{number:05d}.parquet")
-            writer = shard_format.ShardWriter(path, union)
-            for data, index in _merged(group, budget):
-                writer.add(data, index)
+            writer = _RunWriter(path, _union_columns(group))
+            for batch, offsets, index in _merged(group, budget, writer.numbering):
+                writer.add(batch, offsets, index)
             runs.append(writer.close())
             written.append(path)
         shards, level = runs, level + 1
@@ -261,14 +305,15 @@ def _merge_runs(shards, budget: int, temp_dir: str | None, attempt: str) -> tupl
 
 def merge_shards(shards, columns, files: TableFiles, budget: int = MEMORY_BUDGET,
                  temp_dir: str | None = None, attempt: str = "",
-                 formula_guard: bool = False) -> dict:
-    """Write every shard's rows, in path order, to ``files``; return the figures."""
+                 formula_guard: bool = False, stats: TableStats | None = None) -> dict:
+    """Write every shard's rows, in path order, to ``files``; return the figures. With
+    ``stats``, the report's figures of the table are added to it on the way."""
     shards = sorted(shards, key=lambda shard: shard.path)
     expected = sum(shard.rows for shard in shards)
     last, runs = _merge_runs(shards, budget, temp_dir, attempt or uuid.uuid4().hex)
-    writers = _TableWriters(columns, files, formula_guard)
-    for data, index in _merged(last, budget):
-        writers.add(data, index)
+    writers = _TableWriters(columns, files, formula_guard, stats)
+    for batch, offsets, index in _merged(last, budget, _ByColumn(writers.numbering)):
+        writers.add(batch, offsets, index)
     writers.close()
     if runs:
         from transforms.output.cleanup import delete_paths
@@ -306,9 +351,12 @@ def _merge_step(_, shards, columns, final: TableFiles, temp_dir: str,
         FileSystems.join(temp_dir, f"table-{attempt}.csv") if final.csv else None,
         FileSystems.join(temp_dir, f"table-{attempt}.parquet") if final.parquet else None,
     )
+    stats = TableStats()
     figures = merge_shards(shards, columns, temp, temp_dir=temp_dir, attempt=attempt,
-                           formula_guard=formula_guard)
+                           formula_guard=formula_guard, stats=stats)
+    stats.source = final.csv or final.parquet
     figures["renames"] = {t: f for t, f in zip(temp, final) if t}
+    figures[TABLE_STATS] = stats.as_dict()
     return figures
 
 
@@ -322,8 +370,8 @@ def _finalize_step(figures: dict) -> dict:
 
 
 class WriteTables(beam.PTransform):
-    """(shards, columns) -> one dict of figures (``rows``, ``parquet_*``), emitted once
-    the tables are in place."""
+    """(shards, columns) -> one dict of figures (``rows``, ``parquet_*``, and the
+    report's ``TABLE_STATS``), emitted once the tables are in place."""
 
     def __init__(self, final: TableFiles, temp_dir: str, csv_formula_guard: bool = False):
         super().__init__()
