@@ -28,6 +28,17 @@ from transforms.output.tables import TABLE_STATS, TableFiles, WriteTables
 from transforms.report import OutputPaths, WriteReport
 
 
+def summary_extras(reuse: dict, matched: tuple, reader: dict, content: dict, cells: dict,
+                   tables: dict) -> dict:
+    """The summary's figures besides the counts: reuse, archives, readers, content
+    settings, bounded cells and the table writers' figures (one step: each side input
+    of a step of its own costs a stage)."""
+    return {
+        **reuse, "archives": matched[1], **reader, **content, **cells,
+        **{key: value for key, value in tables.items() if key not in ("rows", TABLE_STATS)},
+    }
+
+
 def build_pipeline(pipeline, inputs, options, paths: OutputPaths, started: float, progress=None):
     """Add the extraction to ``pipeline``; returns the PCollection holding the summary."""
     # Tag selection and de-identification (transforms/content.py): the walker reads only
@@ -106,21 +117,10 @@ def build_pipeline(pipeline, inputs, options, paths: OutputPaths, started: float
     )
     table_rows = tables | "TableRows" >> beam.Map(lambda figures: figures["rows"])
     reader_counts = extracted[READER_COUNTS] | "ReaderCounts" >> SumReaderCounts()
-    extra = plan["counts"] | "AddArchives" >> beam.Map(
-        lambda counts, pair: {**counts, "archives": pair[1]}, beam.pvalue.AsSingleton(counted)
-    )
-    extra = extra | "AddReaderCounts" >> beam.Map(
-        lambda counts, reader: {**counts, **reader}, beam.pvalue.AsSingleton(reader_counts)
-    )
-    extra = extra | "AddContentSettings" >> beam.Map(
-        lambda counts, entries: {**counts, **entries}, content.summary()
-    )
-    extra = extra | "AddCellCounts" >> beam.Map(
-        lambda counts, cells: {**counts, **cells}, beam.pvalue.AsSingleton(cell_counts)
-    )
-    extra = extra | "AddTableFigures" >> beam.Map(
-        lambda counts, figures: {**counts, **{k: v for k, v in figures.items()
-                                              if k not in ("rows", TABLE_STATS)}},
+    extra = plan["counts"] | "SummaryExtras" >> beam.Map(
+        summary_extras,
+        beam.pvalue.AsSingleton(counted), beam.pvalue.AsSingleton(reader_counts),
+        content.summary(), beam.pvalue.AsSingleton(cell_counts),
         beam.pvalue.AsSingleton(tables),
     )
     errors = (
