@@ -607,6 +607,7 @@ def flatten(
 _SEGMENT = re.compile(r"\(([0-9A-F]{4}),([0-9A-F]{4})\)( \[(\d+)\]| #items)?(?: - |$)")
 
 
+@functools.lru_cache(maxsize=1 << 16)  # every shard orders its keys: names repeat
 def column_sort_key(name: str) -> tuple:
     if name == PATH_COLUMN:
         return ((-1, -1),), name
