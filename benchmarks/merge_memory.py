@@ -46,9 +46,10 @@ def real_rows():
         path = os.path.join(folder, name)
         if not os.path.exists(path):
             continue
-        (row,) = extract.process(FileMetadata(path, os.path.getsize(path)))
-        if hasattr(row, "values"):
-            rows.append(row)
+        # One outcome per file, then the call's reader counts (a tagged output).
+        outcome = next(iter(extract.process(FileMetadata(path, os.path.getsize(path)))))
+        if hasattr(outcome, "values"):
+            rows.append(outcome)
     return rows
 
 

@@ -38,6 +38,7 @@ class _Meta:
     def __init__(self, path):
         self.path = path
         self.size_in_bytes = os.path.getsize(path)
+        self.last_updated_in_seconds = os.path.getmtime(path)
 
 
 def extract_rate(seconds: float = 5.0) -> tuple[float, list[Row]]:

@@ -98,18 +98,37 @@ def _guarded(texts: pa.Array, mask) -> pa.Array:
     return pc.if_else(risky, pc.binary_join_element_wise(APOSTROPHE, texts, NOTHING), texts)
 
 
-def _quoted(texts: pa.Array) -> pa.Array:
-    needs = pc.match_substring_regex(texts, NEEDS_QUOTES)
-    if not pc.any(needs).as_py():
-        return texts
-    quoted = pc.binary_join_element_wise(QUOTE, pc.replace_substring(texts, '"', '""'), QUOTE,
-                                         NOTHING)
-    return pc.if_else(needs, quoted, texts)
+def _quoted_subset(texts: pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """The positions of the texts that need CSV quotes, and those texts quoted."""
+    needs = np.flatnonzero(pc.match_substring_regex(texts, NEEDS_QUOTES)
+                           .to_numpy(zero_copy_only=False))
+    subset = texts.take(pa.array(needs))
+    quoted = pc.binary_join_element_wise(QUOTE, pc.replace_substring(subset, '"', '""'),
+                                         QUOTE, NOTHING)
+    return needs, quoted
+
+
+def _refs(count: int, base: int, quoted_at: np.ndarray, quoted_base: int) -> np.ndarray:
+    """Where each of ``count`` texts is in the pieces: itself, or its quoted copy."""
+    refs = np.arange(base, base + count, dtype=np.int64)
+    refs[quoted_at] = quoted_base + np.arange(len(quoted_at))
+    return refs
+
+
+def _after_commas(counts: np.ndarray, texts: pa.Array) -> pa.Array:
+    comma = pa.scalar(",", pa.large_string())
+    return pc.binary_join_element_wise(pc.binary_repeat(comma, pa.array(counts)),
+                                       texts.cast(pa.large_string()), NOTHING)
 
 
 def csv_text(chunk: CellRows, width: int, guarded: np.ndarray | None = None) -> bytes:
     """The chunk's CSV records (``width`` columns, UTF-8, CRLF); ``guarded``: per column,
-    whether ``--csv-formula-guard`` applies to it (None: off)."""
+    whether ``--csv-formula-guard`` applies to it (None: off).
+
+    Each row is laid out as pieces: its path; per cell, the commas that bring it to its
+    column followed by its text; the commas up to the last column and CRLF. The few
+    texts that need quotes get a quoted piece of their own. One ``take`` over all
+    pieces gives the chunk's bytes."""
     rows = len(chunk.paths)
     if not rows:
         return b""
@@ -120,53 +139,76 @@ def csv_text(chunk: CellRows, width: int, guarded: np.ndarray | None = None) -> 
             paths = _guarded(paths, None)
         if len(texts):
             texts = _guarded(texts, guarded[chunk.keys])
-    paths, texts = _quoted(paths), _quoted(texts) if len(texts) else texts
+    cells = len(texts)
+    quoted_paths_at, quoted_paths = _quoted_subset(paths)
+    quoted_texts_at, quoted_texts = _quoted_subset(texts)
     keys = chunk.keys.astype(np.int64)
     starts, ends = chunk.offsets[:-1], chunk.offsets[1:]
     filled = ends > starts
     # Commas before each cell: the columns it moves right of the previous cell (or path).
     before = np.empty_like(keys)
-    if len(keys):
+    if cells:
         before[1:] = keys[1:] - keys[:-1]
         before[starts[filled]] = keys[starts[filled]]
     last = np.zeros(rows, np.int64)
     last[filled] = keys[ends[filled] - 1]
-    comma = pa.scalar(",", pa.large_string())
-    pieces = pc.binary_join_element_wise(pc.binary_repeat(comma, pa.array(before)), texts,
-                                         NOTHING)
-    tails = pc.binary_join_element_wise(pc.binary_repeat(comma, pa.array(width - 1 - last)),
-                                        pa.scalar("\r\n", pa.large_string()), NOTHING)
-    # Lay out path, cells, tail per row: row i starts at 2 i + starts[i] in the output.
-    first = 2 * np.arange(rows) + starts
-    order = np.empty(2 * rows + len(keys), np.int64)
-    order[first] = np.arange(rows)
-    order[first + 1 + (ends - starts)] = rows + len(keys) + np.arange(rows)
-    is_cell = np.ones(len(order), bool)
-    is_cell[first] = False
-    is_cell[first + 1 + (ends - starts)] = False
-    order[is_cell] = rows + np.arange(len(keys))
-    laid = pa.concat_arrays([paths, pieces.cast(pa.large_string()), tails]).take(pa.array(order))
+    tails = pc.binary_join_element_wise(
+        pc.binary_repeat(pa.scalar(",", pa.large_string()), pa.array(width - 1 - last)),
+        pa.scalar("\r\n", pa.large_string()), NOTHING)
+    pieces = [paths, quoted_paths, _after_commas(before, texts),
+              _after_commas(before[quoted_texts_at], quoted_texts), tails]
+    bases = np.cumsum([0] + [len(piece) for piece in pieces])
+    # Row i: path at 2 i + starts[i], its cell j at 2 i + j + 1, its tail at
+    # 2 i + ends[i] + 1.
+    order = np.empty(2 * rows + cells, np.int64)
+    row_numbers = np.arange(rows)
+    order[2 * row_numbers + starts] = _refs(rows, bases[0], quoted_paths_at, bases[1])
+    order[2 * row_numbers + ends + 1] = bases[4] + row_numbers
+    if cells:
+        at = 2 * np.repeat(row_numbers, ends - starts) + np.arange(cells) + 1
+        order[at] = _refs(cells, bases[2], quoted_texts_at, bases[3])
+    laid = pa.concat_arrays([piece.cast(pa.large_string()) for piece in pieces])
+    laid = laid.take(pa.array(order))
     offsets = np.frombuffer(laid.buffers()[1], np.int64, len(laid) + 1, laid.offset * 8)
     return laid.buffers()[2][int(offsets[0]):int(offsets[-1])].to_pybytes()
 
 
 class ChunkColumns:
-    """A chunk's cells grouped by column: ``cells(column)`` gives a filled column's texts
-    and rows, ``array(column, ...)`` the whole column (null where empty)."""
+    """A chunk's cells by column: ``cells(column)`` gives a column's texts and rows,
+    ``text``/``converted`` the whole column (null where empty). Picking a few columns
+    (the report's) scans the keys per column; converting them all (Parquet) sorts the
+    cells by column once."""
 
     def __init__(self, chunk: CellRows, width: int):
         self.rows = len(chunk.paths)
         self.paths = chunk.paths
-        order = np.argsort(chunk.keys, kind="stable")
-        self._rows = _row_of_cell(chunk)[order]
-        self._values = chunk.values.take(pa.array(order)) if len(order) else chunk.values
-        self.bounds = np.searchsorted(chunk.keys[order], np.arange(width + 1))
-        self.filled = np.diff(self.bounds)
+        self.chunk = chunk
+        self.filled = np.bincount(chunk.keys, minlength=width)[:width]
         self.filled[0] = self.rows  # DicomPath
+        self._bounds = None
+        self._row_of_cell = None
 
-    def cells(self, column: int) -> tuple[pa.Array, np.ndarray]:
-        start, end = self.bounds[column], self.bounds[column + 1]
-        return self._values.slice(start, end - start), self._rows[start:end]
+    def _cell_rows(self) -> np.ndarray:
+        if self._row_of_cell is None:
+            self._row_of_cell = _row_of_cell(self.chunk)
+        return self._row_of_cell
+
+    def _group(self) -> None:
+        order = np.argsort(self.chunk.keys, kind="stable")
+        self._rows = self._cell_rows()[order]
+        values = self.chunk.values
+        self._values = values.take(pa.array(order)) if len(order) else values
+        self._bounds = np.searchsorted(self.chunk.keys[order], np.arange(len(self.filled) + 1))
+
+    def cells(self, column: int, every: bool = False) -> tuple[pa.Array, np.ndarray]:
+        """``column``'s texts and their rows; ``every``: more columns will be asked for."""
+        if self._bounds is None and every:
+            self._group()
+        if self._bounds is not None:
+            start, end = self._bounds[column], self._bounds[column + 1]
+            return self._values.slice(start, end - start), self._rows[start:end]
+        at = np.flatnonzero(self.chunk.keys == column)
+        return self.chunk.values.take(pa.array(at)), self._cell_rows()[at]
 
     def scatter(self, values: pa.Array, rows: np.ndarray) -> pa.Array:
         """``values`` (one per row in ``rows``) placed in a column of ``self.rows``."""
@@ -190,7 +232,7 @@ class ChunkColumns:
             return pa.array(self.paths, converter.type), 0
         if not self.filled[column]:
             return pa.nulls(self.rows, converter.type), 0
-        values, rows = self.cells(column)
+        values, rows = self.cells(column, every=True)
         if converter.parse is None and not converter.is_list:
             return self.scatter(values.cast(converter.type), rows), 0
         array, bad = converter.convert(values.to_pylist())
