@@ -68,6 +68,13 @@ def bound_row(row, max_values: int, max_chars: int):
     vrs = row.vrs
     # Cheap test first: nearly every cell is short.
     limit = min(limit for limit in (max_values, max_chars) if limit)
+    texts = row.values.values()
+    if texts and max(map(len, texts)) <= limit:
+        # No cell is long; nothing to count unless a text starts with "<" (a reader's
+        # "<N values>"): both tested in C, not per cell.
+        joined = "\0".join(texts)
+        if not joined.startswith("<") and "\0<" not in joined:
+            return row, []
     for name, text in row.values.items():
         if len(text) <= limit or name == PATH_COLUMN:
             if text[:1] == "<" and VALUES_MARKER.fullmatch(text) and vrs.get(name) in NUMERIC_VRS:
