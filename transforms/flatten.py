@@ -166,6 +166,11 @@ def join_text(vr: str, text: str) -> str:
         return text.rstrip(" \0")
     if "\\" not in text:  # one value: the common case
         return text.strip(" \0")
+    unpadded = text.rstrip(" \0")
+    if " " not in unpadded and "\0" not in unpadded:
+        # Nothing to strip inside (long number lists, mostly): the parts joined again are
+        # the text without its padding, or nothing if they are all empty.
+        return unpadded if unpadded.strip("\\") else ""
     parts = [part.strip(" \0") for part in text.split("\\")]
     if not any(parts):
         return ""
