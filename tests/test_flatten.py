@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from tests.conftest import make_dataset, pydicom_file, write_dicom
-from transforms.flatten import FlattenSettings, flatten, order_columns
+from transforms.flatten import FlattenSettings, flatten, join_text, order_columns
 
 
 def flat(path, **settings) -> dict:
@@ -232,3 +234,19 @@ def test_sequence_fails_with_its_datasets_pixel_representation(tmp_path):
     row, bad = flatten(pydicom.dcmread(path, stop_before_pixels=True), path)
     assert row.values["Referenced Image Sequence (0008,1140)"] == "<0 bytes>"
     assert any(message.startswith("Referenced Image Sequence (0008,1140)") for message in bad)
+
+
+def test_join_text_is_each_value_stripped_and_joined_again():
+    """join_text's shortcuts give the rule itself on every short string of the
+    characters that matter (values, padding, NUL, the separator)."""
+    def rule(vr: str, text: str) -> str:
+        if vr == "ST":  # a single-value VR: only trailing padding goes
+            return text.rstrip(" \0")
+        parts = [part.strip(" \0") for part in text.split("\\")]
+        return "\\".join(parts) if any(parts) else ""
+
+    for length in range(7):
+        for chars in itertools.product("a1 \0\\.", repeat=length):
+            text = "".join(chars)
+            for vr in ("DS", "LO", "ST"):
+                assert join_text(vr, text) == rule(vr, text), (vr, text)

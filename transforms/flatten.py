@@ -166,6 +166,11 @@ def join_text(vr: str, text: str) -> str:
         return text.rstrip(" \0")
     if "\\" not in text:  # one value: the common case
         return text.strip(" \0")
+    unpadded = text.rstrip(" \0")
+    if " " not in unpadded and "\0" not in unpadded:
+        # Nothing to strip inside (long number lists, mostly): the parts joined again are
+        # the text without its padding, or nothing if they are all empty.
+        return unpadded if unpadded.strip("\\") else ""
     parts = [part.strip(" \0") for part in text.split("\\")]
     if not any(parts):
         return ""
@@ -217,12 +222,19 @@ def decode_text(vr: str, raw: bytes, encodings: list[str]) -> str:
     if vr in CHARSET_TEXT_VRS:
         if vr == "PN":
             raw = raw.rstrip(b"\x00 ")
-        if encodings is DEFAULT_ENCODINGS and b"\x1b" not in raw:
-            # What decode_bytes does then: one encoding, no escape sequences (and
-            # ISO 8859-1 decodes any bytes, so none of its fallbacks apply).
-            text = raw.decode(DEFAULT_ENCODING)
-        else:
+        text = None
+        if b"\x1b" not in raw:
+            # decode_bytes' own shortcut without escape sequences: the first encoding,
+            # strictly. Whatever it would warn about and replace (or raise on), it does
+            # itself below. Most files say ISO_IR 100 or 192: no call, no re-check.
+            try:
+                text = raw.decode(encodings[0])
+            except (LookupError, UnicodeError):
+                pass
+        if text is None:
             text = decode_bytes(raw, encodings, TEXT_VR_DELIMS)
+        if vr not in SINGLE_TEXT_VRS and "\\" not in text:
+            return text.strip(" \0")  # join_text of one value: the common case
     else:
         text = raw.decode(DEFAULT_ENCODING)
     return join_text(vr, text)

@@ -57,6 +57,7 @@ from transforms.flatten import (
     NUMBER_FORMATS,
     NUMBER_SIZES,
     PATH_COLUMN,
+    SINGLE_TEXT_VRS,
     TEXT_VRS,
     FlattenSettings,
     Row,
@@ -93,6 +94,19 @@ STOP_TAGS = frozenset({0x7FE00010, 0x7FE00009, 0x7FE00008})  # stop_before_pixel
 EXPLICIT_VRS = {vr.value.encode(): vr.value for vr in VR if len(vr.value) == 2}
 LONG_LENGTH_VRS = frozenset(vr.value for vr in EXPLICIT_VR_LENGTH_32)
 FORMATTED_BINARY_VRS = BINARY_VRS - {"UN"}
+# Text VRs by how their text is made, so the hot loops test one small int (0: not text).
+# DEFAULT_MULTI: default character set, several values (AE AS CS DA DS DT IS TM UI);
+# DEFAULT_SINGLE: UR; CHARSET: decoded with the item's Specific Character Set.
+DEFAULT_MULTI, DEFAULT_SINGLE, CHARSET_DECODED = 1, 2, 3
+TEXT_KINDS = {
+    vr: CHARSET_DECODED if vr in CHARSET_TEXT_VRS
+    else DEFAULT_SINGLE if vr in SINGLE_TEXT_VRS else DEFAULT_MULTI
+    for vr in TEXT_VRS
+}
+# Explicit VR bytes -> (VR, has a 32-bit length, text kind): one look-up per element.
+EXPLICIT_INFO = {
+    raw: (vr, vr in LONG_LENGTH_VRS, TEXT_KINDS.get(vr, 0)) for raw, vr in EXPLICIT_VRS.items()
+}
 
 _IMPLICIT_HEADER = struct.Struct("<HHL").unpack_from
 _EXPLICIT_HEADER = struct.Struct("<HH2sH").unpack_from
@@ -140,6 +154,13 @@ def implicit_vr(tag: int) -> str | None:
         return dictionary_VR(BaseTag(tag))
     except KeyError:
         return "UL" if tag & 0xFFFF == 0 else "UN"
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def implicit_info(tag: int) -> tuple[str | None, int]:
+    """``implicit_vr`` and its text kind."""
+    vr = implicit_vr(tag)
+    return vr, TEXT_KINDS.get(vr, 0)
 
 
 @functools.lru_cache(maxsize=256)
@@ -293,32 +314,35 @@ class _File:
         last = -1
         pixel_representation = None
         has_sequence = False
-        buf = self.buf
         self._check_first(p, implicit)
+        buf = self.buf
+        avail = len(buf)
         while True:
-            if p + 12 > len(buf):
+            if p + 12 > avail:
                 if not self._extend(p + 12) and p + 8 > len(self.buf):
                     if p == len(self.buf):
                         break  # end of file
                     raise Decline("file ends inside an element header")
                 buf = self.buf
+                avail = len(buf)
             if implicit:
                 group, element, length = _IMPLICIT_HEADER(buf, p)
                 start = p + 8
                 tag = group << 16 | element
                 private = group & 1
                 if private:
-                    vr = "UN"
+                    vr, kind = "UN", 0
                 else:
-                    vr = implicit_vr(tag)
+                    vr, kind = implicit_info(tag)
             else:
                 group, element, vr_bytes, length = _EXPLICIT_HEADER(buf, p)
-                vr = EXPLICIT_VRS.get(vr_bytes)
-                start = p + 8
-                if vr is None:
+                info = EXPLICIT_INFO.get(vr_bytes)
+                if info is None:
                     raise Decline("unknown VR")
-                if vr in LONG_LENGTH_VRS:
-                    if start + 4 > len(buf):
+                vr, long_length, kind = info
+                start = p + 8
+                if long_length:
+                    if start + 4 > avail:
                         raise Decline("file ends inside an element header")
                     length = _LONG_LENGTH(buf, start)[0]
                     start += 4
@@ -342,14 +366,16 @@ class _File:
                         raise Decline("private element in implicit VR")
                 p = self._undefined(tag, vr, implicit, start, shown, encodings, private)
                 buf = self.buf
+                avail = len(buf)
                 continue
             end = start + length
             if not shown or not length:
-                if end > len(buf):
+                if end > avail:
                     if self.base + end > self.size:
                         raise Decline("file ends inside an element")
                     self._skip_to(end)
                     buf = self.buf
+                    avail = len(buf)
                     p = 0
                 else:
                     p = end
@@ -359,29 +385,36 @@ class _File:
                     raise Decline("private element in implicit VR")
                 name = self._name(tag, private, names, "", None)
                 if element & 0xFF00 == 0 and element >= 0x10:  # a private creator
-                    if end > len(buf):
+                    if end > avail:
                         if not self._extend(end):
                             raise Decline("file ends inside an element")
                         buf = self.buf
+                        avail = len(buf)
                     self.top_creators[tag] = buf[start:end] if vr == "LO" else b"\\"
             else:
                 name = names.get(tag)
                 if name is None:
                     name = self._name(tag, private, names, "", None)
-            if vr in TEXT_VRS:  # the common case
-                if end > len(buf):
+            if kind:  # text: the common case
+                if end > avail:
                     if not self._extend(end):
                         raise Decline("file ends inside an element")
                     buf = self.buf
+                    avail = len(buf)
+                raw = buf[start:end]
                 if tag <= CHARSET:
                     if tag == CHARSET:
-                        encodings = encodings_of(buf[start:end]) or encodings
-                    elif vr in CHARSET_TEXT_VRS:
+                        encodings = encodings_of(raw) or encodings
+                    elif kind == CHARSET_DECODED:
                         raise Decline("charset-dependent value before the Specific Character Set")
-                if vr in CHARSET_TEXT_VRS:
-                    text = decode_text(vr, buf[start:end], encodings)
+                if kind == DEFAULT_MULTI and b"\\" not in raw:
+                    # join_text of one ISO 8859-1 value: one character per byte, so
+                    # stripping the bytes strips the text.
+                    text = raw.strip(b" \0").decode(DEFAULT_ENCODING)
+                elif kind == CHARSET_DECODED:
+                    text = decode_text(vr, raw, encodings)
                 else:
-                    text = join_text(vr, buf[start:end].decode(DEFAULT_ENCODING))
+                    text = join_text(vr, raw.decode(DEFAULT_ENCODING))
                 if text:
                     values[name] = text
                     vrs[name] = vr
@@ -398,9 +431,10 @@ class _File:
                     raise Decline("file ends inside an element")
                 values[name] = f"<{length} bytes>"
                 vrs[name] = vr
-                if end > len(buf):
+                if end > avail:
                     self._skip_to(end)
                     buf = self.buf
+                    avail = len(buf)
                     p = 0
                 else:
                     p = end
@@ -409,10 +443,11 @@ class _File:
                 vr not in FORMATTED_BINARY_VRS
             ):
                 raise Decline("deferred non-binary value")  # pydicom keeps it raw
-            if end > len(buf):
+            if end > avail:
                 if not self._extend(end):
                     raise Decline("file ends inside an element")
                 buf = self.buf
+                avail = len(buf)
             if tag == PIXEL_REPRESENTATION:
                 pixel_representation = length
             if vr == "SQ":
@@ -550,6 +585,7 @@ class _Items:
 
         ``name`` None: read only to find the end (an element that is not shown)."""
         buf = self.buf
+        avail = self.avail
         limit = self.limit
         count = 0
         while True:
@@ -557,7 +593,7 @@ class _Items:
                 if p > end:
                     raise Decline("item runs past its sequence")
                 break
-            if p + 8 > self.avail:
+            if p + 8 > avail:
                 self._short()
             group, element, length = _IMPLICIT_HEADER(buf, p)
             tag = group << 16 | element
@@ -580,15 +616,16 @@ class _Items:
 
     def item(self, p, length, implicit, encodings, prefix) -> int:
         buf = self.buf
+        avail = self.avail
         if length == UNDEFINED:
             item_end = None
         else:
             item_end = p + length
-            if item_end > self.avail:
+            if item_end > avail:
                 self._short()
         if not implicit and (item_end is None or item_end > p):
             # pydicom's _is_implicit_vr for an item: implicit unless the VR looks valid.
-            if p + 6 > self.avail:
+            if p + 6 > avail:
                 self._short()
             implicit = not (0x40 < buf[p + 4] < 0x5B and 0x40 < buf[p + 5] < 0x5B)
         file = self.file
@@ -604,7 +641,7 @@ class _Items:
                 if p > item_end:
                     raise Decline("element runs past its item")
                 break
-            if p + 8 > self.avail:
+            if p + 8 > avail:
                 self._short()
             if implicit:
                 group, element, length = _IMPLICIT_HEADER(buf, p)
@@ -612,16 +649,19 @@ class _Items:
                 start = p + 8
             else:
                 group, element, vr_bytes, length = _EXPLICIT_HEADER(buf, p)
-                vr = EXPLICIT_VRS.get(vr_bytes)
+                info = EXPLICIT_INFO.get(vr_bytes)
                 start = p + 8
-                if vr is None:
-                    if (group, element) != (0xFFFE, 0xE00D):
+                if info is None:
+                    if group != 0xFFFE or element != 0xE00D:
                         raise Decline("unknown VR")
-                elif vr in LONG_LENGTH_VRS:
-                    if start + 4 > self.avail:
-                        self._short()
-                    length = _LONG_LENGTH(buf, start)[0]
-                    start += 4
+                    vr = None
+                else:
+                    vr, long_length, kind = info
+                    if long_length:
+                        if start + 4 > avail:
+                            self._short()
+                        length = _LONG_LENGTH(buf, start)[0]
+                        start += 4
             tag = group << 16 | element
             if tag == ITEM_DELIMITER:
                 if item_end is not None:
@@ -641,15 +681,15 @@ class _Items:
                 if private:
                     if shown:
                         raise Decline("private element in implicit VR")
-                    vr = "UN"
+                    vr, kind = "UN", 0
                 else:
-                    vr = implicit_vr(tag)
+                    vr, kind = implicit_info(tag)
             if length == UNDEFINED:
                 if vr == "UN" and not shown:
                     vr = "SQ"
                 elif implicit and vr == "UN":
                     vr = "SQ" if (
-                        start + 4 <= self.avail
+                        start + 4 <= avail
                         and _IMPLICIT_HEADER(buf, start)[:2] == (0xFFFE, 0xE000)
                     ) else None
                 if vr != "SQ":
@@ -663,7 +703,7 @@ class _Items:
                 p = self.sequence(start, None, implicit, encodings, name)
                 continue
             end = start + length
-            if end > self.avail:
+            if end > avail:
                 self._short()
             if item_end is not None and end > item_end:
                 raise Decline("element runs past its item")
@@ -674,30 +714,35 @@ class _Items:
             p = end
             if not shown:
                 continue
-            if tag == CHARSET:
-                encodings = encodings_of(buf[start:end]) or encodings
-            elif tag < CHARSET and vr in CHARSET_TEXT_VRS and length:
-                raise Decline("charset-dependent value before the Specific Character Set")
+            if tag <= CHARSET:
+                if tag == CHARSET:
+                    encodings = encodings_of(buf[start:end]) or encodings
+                elif kind == CHARSET_DECODED and length:
+                    raise Decline("charset-dependent value before the Specific Character Set")
             if not length:
                 continue
-            if vr == "UN" or " or " in vr:
-                raise Decline("UN or ambiguous VR")
             name = names.get(tag) if not private else None
-            if name is None:
-                name = file._name(tag, private, names, prefix, creators)
-            if vr == "SQ":
-                has_sequence = True
-                self.sequence(start, end, implicit, encodings, name)
-                continue
-            if vr in TEXT_VRS:  # the common case, inline
+            if kind:  # text: the common case, inline (as in _File._dataset)
+                if name is None:
+                    name = file._name(tag, private, names, prefix, creators)
                 raw = buf[start:end]
-                if vr in CHARSET_TEXT_VRS:
+                if kind == DEFAULT_MULTI and b"\\" not in raw:
+                    text = raw.strip(b" \0").decode(DEFAULT_ENCODING)
+                elif kind == CHARSET_DECODED:
                     text = decode_text(vr, raw, encodings)
                 else:
                     text = join_text(vr, raw.decode(DEFAULT_ENCODING))
                 if text:
                     values[name] = text
                     vrs[name] = vr
+                continue
+            if vr == "UN" or " or " in vr:
+                raise Decline("UN or ambiguous VR")
+            if name is None:
+                name = file._name(tag, private, names, prefix, creators)
+            if vr == "SQ":
+                has_sequence = True
+                self.sequence(start, end, implicit, encodings, name)
                 continue
             file._value(name, vr, buf, start, length, encodings)
         if has_sequence and pixel_representation not in (None, 0, 2):
