@@ -40,11 +40,13 @@ PROG = "dicom-meta-extract"
 LOCAL_RUNNERS = (None, "DirectRunner", "FnApiRunner")
 CLI_ONLY_OPTIONS = ("--config", "--quiet")
 # Local runs: one SDK worker process per core beats the in-process runner from about
-# 5,000 files on (benchmarks/README.md: 1.2x faster at 20,000); below that the workers'
-# ~4 s start-up costs more than the second core saves.
+# 15,000 files on, on 2 cores (benchmarks/README.md, same-run pairs in seconds,
+# in-process / workers: 10,000 files 11.3 / 13.1, 20,000 files 19.1 / 16.8, 50,000
+# 30.9 / 26.4); below that the workers' start-up (~3.5 s more than one process) costs
+# more than the second core saves. With one core, workers only add that start-up.
 MULTI_PROCESS = {"direct_running_mode": "multi_processing", "direct_num_workers": 0}
 IN_PROCESS = {"direct_running_mode": "in_memory", "direct_num_workers": 1}
-MULTI_PROCESS_FROM_FILES = 5000
+MULTI_PROCESS_FROM_FILES = 15000
 
 
 class UsageError(Exception):
@@ -216,7 +218,7 @@ def local_default_flags(parser, flags: list[str], inputs: list[str]) -> list[str
     }
     if user_keys & MULTI_PROCESS.keys():
         return []
-    large = local_files_at_least(inputs, MULTI_PROCESS_FROM_FILES)
+    large = (os.cpu_count() or 1) > 1 and local_files_at_least(inputs, MULTI_PROCESS_FROM_FILES)
     return [f"--{key}={value}" for key, value in (MULTI_PROCESS if large else IN_PROCESS).items()]
 
 

@@ -117,10 +117,15 @@ def test_local_default_is_chosen_by_archive_size(tmp_path, monkeypatch):
         direct = options.view_as(DirectOptions)
         return direct.direct_running_mode, direct.direct_num_workers
 
+    monkeypatch.setattr(cli_module.os, "cpu_count", lambda: 2)
     monkeypatch.setattr(cli_module, "MULTI_PROCESS_FROM_FILES", 4)
     assert mode() == ("in_memory", 1)
     monkeypatch.setattr(cli_module, "MULTI_PROCESS_FROM_FILES", 3)
     assert mode() == ("multi_processing", 0)
+    # One core: worker processes would only add their start-up.
+    monkeypatch.setattr(cli_module.os, "cpu_count", lambda: 1)
+    assert mode() == ("in_memory", 1)
+    monkeypatch.setattr(cli_module.os, "cpu_count", lambda: 2)
     # What the user asks for wins.
     assert mode("--direct_running_mode=multi_threading") == ("multi_threading", 1)
     monkeypatch.setattr(cli_module, "MULTI_PROCESS_FROM_FILES", 4)
