@@ -6,8 +6,9 @@ reading and merging shards costs what the rows hold, whatever the number of colu
 
 One shard is one Parquet file (zstd), written once and never changed, one row per file:
 
-* ``DicomPath`` (string, never null), first; rows sorted by it, so the table writers
-  merge shards without sorting.
+* ``DicomPath`` (string, never null), first, as the table shows it (a pseudonym with
+  ``--pseudonymize-paths``); rows sorted by it, so the table writers merge shards
+  without sorting.
 * ``_file_size`` (int64) and ``_file_mtime`` (float64) of the file as it was matched
   (null when unknown): what the incremental manifest needs.
 * ``_cells`` (list of int32): the row's filled cells as indices into the shard's keys,
@@ -135,10 +136,16 @@ class CellRows(NamedTuple):
         ], schema=SCHEMA)
 
 
+def shown_path(row) -> str:
+    """A row's ``DicomPath`` as the table shows it: with ``--pseudonymize-paths`` its
+    pseudonym (``row.path`` stays the file's path, for its size and mtime)."""
+    return row.values.get(PATH_COLUMN) or row.path
+
+
 def cell_rows(rows: Iterable) -> tuple[CellRows, list]:
     """Rows (``Row``-like: ``path``, ``values``, ``vrs``, optional ``size``/``mtime``)
     -> the shard's rows sorted by path, each row's cells in key order, and the keys."""
-    rows = sorted(rows, key=lambda row: row.path)
+    rows = sorted(rows, key=shown_path)
     # Gathered in C loops (extend, map), then numbered by Arrow and numpy: no Python
     # code runs per cell.
     names, vrs, texts, lengths = [], [], [], []
@@ -173,7 +180,7 @@ def cell_rows(rows: Iterable) -> tuple[CellRows, list]:
     # Within a row, cells in key (= column) order: sort by (row, key).
     order = np.lexsort((cells, row_of_cell))
     return CellRows(
-        [row.path for row in rows],
+        [shown_path(row) for row in rows],
         [getattr(row, "size", None) for row in rows],
         [getattr(row, "mtime", None) for row in rows],
         offsets, cells[order].astype(np.int32), text_array.take(pa.array(order)),
