@@ -11,8 +11,8 @@ empty cells, and those cost nothing but their commas.
   a cell is quoted when it holds ``,``, ``"``, CR or LF, quotes doubled. Each row is
   ``path``, then per filled cell as many commas as columns it moves right and its text,
   then the commas up to the last column and CRLF; one ``take`` lays out the chunk.
-* Parquet (``parquet_columns``): per filled column, its cells' texts converted to the
-  column's type (``types.ColumnConverter``) and scattered to their rows.
+* Parquet (``ChunkColumns.converted``): per filled column, its cells' texts converted
+  to the column's type (``types.ColumnConverter``) and scattered to their rows.
 * Report figures (``add_to_stats``): fill counts from the cells, and the few columns the
   report shows (``table_stats``), without reading the table back.
 """
