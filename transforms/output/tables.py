@@ -10,7 +10,7 @@ sharding, so the files are byte-identical across runs. The same pass computes th
 report's table figures (``table_stats.TableStats``) from the chunks it writes.
 
 Memory: an open shard costs its footer, a few column readers, the row group being read
-and one batch (``reader_cost``; the batch is sized from the shard's bytes per row). The merge opens
+(``reader_cost``) and one batch (sized from the shard's bytes per row). The merge opens
 at most as many shards at once as ``MEMORY_BUDGET`` allows; with more, it first merges
 them group by group into sorted runs (same format, in the run's temp dir, private to
 this attempt), then merges the runs. Rows cross the disk once more only when there are
@@ -102,7 +102,8 @@ class _Cursor:
         self.number = number
         self.stream = open_ranged(shard.path, size=shard.size)
         # Unbuffered: a column chunk is read whole (a row group is at most about
-        # ROW_GROUP_BYTES); Arrow's buffered stream fails on pages larger than its buffer.
+        # ROW_GROUP_BYTES). With a 64 KiB buffer_size, Arrow failed on the benchmark's
+        # shards ("Cannot shrink read buffer if buffered data remains").
         self.file = shard_format.open_shard(self.stream, shard.path, pre_buffer=False)
         _, keys = shard_format.check_keys(self.file.metadata.metadata, shard.path)
         try:
@@ -187,7 +188,7 @@ class _TableWriters:
                     self.stats.add_batch(group)
         self.rows += len(chunk.paths)
 
-    def _write_parquet(self, columns: ChunkColumns) -> pa.Table:
+    def _write_parquet(self, columns: ChunkColumns) -> pa.RecordBatch:
         arrays = []
         for number, converter in enumerate(self.converters):
             array, bad = columns.converted(number, converter)
