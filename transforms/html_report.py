@@ -1,13 +1,13 @@
 """The HTML report step: ``scan.report.html``, written once the table and summary are.
 
-It reads only what the run wrote (the table, ``errors.csv``, ``skipped.csv`` and the
-summary), never the source files: under de-identification the table already holds the
-de-identified values, so the page can show nothing else. The table's figures are
-computed by the table writers as they write it (``tables.TABLE_STATS``), or else by
+It reads only what the run wrote (the table's figures, ``errors.csv``, ``skipped.csv``
+and the summary), never the source files: under de-identification the table already
+holds the de-identified values, so the page can show nothing else. The table's figures
+are computed by the table writers as they write it (``tables.TABLE_STATS``), or else by
 streaming the written table (``table_stats``); either way the step's memory does not
-grow with the rows; it runs as one
-ordinary Beam step, so it works on every runner, and it writes under a temporary name
-then renames, so a retried step just writes the same page again.
+grow with the rows. It runs as one ordinary Beam step, so it works on every runner, and
+it writes under a temporary name then renames, so a retried step just writes the same
+page again.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
+from transforms.output.tables import TABLE_STATS
 from transforms.report_page import render
 from transforms.table_stats import ValueCounts, scan_csv, scan_parquet
 
@@ -122,7 +123,7 @@ def write_html_report(summary: dict, paths, settings: dict, table_figures: dict 
                       ) -> str:
     """``table_figures``: the table writers' figures; their ``table_stats`` saves reading
     the table back."""
-    stats = (table_figures or {}).get("table_stats")
+    stats = (table_figures or {}).get(TABLE_STATS)
     problem = ""
     if stats is None:
         stats, problem = table_statistics(paths)
