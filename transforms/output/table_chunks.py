@@ -90,12 +90,16 @@ def _row_of_cell(chunk: CellRows) -> np.ndarray:
 
 def _guarded(texts: pa.Array, mask) -> pa.Array:
     """``'`` before the texts that would run as a spreadsheet formula, where ``mask``."""
-    risky = pc.match_substring_regex(texts, FORMULA)
+    risky = pc.match_substring_regex(texts, FORMULA).to_numpy(zero_copy_only=False)
     if mask is not None:
-        risky = pc.and_(risky, pa.array(mask))
-    if not pc.any(risky).as_py():
+        risky &= mask
+    at = np.flatnonzero(risky)
+    if not len(at):
         return texts
-    return pc.if_else(risky, pc.binary_join_element_wise(APOSTROPHE, texts, NOTHING), texts)
+    # Not if_else: pyarrow 18's if_else on a sliced string array reads the wrong bytes.
+    prefixed = pc.binary_join_element_wise(APOSTROPHE, texts.take(pa.array(at)), NOTHING)
+    pieces = pa.concat_arrays([texts.cast(pa.large_string()), prefixed])
+    return pieces.take(pa.array(_refs(len(texts), 0, at, len(texts))))
 
 
 def _quoted_subset(texts: pa.Array) -> tuple[np.ndarray, pa.Array]:
@@ -233,9 +237,8 @@ class ChunkColumns:
         if not self.filled[column]:
             return pa.nulls(self.rows, converter.type), 0
         values, rows = self.cells(column, every=True)
-        if converter.parse is None and not converter.is_list:
-            return self.scatter(values.cast(converter.type), rows), 0
-        array, bad = converter.convert(values.to_pylist())
+        converted = converter.convert_arrow(values)
+        array, bad = converted if converted is not None else converter.convert(values.to_pylist())
         return self.scatter(array, rows), bad
 
 
