@@ -299,7 +299,6 @@ class ColumnConverter:
             values.append(value)
         return pa.array(values, type=self.type), bad
 
-
     def convert_arrow(self, values: pa.Array) -> tuple[pa.Array, int] | None:
         """``convert`` of ``values`` (texts, no nulls) by Arrow kernels, for text and
         number columns; None where only ``convert`` knows how (dates, times, non-ASCII
