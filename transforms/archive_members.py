@@ -28,6 +28,7 @@ from typing import NamedTuple
 
 from transforms.limits import FileLimits, HeaderTooLarge
 from transforms.paths import escape, unescape
+from transforms.storage import seek_position
 
 SEPARATOR = "!/"
 # Bytes read to recognise a file: DICOM's 132 and a tar header's magic at 257.
@@ -186,18 +187,13 @@ class MemberHeaderStream(io.RawIOBase):
         return self._pos
 
     def seek(self, offset, whence=io.SEEK_SET):
-        if whence == io.SEEK_SET:
-            position = offset
-        elif whence == io.SEEK_CUR:
-            position = self._pos + offset
-        elif whence == io.SEEK_END and self._size is not None:
-            position = self._size + offset
-        else:
+        self._pos = seek_position(offset, whence, self._pos, self._declared_size)
+        return self._pos
+
+    def _declared_size(self) -> int:
+        if self._size is None:
             raise io.UnsupportedOperation("seek from the end of a member of unknown size")
-        if position < 0:
-            raise ValueError(f"negative seek position {position}")
-        self._pos = position
-        return position
+        return self._size
 
     def _fill(self, end: int) -> None:
         if self._size is not None:

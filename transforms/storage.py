@@ -218,6 +218,22 @@ def _s3_fetcher(path: str, options):
     return fetch
 
 
+def seek_position(offset: int, whence: int, position: int, size) -> int:
+    """Where ``seek(offset, whence)`` goes from ``position``; ``size()``: the stream's
+    size, asked only for ``SEEK_END`` (it may raise ``io.UnsupportedOperation``)."""
+    if whence == io.SEEK_SET:
+        target = offset
+    elif whence == io.SEEK_CUR:
+        target = position + offset
+    elif whence == io.SEEK_END:
+        target = size() + offset
+    else:
+        raise ValueError(f"invalid whence {whence!r}")
+    if target < 0:
+        raise ValueError(f"negative seek position {target}")
+    return target
+
+
 class RangedReader(io.RawIOBase):
     """A seekable read-only object whose bytes are fetched in bounded ranges, on demand.
 
@@ -252,18 +268,8 @@ class RangedReader(io.RawIOBase):
         return self._pos
 
     def seek(self, offset, whence=io.SEEK_SET):
-        if whence == io.SEEK_SET:
-            position = offset
-        elif whence == io.SEEK_CUR:
-            position = self._pos + offset
-        elif whence == io.SEEK_END:
-            position = self._object_size() + offset
-        else:
-            raise ValueError(f"invalid whence {whence!r}")
-        if position < 0:
-            raise ValueError(f"negative seek position {position}")
-        self._pos = position
-        return position
+        self._pos = seek_position(offset, whence, self._pos, self._object_size)
+        return self._pos
 
     def _object_size(self) -> int:
         while self._size is None:  # read to the end in growing blocks (rarely needed)
