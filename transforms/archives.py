@@ -26,9 +26,7 @@ run can tell a complete earlier listing from a partial one.
 from __future__ import annotations
 
 import io
-import logging
 import tarfile
-import warnings
 import zipfile
 from collections import OrderedDict
 from typing import NamedTuple
@@ -49,7 +47,8 @@ from transforms.archive_members import (
 )
 from transforms.errors import ErrorRecord, classify, one_line, original
 from transforms.extract import (
-    ERRORS, MAGIC, PREAMBLE_LENGTH, SKIPPED, NotDicomFile, open_file, read_dicom, sniff_stream,
+    ERRORS, MAGIC, PREAMBLE_LENGTH, SKIPPED, NotDicomFile, open_file, quiet_pydicom, read_dicom,
+    sniff_stream,
 )
 from transforms.limits import FileGuard, FileLimitExceeded, FileLimits
 from transforms.output.spill import MANIFEST, KeepFileMetadata
@@ -124,8 +123,7 @@ class _MemberDoFn(beam.DoFn):
         self.bad_elements = Metrics.counter("dicom", "elements_kept_raw")
 
     def setup(self):
-        logging.getLogger("pydicom").setLevel(logging.ERROR)
-        warnings.filterwarnings("ignore", module=r"pydicom(\..*)?")
+        quiet_pydicom()
         self.guard = FileGuard(self.limits)
         if self.progress is not None:
             self.progress.connect()

@@ -65,6 +65,13 @@ class NotDicomFile(Exception):
         self.reason = reason
 
 
+def quiet_pydicom() -> None:
+    """pydicom warns about every oddity it reads around; at archive scale that is noise,
+    and whatever matters ends up in the row or in errors.csv."""
+    logging.getLogger("pydicom").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module=r"pydicom(\..*)?")
+
+
 def open_file(path: str):
     """A seekable binary stream over ``path`` (escaped, local or any Beam filesystem).
 
@@ -204,10 +211,7 @@ class ExtractHeaders(beam.DoFn):
         self.counts = [0, 0]
 
     def setup(self):
-        # pydicom warns about every oddity it reads around; at archive scale that is
-        # noise, and whatever matters ends up in the row or in errors.csv.
-        logging.getLogger("pydicom").setLevel(logging.ERROR)
-        warnings.filterwarnings("ignore", module=r"pydicom(\..*)?")
+        quiet_pydicom()
         self.guard = FileGuard(self.limits)
         if self.progress is not None:
             self.progress.connect()
