@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from transforms.columns import UnionColumns
 from transforms.csv_safety import guarded_columns
 from transforms.flatten import PATH_COLUMN, order_columns
 from transforms.output import shard_format
@@ -274,11 +275,11 @@ class _ByColumn(dict):
 
 
 def _union_columns(group) -> dict:
-    union: dict = {}
+    union = UnionColumns()
+    columns = union.create_accumulator()
     for shard in group:
-        for name, vrs in shard.columns.items():
-            union[name] = union.get(name, frozenset()) | vrs
-    return union
+        union.add_input(columns, shard.columns)
+    return columns
 
 
 def _merge_runs(shards, budget: int, temp_dir: str | None, attempt: str) -> tuple[list, list]:
