@@ -6,7 +6,11 @@ setup(
     name="dicom-meta-extract",
     version="0.1.0",
     description="Turn DICOM archives into one table: a row per file, a column per header element.",
-    packages=["beam_pipeline", "transforms", "transforms.output"],
+    # Every package (tests/test_layout.py checks): Dataflow stages this list with --setup_file.
+    packages=[
+        "beam_pipeline", "transforms", "transforms.common", "transforms.inputs",
+        "transforms.content", "transforms.reading", "transforms.output", "transforms.report",
+    ],
     python_requires=">=3.10",
     install_requires=[
         "apache-beam==2.70.0",

@@ -27,14 +27,16 @@ from apache_beam.options.pipeline_options import (
 
 from beam_pipeline.options import DicomExtractOptions
 from beam_pipeline.pipeline import build_pipeline
-from transforms import beam_internals
+
 from beam_pipeline.short_help import format_help
-from transforms.content import ContentOptionError, ContentSettings, warn_random_key
-from transforms.discover import has_glob
-from transforms.output.lock import OutputLock, OutputLocked, lock_path_for
-from transforms.progress import ProgressBar
-from transforms.report import OutputPaths
-from transforms.storage import StorageError, check_input, check_output, is_bucket
+from transforms.content.settings import ContentOptionError, ContentSettings, warn_random_key
+from transforms.inputs.match import has_glob
+from beam_pipeline.lock import OutputLock, OutputLocked, lock_path_for
+from beam_pipeline.progress import ProgressBar
+from transforms.report.summary import OutputPaths
+from transforms.inputs.checks import check_input, check_output
+from transforms.inputs import storage
+from transforms.inputs.storage import StorageError, is_bucket
 
 PROG = "dicom-meta-extract"
 LOCAL_RUNNERS = (None, "DirectRunner", "FnApiRunner")
@@ -233,7 +235,7 @@ def parse(argv: list[str]):
     positionals, flags = split_positionals(parser, argv)
     options = PipelineOptions(flags)
     FileSystems.set_options(options)  # bucket checks need the S3 / GCS options
-    beam_internals.prepare_filesystems(options)
+    storage.prepare_filesystems(options)
     inputs = _check_inputs(positionals, options)
     options = PipelineOptions(flags + local_default_flags(parser, flags, inputs))
     FileSystems.set_options(options)

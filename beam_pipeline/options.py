@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from transforms.content import tag_list
+from transforms.content.settings import tag_list
 
 
 def non_negative_int(text: str) -> int:
@@ -93,8 +93,8 @@ class DicomExtractOptions(PipelineOptions):
             help="When another run holds the output's lock, wait up to SECONDS for it "
             "(default 0: stop at once with exit status 2).",
         )
-        # Hostile archives: per-file limits (transforms/limits.py) and bounded cells
-        # (transforms/cells.py). 0 turns a limit off.
+        # Hostile archives: per-file limits (transforms/inputs/limits.py) and bounded cells
+        # (transforms/reading/cells.py). 0 turns a limit off.
         limits = parser.add_argument_group("Per-file limits (0 = off)")
         limits.add_argument(
             "--file-timeout", "--file_timeout", metavar="SECONDS",
@@ -118,7 +118,7 @@ class DicomExtractOptions(PipelineOptions):
             help="Longer text is cut; it ends with ' [cut: N characters in all]'.",
         )
         # What goes into the table: tag selection, de-identification, spreadsheet safety
-        # (transforms/selection.py, transforms/deidentify.py, transforms/content.py).
+        # (transforms/content/selection.py, transforms/content/deidentify.py, transforms/content/settings.py).
         selection = parser.add_argument_group("Tag selection")
         deid = parser.add_argument_group("De-identification (DICOM PS3.15 Annex E)")
         selection.add_argument(
@@ -176,7 +176,7 @@ class DicomExtractOptions(PipelineOptions):
             help="Prefix CSV text cells that start with =, +, -, @, tab or CR with ' "
             "(never numeric VRs), so spreadsheets do not run them as formulas.",
         )
-        # Archives (zip and tar members, transforms/archives.py)
+        # Archives (zip and tar members, transforms/reading/archives.py)
         archives = parser.add_argument_group("Archives")
         archives.add_argument(
             "--no-archives", "--no_archives",

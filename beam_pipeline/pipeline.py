@@ -9,23 +9,24 @@ from __future__ import annotations
 
 import apache_beam as beam
 
-from transforms.archives import UNITS, CountMatched, ReadArchives
-from transforms.cells import BoundCells, CountBoundedCells
-from transforms.columns import ComputeColumns
-from transforms.content import ContentSettings, PseudonymizeReportPaths, RowContent, TablePath
-from transforms.discover import MatchInputs
-from transforms.extract import (
-    ARCHIVES, ERRORS, READER_COUNTS, SKIPPED, BatchFiles, ExtractHeaders, SumReaderCounts,
-)
-from transforms.limits import FileLimits
-from transforms.flatten import FlattenSettings
-from transforms.html_report import WriteHtmlReport, run_settings
+from transforms.common.batches import BatchFiles
+from transforms.common.tags import ARCHIVES, ARCHIVE_UNITS, ERRORS, MANIFEST, READER_COUNTS, SKIPPED
+from transforms.reading.archives import CountMatched, ReadArchives
+from transforms.reading.file_outcomes import KeepFileMetadata
+from transforms.reading.cells import BoundCells, CountBoundedCells
+from transforms.output.columns import ComputeColumns
+from transforms.content.settings import ContentSettings, PseudonymizeReportPaths, RowContent, TablePath
+from transforms.inputs.discover import MatchInputs
+from transforms.reading.extract import ExtractHeaders, SumReaderCounts
+from transforms.inputs.limits import FileLimits
+from transforms.reading.flatten import FlattenSettings
+from transforms.report.html_report import WriteHtmlReport, run_settings
 from transforms.output.cleanup import cleanup
 from transforms.output.reuse import PlanReuse, skip_records
-from transforms.output.spill import MANIFEST, KeepFileMetadata, SpillRows, WriteOutcomes
+from transforms.output.spill import SpillRows, WriteOutcomes
 from transforms.output.state import commit_state, prepare_state
 from transforms.output.tables import TABLE_STATS, TableFiles, WriteTables
-from transforms.report import OutputPaths, WriteReport
+from transforms.report.summary import OutputPaths, WriteReport
 
 
 def summary_extras(reuse: dict, matched: tuple, reader: dict, content: dict, cells: dict,
@@ -41,7 +42,7 @@ def summary_extras(reuse: dict, matched: tuple, reader: dict, content: dict, cel
 
 def build_pipeline(pipeline, inputs, options, paths: OutputPaths, started: float, progress=None):
     """Add the extraction to ``pipeline``; returns the PCollection holding the summary."""
-    # Tag selection and de-identification (transforms/content.py): the walker reads only
+    # Tag selection and de-identification (transforms/content/settings.py): the walker reads only
     # selected elements; each row is de-identified before it leaves extraction.
     content = ContentSettings.from_options(options)
     settings = FlattenSettings(
@@ -106,7 +107,7 @@ def build_pipeline(pipeline, inputs, options, paths: OutputPaths, started: float
         | "WriteOutcomes" >> beam.ParDo(WriteOutcomes(state.generation))
     )
     # Matched files, each archive counted as its members, and the number of archives.
-    counted = (files, members[UNITS], plan["archive_units"]) | "Matched" >> CountMatched()
+    counted = (files, members[ARCHIVE_UNITS], plan["archive_units"]) | "Matched" >> CountMatched()
     matched = counted | "MatchedFiles" >> beam.Map(lambda pair: pair[0])
     columns = shards | "Columns" >> ComputeColumns()
     tables = (shards, columns) | "WriteTables" >> WriteTables(

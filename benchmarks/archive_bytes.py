@@ -34,12 +34,12 @@ from apache_beam.options.pipeline_options import PipelineOptions
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "tests"))
 import storage_servers as servers  # noqa: E402  (the tests' server helpers)
 
-import transforms.archives as archives  # noqa: E402
+import transforms.reading.archives as archives  # noqa: E402
 from beam_pipeline.cli import main as cli  # noqa: E402
 from benchmarks.make_archive import generate  # noqa: E402
 from benchmarks.run_benchmark import _CountingFile  # noqa: E402  (counts bytes read)
-from transforms.archive_members import ArchiveFound  # noqa: E402
-from transforms.flatten import FlattenSettings  # noqa: E402
+from transforms.inputs.archive_members import ArchiveFound  # noqa: E402
+from transforms.reading.flatten import FlattenSettings  # noqa: E402
 
 BUCKET = "bench-archives"
 PACKINGS = {

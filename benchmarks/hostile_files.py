@@ -22,9 +22,10 @@ from apache_beam.io.filesystem import FileMetadata
 
 from benchmarks.baseline import read_row
 from tests import crafted
-from transforms.cells import bound_row
-from transforms.extract import ExtractHeaders
-from transforms.flatten import FlattenSettings, Row
+from transforms.reading.cells import bound_row
+from transforms.reading.extract import ExtractHeaders
+from transforms.common.rows import Row
+from transforms.reading.flatten import FlattenSettings
 
 FILES = {
     "functional groups, 12,000 frames": crafted.functional_groups,

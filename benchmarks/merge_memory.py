@@ -35,8 +35,8 @@ def real_rows():
     import pydicom.data
     from apache_beam.io.filesystem import FileMetadata
 
-    from transforms.extract import ExtractHeaders
-    from transforms.flatten import FlattenSettings
+    from transforms.reading.extract import ExtractHeaders
+    from transforms.reading.flatten import FlattenSettings
 
     extract = ExtractHeaders(FlattenSettings())
     extract.setup()
@@ -54,7 +54,7 @@ def real_rows():
 
 
 def make_shards(folder: str, shards: int, rows_per_shard: int) -> list:
-    from transforms.flatten import PATH_COLUMN, Row
+    from transforms.common.rows import PATH_COLUMN, Row
     from transforms.output import shard_format
 
     templates = real_rows()
@@ -75,7 +75,7 @@ def make_shards(folder: str, shards: int, rows_per_shard: int) -> list:
 
 
 def child(mode: str, folder: str, count: int, budget: int) -> None:
-    from transforms.columns import UnionColumns
+    from transforms.output.columns import UnionColumns
     from transforms.output import shard_format, tables
 
     paths = sorted(os.path.join(folder, name) for name in os.listdir(folder)

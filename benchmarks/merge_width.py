@@ -10,10 +10,10 @@ import random
 import tempfile
 import time
 
-from transforms.flatten import Row
+from transforms.common.rows import Row
 from transforms.output import shard_format
 from transforms.output.tables import merge_shards, TableFiles
-from transforms.columns import Column
+from transforms.output.columns import Column
 random.seed(1)
 d = tempfile.mkdtemp(prefix="merge-width-")
 names = [f"Col {i:04d} (0010,{i:04X})" for i in range(2400)]
@@ -29,7 +29,7 @@ for s in range(8):
     info = shard_format.write_shard(os.path.join(d, f"rows-{s}.parquet"), rows)
     shards.append(info)
     for n, v in info.columns.items(): allcols[n] = allcols.get(n, frozenset()) | v
-from transforms.flatten import order_columns
+from transforms.reading.flatten import order_columns
 columns = [Column(n, allcols[n]) for n in order_columns(allcols)]
 t = time.process_time()
 merge_shards(shards, columns, TableFiles(os.path.join(d, "t.csv"), os.path.join(d, "t.parquet")), temp_dir=d)

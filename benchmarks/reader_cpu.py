@@ -56,9 +56,10 @@ def measure(root: str, limit: int = 0) -> dict:
     """One in-process measurement: CPU seconds and file counts by class, a digest."""
     from apache_beam.io.filesystem import FileMetadata  # pylint: disable=import-outside-toplevel
     import transforms  # pylint: disable=import-outside-toplevel
-    from transforms.cells import bound_row  # pylint: disable=import-outside-toplevel
-    from transforms.extract import BATCH_FILES, ExtractHeaders  # pylint: disable=import-outside-toplevel
-    from transforms.flatten import FlattenSettings, Row  # pylint: disable=import-outside-toplevel
+    from transforms.reading.cells import bound_row  # pylint: disable=import-outside-toplevel
+    from transforms.reading.extract import BATCH_FILES, ExtractHeaders  # pylint: disable=import-outside-toplevel
+    from transforms.common.rows import Row  # pylint: disable=import-outside-toplevel
+    from transforms.reading.flatten import FlattenSettings
 
     paths = list_files(root)
     if limit:

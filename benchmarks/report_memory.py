@@ -14,7 +14,7 @@ Then, each in a fresh process, one after the other in this command:
   (anchor) a bare streaming read of the table (``pyarrow.csv.open_csv``, every column a
            string, the report's block size, each batch dropped): the floor of any
            streaming pass, with the same imports loaded;
-  (report) the report step itself (``transforms.html_report.write_html_report``): the
+  (report) the report step itself (``transforms.report.html_report.write_html_report``): the
            streaming statistics, reading errors/skips, rendering and writing the page.
 Peak RSS is the child's own ``VmHWM`` (its peak resident set, Python, Beam and pyarrow
 included; "of which imports" is the peak before the work started); seconds are the wall
@@ -48,7 +48,7 @@ ROOT_UID = "1.2.826.0.1.3680043.8.498."
 def _col(keyword: str) -> str:
     from pydicom.datadict import tag_for_keyword
 
-    from transforms.flatten import public_name
+    from transforms.reading.flatten import public_name
 
     return public_name(tag_for_keyword(keyword))
 
@@ -210,15 +210,15 @@ _RSS_AFTER_IMPORTS = [0.0]
 
 
 def _child(kind: str, table: str) -> None:
-    from transforms.html_report import write_html_report  # imports count in neither figure
-    from transforms.report import OutputPaths
+    from transforms.report.html_report import write_html_report  # imports count in neither figure
+    from transforms.report.summary import OutputPaths
 
     started = time.time()
     usage = resource.getrusage(resource.RUSAGE_SELF)
     _CPU_AT_START[0] = usage.ru_utime + usage.ru_stime
     _RSS_AFTER_IMPORTS[0] = _peak_rss_mib()
     if kind == "anchor" and table.endswith(".parquet"):
-        from transforms.table_stats import PARQUET_CELLS_PER_BATCH
+        from transforms.output.table_stats import PARQUET_CELLS_PER_BATCH
 
         parquet = pq.ParquetFile(table)
         batch_rows = PARQUET_CELLS_PER_BATCH // len(parquet.schema_arrow.names)
@@ -227,7 +227,7 @@ def _child(kind: str, table: str) -> None:
         print(json.dumps({"rows": rows, **_own_figures(started)}))
         return
     if kind == "anchor":
-        from transforms.table_stats import CSV_BLOCK_BYTES
+        from transforms.output.table_stats import CSV_BLOCK_BYTES
 
         header = pa_csv.open_csv(table).schema.names
         reader = pa_csv.open_csv(

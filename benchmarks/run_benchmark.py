@@ -130,8 +130,8 @@ class _CountingFile(io.FileIO):
 
 def dicom_bytes_per_file(root: str, sample: int = 200) -> tuple[float, float, float]:
     """(mean bytes read per file by ExtractHeaders, mean header size, max excess)."""
-    import transforms.extract as extract
-    from transforms.flatten import FlattenSettings
+    import transforms.reading.extract as extract
+    from transforms.reading.flatten import FlattenSettings
 
     paths = [os.path.join(folder, name) for folder, _, names in os.walk(root) for name in names]
     paths = paths[:: max(1, len(paths) // sample)][:sample]

@@ -25,9 +25,10 @@ import time
 
 import pydicom.data
 
-from transforms.columns import UnionColumns
-from transforms.extract import ExtractHeaders
-from transforms.flatten import FlattenSettings, Row
+from transforms.output.columns import UnionColumns
+from transforms.reading.extract import ExtractHeaders
+from transforms.common.rows import Row
+from transforms.reading.flatten import FlattenSettings
 from transforms.output import shard_format, tables
 
 FILES = ["CT_small.dcm", "MR_small.dcm", "rtplan.dcm", "rtdose.dcm", "JPEG2000.dcm",

@@ -38,9 +38,9 @@ def _extractor(flags: list[str]):
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from beam_pipeline.options import DicomExtractOptions
-    from transforms.content import ContentSettings, RowContent
-    from transforms.extract import ExtractHeaders
-    from transforms.flatten import FlattenSettings
+    from transforms.content.settings import ContentSettings, RowContent
+    from transforms.reading.extract import ExtractHeaders
+    from transforms.reading.flatten import FlattenSettings
 
     options = PipelineOptions(flags).view_as(DicomExtractOptions)
     content = ContentSettings.from_options(options, key=b"benchmark key 0123456789")

@@ -15,11 +15,11 @@ from archive_fixtures import (
     PACKED, make_source, pack, pack_all, rename_zip_member, set_zip_flag, source_files,
 )
 from conftest import make_dataset, pydicom_file, read_csv, run_cli, write_dicom
-from transforms import archive_members
-from transforms.archive_members import (
+from transforms.inputs import archive_members
+from transforms.inputs.archive_members import (
     HeaderTooLargeError, MemberHeaderStream, escape_name, sniff_archive, unescape_name,
 )
-from transforms.archives import NESTED
+from transforms.reading.archives import NESTED
 
 
 def outputs(out) -> dict:
@@ -213,7 +213,7 @@ def test_corrupt_and_truncated_zips_are_archive_errors(hostile):
         assert errors[os.path.join(inputs, name)].startswith("unreadable zip archive: ")
     corrupt = os.path.join(inputs, "corrupt-member.zip")
     assert f"{corrupt}!/bad.dcm" in errors
-    # Classified like a plain file's error (transforms.errors); the exception is kept.
+    # Classified like a plain file's error (transforms.reading.errors); the exception is kept.
     assert records(result, "errors", "ErrorType")[f"{corrupt}!/bad.dcm"] == "Corrupt"
     assert f"{corrupt}!/ok.dcm" in {row["DicomPath"] for row in result["rows"]}
 
@@ -417,11 +417,11 @@ def test_archive_steps_give_the_same_outcomes_when_bundles_repeat(packed):
     from apache_beam.options.pipeline_options import PipelineOptions
     from apache_beam.testing.util import assert_that, equal_to
 
-    from transforms.archive_members import ArchiveFound
-    from transforms.archives import UNITS, ReadArchives
-    from transforms.cells import BoundCells
-    from transforms.extract import ERRORS, SKIPPED
-    from transforms.flatten import FlattenSettings
+    from transforms.inputs.archive_members import ArchiveFound
+    from transforms.reading.archives import UNITS, ReadArchives
+    from transforms.reading.cells import BoundCells
+    from transforms.reading.extract import ERRORS, SKIPPED
+    from transforms.reading.flatten import FlattenSettings
 
     source, archives, result = packed
     kinds = {"w": "tar", "w:gz": "gzip", "w:bz2": "bzip2", "w:xz": "xz"}
@@ -437,7 +437,7 @@ def test_archive_steps_give_the_same_outcomes_when_bundles_repeat(packed):
     with beam.Pipeline(options=options) as pipeline:
         settings = FlattenSettings()
         outputs = pipeline | beam.Create(found) | ReadArchives(settings)
-        # Cells are bounded after extraction, as in the pipeline (transforms/cells.py).
+        # Cells are bounded after extraction, as in the pipeline (transforms/reading/cells.py).
         bounded = outputs["rows"] | BoundCells(settings.max_values, settings.max_cell_chars)
         rows = bounded["rows"] | "Rows" >> beam.Map(
             lambda row: (row.path, {k: v for k, v in row.values.items() if k != "DicomPath"}))

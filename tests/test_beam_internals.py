@@ -1,4 +1,4 @@
-"""The one adapter that touches Beam internals (transforms/beam_internals.py): these
+"""The one adapter that touches Beam internals (transforms/common/beam_internals.py): these
 fail loudly when a Beam release changes what it relies on, and check that importing
 this project changes nothing in Beam."""
 
@@ -10,7 +10,7 @@ import sys
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-import transforms.beam_internals as adapter
+import transforms.common.beam_internals as adapter
 
 
 def test_beam_gcs_credential_cache_is_where_the_adapter_fills_it():
@@ -53,7 +53,7 @@ def test_importing_the_project_patches_nothing():
         "from apache_beam.io.aws.clients.s3 import boto3_client\n"
         "before = (auth.get_service_credentials, boto3_client.Client.__init__,"
         " auth._Credentials._credentials_init)\n"
-        "import transforms, transforms.storage, transforms.extract, beam_pipeline.cli,"
+        "import transforms, transforms.inputs.storage, transforms.reading.extract, beam_pipeline.cli,"
         " beam_pipeline.pipeline\n"
         "after = (auth.get_service_credentials, boto3_client.Client.__init__,"
         " auth._Credentials._credentials_init)\n"
@@ -68,8 +68,8 @@ def test_prepare_fills_the_gcs_cache_only_when_anonymous(monkeypatch):
     code = (
         "import os\n"
         "from apache_beam.internal.gcp import auth\n"
-        "from transforms import beam_internals\n"
-        "beam_internals.prepare_filesystems()\n"
+        "from transforms.inputs import storage\n"
+        "storage.prepare_filesystems()\n"
         "print(auth._Credentials._credentials_init)\n"
     )
     env_with = {"STORAGE_EMULATOR_HOST": "http://127.0.0.1:9"}

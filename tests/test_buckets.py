@@ -24,10 +24,11 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from conftest import make_dataset, run_cli, write_dicom
 import storage_servers as ss
-from transforms import beam_internals, discover, storage
-from transforms import extract as extract_module
-from transforms.extract import ExtractHeaders
-from transforms.flatten import FlattenSettings
+
+from transforms.inputs import discover, ranged, storage
+from transforms.reading import extract as extract_module
+from transforms.reading.extract import ExtractHeaders
+from transforms.reading.flatten import FlattenSettings
 
 BUCKET = "dicom-test"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,7 +59,7 @@ def gcs():
     os.environ["STORAGE_EMULATOR_HOST"] = server.endpoint
     # This process uses Beam's FileSystems directly (uploads, reads): the CLI and the
     # pipeline's steps do this themselves.
-    beam_internals.prepare_filesystems()
+    storage.prepare_filesystems()
     try:
         yield server
     finally:
@@ -103,7 +104,7 @@ def archive(tmp_path_factory):
     write_dicom(root / "sub" / "raw-no-meta", part10=False, PatientID="RAW")
     # A header longer than the first ranged read: its text is fetched by more requests.
     write_dicom(root / "sub" / "long-header.dcm", PatientID="LONG",
-                TextValue="x" * (3 * storage.FIRST_BLOCK))
+                TextValue="x" * (3 * ranged.FIRST_BLOCK))
     ct_512(root / "ct" / "ct512.dcm")
     (root / "notes.txt").write_text("not DICOM\n")
     (root / "broken.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00\x10")
@@ -228,7 +229,7 @@ def test_mixed_local_and_bucket_inputs(stores, archive, local_run, s3, tmp_path)
         gs_prefix + "sub/long-header.dcm", gs_prefix + "sub/raw-no-meta",
         s3_prefix + "ct/ct512.dcm",
     ])
-    assert "x" * (3 * storage.FIRST_BLOCK) in text  # the long text value, read whole
+    assert "x" * (3 * ranged.FIRST_BLOCK) in text  # the long text value, read whole
 
 
 # --------------------------------------------------------------------------------------
@@ -249,7 +250,7 @@ def test_header_read_transfers_header_plus_at_most_64k(scheme, gcs, s3, stores, 
             extract = ExtractHeaders(FlattenSettings())
             extract.setup()
             path = stores[scheme][0] + "ct/ct512.dcm"
-            with storage.open_ranged(path, options) as warm:  # client set up, not counted
+            with ranged.open_ranged(path, options) as warm:  # client set up, not counted
                 warm.read(1)
             metadata = FileSystems.match([path])[0].metadata_list[0]  # as Discover does
             time.sleep(0.2)
@@ -274,14 +275,14 @@ def test_ranged_reader_grows_only_when_needed(stores, archive, monkeypatch):
     readers = []
 
     def spy(*args, **kwargs):
-        readers.append(storage.open_ranged(*args, **kwargs))
+        readers.append(ranged.open_ranged(*args, **kwargs))
         return readers[-1]
 
     monkeypatch.setattr(extract_module, "open_ranged", spy)
     short = extract_one(extract, prefix + "a.dcm")
     long = extract_one(extract, prefix + "sub/long-header.dcm")
     assert short.values["Patient ID (0010,0020)"] == "A1"
-    assert long.values["Text Value (0040,A160)"] == "x" * (3 * storage.FIRST_BLOCK)
+    assert long.values["Text Value (0040,A160)"] == "x" * (3 * ranged.FIRST_BLOCK)
     assert readers[0].requests == 1
     assert readers[1].requests > 1
 
@@ -358,7 +359,7 @@ def test_s3_no_permission_is_a_usage_error(tmp_path, capsys):
         assert "no permission to list s3://locked/a/" in line
         options = PipelineOptions(args)
         with pytest.raises(PermissionError):
-            storage.open_ranged("s3://locked/a/x.dcm", options).read(10)
+            ranged.open_ranged("s3://locked/a/x.dcm", options).read(10)
     finally:
         server.stop()
 
@@ -371,7 +372,7 @@ def test_gcs_no_permission(gcs, tmp_path, capsys):
             line = one_line_error(capsys, f"gs://{BUCKET}/a/", "-o", tmp_path / "x.csv")
             assert f"no permission to list gs://{BUCKET}/a/" in line
             with pytest.raises(PermissionError):
-                storage.open_ranged(f"gs://{BUCKET}/a/x.dcm").read(10)
+                ranged.open_ranged(f"gs://{BUCKET}/a/x.dcm").read(10)
         finally:
             os.environ["STORAGE_EMULATOR_HOST"] = previous
 
@@ -406,13 +407,13 @@ def test_anonymous_s3_sends_unsigned_requests(s3, stores):
     options = PipelineOptions([f"--s3_endpoint_url={s3.endpoint}", "--anonymous-access",
                                f"--s3_region_name={ss.S3_REGION}"])
     path = stores["s3"][0] + "a.dcm"
-    with storage.open_ranged(path, options) as stream:
+    with ranged.open_ranged(path, options) as stream:
         assert stream.read(132)[128:] == b"DICM"
     from botocore import UNSIGNED
 
-    assert storage._client("s3", options).meta.config.signature_version is UNSIGNED
+    assert storage.client("s3", options).meta.config.signature_version is UNSIGNED
     FileSystems.set_options(options)
-    beam_internals.prepare_filesystems(options)  # Beam's own client, used directly here
+    storage.prepare_filesystems(options)  # Beam's own client, used directly here
     assert FileSystems.match([path])[0].metadata_list
 
 

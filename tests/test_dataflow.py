@@ -30,7 +30,7 @@ from beam_pipeline.options import DicomExtractOptions
 from beam_pipeline.pipeline import build_pipeline
 from tests import storage_servers
 from tests.conftest import pydicom_file
-from transforms.report import OutputPaths
+from transforms.report.summary import OutputPaths
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = ("Discover", "Extract", "BoundCells", "Spill", "Columns", "WriteTables/Merge",
@@ -170,8 +170,8 @@ def test_staged_package_is_this_project_with_its_dependencies(dataflow_job, tmp_
     subprocess.run([sys.executable, "setup.py", "-q", "build", "--build-base", str(built)],
                    check=True, cwd=tmp_path / "worker" / root, capture_output=True)
     lib = built / "lib"
-    probe = ("import beam_pipeline.cli, beam_pipeline.pipeline, transforms.extract, sys; "
-             "assert transforms.extract.__file__.startswith(sys.argv[1]), transforms.extract.__file__")
+    probe = ("import beam_pipeline.cli, beam_pipeline.pipeline, transforms.reading.extract, sys; "
+             "assert transforms.reading.extract.__file__.startswith(sys.argv[1]), transforms.reading.extract.__file__")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["PYTHONPATH"] = str(lib)
     subprocess.run([sys.executable, "-c", probe, str(lib)], check=True, cwd=tmp_path, env=env)

@@ -19,8 +19,8 @@ from pydicom.sequence import Sequence
 from pydicom.uid import generate_uid
 
 from tests.conftest import CHARSET_FILES, copy_pydicom_file, make_dataset, read_csv, run_cli, write_dicom
-from transforms.deidentify import Deidentifier, DeidSettings, profile_table
-from transforms.pseudonyms import Pseudonyms
+from transforms.content.deidentify import Deidentifier, DeidSettings, profile_table
+from transforms.content.pseudonyms import Pseudonyms
 
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 UID_PATTERN = re.compile(r"^2\.25\.(0|[1-9][0-9]*)$")

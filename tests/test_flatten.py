@@ -10,7 +10,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from tests.conftest import make_dataset, pydicom_file, write_dicom
-from transforms.flatten import FlattenSettings, flatten, join_text, order_columns
+from transforms.reading.flatten import FlattenSettings, flatten, join_text, order_columns
 
 
 def flat(path, **settings) -> dict:
@@ -204,9 +204,9 @@ def _nested_sequence_dataset() -> Dataset:
 @pytest.mark.parametrize("undefined_length", [False, True])
 def test_sequences_parsed_without_datasets_match_pydicom(tmp_path, undefined_length):
     """Defined-length sequences are walked from pydicom's element generator, not as
-    pydicom Datasets (transforms.flatten.parse_sequence): same text as pydicom's
+    pydicom Datasets (transforms.reading.flatten.parse_sequence): same text as pydicom's
     conversion, also with undefined-length items inside."""
-    import transforms.flatten as flatten_module
+    import transforms.reading.flatten as flatten_module
 
     ds = _nested_sequence_dataset()
     for item in ds.ReferencedImageSequence:

@@ -26,13 +26,14 @@ from apache_beam.io.filesystem import FileMetadata
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from tests.mutations import mutate, source_files, write_cases
-from transforms.cells import bound_row
-from transforms.columns import Column
-from transforms.errors import ERROR_TYPES, ErrorRecord
-from transforms.extract import ARCHIVES, ERRORS, READER_COUNTS, SKIPPED, ExtractHeaders
-from transforms.flatten import PATH_COLUMN, FlattenSettings, Row
+from transforms.reading.cells import bound_row
+from transforms.output.columns import Column
+from transforms.reading.errors import ERROR_TYPES, ErrorRecord
+from transforms.reading.extract import ARCHIVES, ERRORS, READER_COUNTS, SKIPPED, ExtractHeaders
+from transforms.common.rows import PATH_COLUMN, Row
+from transforms.reading.flatten import FlattenSettings
 from transforms.output.tables import column_vrs
-from transforms.types import ColumnConverter, arrow_schema
+from transforms.output.types import ColumnConverter, arrow_schema
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom, on garbage
 CASES = 2400
@@ -229,7 +230,7 @@ def test_flatten_gives_a_row_for_any_raw_elements(elements, implicit, little, pr
     from pydicom.dataset import Dataset
     from pydicom.tag import Tag
 
-    from transforms.flatten import flatten
+    from transforms.reading.flatten import flatten
 
     # As pydicom's read_dataset builds one: a dict of raw elements, nothing converted.
     dataset = Dataset({

@@ -14,12 +14,13 @@ import pytest
 from apache_beam.io.filesystems import FileSystems
 from pydicom import dcmread
 
-import transforms.header_reader as header_reader
+import transforms.reading.header_reader as header_reader
 from beam_pipeline import cli
 from benchmarks.make_archive import generate
-from transforms.extract import ExtractHeaders
-from transforms.flatten import FlattenSettings, Row, flatten
-from transforms.header_reader import HeaderReader, settings_supported
+from transforms.reading.extract import ExtractHeaders
+from transforms.common.rows import Row
+from transforms.reading.flatten import FlattenSettings, flatten
+from transforms.reading.header_reader import HeaderReader, settings_supported
 
 DATA = os.path.dirname(pydicom.data.__file__)
 PYDICOM_FILES = sorted(

@@ -20,13 +20,14 @@ from hypothesis import given, settings, strategies as st
 
 from tests import crafted
 from tests.conftest import copy_pydicom_file, make_dataset, read_csv, write_dicom
-from transforms.cells import bound_text, cut_marker
-from transforms.errors import ERROR_TYPES, classify
-from transforms.extract import READER_COUNTS, ExtractHeaders
-from transforms.flatten import FlattenSettings, Row
-from transforms.limits import FileGuard, FileLimits, FileTimeout, Watchdog
-from transforms.match import match_local
-from transforms.paths import escape, unescape
+from transforms.reading.cells import bound_text, cut_marker
+from transforms.reading.errors import ERROR_TYPES, classify
+from transforms.reading.extract import READER_COUNTS, ExtractHeaders
+from transforms.common.rows import Row
+from transforms.reading.flatten import FlattenSettings
+from transforms.inputs.limits import FileGuard, FileLimits, FileTimeout, Watchdog
+from transforms.inputs.match import match_local
+from transforms.common.paths import escape, unescape
 
 LATIN1 = os.fsdecode(b"caf\xe9_latin1.dcm")  # "caf\udce9_latin1.dcm"
 TEXT = "Text Value (0040,A160)"

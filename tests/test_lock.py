@@ -1,4 +1,4 @@
-"""One writer per output (transforms/output/lock.py): locally, on fake-gcs-server and on
+"""One writer per output (beam_pipeline/lock.py): locally, on fake-gcs-server and on
 moto, plus what each storage server honours of the conditional requests the lock needs.
 
 Found (and pinned here, so a server upgrade that changes it shows up):
@@ -25,7 +25,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 import storage_servers as ss
 from conftest import run_cli, write_dicom
 from transforms.output import lock as lock_module
-from transforms.output.lock import GcsStore, OutputLock, OutputLocked, S3Store, store_for
+from beam_pipeline.lock import GcsStore, OutputLock, OutputLocked, S3Store, store_for
 
 BUCKET = "lock-test"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -236,7 +236,7 @@ def test_cli_stops_with_exit_2_before_any_work(small_archive, tmp_path, capsys):
 def test_cli_takes_over_the_lock_of_a_killed_run(small_archive, tmp_path):
     """A run killed with SIGKILL leaves its lock; the next run sees its pid is gone."""
     lock_file = tmp_path / "scan.lock"
-    code = ("import sys, time; from transforms.output.lock import OutputLock; "
+    code = ("import sys, time; from beam_pipeline.lock import OutputLock; "
             f"OutputLock({str(lock_file)!r}, 'killed').acquire(); print('held', flush=True); "
             "time.sleep(600)")
     env = dict(os.environ, PYTHONPATH=ROOT)

@@ -23,8 +23,8 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from beam_pipeline.cli import main
 from transforms.output import shard_format, tables
-from transforms.report import OutputPaths
-from transforms.types import column_type, column_vm, parse_dt, parse_int, parse_tm
+from transforms.report.summary import OutputPaths
+from transforms.output.types import column_type, column_vm, parse_dt, parse_int, parse_tm
 
 DATA = os.path.dirname(pydicom.data.__file__)
 TEST_FILES = os.path.join(DATA, "test_files")

@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 from PIL import Image
 
-from transforms.errors import ERROR_TYPES
+from transforms.reading.errors import ERROR_TYPES
 from tests.conftest import (
     build_sequence_dataset,
     copy_pydicom_file,

@@ -20,9 +20,9 @@ from pydicom.uid import UID
 from beam_pipeline.cli import describe
 from tests.browser import Elements, dump_dom, screenshot
 from tests.conftest import make_dataset, pydicom_file, read_csv, run_cli, write_dicom
-from transforms.html_report import write_html_report
-from transforms.report import OutputPaths
-from transforms.table_stats import DistinctCount, ValueCounts, column_of
+from transforms.report.html_report import write_html_report
+from transforms.report.summary import OutputPaths
+from transforms.output.table_stats import DistinctCount, ValueCounts, column_of
 
 INJECTED = "<script>document.title=1</script><img src=x onerror=alert(1)>"
 HOSTILE_NAME = '<img src=x onerror=alert(1)>&amp;.dcm'
@@ -106,7 +106,7 @@ def test_repeated_bundles_write_the_same_report(run, tmp_path):
     from apache_beam.options.pipeline_options import PipelineOptions
     from apache_beam.runners.portability.fn_api_runner import fn_runner
 
-    from transforms.html_report import WriteHtmlReport
+    from transforms.report.html_report import WriteHtmlReport
 
     out, summary = run
     for suffix in (".csv", ".errors.csv", ".skipped.csv"):
@@ -272,7 +272,7 @@ def test_distinct_counts_exact_then_estimated():
 
 def test_a_row_larger_than_the_first_block_is_read(tmp_path):
     """The CSV pass starts with 1 MiB blocks and starts over with larger ones if needed."""
-    from transforms.table_stats import scan_csv
+    from transforms.output.table_stats import scan_csv
 
     table = tmp_path / "wide.csv"
     modality = column_of("Modality")

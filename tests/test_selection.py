@@ -11,10 +11,10 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-import transforms.flatten as flatten_module
+import transforms.reading.flatten as flatten_module
 from tests.conftest import copy_pydicom_file, make_dataset, read_csv, run_cli, write_dicom
-from transforms.flatten import FlattenSettings, flatten
-from transforms.selection import Selection, SelectionError, parse_tag_list
+from transforms.reading.flatten import FlattenSettings, flatten
+from transforms.content.selection import Selection, SelectionError, parse_tag_list
 
 REF = "Referenced Image Sequence (0008,1140)"
 REF_UID = "Referenced SOP Instance UID (0008,1155)"

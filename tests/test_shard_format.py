@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from transforms.flatten import Row
+from transforms.common.rows import Row
 from transforms.output import shard_format as sf
 
 DATE = "Study Date (0008,0020)"

@@ -1,4 +1,4 @@
-"""What Beam itself does with the storage servers, and why transforms/storage.py exists.
+"""What Beam itself does with the storage servers, and why transforms/inputs/storage.py exists.
 
 GCS = gcp-storage-emulator, S3 = moto server, both subprocesses on 127.0.0.1 (see
 storage_servers.py). These pin down the Beam behaviour the product works around, so a
@@ -17,7 +17,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.util import assert_that, equal_to
 
 import storage_servers as ss
-from transforms import storage
+from transforms.inputs import checks, ranged, storage
 from transforms.output.cleanup import delete_tree
 
 BUCKET = "smoke-bucket"
@@ -118,7 +118,7 @@ def test_filesystems_open_downloads_whole_objects(store):
 
         try:
             whole = transferred(lambda: FileSystems.open(path))
-            ranged = transferred(lambda: storage.open_ranged(path, options))
+            ranged = transferred(lambda: ranged.open_ranged(path, options))
         finally:
             os.environ["STORAGE_EMULATOR_HOST"] = previous
     print("\n%s: FileSystems.open %d bytes, open_ranged %d bytes (object %d)"
@@ -127,12 +127,12 @@ def test_filesystems_open_downloads_whole_objects(store):
         assert whole > size
     # gs: Beam's reader downloads from the object's mediaLink, which the emulator
     # points at its own port, past the proxy; only the metadata GET is counted.
-    assert ranged < storage.FIRST_BLOCK + 8 * 1024
+    assert ranged < ranged.FIRST_BLOCK + 8 * 1024
 
 
 def test_missing_bucket(store):
     """gs: listing a missing bucket raises; s3: Beam returns an empty match silently,
-    hence the bucket check in storage.check_input."""
+    hence the bucket check in checks.check_input."""
     scheme, _ = store
     pattern = "%s://no-such-bucket-%s/**" % (scheme, uuid.uuid4().hex[:6])
     if scheme == "gs":
@@ -141,9 +141,9 @@ def test_missing_bucket(store):
     else:
         assert FileSystems.match([pattern])[0].metadata_list == []
     with pytest.raises(storage.StorageError, match="does not exist"):
-        storage.check_input(pattern.replace("**", ""))
+        checks.check_input(pattern.replace("**", ""))
     with pytest.raises(FileNotFoundError):
-        storage.open_ranged(pattern.replace("**", "x.dcm")).read(1)
+        ranged.open_ranged(pattern.replace("**", "x.dcm")).read(1)
 
 
 def test_object_deleted_between_match_and_read(store):
@@ -161,7 +161,7 @@ def test_object_deleted_between_match_and_read(store):
     with pytest.raises(expected):
         FileSystems.open(meta.path)
     with pytest.raises(FileNotFoundError):
-        storage.open_ranged(meta.path).read(1)
+        ranged.open_ranged(meta.path).read(1)
 
 
 def test_direct_runner_tries_prism(monkeypatch):

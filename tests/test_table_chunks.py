@@ -14,10 +14,11 @@ import random
 import pyarrow.parquet as pq
 import pytest
 
-from transforms.csv_safety import guard_fields, guarded_columns
-from transforms.flatten import PATH_COLUMN, Row, order_columns
+from transforms.content.csv_safety import guard_fields, guarded_columns
+from transforms.common.rows import PATH_COLUMN, Row
+from transforms.reading.flatten import order_columns
 from transforms.output import shard_format, tables
-from transforms.table_stats import TableStats, column_of, scan_csv
+from transforms.output.table_stats import TableStats, column_of, scan_csv
 from tests.test_tables import columns_of
 
 TEXTS = ["CT", "a,b", 'say "hi"', "line\nbreak", "cr\rx", "crlf\r\nx", "=1+2", "-3",

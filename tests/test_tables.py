@@ -7,8 +7,8 @@ import os
 
 import pyarrow.parquet as pq
 
-from transforms.columns import UnionColumns
-from transforms.flatten import PATH_COLUMN, Row
+from transforms.output.columns import UnionColumns
+from transforms.common.rows import PATH_COLUMN, Row
 from transforms.output import shard_format, tables
 
 DATE = "Study Date (0008,0020)"

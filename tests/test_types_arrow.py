@@ -12,7 +12,7 @@ import random
 import pyarrow as pa
 import pytest
 
-from transforms.types import ColumnConverter
+from transforms.output.types import ColumnConverter
 
 NUMBERS = ["0", "1", "-1", "+1", "007", ".5", "5.", "-0", "-0.0", "1e5", "1E-5", "+.5e+3",
            "3.14159265358979323846", "1e309", "-1e-400", "9223372036854775807",

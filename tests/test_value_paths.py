@@ -11,8 +11,9 @@ import pytest
 from apache_beam.io.filesystems import FileSystems
 from pydicom import dcmread
 
-from transforms.extract import ExtractHeaders
-from transforms.flatten import FlattenSettings, Row, flatten
+from transforms.reading.extract import ExtractHeaders
+from transforms.common.rows import Row
+from transforms.reading.flatten import FlattenSettings, flatten
 
 DATA = os.path.dirname(pydicom.data.__file__)
 FILES = sorted(

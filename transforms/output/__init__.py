@@ -1,8 +1,11 @@
 """Output lifecycle: everything a run writes, from row shards to the committed tables.
 
+May import ``common``, ``inputs``, ``content`` and ``reading``.
+
 For ``-o scan.csv`` (``scan.parquet`` and the reports are named alike)::
 
-    scan.lock                       held by the one run writing this output  (lock.py)
+    scan.lock                       held by the one run writing this output
+                                    (beam_pipeline/lock.py)
     .scan.tmp-<run>/                this run's temp files: merged tables before rename
     scan.state/CURRENT              JSON: the generation the outputs were built from
     scan.state/gen-<run>/           this run's rows and outcomes, kept for the next run
@@ -23,7 +26,7 @@ A run, step by step (``beam_pipeline/pipeline.py`` shows the same in order):
 4. Tables (``tables.py``): one k-way merge reads the shards whose records reached it and
    writes the CSV and/or Parquet under attempt-unique temp names, memory bounded; then
    finalize renames them into place ("already renamed" counts as done).
-5. Report (``transforms/report.py``): errors, skipped, summary, each written whole.
+5. Report (``transforms/report/summary.py``): errors, skipped, summary, each written whole.
 6. Commit (``state.py``): ``GENERATION.json`` lists the shards and parts that reached
    the commit, then ``CURRENT`` names this generation. A kill before this point leaves
    the previous outputs' state as it was.

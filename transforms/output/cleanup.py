@@ -23,7 +23,7 @@ from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.output.state import GENERATION, RunState, read_json
-from transforms.storage import is_bucket
+from transforms.inputs.storage import is_bucket
 
 
 def list_tree(directory: str) -> list[str]:
@@ -82,9 +82,9 @@ def delete_tree(directory: str) -> None:
 def cleanup(summary: dict, state: RunState, temp_dir: str) -> dict:
     """Delete the run's temp dir, other generations, killed runs' temp dirs and this
     generation's unlisted files. Returns the summary unchanged."""
-    from transforms import beam_internals
+    from transforms.inputs import storage
 
-    beam_internals.prepare_filesystems()
+    storage.prepare_filesystems()
     delete_tree(temp_dir)
     own = FileSystems.split(state.generation)[1]
     for name in sorted(children(state.state_dir, "gen-") - {own}):

@@ -23,18 +23,15 @@ from typing import NamedTuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.transforms.window import GlobalWindow
-from apache_beam.utils.windowed_value import WindowedValue
 
-from transforms.archive_members import archive_of
+from transforms.common.batches import Buffered
+from transforms.common.tags import ARCHIVE_ENTRY, ARCHIVE_UNITS, COUNTS, MANIFEST, REUSE_ROWS
+from transforms.inputs.archive_members import archive_of
 from transforms.output import shard_format
-from transforms.output.spill import MANIFEST, StoredRow, new_shard_path
+from transforms.output.spill import new_shard_path
+from transforms.reading.file_outcomes import StoredRow
 from transforms.output.state import RunState, read_outcomes
 
-REUSE_ROWS = "reuse_rows"
-COUNTS = "counts"
-ARCHIVE_UNITS = "archive_units"
-ARCHIVE_ENTRY = "archive"  # transforms.archives' listing entry: (units,)
 
 
 def archive_units(entry) -> int:
@@ -101,9 +98,9 @@ class ReadEntries(beam.DoFn):
     """(rank, shard or outcome part) -> (path, Entry) for every file it lists."""
 
     def setup(self):
-        from transforms import beam_internals
+        from transforms.inputs import storage
 
-        beam_internals.prepare_filesystems()
+        storage.prepare_filesystems()
 
     def process(self, rank_part):
         rank, part = rank_part
@@ -161,29 +158,25 @@ class Classify(beam.DoFn):
             self.progress.flush()
 
 
-class RespillRows(beam.DoFn):
+class RespillRows(Buffered):
     """(old shard, kept paths) -> ``ShardInfo`` of the kept rows, now stored in this
     run's generation. A shard kept whole and at least half full is copied; the kept rows
     of the others are packed into new shards."""
 
     def __init__(self, generation: str, rows_per_shard: int):
+        super().__init__(rows_per_shard)
         self.generation = generation
-        self.rows_per_shard = max(1, rows_per_shard)
-        self.rows: list = []
 
     def setup(self):
-        from transforms import beam_internals
+        from transforms.inputs import storage
 
-        beam_internals.prepare_filesystems()
-
-    def start_bundle(self):
-        self.rows = []
+        storage.prepare_filesystems()
 
     def process(self, shard_paths):
         old_shard, paths = shard_paths
         keep = set(paths)
         info = shard_format.read_info(old_shard)
-        if len(keep) == info.rows and info.rows * 2 >= self.rows_per_shard:
+        if len(keep) == info.rows and info.rows * 2 >= self.size:
             new = new_shard_path(self.generation)
             FileSystems.copy([old_shard], [new])
             yield info._replace(path=new)
@@ -193,18 +186,11 @@ class RespillRows(beam.DoFn):
             if row.path not in keep:
                 continue
             found += 1
-            self.rows.append(StoredRow(*row))
-            if len(self.rows) >= self.rows_per_shard:
-                yield self._write()
+            yield from self.add(StoredRow(*row))
         if found != len(keep):
             raise RuntimeError(f"{old_shard} holds {found} of the {len(keep)} rows to reuse")
 
-    def finish_bundle(self):
-        if self.rows:
-            yield WindowedValue(self._write(), GlobalWindow().max_timestamp(), [GlobalWindow()])
-
-    def _write(self):
-        rows, self.rows = self.rows, []
+    def flush(self, rows: list):
         return shard_format.write_shard(new_shard_path(self.generation), rows)
 
 

@@ -13,7 +13,7 @@ One shard is one Parquet file (zstd), written once and never changed, one row pe
   (null when unknown): what the incremental manifest needs.
 * ``_cells`` (list of int32): the row's filled cells as indices into the shard's keys,
   ascending, so a row's cells are in the table's column order.
-* ``_values`` (list of large_string): each cell's text, exactly ``transforms.flatten.Row.values``.
+* ``_values`` (list of large_string): each cell's text, exactly ``transforms.reading.flatten.Row.values``.
 * Key-value metadata: ``dicom_meta.format`` = ``FORMAT_NAME``,
   ``dicom_meta.format_version`` = ``FORMAT_VERSION``, ``dicom_meta.keys`` = JSON
   ``[[column, VR], ...]``: a key is a column read with one VR, in the table's column
@@ -40,7 +40,9 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.flatten import PATH_COLUMN, column_sort_key
+from transforms.common.rows import PATH_COLUMN
+
+from transforms.reading.flatten import column_sort_key
 
 FORMAT_NAME = "dicom-meta-extract/row-shard"
 FORMAT_VERSION = 2
@@ -319,7 +321,7 @@ def _is_layout(schema: pa.Schema) -> bool:
 
 def bucket_size(path: str) -> int | None:
     """An object's size on buckets (so a footer costs a ranged read, not the object)."""
-    from transforms.storage import is_bucket
+    from transforms.inputs.storage import is_bucket
 
     if not is_bucket(path):
         return None
@@ -328,7 +330,7 @@ def bucket_size(path: str) -> int | None:
 
 def open_stream(path: str, size: int | None = None):
     """A seekable stream over a shard (or any Parquet state file), ranged on buckets."""
-    from transforms.storage import open_ranged
+    from transforms.inputs.ranged import open_ranged
 
     return open_ranged(path, size=size if size is not None else bucket_size(path))
 

@@ -29,9 +29,7 @@ or of another version becomes a ``state_note`` in the summary and, for the gener
 from __future__ import annotations
 
 import concurrent.futures
-import hashlib
 import json
-import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -42,12 +40,7 @@ import pydicom
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-import transforms.archive_members as archive_members_module
-import transforms.cells as cells_module
-import transforms.extract as extract_module
-import transforms.flatten as flatten_module
-import transforms.header_reader as header_reader_module
-import transforms.paths as paths_module
+from transforms.common.code_digest import code_digest
 from transforms.output import shard_format
 
 STATE_FORMAT = "dicom-meta-extract/state"
@@ -59,10 +52,12 @@ GENERATION = "GENERATION.json"
 ROWS_PATTERN = "rows-*" + shard_format.SUFFIX
 OUTCOMES_PATTERN = "outcomes-*.parquet"
 # The modules whose code decides a row's text: rows kept by other code are stale.
-ROW_CODE_MODULES = [flatten_module, extract_module, header_reader_module, cells_module, paths_module,
-                    archive_members_module]
-# transforms/archives.py imports this module (through spill.py): hashed by its path.
-ROW_CODE_FILES = ["archives.py"]
+ROW_CODE_MODULES = (
+    "transforms.reading.flatten", "transforms.reading.extract",
+    "transforms.reading.header_reader", "transforms.reading.cells", "transforms.common.paths",
+    "transforms.inputs.archive_members", "transforms.reading.archives",
+    "transforms.common.rows",
+)
 
 
 class StateError(Exception):
@@ -164,19 +159,12 @@ def check_file(path: str) -> None:
 
 
 def code_fingerprint() -> str:
-    digest = hashlib.sha256()
-    sources = [module.__file__ for module in ROW_CODE_MODULES]
-    sources += [os.path.join(os.path.dirname(flatten_module.__file__), name)
-                for name in ROW_CODE_FILES]
-    for source in sources:
-        with open(source, "rb") as stream:
-            digest.update(stream.read())
-    return digest.hexdigest()[:16]
+    return code_digest(ROW_CODE_MODULES)[:16]
 
 
 def fingerprint(settings, content: dict | None = None, read_archives: bool = True) -> dict:
     """What stored rows depend on; ``content``: the tag selection and de-identification
-    settings, key fingerprint included (``transforms.content.ContentSettings``);
+    settings, key fingerprint included (``transforms.content.settings.ContentSettings``);
     ``read_archives``: whether archives were read member by member or skipped."""
     return {
         "state_version": STATE_VERSION,
@@ -322,9 +310,9 @@ def commit_state(summary: dict, state: RunState, shards, parts, after=()) -> dic
 
     Both are whole-file replacements: a repeated commit writes the same again.
     ``after``: outputs of steps that must be done first (the HTML report)."""
-    from transforms import beam_internals
+    from transforms.inputs import storage
 
-    beam_internals.prepare_filesystems()
+    storage.prepare_filesystems()
     write_json(FileSystems.join(state.generation, GENERATION), record(
         "generation",
         committed=time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transforms.csv_safety import FORMULA_STARTS
+from transforms.content.csv_safety import FORMULA_STARTS
 from transforms.output.shard_format import CellRows
 
 NEEDS_QUOTES = r'[,"\r\n]'

@@ -38,13 +38,14 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.columns import UnionColumns
-from transforms.csv_safety import guarded_columns
-from transforms.flatten import PATH_COLUMN, order_columns
+from transforms.output.columns import UnionColumns
+from transforms.content.csv_safety import guarded_columns
+from transforms.common.rows import PATH_COLUMN
+from transforms.reading.flatten import order_columns
 from transforms.output import shard_format
 from transforms.output.table_chunks import ChunkBuilder, ChunkColumns, add_to_stats, csv_text
-from transforms.table_stats import TableStats
-from transforms.types import ColumnConverter, arrow_schema
+from transforms.output.table_stats import TableStats
+from transforms.output.types import ColumnConverter, arrow_schema
 
 MEMORY_BUDGET = 256 << 20  # bytes all open shards may hold together
 READER_COST = 256 * 1024  # an open shard's footer, column readers and read buffers
@@ -98,7 +99,7 @@ class _Cursor:
     index)`` with the batch's keys renumbered by ``numbering`` ({(column, VR): number})."""
 
     def __init__(self, number: int, shard, budget_per_shard: int, numbering):
-        from transforms.storage import open_ranged
+        from transforms.inputs.ranged import open_ranged
 
         self.number = number
         self.stream = open_ranged(shard.path, size=shard.size)
@@ -140,7 +141,7 @@ class _TableWriters:
                  stats: TableStats | None = None):
         self.names = column_names(columns)
         self.numbering = {name: number for number, name in enumerate(self.names)}
-        # --csv-formula-guard (transforms/csv_safety.py): which columns are text.
+        # --csv-formula-guard (transforms/content/csv_safety.py): which columns are text.
         self.guarded = (np.array(guarded_columns(self.names, columns), bool)
                         if formula_guard else None)
         self.files = files
@@ -345,9 +346,9 @@ def finalize_tables(renames: dict) -> None:
 
 def _merge_step(_, shards, columns, final: TableFiles, temp_dir: str,
                 formula_guard: bool = False) -> dict:
-    from transforms import beam_internals
+    from transforms.inputs import storage
 
-    beam_internals.prepare_filesystems()
+    storage.prepare_filesystems()
     attempt = uuid.uuid4().hex
     temp = TableFiles(
         FileSystems.join(temp_dir, f"table-{attempt}.csv") if final.csv else None,
@@ -363,9 +364,9 @@ def _merge_step(_, shards, columns, final: TableFiles, temp_dir: str,
 
 
 def _finalize_step(figures: dict) -> dict:
-    from transforms import beam_internals
+    from transforms.inputs import storage
 
-    beam_internals.prepare_filesystems()
+    storage.prepare_filesystems()
     figures = dict(figures)
     finalize_tables(figures.pop("renames"))
     return figures

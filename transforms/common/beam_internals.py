@@ -1,0 +1,94 @@
+"""The one place this project touches internals of a dependency: Beam's bucket clients.
+
+Everything else reads and writes buckets through public APIs: Beam's ``FileSystems``,
+``google.cloud.storage.Client.create_anonymous_client()`` and boto3 with
+``botocore.UNSIGNED`` (``transforms/inputs/storage.py``, which decides when access is
+anonymous and calls :func:`prepare_filesystems`). Three things have no public switch:
+
+* GCS: before its first call in every process, Beam's ``GCSFileSystem`` asks
+  ``apache_beam.internal.gcp.auth`` for Application Default Credentials, retrying with
+  back-off: ~20 s per process on a machine without them (an emulator, a public bucket).
+  When access is anonymous, :func:`prepare_filesystems` fills Beam's credential cache
+  with "no credentials" (what Beam itself caches after the lookup fails), so Beam builds
+  its anonymous client at once. Beam's ``--no_auth`` is read by the Dataflow runner only.
+* The options a worker's ``FileSystems`` were given (``FileSystems.set_options`` has no
+  getter): :func:`filesystems_options`, so bucket helpers see ``--anonymous-access``
+  and the ``--s3_*`` options on workers too.
+* S3 with ``--anonymous-access``: Beam's boto3 wrapper always builds a signing client,
+  which walks the AWS credential chain (up to the EC2 metadata service) and then fails
+  for lack of keys. Here its client is built unsigned, with the same options.
+
+Nothing happens at import. ``storage.prepare_filesystems`` calls this explicitly: from
+the CLI before its checks, and in ``setup`` of each step that uses ``FileSystems`` on
+workers (idempotent, per process). ``tests/test_beam_internals.py`` fails loudly when Beam
+changes what this relies on.
+"""
+
+from __future__ import annotations
+
+import threading
+
+_lock = threading.Lock()
+_done: set = set()
+
+
+def filesystems_options():
+    """What ``FileSystems.set_options`` (or the worker's start-up) gave, or None."""
+    from apache_beam.io.filesystems import FileSystems
+
+    return getattr(FileSystems, "_pipeline_options", None)
+
+
+def prepare_filesystems(anonymous_schemes, unsigned_s3_client_for=None) -> None:
+    """Make Beam's GCS / S3 clients in this process anonymous for ``anonymous_schemes``
+    (``"gs"``, ``"s3"``). ``unsigned_s3_client_for(options)``: the client Beam's S3
+    wrapper should use for those options, or None to sign as usual. Idempotent."""
+    with _lock:
+        for scheme in anonymous_schemes:
+            if scheme in _done:
+                continue
+            if scheme == "gs":
+                _gcs_without_credentials()
+            elif scheme == "s3":
+                _unsigned_beam_s3_client(unsigned_s3_client_for)
+            _done.add(scheme)
+
+
+def _gcs_without_credentials() -> None:
+    try:
+        from apache_beam.internal.gcp import auth
+    except ImportError:  # no gcp extra: Beam has no GCS filesystem to prepare
+        return
+    cache = auth._Credentials  # pylint: disable=protected-access
+    with cache._credentials_lock:  # pylint: disable=protected-access
+        cache._credentials = None  # pylint: disable=protected-access
+        cache._credentials_init = True  # pylint: disable=protected-access
+
+
+def _unsigned_beam_s3_client(unsigned_s3_client_for) -> None:
+    try:
+        from apache_beam.io.aws.clients.s3 import boto3_client
+    except ImportError:  # no aws extra
+        return
+    if getattr(boto3_client, "boto3", None) is None:
+        return
+    client_class = boto3_client.Client
+    if getattr(client_class.__init__, "dicom_meta_unsigned", False):
+        return
+    signed_init = client_class.__init__
+
+    def init(self, options):
+        from apache_beam.options.pipeline_options import PipelineOptions
+
+        unsigned = (unsigned_s3_client_for(options)
+                    if isinstance(options, PipelineOptions) else None)
+        if unsigned is None:
+            signed_init(self, options)
+            return
+        self.client = unsigned
+        self._download_request = None
+        self._download_stream = None
+        self._download_pos = 0
+
+    init.dicom_meta_unsigned = True
+    client_class.__init__ = init

@@ -1,0 +1,174 @@
+"""Buckets: ``gs://`` and ``s3://`` inputs and outputs next to local paths.
+
+Everything goes through Beam's ``FileSystems`` (install the ``gcp`` / ``aws`` extras),
+except where Beam's defaults would cost too much: header-only reads
+(``transforms/inputs/ranged.py``) and these clients.
+
+* Credentials. With ``--anonymous-access``, or when ``STORAGE_EMULATOR_HOST`` names a
+  GCS emulator, this module's clients are anonymous (``Client.create_anonymous_client``)
+  and S3 requests unsigned (``botocore.UNSIGNED``), without any lookup; otherwise ADC
+  for GCS and the usual AWS chain (or the ``--s3_*`` options) for S3. Beam's own clients
+  (``FileSystems``) get the same through ``transforms/common/beam_internals.py``, the one
+  adapter that touches Beam internals.
+* Checks before any work: ``transforms/inputs/checks.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from transforms.common import beam_internals
+
+BUCKET_SCHEMES = ("gs", "s3")
+
+
+class StorageOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument(
+            "--anonymous-access", "--anonymous_access",
+            dest="anonymous_access", action="store_true", default=False,
+            help="Read and write gs:// and s3:// without credentials (public buckets, "
+            "emulators): no credential lookup. Implied for GCS when "
+            "STORAGE_EMULATOR_HOST is set.",
+        )
+
+
+class StorageError(Exception):
+    """A bucket input or output that cannot be used; the message is one line."""
+
+
+def scheme(path: str) -> str | None:
+    return path.split("://", 1)[0].lower() if "://" in path else None
+
+
+def is_bucket(path: str) -> bool:
+    return scheme(path) in BUCKET_SCHEMES
+
+
+def split_bucket(path: str) -> tuple[str, str]:
+    """``gs://bucket/a/b`` -> ``("bucket", "a/b")``."""
+    rest = path.split("://", 1)[1]
+    bucket, _, key = rest.partition("/")
+    return bucket, key
+
+
+def pipeline_options(options=None) -> PipelineOptions:
+    """``options``, else what ``FileSystems.set_options`` / the worker got."""
+    if options is None:
+        options = beam_internals.filesystems_options()
+    return options if options is not None else PipelineOptions([])
+
+
+def prepare_filesystems(options=None) -> None:
+    """Make Beam's own bucket clients in this process anonymous where access is
+    (``transforms.common.beam_internals``). Idempotent; every step that touches
+    ``FileSystems`` calls it in ``setup``."""
+    options = pipeline_options(options)
+    beam_internals.prepare_filesystems(
+        [path_scheme for path_scheme in BUCKET_SCHEMES if anonymous(options, path_scheme)],
+        _unsigned_s3_client_if_anonymous,
+    )
+
+
+def _unsigned_s3_client_if_anonymous(options):
+    return unsigned_s3_client(options) if anonymous(options, "s3") else None
+
+
+def anonymous(options=None, path_scheme: str = "gs") -> bool:
+    """Whether bucket calls go without credentials for ``path_scheme``."""
+    options = pipeline_options(options)
+    if options.view_as(StorageOptions).anonymous_access:
+        return True
+    return path_scheme == "gs" and bool(os.environ.get("STORAGE_EMULATOR_HOST"))
+
+
+# --------------------------------------------------------------------------------------
+# Clients, through public APIs only
+# --------------------------------------------------------------------------------------
+
+def unsigned_s3_client(options):
+    """A boto3 S3 client that signs nothing (public buckets): no credential lookup."""
+    import boto3
+    from botocore import UNSIGNED
+    from botocore.config import Config
+    from apache_beam.options.pipeline_options import S3Options
+
+    s3 = options.view_as(S3Options)
+    return boto3.session.Session().client(
+        "s3",
+        region_name=s3.s3_region_name,
+        endpoint_url=s3.s3_endpoint_url,
+        use_ssl=not s3.s3_disable_ssl,
+        verify=s3.s3_verify,
+        config=Config(signature_version=UNSIGNED),
+    )
+
+
+def s3_client(options):
+    """boto3 S3 client from the ``--s3_*`` options (unsigned when anonymous)."""
+    import boto3
+    from apache_beam.options.pipeline_options import S3Options
+
+    if anonymous(options, "s3"):
+        return unsigned_s3_client(options)
+    s3 = options.view_as(S3Options)
+    return boto3.session.Session().client(
+        "s3",
+        region_name=s3.s3_region_name,
+        api_version=s3.s3_api_version,
+        endpoint_url=s3.s3_endpoint_url,
+        use_ssl=not s3.s3_disable_ssl,
+        verify=s3.s3_verify,
+        aws_access_key_id=s3.s3_access_key_id,
+        aws_secret_access_key=s3.s3_secret_access_key,
+        aws_session_token=s3.s3_session_token,
+    )
+
+
+def gcs_client(options):
+    """google-cloud-storage client: anonymous (emulator, public bucket) or ADC."""
+    from google.cloud import storage as gcs
+    from apache_beam.options.pipeline_options import GoogleCloudOptions
+
+    if anonymous(options, "gs"):
+        return gcs.Client.create_anonymous_client()  # honours STORAGE_EMULATOR_HOST
+    return gcs.Client(project=options.view_as(GoogleCloudOptions).project)
+
+
+_clients: dict = {}
+_clients_lock = threading.Lock()
+
+
+def client(path_scheme: str, options):
+    """One client per process and configuration (Beam builds one per call)."""
+    from apache_beam.options.pipeline_options import GoogleCloudOptions, S3Options
+
+    if path_scheme == "gs":
+        key = ("gs", anonymous(options, "gs"), os.environ.get("STORAGE_EMULATOR_HOST"),
+               options.view_as(GoogleCloudOptions).project)
+    else:
+        s3 = options.view_as(S3Options)
+        key = ("s3", anonymous(options, "s3"), s3.s3_endpoint_url, s3.s3_region_name,
+               s3.s3_access_key_id, s3.s3_secret_access_key, s3.s3_session_token)
+    with _clients_lock:
+        cached = _clients.get(key)
+        if cached is None:
+            cached = gcs_client(options) if path_scheme == "gs" else s3_client(options)
+            _clients[key] = cached
+        return cached
+
+
+class PrepareStorage(beam.DoFn):
+    """Pass-through whose ``setup`` prepares Beam's bucket clients in the worker that
+    lists the inputs (Beam's own match step imports nothing of this project)."""
+
+    def setup(self):
+        prepare_filesystems()
+
+    def process(self, element):
+        yield element

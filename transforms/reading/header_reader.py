@@ -1,0 +1,734 @@
+"""Lean header reader: one pass over a Part 10 file's header bytes straight to its Row.
+
+``transforms.reading.extract`` tries this reader first and falls back to the pydicom path
+(``dcmread`` + ``flatten``) whenever it returns ``None``. The row must be exactly the
+one the pydicom path gives (``tests/test_header_reader.py`` checks every pydicom test
+file and a benchmark archive), so the reader only handles what it can reproduce
+exactly and declines everything else.
+
+Read, as ``dcmread(stop_before_pixels=True, defer_size=DEFER_SIZE)`` reads it: the
+preamble, the File Meta group (explicit VR little endian), then the dataset in explicit
+or implicit VR little endian up to (7FE0,0010)/(7FE0,0009)/(7FE0,0008), recursing into
+defined- and undefined-length sequences and items (an item may switch to implicit VR,
+as pydicom allows). Skipped without reading their values: private elements (unless
+``include_private``), the groups ``flatten`` never shows, and top-level binary values
+too long to show; their lengths are still checked against the file size, as
+``check_complete`` does.
+
+The names, character sets and value rules are pydicom's (``pydicom.datadict``,
+``pydicom.charset``) through the very helpers ``flatten`` uses, so the text is the same.
+
+Declined (``None``, the pydicom path decides, errors included): no File Meta, a File
+Meta that is not explicit VR little endian, big endian, deflated or private transfer
+syntaxes, a command set, the dataset's VR encoding not matching its transfer syntax,
+unknown or ambiguous VRs (``US or SS``...), UN elements that would be shown, tags out
+of order or repeated, undefined-length values that are not sequences, items that are
+not items, values running past their item, sequence or the file, a file ending inside
+an element header, a charset-dependent value before (0008,0005), private elements in
+implicit VR or private creators that are not plain ASCII (with ``include_private``),
+any value that does not format, a pydicom configuration other than its defaults, and
+any ``FlattenSettings`` field this reader does not know.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import struct
+
+from pydicom import config, hooks
+from pydicom.charset import convert_encodings
+from pydicom.datadict import dictionary_VR
+from pydicom.hooks import raw_element_vr as default_raw_element_vr
+from pydicom.tag import BaseTag
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ImplicitVRLittleEndian,
+    PrivateTransferSyntaxes,
+)
+from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, VR
+
+from transforms.common.rows import BINARY_VRS, CHARSET_TEXT_VRS, DEFAULT_ENCODING, NUMBER_FORMATS, NUMBER_SIZES, PATH_COLUMN, SINGLE_TEXT_VRS, TEXT_VRS, Row
+
+from transforms.reading.flatten import DEFAULT_ENCODINGS, FlattenSettings, decode_text, format_number, is_skipped_group, join_text, private_element_name, public_name
+
+# Same threshold as extraction's dcmread: top-level values longer than this are not read.
+DEFER_SIZE = 4096
+# The FlattenSettings fields this reader implements; any other field means "decline".
+# max_values and max_cell_chars are applied to every reader's Row afterwards (transforms/reading/cells.py);
+# deferred numeric values, the one place the pydicom path bounds them itself, are declined.
+SUPPORTED_SETTINGS = frozenset({
+    "include_private", "max_sequence_items", "max_binary_bytes", "max_values", "max_cell_chars",
+})
+# First read, prefix included: ranged.FIRST_BLOCK, so a short header costs a bucket
+# reader one request.
+FIRST_READ = 16384
+
+PREAMBLE_END = 132  # 128-byte preamble + "DICM"
+ITEM = 0xFFFEE000
+ITEM_DELIMITER = 0xFFFEE00D
+SEQUENCE_DELIMITER = 0xFFFEE0DD
+UNDEFINED = 0xFFFFFFFF
+CHARSET = 0x00080005
+TRANSFER_SYNTAX = 0x00020010
+PIXEL_REPRESENTATION = 0x00280103
+STOP_TAGS = frozenset({0x7FE00010, 0x7FE00009, 0x7FE00008})  # stop_before_pixels
+
+EXPLICIT_VRS = {vr.value.encode(): vr.value for vr in VR if len(vr.value) == 2}
+LONG_LENGTH_VRS = frozenset(vr.value for vr in EXPLICIT_VR_LENGTH_32)
+FORMATTED_BINARY_VRS = BINARY_VRS - {"UN"}
+# Text VRs by how their text is made, so the hot loops test one small int (0: not text).
+# DEFAULT_MULTI: default character set, several values (AE AS CS DA DS DT IS TM UI);
+# DEFAULT_SINGLE: UR; CHARSET: decoded with the item's Specific Character Set.
+DEFAULT_MULTI, DEFAULT_SINGLE, CHARSET_DECODED = 1, 2, 3
+TEXT_KINDS = {
+    vr: CHARSET_DECODED if vr in CHARSET_TEXT_VRS
+    else DEFAULT_SINGLE if vr in SINGLE_TEXT_VRS else DEFAULT_MULTI
+    for vr in TEXT_VRS
+}
+# Explicit VR bytes -> (VR, has a 32-bit length, text kind): one look-up per element.
+EXPLICIT_INFO = {
+    raw: (vr, vr in LONG_LENGTH_VRS, TEXT_KINDS.get(vr, 0)) for raw, vr in EXPLICIT_VRS.items()
+}
+
+_IMPLICIT_HEADER = struct.Struct("<HHL").unpack_from
+_EXPLICIT_HEADER = struct.Struct("<HH2sH").unpack_from
+_LONG_LENGTH = struct.Struct("<L").unpack_from
+
+
+class Decline(Exception):
+    """The pydicom path must read this file."""
+
+
+class _NeedMore(Exception):
+    """An undefined-length sequence runs past the bytes read so far."""
+
+
+def settings_supported(settings) -> bool:
+    """Whether every field of ``settings`` is one this reader implements."""
+    if type(settings) is not FlattenSettings:  # pylint: disable=unidiomatic-typecheck
+        return False
+    names = {field.name for field in dataclasses.fields(settings)}
+    # Tag selection (--tags/--exclude-tags) is the pydicom walker's: with one, decline.
+    if "selection" in names:
+        if settings.selection:
+            return False
+        names.discard("selection")
+    return names <= SUPPORTED_SETTINGS
+
+
+def pydicom_defaults() -> bool:
+    """The pydicom configuration whose reading rules this reader reproduces."""
+    return (
+        config.settings.reading_validation_mode != config.RAISE
+        and config.data_element_callback is None
+        and config.replace_un_with_known_vr
+        and config.settings.infer_sq_for_un_vr
+        and config.assume_implicit_vr_switch
+        and hooks.raw_element_vr is default_raw_element_vr
+        and not PrivateTransferSyntaxes
+    )
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def implicit_vr(tag: int) -> str | None:
+    """The VR pydicom gives a public implicit-VR element (``raw_element_vr``)."""
+    try:
+        return dictionary_VR(BaseTag(tag))
+    except KeyError:
+        return "UL" if tag & 0xFFFF == 0 else "UN"
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def implicit_info(tag: int) -> tuple[str | None, int]:
+    """``implicit_vr`` and its text kind."""
+    vr = implicit_vr(tag)
+    return vr, TEXT_KINDS.get(vr, 0)
+
+
+@functools.lru_cache(maxsize=256)
+def encodings_of(raw: bytes) -> list[str] | None:
+    """Encodings named by a (0008,0005) value, as ``flatten`` derives them; None: inherit."""
+    terms = [term.strip(" \0") for term in raw.decode(DEFAULT_ENCODING).split("\\")]
+    if not any(terms):
+        return None
+    return convert_encodings(terms if len(terms) > 1 else terms[0])
+
+
+@functools.lru_cache(maxsize=4096)
+def _private_name(tag: int, creator: str | None) -> str:
+    return private_element_name(BaseTag(tag), creator)
+
+
+class HeaderReader:
+    """``read(stream, path, size)`` -> Row, or None when the pydicom path must read it."""
+
+    def __init__(self, settings: FlattenSettings):
+        self.settings = settings
+        self.enabled = settings_supported(settings)
+        if self.enabled:
+            self.include_private = settings.include_private
+            self.limit = settings.max_sequence_items
+            self.max_bytes = settings.max_binary_bytes
+        # Column names of public tags by item prefix: a name depends on nothing else.
+        self._names: dict[str, dict[int, str]] = {}
+
+    def read(self, stream, path: str, size: int | None, prefix: bytes) -> Row | None:
+        """``stream`` is positioned after ``prefix``, the file's first 132 bytes."""
+        if not self.enabled or size is None or not pydicom_defaults():
+            return None
+        try:
+            return _File(self, stream, path, size, prefix).read()
+        except (Decline, _NeedMore):
+            return None
+        except Exception:  # pylint: disable=broad-except  # any doubt: pydicom decides
+            return None
+
+    def names(self, prefix: str) -> dict[int, str]:
+        names = self._names.get(prefix)
+        if names is None:
+            names = self._names[prefix] = {}
+        return names
+
+
+class _File:
+    """One file being read: its buffer and the row being filled."""
+
+    def __init__(self, reader: HeaderReader, stream, path: str, size: int, prefix: bytes):
+        self.reader = reader
+        self.stream = stream
+        self.size = size
+        self.buf = prefix + stream.read(FIRST_READ - len(prefix))
+        self.base = 0  # file offset of buf[0]
+        self.values = {PATH_COLUMN: path}
+        self.vrs = {PATH_COLUMN: "UR"}
+        self.path = path
+        self.top_creators: dict = {}  # private creator tag -> its stored bytes
+
+    # -- bytes --------------------------------------------------------------------
+
+    def _extend(self, end: int) -> bool:
+        """Read on until ``buf`` holds ``end`` bytes; False if the file ends first."""
+        buf = self.buf
+        while len(buf) < end:
+            chunk = self.stream.read(max(end - len(buf), len(buf)))
+            if not chunk:
+                self.buf = buf
+                return False
+            buf += chunk
+        self.buf = buf
+        return True
+
+    def _skip_to(self, end: int) -> None:
+        """Continue at buffer offset ``end`` (past the bytes read), without reading the gap."""
+        target = self.base + end
+        self.stream.seek(target)
+        self.base = target
+        self.buf = self.stream.read(FIRST_READ)
+
+    # -- top level ----------------------------------------------------------------
+
+    def read(self) -> Row:
+        p = self._file_meta(PREAMBLE_END)
+        implicit = self._transfer_syntax()
+        p = self._dataset(p, implicit)
+        return Row(self.path, self.values, self.vrs)
+
+    def _file_meta(self, p: int) -> int:
+        buf = self.buf
+        if len(buf) < p + 6 or not (0x40 < buf[p + 4] < 0x5B and 0x40 < buf[p + 5] < 0x5B):
+            raise Decline("File Meta not explicit VR")
+        names = self.reader.names("")
+        last = -1
+        self.transfer_syntax = None
+        while True:
+            if p + 8 > len(buf) and not self._extend(p + 8):
+                raise Decline("file ends in the File Meta")
+            buf = self.buf
+            group, element, vr_bytes, length = _EXPLICIT_HEADER(buf, p)
+            if group != 2:
+                break
+            vr = EXPLICIT_VRS.get(vr_bytes)
+            if vr is None:
+                raise Decline("unknown VR")
+            start = p + 8
+            if vr in LONG_LENGTH_VRS:
+                if start + 4 > len(buf) and not self._extend(start + 4):
+                    raise Decline("file ends in the File Meta")
+                length = _LONG_LENGTH(self.buf, start)[0]
+                start += 4
+            tag = group << 16 | element
+            if tag <= last or length == UNDEFINED or vr == "SQ" or vr == "UN":
+                raise Decline("unusual File Meta element")
+            last = tag
+            end = start + length
+            if end > len(self.buf) and not self._extend(end):
+                raise Decline("file ends in the File Meta")
+            buf = self.buf
+            if tag == TRANSFER_SYNTAX:
+                self.transfer_syntax = buf[start:end]
+            if length:
+                name = names.get(tag)
+                if name is None:
+                    name = names[tag] = public_name(tag)
+                self._value(name, vr, buf, start, length, DEFAULT_ENCODINGS)
+            p = end
+        if last == -1:
+            raise Decline("no File Meta")
+        return p
+
+    def _transfer_syntax(self) -> bool:
+        """True for implicit VR little endian, False for explicit; Decline otherwise."""
+        if self.transfer_syntax is None:
+            raise Decline("no Transfer Syntax UID")
+        uid = self.transfer_syntax.decode(DEFAULT_ENCODING).rstrip("\0 ")
+        if "\\" in uid or uid in (ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian):
+            raise Decline(f"transfer syntax {uid}")
+        return uid == ImplicitVRLittleEndian
+
+    def _dataset(self, p: int, implicit: bool) -> int:
+        """The top-level dataset, from buffer offset ``p`` to the pixel data or the end."""
+        reader = self.reader
+        include_private = reader.include_private
+        max_bytes = reader.max_bytes
+        names = reader.names("")
+        values, vrs = self.values, self.vrs
+        encodings = DEFAULT_ENCODINGS
+        last = -1
+        pixel_representation = None
+        has_sequence = False
+        self._check_first(p, implicit)
+        buf = self.buf
+        avail = len(buf)
+        while True:
+            if p + 12 > avail:
+                if not self._extend(p + 12) and p + 8 > len(self.buf):
+                    if p == len(self.buf):
+                        break  # end of file
+                    raise Decline("file ends inside an element header")
+                buf = self.buf
+                avail = len(buf)
+            if implicit:
+                group, element, length = _IMPLICIT_HEADER(buf, p)
+                start = p + 8
+                tag = group << 16 | element
+                private = group & 1
+                if private:
+                    vr, kind = "UN", 0
+                else:
+                    vr, kind = implicit_info(tag)
+            else:
+                group, element, vr_bytes, length = _EXPLICIT_HEADER(buf, p)
+                info = EXPLICIT_INFO.get(vr_bytes)
+                if info is None:
+                    raise Decline("unknown VR")
+                vr, long_length, kind = info
+                start = p + 8
+                if long_length:
+                    if start + 4 > avail:
+                        raise Decline("file ends inside an element header")
+                    length = _LONG_LENGTH(buf, start)[0]
+                    start += 4
+                tag = group << 16 | element
+                private = group & 1
+            if tag <= last or group >= 0x6000 and (
+                tag in STOP_TAGS or group == 0xFFFE or is_skipped_group(group)
+            ):
+                if tag in STOP_TAGS:
+                    break
+                if tag <= last or group == 0xFFFE:
+                    raise Decline("tag out of order")
+                shown = False  # a skipped group
+            else:
+                shown = include_private or not private
+            last = tag
+            if length == UNDEFINED:
+                if shown:
+                    has_sequence = True
+                    if private and implicit:
+                        raise Decline("private element in implicit VR")
+                p = self._undefined(tag, vr, implicit, start, shown, encodings, private)
+                buf = self.buf
+                avail = len(buf)
+                continue
+            end = start + length
+            if not shown or not length:
+                if end > avail:
+                    if self.base + end > self.size:
+                        raise Decline("file ends inside an element")
+                    self._skip_to(end)
+                    buf = self.buf
+                    avail = len(buf)
+                    p = 0
+                else:
+                    p = end
+                continue
+            if private:
+                if implicit:
+                    raise Decline("private element in implicit VR")
+                name = self._name(tag, private, names, "", None)
+                if element & 0xFF00 == 0 and element >= 0x10:  # a private creator
+                    if end > avail:
+                        if not self._extend(end):
+                            raise Decline("file ends inside an element")
+                        buf = self.buf
+                        avail = len(buf)
+                    self.top_creators[tag] = buf[start:end] if vr == "LO" else b"\\"
+            else:
+                name = names.get(tag)
+                if name is None:
+                    name = self._name(tag, private, names, "", None)
+            if kind:  # text: the common case
+                if end > avail:
+                    if not self._extend(end):
+                        raise Decline("file ends inside an element")
+                    buf = self.buf
+                    avail = len(buf)
+                raw = buf[start:end]
+                if tag <= CHARSET:
+                    if tag == CHARSET:
+                        encodings = encodings_of(raw) or encodings
+                    elif kind == CHARSET_DECODED:
+                        raise Decline("charset-dependent value before the Specific Character Set")
+                if kind == DEFAULT_MULTI and b"\\" not in raw:
+                    # join_text of one ISO 8859-1 value: one character per byte, so
+                    # stripping the bytes strips the text.
+                    text = raw.strip(b" \0").decode(DEFAULT_ENCODING)
+                elif kind == CHARSET_DECODED:
+                    text = decode_text(vr, raw, encodings)
+                else:
+                    text = join_text(vr, raw.decode(DEFAULT_ENCODING))
+                if text:
+                    values[name] = text
+                    vrs[name] = vr
+                p = end
+                continue
+            if vr == "UN" or " or " in vr or tag == CHARSET:
+                # (a Specific Character Set that is not text: pydicom decides)
+                raise Decline("UN or ambiguous VR")
+            if vr in FORMATTED_BINARY_VRS and (
+                length > max_bytes or (length > DEFER_SIZE and not implicit)
+            ):
+                # Not read (the pydicom path defers it, or shows only its length).
+                if self.base + end > self.size:
+                    raise Decline("file ends inside an element")
+                values[name] = f"<{length} bytes>"
+                vrs[name] = vr
+                if end > avail:
+                    self._skip_to(end)
+                    buf = self.buf
+                    avail = len(buf)
+                    p = 0
+                else:
+                    p = end
+                continue
+            if length > DEFER_SIZE and not implicit and vr != "SQ" and (
+                vr not in FORMATTED_BINARY_VRS
+            ):
+                raise Decline("deferred non-binary value")  # pydicom keeps it raw
+            if end > avail:
+                if not self._extend(end):
+                    raise Decline("file ends inside an element")
+                buf = self.buf
+                avail = len(buf)
+            if tag == PIXEL_REPRESENTATION:
+                pixel_representation = length
+            if vr == "SQ":
+                has_sequence = True
+                _Items(self, buf, end, False).sequence(start, end, implicit, encodings, name)
+            else:
+                self._value(name, vr, buf, start, length, encodings)
+            p = end
+        if has_sequence and pixel_representation not in (None, 0, 2):
+            # pydicom converts a dataset's Pixel Representation whenever it converts one
+            # of its sequences, and a malformed one fails the sequence.
+            raise Decline("malformed Pixel Representation next to a sequence")
+        return p
+
+    def _check_first(self, p: int, implicit: bool) -> None:
+        """pydicom's ``_is_implicit_vr``: the dataset's first VR decides its encoding;
+        a mismatch with the transfer syntax (or a command set first) is pydicom's call."""
+        if p + 8 > len(self.buf) and not self._extend(p + 8):
+            return  # at most an empty dataset: the loop decides
+        buf = self.buf
+        group, element = struct.unpack_from("<HH", buf, p)
+        looks_explicit = 0x40 < buf[p + 4] < 0x5B and 0x40 < buf[p + 5] < 0x5B
+        if group == 0 or (group << 16 | element) in STOP_TAGS or looks_explicit == implicit:
+            raise Decline("VR encoding does not match the transfer syntax")
+
+    def _undefined(self, tag, vr, implicit, start, shown, encodings, private) -> int:
+        """An undefined-length top-level element: must be a sequence; its end offset."""
+        if vr == "UN" and not shown:
+            vr = "SQ"  # pydicom reads undefined-length UN as a sequence
+        elif implicit and vr == "UN":
+            vr = "SQ" if self._next_is_item(start) else None
+        if vr != "SQ":
+            raise Decline("undefined-length value that is not a sequence")
+        name = None
+        if shown:
+            name = self.reader.names("").get(tag) if not private else None
+            if name is None:
+                name = self._name(tag, private, self.reader.names(""), "", None)
+        while True:
+            try:
+                return _Items(self, self.buf, len(self.buf), True).sequence(
+                    start, None, implicit, encodings, name
+                )
+            except _NeedMore:
+                # Read twice as much and parse the sequence again (its columns are
+                # simply written again).
+                before = len(self.buf)
+                self._extend(before * 2)
+                if len(self.buf) == before:
+                    raise Decline("file ends inside a sequence") from None
+
+    def _next_is_item(self, p: int) -> bool:
+        if p + 4 > len(self.buf) and not self._extend(p + 4):
+            return False
+        return struct.unpack_from("<L", self.buf, p)[0] == (0xE000 << 16 | 0xFFFE)
+
+    # -- shared with items --------------------------------------------------------
+
+    def _name(self, tag, private, names, prefix, creators) -> str:
+        if not private:
+            name = names[tag] = prefix + public_name(tag)
+            return name
+        return prefix + _private_name(tag, self._creator(tag, creators))
+
+    def _creator(self, tag: int, creators: dict | None) -> str | None:
+        if creators is None:
+            creators = self.top_creators
+        if not tag & 0xFF00:
+            return None
+        raw = creators.get((tag >> 16) << 16 | (tag & 0xFFFF) >> 8)
+        if raw is None:
+            return None
+        text = raw.strip(b" \0")
+        if b"\\" in text or not all(0x20 <= byte < 0x7F for byte in text):
+            raise Decline("private creator not plain ASCII")
+        return text.decode("ascii") or None
+
+    def _value(self, name: str, vr: str, buf: bytes, start: int, length: int, encodings):
+        """Text of a non-sequence value of ``length`` > 0 at ``buf[start:]``."""
+        if vr in TEXT_VRS:
+            raw = buf[start:start + length]
+            if vr in CHARSET_TEXT_VRS:
+                text = decode_text(vr, raw, encodings)
+            else:
+                text = join_text(vr, raw.decode(DEFAULT_ENCODING))
+            if text:
+                self.values[name] = text
+                self.vrs[name] = vr
+            return
+        if vr in FORMATTED_BINARY_VRS:
+            if length > self.reader.max_bytes:
+                text = f"<{length} bytes>"
+            else:
+                text = buf[start:start + length].hex()
+        elif vr in NUMBER_FORMATS:
+            size = NUMBER_SIZES[vr]
+            if length % size:
+                raise Decline("not a whole number of values")
+            numbers = struct.unpack_from(f"<{length // size}{NUMBER_FORMATS[vr]}", buf, start)
+            text = "\\".join(format_number(vr, number) for number in numbers)
+        elif vr == "AT":
+            if length % 4:
+                raise Decline("not a whole number of AT values")
+            pairs = struct.unpack_from(f"<{length // 2}H", buf, start)
+            text = "\\".join(
+                f"({pairs[i]:04X},{pairs[i + 1]:04X})" for i in range(0, len(pairs), 2)
+            )
+        else:
+            raise Decline(f"VR {vr}")
+        if text:
+            self.values[name] = text
+            self.vrs[name] = vr
+
+
+class _Items:
+    """Sequences and their items inside ``buf[:avail]`` (``undefined``: more may follow
+    in the file, so running out of bytes asks for more instead of declining)."""
+
+    def __init__(self, file: _File, buf: bytes, avail: int, undefined: bool):
+        self.file = file
+        self.buf = buf
+        self.avail = avail
+        self.undefined = undefined
+        reader = file.reader
+        self.include_private = reader.include_private
+        self.limit = reader.limit
+
+    def _short(self):
+        if self.undefined:
+            raise _NeedMore()
+        raise Decline("value runs past its sequence")
+
+    def sequence(self, p, end, implicit, encodings, name) -> int:
+        """Items from ``p`` to ``end`` (None: to the sequence delimiter); returns the end.
+
+        ``name`` None: read only to find the end (an element that is not shown)."""
+        buf = self.buf
+        avail = self.avail
+        limit = self.limit
+        count = 0
+        while True:
+            if end is not None and p >= end:
+                if p > end:
+                    raise Decline("item runs past its sequence")
+                break
+            if p + 8 > avail:
+                self._short()
+            group, element, length = _IMPLICIT_HEADER(buf, p)
+            tag = group << 16 | element
+            p += 8
+            if tag == SEQUENCE_DELIMITER:
+                if end is not None:
+                    raise Decline("sequence delimiter in a defined-length sequence")
+                break
+            if tag != ITEM:
+                raise Decline("not an item")
+            count += 1
+            prefix = None
+            if name is not None and (not limit or count <= limit):
+                prefix = (name if count == 1 else f"{name} [{count}]") + " - "
+            p = self.item(p, length, implicit, encodings, prefix)
+        if name is not None and limit and count > limit:
+            self.file.values[f"{name} #items"] = str(count)
+            self.file.vrs[f"{name} #items"] = "IS"
+        return p
+
+    def item(self, p, length, implicit, encodings, prefix) -> int:
+        buf = self.buf
+        avail = self.avail
+        if length == UNDEFINED:
+            item_end = None
+        else:
+            item_end = p + length
+            if item_end > avail:
+                self._short()
+        if not implicit and (item_end is None or item_end > p):
+            # pydicom's _is_implicit_vr for an item: implicit unless the VR looks valid.
+            if p + 6 > avail:
+                self._short()
+            implicit = not (0x40 < buf[p + 4] < 0x5B and 0x40 < buf[p + 5] < 0x5B)
+        file = self.file
+        values, vrs = file.values, file.vrs
+        include_private = self.include_private
+        names = file.reader.names(prefix) if prefix is not None else None
+        creators: dict = {}
+        last = -1
+        pixel_representation = None
+        has_sequence = False
+        while True:
+            if item_end is not None and p >= item_end:
+                if p > item_end:
+                    raise Decline("element runs past its item")
+                break
+            if p + 8 > avail:
+                self._short()
+            if implicit:
+                group, element, length = _IMPLICIT_HEADER(buf, p)
+                vr = None
+                start = p + 8
+            else:
+                group, element, vr_bytes, length = _EXPLICIT_HEADER(buf, p)
+                info = EXPLICIT_INFO.get(vr_bytes)
+                start = p + 8
+                if info is None:
+                    if group != 0xFFFE or element != 0xE00D:
+                        raise Decline("unknown VR")
+                    vr = None
+                else:
+                    vr, long_length, kind = info
+                    if long_length:
+                        if start + 4 > avail:
+                            self._short()
+                        length = _LONG_LENGTH(buf, start)[0]
+                        start += 4
+            tag = group << 16 | element
+            if tag == ITEM_DELIMITER:
+                if item_end is not None:
+                    raise Decline("item delimiter in a defined-length item")
+                p = start
+                break
+            if tag <= last or group == 0xFFFE:
+                raise Decline("tag out of order")
+            last = tag
+            private = group & 1
+            shown = (
+                prefix is not None
+                and (include_private or not private)
+                and not is_skipped_group(group)
+            )
+            if implicit:
+                if private:
+                    if shown:
+                        raise Decline("private element in implicit VR")
+                    vr, kind = "UN", 0
+                else:
+                    vr, kind = implicit_info(tag)
+            if length == UNDEFINED:
+                if vr == "UN" and not shown:
+                    vr = "SQ"
+                elif implicit and vr == "UN":
+                    vr = "SQ" if (
+                        start + 4 <= avail
+                        and _IMPLICIT_HEADER(buf, start)[:2] == (0xFFFE, 0xE000)
+                    ) else None
+                if vr != "SQ":
+                    raise Decline("undefined-length value that is not a sequence")
+                name = None
+                if shown:
+                    has_sequence = True
+                    name = names.get(tag) if not private else None
+                    if name is None:
+                        name = file._name(tag, private, names, prefix, creators)
+                p = self.sequence(start, None, implicit, encodings, name)
+                continue
+            end = start + length
+            if end > avail:
+                self._short()
+            if item_end is not None and end > item_end:
+                raise Decline("element runs past its item")
+            if private and element & 0xFF00 == 0 and element >= 0x10:
+                creators[tag] = buf[start:end] if vr == "LO" else b"\\"
+            if tag == PIXEL_REPRESENTATION:
+                pixel_representation = length
+            p = end
+            if not shown:
+                continue
+            if tag <= CHARSET:
+                if tag == CHARSET:
+                    encodings = encodings_of(buf[start:end]) or encodings
+                elif kind == CHARSET_DECODED and length:
+                    raise Decline("charset-dependent value before the Specific Character Set")
+            if not length:
+                continue
+            name = names.get(tag) if not private else None
+            if kind:  # text: the common case, inline (as in _File._dataset)
+                if name is None:
+                    name = file._name(tag, private, names, prefix, creators)
+                raw = buf[start:end]
+                if kind == DEFAULT_MULTI and b"\\" not in raw:
+                    text = raw.strip(b" \0").decode(DEFAULT_ENCODING)
+                elif kind == CHARSET_DECODED:
+                    text = decode_text(vr, raw, encodings)
+                else:
+                    text = join_text(vr, raw.decode(DEFAULT_ENCODING))
+                if text:
+                    values[name] = text
+                    vrs[name] = vr
+                continue
+            if vr == "UN" or " or " in vr:
+                raise Decline("UN or ambiguous VR")
+            if name is None:
+                name = file._name(tag, private, names, prefix, creators)
+            if vr == "SQ":
+                has_sequence = True
+                self.sequence(start, end, implicit, encodings, name)
+                continue
+            file._value(name, vr, buf, start, length, encodings)
+        if has_sequence and pixel_representation not in (None, 0, 2):
+            raise Decline("malformed Pixel Representation next to a sequence")
+        return p

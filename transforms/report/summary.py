@@ -1,0 +1,130 @@
+"""Report: errors.csv, skipped.csv and summary.json, written once the table is in place
+(then the HTML report from them: transforms/report/html_report.py).
+
+Every matched file is either a row, an error (with its reason) or a skipped non-DICOM
+file (with its reason); the summary checks that the three add up to the files matched.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+import uuid
+from typing import NamedTuple
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+
+
+class OutputPaths(NamedTuple):
+    """Where one run writes: ``scan.csv`` gives ``scan.errors.csv`` and so on."""
+
+    table: str
+    errors: str
+    skipped: str
+    summary: str
+    temp_dir: str
+    parquet: str = ""  # ``scan.csv`` or ``scan.parquet`` gives ``scan.parquet``
+    formats: tuple = ("csv",)
+    report: str = ""  # scan.report.html (transforms/report/html_report.py)
+
+    @classmethod
+    def for_output(cls, output: str, run_id: str, formats=("csv",)) -> "OutputPaths":
+        parquet = output.lower().endswith(".parquet")
+        if parquet:
+            stem = output[: -len(".parquet")]
+        else:
+            stem = output[: -len(".csv")] if output.lower().endswith(".csv") else output
+        directory, name = FileSystems.split(stem)
+        return cls(
+            table=stem + ".csv" if parquet else output,
+            errors=stem + ".errors.csv",
+            skipped=stem + ".skipped.csv",
+            summary=stem + ".summary.json",
+            temp_dir=FileSystems.join(directory, f".{name}.tmp-{run_id}"),
+            parquet=output if parquet else stem + ".parquet",
+            formats=tuple(formats),
+            report=stem + ".report.html",
+        )
+
+    @property
+    def outputs(self) -> list[str]:
+        """The tables this run writes, in ``formats`` order."""
+        return [self.table if fmt == "csv" else self.parquet for fmt in self.formats]
+
+
+def write_csv_file(path: str, header: list[str], records) -> None:
+    """A small CSV (errors, skipped) written whole, under a temporary name first."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(header)
+    writer.writerows(sorted(records))
+    _write_atomically(path, buffer.getvalue().encode("utf-8", "backslashreplace"))
+
+
+def _write_atomically(path: str, data: bytes) -> None:
+    """Under a name unique to this attempt, then renamed: a repeated step rewrites it."""
+    temp_path = f"{path}.{uuid.uuid4().hex[:12]}.partial"
+    with FileSystems.create(temp_path) as out:
+        out.write(data)
+    FileSystems.rename([temp_path], [path])
+
+
+def write_report(_, paths: OutputPaths, started: float, matched, rows, columns, errors, skipped,
+                 extra=None):
+    from transforms.inputs import storage
+
+    storage.prepare_filesystems()
+    # ErrorType: transforms/reading/errors.py's vocabulary; Exception: the original exception.
+    write_csv_file(paths.errors, ["DicomPath", "ErrorType", "Message", "Exception"], errors)
+    write_csv_file(paths.skipped, ["DicomPath", "Reason"], skipped)
+    summary = {
+        "files_matched": matched,
+        "rows": rows,
+        "errors": len(errors),
+        "non_dicom_skipped": len(skipped),
+        "columns": len(columns),
+        "accounted_for": matched == rows + len(errors) + len(skipped),
+        "seconds": round(time.time() - started, 3),
+        "table": paths.outputs[0],
+        "outputs": paths.outputs,
+        "errors_file": paths.errors,
+        "skipped_file": paths.skipped,
+        "report_file": paths.report,
+        **(extra or {}),
+    }
+    _write_atomically(paths.summary, json.dumps(summary, indent=2).encode("utf-8"))
+    return summary
+
+
+class WriteReport(beam.PTransform):
+    """Writes the report after the table; its output is the summary dict."""
+
+    def __init__(self, paths: OutputPaths, started: float):
+        super().__init__()
+        self.paths = paths
+        self.started = started
+
+    def expand(self, inputs):
+        # ``matched``: one int, the files (and archive members) matched.
+        # An optional sixth input: one dict of extra summary entries (incremental runs).
+        matched, table_rows, columns, errors, skipped, *extra = inputs
+        extra_inputs = [beam.pvalue.AsSingleton(extra[0])] if extra else []
+        return (
+            matched.pipeline
+            | "Once" >> beam.Create([None])
+            | "Write" >> beam.Map(
+                write_report,
+                self.paths,
+                self.started,
+                beam.pvalue.AsSingleton(matched),
+                beam.pvalue.AsSingleton(table_rows),
+                beam.pvalue.AsSingleton(columns),
+                beam.pvalue.AsList(errors),
+                beam.pvalue.AsList(skipped),
+                *extra_inputs,
+            )
+        )
