@@ -80,13 +80,15 @@ def stage_of_fused(fused: str) -> str:
 
 
 class TreeCpu:
-    """CPU seconds (user + sys) of this process and all its descendants, reaped ones too."""
+    """CPU seconds (user + sys) of this process and all its descendants: the live ones as
+    sampled, the reaped ones from ``RUSAGE_CHILDREN`` (a grandchild's share reaches it
+    when its parent is reaped: a brief dip, never a double count)."""
 
     def __init__(self):
         self.me = psutil.Process()
-        self.seen: dict = {}
 
     def __call__(self) -> float:
+        live = 0.0
         try:
             children = self.me.children(recursive=True)
         except psutil.NoSuchProcess:
@@ -94,14 +96,12 @@ class TreeCpu:
         for child in children:
             try:
                 times = child.cpu_times()
-                self.seen[(child.pid, child.create_time())] = times.user + times.system
+                live += times.user + times.system
             except psutil.Error:
                 pass
         own = self.me.cpu_times()
-        live = sum(self.seen.values())
         reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
-        # A reaped child is counted in RUSAGE_CHILDREN and in its last sample: take the larger.
-        return own.user + own.system + max(live, reaped.ru_utime + reaped.ru_stime)
+        return own.user + own.system + reaped.ru_utime + reaped.ru_stime + live
 
 
 class Sampler(threading.Thread):
