@@ -179,10 +179,9 @@ class _MatchFn(beam.DoFn):
     def process(self, escaped_pattern: str):
         pattern = unescape(escaped_pattern)
         if "://" in pattern and not pattern.startswith("file://"):
-            for metadata in FileSystems.match([pattern])[0].metadata_list:
-                yield escaped(metadata)
-            return
-        found, subfolders = plan_local(pattern, self.folders)
+            found, subfolders = FileSystems.match([pattern])[0].metadata_list, []
+        else:
+            found, subfolders = plan_local(pattern, self.folders)
         for metadata in found:
             yield escaped(metadata)
         for folder in subfolders:
