@@ -37,11 +37,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def workers_seen() -> set:
-    """Pids of SDK worker processes alive now (started by Beam's process LOOPBACK pool or
-    by the FnApiRunner)."""
+    """Pids of SDK worker processes among this process's descendants now (started by
+    Beam's process LOOPBACK pool or by the FnApiRunner); other users' are not counted."""
     seen = set()
-    for process in psutil.process_iter(["pid", "cmdline"]):
-        command = " ".join(process.info["cmdline"] or [])
+    for process in psutil.Process().children(recursive=True):
+        try:
+            command = " ".join(process.cmdline())
+        except psutil.Error:
+            continue
         if "SdkHarness(" in command or "sdk_worker_main" in command:
             seen.add(process.pid)
     return seen
