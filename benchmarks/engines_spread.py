@@ -1,17 +1,17 @@
 """Flink and Prism: does the Python work spread over SDK worker processes? Against the
 local default, same archive, same bytes.
 
-``python -m benchmarks.engines_spread ARCHIVE [--runs local,prism,flink,flink1]``
+``python -m benchmarks.engines_spread ARCHIVE [--runs local,prism,flink,flinkp]``
 
 Starts the engines tests' Flink cluster (``tests/engines.py``: a JobManager and one
 TaskManager with 2 slots on 127.0.0.1) and runs the CLI, one run after the other:
 
 * ``local``: the local default (the FnApiRunner, one SDK worker process per core);
 * ``prism``: ``--config run_configs/prism.yaml`` as shipped;
-* ``flink``: ``--config run_configs/flink.yaml`` as shipped (parallelism 2, one SDK
-  worker process per slot: ``sdk_worker_parallelism`` with LOOPBACK process workers);
-* ``flink1``: the config before issue 23 (parallelism 2, LOOPBACK with Beam's
-  defaults: one SDK harness, in the launching process, for every slot).
+* ``flink``: ``--config run_configs/flink.yaml`` as shipped (parallelism 2, LOOPBACK:
+  one SDK harness, in the launching process, for every slot);
+* ``flinkp``: the same with one SDK worker process per slot
+  (``--experiments=use_loopback_process_worker --sdk_worker_parallelism=2``).
 
 For each: wall seconds, CPU seconds of the CLI's process tree (its SDK workers; the
 JVMs are not in it), the machine's busy cores (all processes, from ``/proc/stat``: the
@@ -85,7 +85,7 @@ def run(name: str, command: list[str]) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("archive")
-    parser.add_argument("--runs", default="local,prism,flink,flink1")
+    parser.add_argument("--runs", default="local,prism,flink,flinkp")
     args = parser.parse_args(argv)
     sys.path.insert(0, REPO)
     from tests.engines import FlinkCluster, prism_binary  # the engines tests' helpers
@@ -109,8 +109,9 @@ def main(argv=None) -> int:
                 "prism": ["--config", "run_configs/prism.yaml",
                           f"--prism_location={prism_binary()}"],
                 "flink": ["--config", "run_configs/flink.yaml"],
-                "flink1": ["--runner=FlinkRunner", "--flink_version=1.19",
-                           "--environment_type=LOOPBACK", "--parallelism=2"],
+                "flinkp": ["--config", "run_configs/flink.yaml",
+                           "--experiments=use_loopback_process_worker",
+                           "--sdk_worker_parallelism=2"],
             }[name]
             if name.startswith("flink"):
                 flags += [f"--flink_master={cluster.flink_master}",
