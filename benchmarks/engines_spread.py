@@ -43,9 +43,10 @@ def workers_seen() -> set:
     for process in psutil.Process().children(recursive=True):
         try:
             command = " ".join(process.cmdline())
+            shell = process.name() in ("sh", "bash")  # the FnApiRunner's `sh -c` wrapper
         except psutil.Error:
             continue
-        if "SdkHarness(" in command or "sdk_worker_main" in command:
+        if not shell and ("SdkHarness(" in command or "sdk_worker_main" in command):
             seen.add(process.pid)
     return seen
 
