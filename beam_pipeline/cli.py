@@ -300,8 +300,9 @@ def is_local(options: PipelineOptions) -> bool:
     return options.view_as(StandardOptions).runner in LOCAL_RUNNERS
 
 
-def run(inputs: list[str], options: PipelineOptions, quiet: bool = True) -> dict:
-    """Run the extraction and return its summary."""
+def run(inputs: list[str], options: PipelineOptions, quiet: bool = True, observe=None) -> dict:
+    """Run the extraction and return its summary. ``observe(result)``, when given, sees
+    the finished ``PipelineResult`` (the benchmarks' stage profile reads its metrics)."""
     extract_options = options.view_as(DicomExtractOptions)
     run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8]
     paths = OutputPaths.for_output(
@@ -317,7 +318,10 @@ def run(inputs: list[str], options: PipelineOptions, quiet: bool = True) -> dict
         run_plan = plan_run(inputs, extract_options, paths, started)
         pipeline = beam.Pipeline(runner=make_runner(options), options=options)
         _ = pipeline | "ExtractDicomMetadata" >> ExtractDicomMetadata(run_plan, progress)
-        pipeline.run().wait_until_finish()
+        result = pipeline.run()
+        result.wait_until_finish()
+        if observe is not None:
+            observe(result)
     with FileSystems.open(paths.summary) as stream:
         return json.loads(stream.read())
 

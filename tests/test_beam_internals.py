@@ -81,3 +81,33 @@ def test_prepare_fills_the_gcs_cache_only_when_anonymous(monkeypatch):
                for env in (env_with, {})]
     assert outputs == ["True", "False"]
     assert auth is not None
+
+
+def test_fn_api_runner_logs_each_bundle_with_its_fused_stage():
+    """The stage profile (benchmarks/stage_profile.py) times stages by these records."""
+    import logging
+
+    import apache_beam as beam
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+
+    stages = []
+
+    class Seen(logging.Handler):
+        def emit(self, record):
+            stage = adapter.fused_stage_of(record)
+            if stage is not None:
+                stages.append(stage)
+
+    logger = logging.getLogger(adapter.bundle_logger_name())
+    handler, level = Seen(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        with beam.Pipeline(runner=fn_runner.FnApiRunner()) as pipeline:
+            _ = (pipeline | "Numbers" >> beam.Create([1, 2]) | "Grouped" >> beam.Reshuffle()
+                 | "Doubled" >> beam.Map(lambda x: 2 * x))
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert any("Numbers" in stage for stage in stages), stages
+    assert any("Doubled" in stage for stage in stages), stages

@@ -22,6 +22,9 @@ ZIP_MEMBERS = "zip_members"
 ARCHIVE_UNITS = "archive_units"
 # (column, kind) of every cell the bounded-cells step cut or summarised.
 BOUNDED = "bounded"
+# (escaped pattern, escaped folder) of a folder that one worker walks whole, so that a
+# local walk spreads over the workers folder by folder.
+FOLDERS = "folders"
 # Reuse planning: (old shard, kept paths), and the names of counters of its choices.
 REUSE_ROWS = "reuse_rows"
 COUNTS = "counts"
