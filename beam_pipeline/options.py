@@ -5,6 +5,7 @@ from __future__ import annotations
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from transforms.content.settings import tag_list
+from transforms.output.keyword_names import NAMINGS, SEED
 
 
 def non_negative_int(text: str) -> int:
@@ -60,6 +61,14 @@ class DicomExtractOptions(PipelineOptions):
             "--format", dest="format", metavar="LIST", type=output_formats, default="csv",
             help="csv, parquet or csv,parquet. -o scan.csv or -o scan.parquet: the CSV is "
             "scan.csv, the Parquet file scan.parquet.",
+        )
+        output.add_argument(
+            "--column-names", "--column_names", dest="column_names", metavar="NAMING",
+            choices=NAMINGS, default=SEED,
+            help="seed (default: Patient's Name (0010,0010)) or keyword (PatientName, "
+            "ReferencedImageSequence_2__ReferencedSOPInstanceUID): the names the CSV and "
+            "Parquet columns are written with; keyword names load as they are into "
+            "BigQuery, Delta Lake, Spark and DuckDB.",
         )
         extraction.add_argument(
             "--include-private", "--include_private",

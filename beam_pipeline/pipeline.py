@@ -112,7 +112,8 @@ def build_pipeline(pipeline, inputs, options, paths: OutputPaths, started: float
     columns = shards | "Columns" >> ComputeColumns()
     tables = (shards, columns) | "WriteTables" >> WriteTables(
         TableFiles(paths.table if "csv" in paths.formats else None,
-                   paths.parquet if "parquet" in paths.formats else None),
+                   paths.parquet if "parquet" in paths.formats else None,
+                   options.column_names),  # --column-names (transforms/output/keyword_names.py)
         paths.temp_dir,
         csv_formula_guard=content.csv_formula_guard,
     )

@@ -39,6 +39,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.output.columns import UnionColumns
+from transforms.output.keyword_names import SEED, output_names, renamed
 from transforms.content.csv_safety import guarded_columns
 from transforms.common.rows import PATH_COLUMN
 from transforms.reading.flatten import order_columns
@@ -57,10 +58,12 @@ TABLE_STATS = "table_stats"  # the figures' key of the report's table figures
 
 
 class TableFiles(NamedTuple):
-    """Where one attempt of the merge writes (temp) and where the tables go (final)."""
+    """Where one attempt of the merge writes (temp) and where the tables go (final),
+    with ``--column-names`` (``keyword_names.py``)."""
 
     csv: str | None
     parquet: str | None
+    naming: str = SEED
 
 
 def _open_write(path: str):
@@ -139,7 +142,8 @@ class _TableWriters:
 
     def __init__(self, columns, files: TableFiles, formula_guard: bool = False,
                  stats: TableStats | None = None):
-        self.names = column_names(columns)
+        self.names = column_names(columns)  # seed names: what shards and types know
+        self.written_names = output_names(self.names, files.naming)
         self.numbering = {name: number for number, name in enumerate(self.names)}
         # --csv-formula-guard (transforms/content/csv_safety.py): which columns are text.
         self.guarded = (np.array(guarded_columns(self.names, columns), bool)
@@ -147,16 +151,17 @@ class _TableWriters:
         self.files = files
         self.stats = stats
         if stats is not None:
-            stats.start(self.names, files.csv or files.parquet)
+            stats.start(self.written_names, files.csv or files.parquet)
         self.csv_out = self.parquet_out = self.parquet = None
         if files.csv:
             self.csv_out = _open_write(files.csv)
-            self.csv_out.write(csv_record(self.names).encode("utf-8", "backslashreplace"))
+            self.csv_out.write(csv_record(self.written_names).encode("utf-8", "backslashreplace"))
         if files.parquet:
-            self.schema = arrow_schema(columns)
+            seed_schema = arrow_schema(columns)
             vrs = column_vrs(columns)
             self.converters = [ColumnConverter(field.type, vrs[field.name])
-                               for field in self.schema]
+                               for field in seed_schema]
+            self.schema = renamed(seed_schema, self.written_names)
             self.parquet_out = _open_write(files.parquet)
             self.parquet = pq.ParquetWriter(self.parquet_out, self.schema,
                                             compression=OUTPUT_COMPRESSION)
@@ -196,7 +201,7 @@ class _TableWriters:
             array, bad = columns.converted(number, converter)
             arrays.append(array)
             if bad:
-                self.unparseable[self.names[number]] += bad
+                self.unparseable[self.written_names[number]] += bad
         group = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
         self.parquet.write_batch(group, row_group_size=OUTPUT_ROW_GROUP_ROWS)
         return group
@@ -353,12 +358,13 @@ def _merge_step(_, shards, columns, final: TableFiles, temp_dir: str,
     temp = TableFiles(
         FileSystems.join(temp_dir, f"table-{attempt}.csv") if final.csv else None,
         FileSystems.join(temp_dir, f"table-{attempt}.parquet") if final.parquet else None,
+        final.naming,
     )
     stats = TableStats()
     figures = merge_shards(shards, columns, temp, temp_dir=temp_dir, attempt=attempt,
                            formula_guard=formula_guard, stats=stats)
     stats.source = final.csv or final.parquet
-    figures["renames"] = {t: f for t, f in zip(temp, final) if t}
+    figures["renames"] = {t: f for t, f in zip(temp[:2], final[:2]) if t}
     figures[TABLE_STATS] = stats.as_dict()
     return figures
 
