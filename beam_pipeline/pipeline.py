@@ -47,6 +47,7 @@ def build_pipeline(pipeline, inputs, options, paths: OutputPaths, started: float
     content = ContentSettings.from_options(options)
     settings = FlattenSettings(
         include_private=content.reads_private(options.include_private),
+        dicom_json="json" in paths.formats,  # --format json (transforms/reading/dicom_json.py)
         max_sequence_items=options.max_sequence_items,
         max_binary_bytes=options.max_binary_bytes,
         max_values=options.max_values,
@@ -113,7 +114,8 @@ def build_pipeline(pipeline, inputs, options, paths: OutputPaths, started: float
     tables = (shards, columns) | "WriteTables" >> WriteTables(
         TableFiles(paths.table if "csv" in paths.formats else None,
                    paths.parquet if "parquet" in paths.formats else None,
-                   options.column_names),  # --column-names (transforms/output/keyword_names.py)
+                   options.column_names,  # --column-names (transforms/output/keyword_names.py)
+                   paths.jsonl if "json" in paths.formats else None),  # --format json
         paths.temp_dir,
         csv_formula_guard=content.csv_formula_guard,
     )

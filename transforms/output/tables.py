@@ -23,9 +23,7 @@ takes "already renamed" as done, as Beam's ``FileBasedSink.finalize_write`` does
 
 from __future__ import annotations
 
-import csv
 import heapq
-import io
 import resource
 import uuid
 from collections import Counter
@@ -39,12 +37,15 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.output.columns import UnionColumns
+from transforms.output.json_lines import JsonLines, split_json
 from transforms.output.keyword_names import SEED, output_names, renamed
 from transforms.content.csv_safety import guarded_columns
-from transforms.common.rows import PATH_COLUMN
+from transforms.common.rows import JSON_COLUMN, PATH_COLUMN
 from transforms.reading.flatten import order_columns
 from transforms.output import shard_format
-from transforms.output.table_chunks import ChunkBuilder, ChunkColumns, add_to_stats, csv_text
+from transforms.output.table_chunks import (
+    ChunkBuilder, ChunkColumns, add_to_stats, column_names, column_vrs, csv_record, csv_text,
+)
 from transforms.output.table_stats import TableStats
 from transforms.output.types import ColumnConverter, arrow_schema
 
@@ -64,27 +65,14 @@ class TableFiles(NamedTuple):
     csv: str | None
     parquet: str | None
     naming: str = SEED
+    jsonl: str | None = None  # --format json: scan.jsonl (json_lines.py)
+
+    def files(self) -> tuple:
+        return self.csv, self.parquet, self.jsonl
 
 
 def _open_write(path: str):
     return FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED)
-
-
-def csv_record(fields) -> str:
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\r\n").writerow(fields)
-    return buffer.getvalue()
-
-
-def column_names(columns) -> list[str]:
-    names = [column.name for column in columns]
-    return names if PATH_COLUMN in names else [PATH_COLUMN] + names
-
-
-def column_vrs(columns) -> dict:
-    vrs = {column.name: column.vrs for column in columns}
-    vrs.setdefault(PATH_COLUMN, frozenset({"UR"}))
-    return vrs
 
 
 def allow_open_files(count: int) -> None:
@@ -145,6 +133,8 @@ class _TableWriters:
         self.names = column_names(columns)  # seed names: what shards and types know
         self.written_names = output_names(self.names, files.naming)
         self.numbering = {name: number for number, name in enumerate(self.names)}
+        self.numbering[JSON_COLUMN] = self.json_key = len(self.names)  # never a column
+        self.jsonl = JsonLines(_open_write(files.jsonl)) if files.jsonl else None
         # --csv-formula-guard (transforms/content/csv_safety.py): which columns are text.
         self.guarded = (np.array(guarded_columns(self.names, columns), bool)
                         if formula_guard else None)
@@ -179,7 +169,9 @@ class _TableWriters:
     def flush(self) -> None:
         if not len(self.chunk):
             return
-        chunk = self.chunk.take()
+        chunk, json_texts = split_json(self.chunk.take(), self.json_key)
+        if self.jsonl is not None:
+            self.jsonl.write(chunk.paths, json_texts)
         width = len(self.names)
         if self.csv_out is not None:
             self.csv_out.write(csv_text(chunk, width, self.guarded))
@@ -189,7 +181,7 @@ class _TableWriters:
             if self.stats is not None:
                 # The report describes the CSV when there is one, else the typed Parquet
                 # (where a value that does not parse is null, so not filled).
-                if self.csv_out is not None:
+                if self.csv_out is not None or self.parquet is None:
                     add_to_stats(self.stats, columns, self.numbering)
                 else:
                     self.stats.add_batch(group)
@@ -213,6 +205,8 @@ class _TableWriters:
         if self.parquet is not None:
             self.parquet.close()
             self.parquet_out.close()
+        if self.jsonl is not None:
+            self.jsonl.close()
 
 
 class _RunWriter:
@@ -330,6 +324,8 @@ def merge_shards(shards, columns, files: TableFiles, budget: int = MEMORY_BUDGET
     if writers.rows != expected:
         raise RuntimeError(f"merged {writers.rows} rows but the shards hold {expected}")
     result = {"rows": writers.rows}
+    if files.jsonl:
+        result["json_rows"] = writers.jsonl.rows
     if files.parquet:
         result.update({
             "parquet_rows": writers.rows,
@@ -359,12 +355,13 @@ def _merge_step(_, shards, columns, final: TableFiles, temp_dir: str,
         FileSystems.join(temp_dir, f"table-{attempt}.csv") if final.csv else None,
         FileSystems.join(temp_dir, f"table-{attempt}.parquet") if final.parquet else None,
         final.naming,
+        FileSystems.join(temp_dir, f"table-{attempt}.jsonl") if final.jsonl else None,
     )
     stats = TableStats()
     figures = merge_shards(shards, columns, temp, temp_dir=temp_dir, attempt=attempt,
                            formula_guard=formula_guard, stats=stats)
     stats.source = final.csv or final.parquet
-    figures["renames"] = {t: f for t, f in zip(temp[:2], final[:2]) if t}
+    figures["renames"] = {t: f for t, f in zip(temp.files(), final.files()) if t}
     figures[TABLE_STATS] = stats.as_dict()
     return figures
 
