@@ -27,15 +27,16 @@ def non_negative_float(text: str) -> float:
 
 non_negative_float.__name__ = "non-negative number"
 
-FORMATS = ("csv", "parquet", "json")
+FORMATS = ("csv", "parquet", "nested", "json")
 
 
 def output_formats(text: str) -> str:
-    """Any of ``csv``, ``parquet``, ``json`` (``csv,json``), normalised to that order."""
+    """Any of ``csv``, ``parquet``, ``nested``, ``json`` (``csv,nested``), normalised to
+    that order."""
     chosen = {part.strip().lower() for part in text.split(",") if part.strip()}
     unknown = chosen - set(FORMATS)
     if unknown or not chosen:
-        raise ValueError(f"{text!r} is not a list of csv, parquet and json")
+        raise ValueError(f"{text!r} is not a list of csv, parquet, nested and json")
     return ",".join(name for name in FORMATS if name in chosen)
 
 
@@ -59,8 +60,9 @@ class DicomExtractOptions(PipelineOptions):
         )
         output.add_argument(
             "--format", dest="format", metavar="LIST", type=output_formats, default="csv",
-            help="csv, parquet, json or a list of them (csv,json). -o scan.csv or -o "
-            "scan.parquet: the CSV is scan.csv, the Parquet file scan.parquet, the DICOM "
+            help="csv, parquet, nested, json or a list of them (csv,nested,json). -o "
+            "scan.csv or -o scan.parquet: the CSV is scan.csv, the Parquet file "
+            "scan.parquet, the keyword-named nested Parquet scan.nested.parquet, the DICOM "
             "JSON lines scan.jsonl.",
         )
         output.add_argument(

@@ -47,7 +47,8 @@ def build_pipeline(pipeline, inputs, options, paths: OutputPaths, started: float
     content = ContentSettings.from_options(options)
     settings = FlattenSettings(
         include_private=content.reads_private(options.include_private),
-        dicom_json="json" in paths.formats,  # --format json (transforms/reading/dicom_json.py)
+        # --format json / nested: rows carry their DICOM JSON (transforms/reading/dicom_json.py)
+        dicom_json=bool({"json", "nested"} & set(paths.formats)),
         max_sequence_items=options.max_sequence_items,
         max_binary_bytes=options.max_binary_bytes,
         max_values=options.max_values,
@@ -115,7 +116,8 @@ def build_pipeline(pipeline, inputs, options, paths: OutputPaths, started: float
         TableFiles(paths.table if "csv" in paths.formats else None,
                    paths.parquet if "parquet" in paths.formats else None,
                    options.column_names,  # --column-names (transforms/output/keyword_names.py)
-                   paths.jsonl if "json" in paths.formats else None),  # --format json
+                   paths.jsonl if "json" in paths.formats else None,  # --format json
+                   paths.nested if "nested" in paths.formats else None),  # --format nested
         paths.temp_dir,
         csv_formula_guard=content.csv_formula_guard,
     )

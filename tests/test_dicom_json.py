@@ -170,16 +170,19 @@ def test_tag_selection_applies(tmp_path):
     assert items == [{"00081155": {"vr": "UI", "Value": [f"1.2.3.{n}"]}} for n in (1, 2, 3)]
 
 
-def test_incremental_run_gives_the_same_file(tmp_path):
+def test_incremental_run_gives_the_same_files(tmp_path):
     inputs = tmp_path / "in"
     inputs.mkdir()
     for name in ("CT_small.dcm", "MR_small.dcm", "rtplan.dcm"):
         shutil.copyfile(os.path.join(TEST_FILES, name), inputs / name)
     output = tmp_path / "incremental.csv"
-    run(output, "--format", "csv,json", inputs=(inputs,))
+    formats = ("--format", "csv,nested,json")
+    run(output, *formats, inputs=(inputs,))
     write_dicom(inputs / "new.dcm", PatientName="New^Patient", PatientID="42")
-    summary = run(output, "--format", "csv,json", "--incremental", inputs=(inputs,))
+    summary = run(output, *formats, "--incremental", inputs=(inputs,))
     assert summary["files_reused"] == 3
-    run(tmp_path / "full.csv", "--format", "csv,json", inputs=(inputs,))
-    assert read_bytes(tmp_path / "full.jsonl") == read_bytes(tmp_path / "incremental.jsonl")
+    run(tmp_path / "full.csv", *formats, inputs=(inputs,))
+    for suffix in (".jsonl", ".nested.parquet", ".csv"):
+        assert read_bytes(tmp_path / f"full{suffix}") == \
+            read_bytes(tmp_path / f"incremental{suffix}"), suffix
     assert len(lines(tmp_path / "full.jsonl")) == 4

@@ -37,7 +37,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.output.columns import UnionColumns
-from transforms.output.json_lines import JsonLines, split_json
+from transforms.output.documents import DocumentWriters, nested_schema, split_json
 from transforms.output.keyword_names import SEED, output_names, renamed
 from transforms.content.csv_safety import guarded_columns
 from transforms.common.rows import JSON_COLUMN, PATH_COLUMN
@@ -65,10 +65,11 @@ class TableFiles(NamedTuple):
     csv: str | None
     parquet: str | None
     naming: str = SEED
-    jsonl: str | None = None  # --format json: scan.jsonl (json_lines.py)
+    jsonl: str | None = None  # --format json: scan.jsonl (documents.py)
+    nested: str | None = None  # --format nested: scan.nested.parquet (nested.py)
 
     def files(self) -> tuple:
-        return self.csv, self.parquet, self.jsonl
+        return self.csv, self.parquet, self.jsonl, self.nested
 
 
 def _open_write(path: str):
@@ -129,12 +130,12 @@ class _TableWriters:
     """Receives merged rows, cuts them into chunks and writes each format's piece."""
 
     def __init__(self, columns, files: TableFiles, formula_guard: bool = False,
-                 stats: TableStats | None = None):
+                 stats: TableStats | None = None, union=None):
         self.names = column_names(columns)  # seed names: what shards and types know
         self.written_names = output_names(self.names, files.naming)
         self.numbering = {name: number for number, name in enumerate(self.names)}
         self.numbering[JSON_COLUMN] = self.json_key = len(self.names)  # never a column
-        self.jsonl = JsonLines(_open_write(files.jsonl)) if files.jsonl else None
+        self.documents = DocumentWriters(files.jsonl, files.nested, union, _open_write)
         # --csv-formula-guard (transforms/content/csv_safety.py): which columns are text.
         self.guarded = (np.array(guarded_columns(self.names, columns), bool)
                         if formula_guard else None)
@@ -170,8 +171,7 @@ class _TableWriters:
         if not len(self.chunk):
             return
         chunk, json_texts = split_json(self.chunk.take(), self.json_key)
-        if self.jsonl is not None:
-            self.jsonl.write(chunk.paths, json_texts)
+        self.documents.write(chunk.paths, json_texts)
         width = len(self.names)
         if self.csv_out is not None:
             self.csv_out.write(csv_text(chunk, width, self.guarded))
@@ -205,8 +205,7 @@ class _TableWriters:
         if self.parquet is not None:
             self.parquet.close()
             self.parquet_out.close()
-        if self.jsonl is not None:
-            self.jsonl.close()
+        self.documents.close()
 
 
 class _RunWriter:
@@ -313,7 +312,8 @@ def merge_shards(shards, columns, files: TableFiles, budget: int = MEMORY_BUDGET
     shards = sorted(shards, key=lambda shard: shard.path)
     expected = sum(shard.rows for shard in shards)
     last, runs = _merge_runs(shards, budget, temp_dir, attempt or uuid.uuid4().hex)
-    writers = _TableWriters(columns, files, formula_guard, stats)
+    union = nested_schema(shards) if files.nested else None
+    writers = _TableWriters(columns, files, formula_guard, stats, union)
     for batch, offsets, index in _merged(last, budget, _ByColumn(writers.numbering)):
         writers.add(batch, offsets, index)
     writers.close()
@@ -323,9 +323,7 @@ def merge_shards(shards, columns, files: TableFiles, budget: int = MEMORY_BUDGET
         delete_paths(runs)  # this attempt's own files: no other attempt reads them
     if writers.rows != expected:
         raise RuntimeError(f"merged {writers.rows} rows but the shards hold {expected}")
-    result = {"rows": writers.rows}
-    if files.jsonl:
-        result["json_rows"] = writers.jsonl.rows
+    result = {"rows": writers.rows, **writers.documents.figures()}
     if files.parquet:
         result.update({
             "parquet_rows": writers.rows,
@@ -356,6 +354,7 @@ def _merge_step(_, shards, columns, final: TableFiles, temp_dir: str,
         FileSystems.join(temp_dir, f"table-{attempt}.parquet") if final.parquet else None,
         final.naming,
         FileSystems.join(temp_dir, f"table-{attempt}.jsonl") if final.jsonl else None,
+        FileSystems.join(temp_dir, f"table-{attempt}.nested.parquet") if final.nested else None,
     )
     stats = TableStats()
     figures = merge_shards(shards, columns, temp, temp_dir=temp_dir, attempt=attempt,

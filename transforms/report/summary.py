@@ -31,6 +31,7 @@ class OutputPaths(NamedTuple):
     formats: tuple = ("csv",)
     report: str = ""  # scan.report.html (transforms/report/html_report.py)
     jsonl: str = ""  # scan.jsonl: --format json (transforms/reading/dicom_json.py)
+    nested: str = ""  # scan.nested.parquet: --format nested (transforms/output/nested.py)
 
     @classmethod
     def for_output(cls, output: str, run_id: str, formats=("csv",)) -> "OutputPaths":
@@ -50,12 +51,14 @@ class OutputPaths(NamedTuple):
             formats=tuple(formats),
             report=stem + ".report.html",
             jsonl=stem + ".jsonl",
+            nested=stem + ".nested.parquet",
         )
 
     @property
     def outputs(self) -> list[str]:
         """The tables this run writes, in ``formats`` order."""
-        files = {"csv": self.table, "parquet": self.parquet, "json": self.jsonl}
+        files = {"csv": self.table, "parquet": self.parquet, "json": self.jsonl,
+                 "nested": self.nested}
         return [files[fmt] for fmt in self.formats]
 
 
