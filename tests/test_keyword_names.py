@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
-import shutil
 from collections import Counter
 
 import duckdb
@@ -158,20 +156,3 @@ def test_report_figures_find_keyword_columns(seed_and_keyword):
         assert figures["distributions"] == seed["distributions"]
         assert figures["distinct"] == seed["distinct"]
         assert figures["distributions"]["modality"]["counts"]
-
-
-def test_incremental_run_with_keyword_names_is_byte_identical(tmp_path):
-    inputs = tmp_path / "in"
-    inputs.mkdir()
-    for name in ("CT_small.dcm", "MR_small.dcm", "rtplan.dcm", "JPEG2000.dcm"):
-        shutil.copyfile(os.path.join(TEST_FILES, name), inputs / name)
-    output = tmp_path / "incremental.csv"
-    run(output, "--column-names", "keyword", inputs=(inputs,))
-    shutil.copyfile(os.path.join(TEST_FILES, "rtdose.dcm"), inputs / "rtdose.dcm")
-    full = tmp_path / "full.csv"
-    run(full, "--column-names", "keyword", inputs=(inputs,))
-    summary = run(output, "--column-names", "keyword", "--incremental", inputs=(inputs,))
-    assert summary["files_reused"] == 4
-    for suffix in (".csv", ".parquet"):
-        with open(str(full)[:-4] + suffix, "rb") as a, open(str(output)[:-4] + suffix, "rb") as b:
-            assert a.read() == b.read(), suffix
