@@ -30,6 +30,7 @@ setup(
         "aws": ["apache-beam[aws]==2.70.0"],
         "test": [
             "pytest", "pandas", "polars", "duckdb", "psutil",
+            "wheel",  # tests/test_wheel.py builds the wheel offline (--no-build-isolation)
             "deltalake",  # tests/test_nested.py writes and reads a Delta table
             "pillow",  # tests/test_pipeline.py imports PIL
             "hypothesis",  # property tests of the reader (tests/test_fuzz.py)

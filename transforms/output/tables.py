@@ -36,7 +36,8 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.output.columns import UnionColumns
+from transforms.common.tags import COLUMNS, TABLE_FIGURES
+from transforms.output.columns import ComputeColumns, UnionColumns
 from transforms.output.documents import DocumentWriters, nested_schema, split_json
 from transforms.output.keyword_names import SEED, output_names, renamed
 from transforms.content.csv_safety import guarded_columns
@@ -375,8 +376,9 @@ def _finalize_step(figures: dict) -> dict:
 
 
 class WriteTables(beam.PTransform):
-    """(shards, columns) -> one dict of figures (``rows``, ``parquet_*``, and the
-    report's ``TABLE_STATS``), emitted once the tables are in place."""
+    """Row shards -> {COLUMNS: the table's columns, TABLE_FIGURES: one dict of figures
+    (``rows``, ``parquet_*``, and the report's ``TABLE_STATS``), emitted once the tables
+    are in place}."""
 
     def __init__(self, final: TableFiles, temp_dir: str, csv_formula_guard: bool = False):
         super().__init__()
@@ -384,9 +386,9 @@ class WriteTables(beam.PTransform):
         self.temp_dir = temp_dir
         self.csv_formula_guard = csv_formula_guard
 
-    def expand(self, shards_and_columns):
-        shards, columns = shards_and_columns
-        return (
+    def expand(self, shards):
+        columns = shards | "Columns" >> ComputeColumns()
+        figures = (
             shards.pipeline
             | "Once" >> beam.Create([None])
             | "Merge" >> beam.Map(_merge_step, beam.pvalue.AsList(shards),
@@ -394,3 +396,4 @@ class WriteTables(beam.PTransform):
                                   self.csv_formula_guard)
             | "Finalize" >> beam.Map(_finalize_step)
         )
+        return {COLUMNS: columns, TABLE_FIGURES: figures}
