@@ -31,6 +31,7 @@ setup(
         "test": [
             "pytest", "pandas", "polars", "duckdb", "psutil",
             "wheel",  # tests/test_wheel.py builds the wheel offline (--no-build-isolation)
+            "deltalake",  # tests/test_nested.py writes and reads a Delta table
             "pillow",  # tests/test_pipeline.py imports PIL
             "hypothesis",  # property tests of the reader (tests/test_fuzz.py)
             # tests/test_buckets.py: both clouds, against servers started on 127.0.0.1

@@ -5,6 +5,7 @@ from __future__ import annotations
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from transforms.content.settings import tag_list
+from transforms.output.keyword_names import NAMINGS, SEED
 
 
 def non_negative_int(text: str) -> int:
@@ -26,15 +27,16 @@ def non_negative_float(text: str) -> float:
 
 non_negative_float.__name__ = "non-negative number"
 
-FORMATS = ("csv", "parquet")
+FORMATS = ("csv", "parquet", "nested", "json")
 
 
 def output_formats(text: str) -> str:
-    """``csv``, ``parquet`` or both (``csv,parquet``), normalised to that order."""
+    """Any of ``csv``, ``parquet``, ``nested``, ``json`` (``csv,nested``), normalised to
+    that order."""
     chosen = {part.strip().lower() for part in text.split(",") if part.strip()}
     unknown = chosen - set(FORMATS)
     if unknown or not chosen:
-        raise ValueError(f"{text!r} is not csv, parquet or csv,parquet")
+        raise ValueError(f"{text!r} is not a list of csv, parquet, nested and json")
     return ",".join(name for name in FORMATS if name in chosen)
 
 
@@ -58,8 +60,18 @@ class DicomExtractOptions(PipelineOptions):
         )
         output.add_argument(
             "--format", dest="format", metavar="LIST", type=output_formats, default="csv",
-            help="csv, parquet or csv,parquet. -o scan.csv or -o scan.parquet: the CSV is "
-            "scan.csv, the Parquet file scan.parquet.",
+            help="csv, parquet, nested, json or a list of them (csv,nested,json). -o "
+            "scan.csv or -o scan.parquet: the CSV is scan.csv, the Parquet file "
+            "scan.parquet, the keyword-named nested Parquet scan.nested.parquet, the DICOM "
+            "JSON lines scan.jsonl.",
+        )
+        output.add_argument(
+            "--column-names", "--column_names", dest="column_names", metavar="NAMING",
+            choices=NAMINGS, default=SEED,
+            help="seed (default: Patient's Name (0010,0010)) or keyword (PatientName, "
+            "ReferencedImageSequence_2__ReferencedSOPInstanceUID): the names the CSV and "
+            "Parquet columns are written with; keyword names load as they are into "
+            "BigQuery, Delta Lake, Spark and DuckDB.",
         )
         extraction.add_argument(
             "--include-private", "--include_private",

@@ -48,11 +48,16 @@ class RunPlan:
     csv_formula_guard: bool
     content_summary: dict
     run_settings: dict
+    column_names: str = "seed"  # --column-names (transforms/output/keyword_names.py)
 
     @property
     def table_files(self) -> TableFiles:
-        return TableFiles(self.paths.table if "csv" in self.paths.formats else None,
-                          self.paths.parquet if "parquet" in self.paths.formats else None)
+        formats = self.paths.formats
+        return TableFiles(self.paths.table if "csv" in formats else None,
+                          self.paths.parquet if "parquet" in formats else None,
+                          self.column_names,
+                          self.paths.jsonl if "json" in formats else None,  # --format json
+                          self.paths.nested if "nested" in formats else None)  # and nested
 
 
 def plan_run(inputs, options, paths: OutputPaths, started: float) -> RunPlan:
@@ -66,6 +71,8 @@ def plan_run(inputs, options, paths: OutputPaths, started: float) -> RunPlan:
     content = ContentSettings.from_options(options)
     flatten = FlattenSettings(
         include_private=content.reads_private(options.include_private),
+        # --format json / nested: rows carry their DICOM JSON (transforms/reading/dicom_json.py)
+        dicom_json=bool({"json", "nested"} & set(paths.formats)),
         max_sequence_items=options.max_sequence_items,
         max_binary_bytes=options.max_binary_bytes,
         max_values=options.max_values,
@@ -94,6 +101,7 @@ def plan_run(inputs, options, paths: OutputPaths, started: float) -> RunPlan:
         csv_formula_guard=content.csv_formula_guard,
         content_summary=content.summary(),
         run_settings=run_settings(options, inputs),
+        column_names=options.column_names,
     )
 
 

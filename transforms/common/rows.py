@@ -10,6 +10,9 @@ import struct
 from typing import NamedTuple
 
 PATH_COLUMN = "DicomPath"
+# A row's DICOM JSON line (``--format json``, transforms/reading/dicom_json.py): a cell
+# that rides with the row to the table step, never a table column.
+JSON_COLUMN = "{DICOM JSON}"
 
 # VRs whose stored bytes are text (PS3.5 6.2): decoded with the Specific Character Set...
 CHARSET_TEXT_VRS = frozenset({"SH", "LO", "UC", "ST", "LT", "UT", "PN"})

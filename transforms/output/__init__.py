@@ -25,7 +25,10 @@ A run, step by step (``beam_pipeline/pipeline.py`` shows the same in order):
    -> outcome parts. Names are unique per attempt; only ``ShardInfo`` records flow on.
 4. Tables (``tables.py``): one k-way merge reads the shards whose records reached it and
    writes the CSV and/or Parquet under attempt-unique temp names, memory bounded; then
-   finalize renames them into place ("already renamed" counts as done).
+   finalize renames them into place ("already renamed" counts as done). The same merge
+   writes ``scan.jsonl`` and ``scan.nested.parquet`` from the rows' DICOM JSON cells
+   (``documents.py``, ``nested.py``; the nested schema from one pass over the shards
+   first), and names the columns by ``--column-names`` (``keyword_names.py``).
 5. Report (``transforms/report/summary.py``): errors, skipped, summary, each written whole.
 6. Commit (``state.py``): ``GENERATION.json`` lists the shards and parts that reached
    the commit, then ``CURRENT`` names this generation. A kill before this point leaves

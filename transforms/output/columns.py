@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 import apache_beam as beam
 
+from transforms.common.rows import JSON_COLUMN
 from transforms.reading.flatten import order_columns
 
 
@@ -38,7 +39,8 @@ class UnionColumns(beam.CombineFn):
         return merged
 
     def extract_output(self, accumulator):
-        return [Column(name, frozenset(accumulator[name])) for name in order_columns(accumulator)]
+        names = order_columns(name for name in accumulator if name != JSON_COLUMN)
+        return [Column(name, frozenset(accumulator[name])) for name in names]
 
 
 class ComputeColumns(beam.PTransform):

@@ -56,7 +56,7 @@ ROW_CODE_MODULES = (
     "transforms.reading.flatten", "transforms.reading.extract",
     "transforms.reading.header_reader", "transforms.reading.cells", "transforms.common.paths",
     "transforms.inputs.archive_members", "transforms.reading.archives",
-    "transforms.common.rows",
+    "transforms.common.rows", "transforms.reading.dicom_json",
 )
 
 
@@ -177,6 +177,7 @@ def fingerprint(settings, content: dict | None = None, read_archives: bool = Tru
         "max_binary_bytes": settings.max_binary_bytes,
         "max_values": settings.max_values,
         "max_cell_chars": settings.max_cell_chars,
+        "dicom_json": getattr(settings, "dicom_json", False),
         "read_archives": read_archives,
         **(content or {}),
     }

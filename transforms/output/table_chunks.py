@@ -19,6 +19,8 @@ empty cells, and those cost nothing but their commas.
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 
 import numpy as np
@@ -26,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms.content.csv_safety import FORMULA_STARTS
+from transforms.common.rows import PATH_COLUMN
 from transforms.output.shard_format import CellRows
 
 NEEDS_QUOTES = r'[,"\r\n]'
@@ -33,6 +36,24 @@ QUOTE = pa.scalar('"', pa.large_string())
 APOSTROPHE = pa.scalar("'", pa.large_string())
 NOTHING = pa.scalar("", pa.large_string())
 FORMULA = "^(?:" + "|".join(re.escape(start) for start in FORMULA_STARTS) + ")"
+
+
+def csv_record(fields) -> str:
+    """One CSV record as Python's ``csv`` writes it (CRLF)."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\r\n").writerow(fields)
+    return buffer.getvalue()
+
+
+def column_names(columns) -> list[str]:
+    names = [column.name for column in columns]
+    return names if PATH_COLUMN in names else [PATH_COLUMN] + names
+
+
+def column_vrs(columns) -> dict:
+    vrs = {column.name: column.vrs for column in columns}
+    vrs.setdefault(PATH_COLUMN, frozenset({"UR"}))
+    return vrs
 
 
 class ChunkBuilder:

@@ -226,6 +226,8 @@ class TableStats:
 
         def text_column(keyword: str):
             values = column(column_of(keyword))
+            if values is None:  # a table written with --column-names keyword
+                values = column(keyword)
             return None if values is None else _text(values)
 
         for key, keyword in DISTRIBUTIONS:

@@ -23,9 +23,7 @@ takes "already renamed" as done, as Beam's ``FileBasedSink.finalize_write`` does
 
 from __future__ import annotations
 
-import csv
 import heapq
-import io
 import resource
 import uuid
 from collections import Counter
@@ -40,11 +38,15 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms.common.tags import COLUMNS, TABLE_FIGURES
 from transforms.output.columns import ComputeColumns, UnionColumns
+from transforms.output.documents import DocumentWriters, nested_schema, split_json
+from transforms.output.keyword_names import SEED, output_names, renamed
 from transforms.content.csv_safety import guarded_columns
-from transforms.common.rows import PATH_COLUMN
+from transforms.common.rows import JSON_COLUMN, PATH_COLUMN
 from transforms.reading.flatten import order_columns
 from transforms.output import shard_format
-from transforms.output.table_chunks import ChunkBuilder, ChunkColumns, add_to_stats, csv_text
+from transforms.output.table_chunks import (
+    ChunkBuilder, ChunkColumns, add_to_stats, column_names, column_vrs, csv_record, csv_text,
+)
 from transforms.output.table_stats import TableStats
 from transforms.output.types import ColumnConverter, arrow_schema
 
@@ -58,31 +60,21 @@ TABLE_STATS = "table_stats"  # the figures' key of the report's table figures
 
 
 class TableFiles(NamedTuple):
-    """Where one attempt of the merge writes (temp) and where the tables go (final)."""
+    """Where one attempt of the merge writes (temp) and where the tables go (final),
+    with ``--column-names`` (``keyword_names.py``)."""
 
     csv: str | None
     parquet: str | None
+    naming: str = SEED
+    jsonl: str | None = None  # --format json: scan.jsonl (documents.py)
+    nested: str | None = None  # --format nested: scan.nested.parquet (nested.py)
+
+    def files(self) -> tuple:
+        return self.csv, self.parquet, self.jsonl, self.nested
 
 
 def _open_write(path: str):
     return FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED)
-
-
-def csv_record(fields) -> str:
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\r\n").writerow(fields)
-    return buffer.getvalue()
-
-
-def column_names(columns) -> list[str]:
-    names = [column.name for column in columns]
-    return names if PATH_COLUMN in names else [PATH_COLUMN] + names
-
-
-def column_vrs(columns) -> dict:
-    vrs = {column.name: column.vrs for column in columns}
-    vrs.setdefault(PATH_COLUMN, frozenset({"UR"}))
-    return vrs
 
 
 def allow_open_files(count: int) -> None:
@@ -139,25 +131,29 @@ class _TableWriters:
     """Receives merged rows, cuts them into chunks and writes each format's piece."""
 
     def __init__(self, columns, files: TableFiles, formula_guard: bool = False,
-                 stats: TableStats | None = None):
-        self.names = column_names(columns)
+                 stats: TableStats | None = None, union=None):
+        self.names = column_names(columns)  # seed names: what shards and types know
+        self.written_names = output_names(self.names, files.naming)
         self.numbering = {name: number for number, name in enumerate(self.names)}
+        self.numbering[JSON_COLUMN] = self.json_key = len(self.names)  # never a column
+        self.documents = DocumentWriters(files.jsonl, files.nested, union, _open_write)
         # --csv-formula-guard (transforms/content/csv_safety.py): which columns are text.
         self.guarded = (np.array(guarded_columns(self.names, columns), bool)
                         if formula_guard else None)
         self.files = files
         self.stats = stats
         if stats is not None:
-            stats.start(self.names, files.csv or files.parquet)
+            stats.start(self.written_names, files.csv or files.parquet)
         self.csv_out = self.parquet_out = self.parquet = None
         if files.csv:
             self.csv_out = _open_write(files.csv)
-            self.csv_out.write(csv_record(self.names).encode("utf-8", "backslashreplace"))
+            self.csv_out.write(csv_record(self.written_names).encode("utf-8", "backslashreplace"))
         if files.parquet:
-            self.schema = arrow_schema(columns)
+            seed_schema = arrow_schema(columns)
             vrs = column_vrs(columns)
             self.converters = [ColumnConverter(field.type, vrs[field.name])
-                               for field in self.schema]
+                               for field in seed_schema]
+            self.schema = renamed(seed_schema, self.written_names)
             self.parquet_out = _open_write(files.parquet)
             self.parquet = pq.ParquetWriter(self.parquet_out, self.schema,
                                             compression=OUTPUT_COMPRESSION)
@@ -175,7 +171,8 @@ class _TableWriters:
     def flush(self) -> None:
         if not len(self.chunk):
             return
-        chunk = self.chunk.take()
+        chunk, json_texts = split_json(self.chunk.take(), self.json_key)
+        self.documents.write(chunk.paths, json_texts)
         width = len(self.names)
         if self.csv_out is not None:
             self.csv_out.write(csv_text(chunk, width, self.guarded))
@@ -185,7 +182,7 @@ class _TableWriters:
             if self.stats is not None:
                 # The report describes the CSV when there is one, else the typed Parquet
                 # (where a value that does not parse is null, so not filled).
-                if self.csv_out is not None:
+                if self.csv_out is not None or self.parquet is None:
                     add_to_stats(self.stats, columns, self.numbering)
                 else:
                     self.stats.add_batch(group)
@@ -197,7 +194,7 @@ class _TableWriters:
             array, bad = columns.converted(number, converter)
             arrays.append(array)
             if bad:
-                self.unparseable[self.names[number]] += bad
+                self.unparseable[self.written_names[number]] += bad
         group = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
         self.parquet.write_batch(group, row_group_size=OUTPUT_ROW_GROUP_ROWS)
         return group
@@ -209,6 +206,7 @@ class _TableWriters:
         if self.parquet is not None:
             self.parquet.close()
             self.parquet_out.close()
+        self.documents.close()
 
 
 class _RunWriter:
@@ -315,7 +313,8 @@ def merge_shards(shards, columns, files: TableFiles, budget: int = MEMORY_BUDGET
     shards = sorted(shards, key=lambda shard: shard.path)
     expected = sum(shard.rows for shard in shards)
     last, runs = _merge_runs(shards, budget, temp_dir, attempt or uuid.uuid4().hex)
-    writers = _TableWriters(columns, files, formula_guard, stats)
+    union = nested_schema(shards) if files.nested else None
+    writers = _TableWriters(columns, files, formula_guard, stats, union)
     for batch, offsets, index in _merged(last, budget, _ByColumn(writers.numbering)):
         writers.add(batch, offsets, index)
     writers.close()
@@ -325,7 +324,7 @@ def merge_shards(shards, columns, files: TableFiles, budget: int = MEMORY_BUDGET
         delete_paths(runs)  # this attempt's own files: no other attempt reads them
     if writers.rows != expected:
         raise RuntimeError(f"merged {writers.rows} rows but the shards hold {expected}")
-    result = {"rows": writers.rows}
+    result = {"rows": writers.rows, **writers.documents.figures()}
     if files.parquet:
         result.update({
             "parquet_rows": writers.rows,
@@ -354,12 +353,15 @@ def _merge_step(_, shards, columns, final: TableFiles, temp_dir: str,
     temp = TableFiles(
         FileSystems.join(temp_dir, f"table-{attempt}.csv") if final.csv else None,
         FileSystems.join(temp_dir, f"table-{attempt}.parquet") if final.parquet else None,
+        final.naming,
+        FileSystems.join(temp_dir, f"table-{attempt}.jsonl") if final.jsonl else None,
+        FileSystems.join(temp_dir, f"table-{attempt}.nested.parquet") if final.nested else None,
     )
     stats = TableStats()
     figures = merge_shards(shards, columns, temp, temp_dir=temp_dir, attempt=attempt,
                            formula_guard=formula_guard, stats=stats)
     stats.source = final.csv or final.parquet
-    figures["renames"] = {t: f for t, f in zip(temp, final) if t}
+    figures["renames"] = {t: f for t, f in zip(temp.files(), final.files()) if t}
     figures[TABLE_STATS] = stats.as_dict()
     return figures
 

@@ -49,6 +49,7 @@ from transforms.common.tags import (
     ARCHIVE_ENTRY, ARCHIVE_UNITS, ERRORS, MANIFEST, ROWS, SKIPPED, ZIP_MEMBERS,
 )
 from transforms.reading.errors import ErrorRecord, classify, one_line, original
+from transforms.reading.dicom_json import apply_content
 from transforms.reading.extract import (
     MAGIC, PREAMBLE_LENGTH, NotDicomFile, open_file, quiet_pydicom, read_dicom,
     sniff_stream,
@@ -163,8 +164,7 @@ class _MemberDoFn(beam.DoFn):
         if isinstance(outcome, str):
             return self._skip(dicom_path, outcome)
         row, bad_elements = outcome
-        if self.content is not None:
-            row = self.content.apply(row)
+        row = apply_content(row, self.content)  # de-identification, and the JSON line
         if bad_elements:
             self.bad_elements.inc(bad_elements)
         self.extracted.inc()

@@ -28,7 +28,7 @@ from collections import Counter
 import apache_beam as beam
 
 from transforms.common.tags import BOUNDED, ROWS
-from transforms.common.rows import BINARY_VRS, PATH_COLUMN
+from transforms.common.rows import BINARY_VRS, JSON_COLUMN, PATH_COLUMN
 
 NUMERIC_VRS = frozenset({"DS", "IS", "US", "SS", "UL", "SL", "UV", "SV", "FL", "FD"})
 TYPED_VRS = NUMERIC_VRS | {"DA", "TM", "DT"}
@@ -76,7 +76,7 @@ def bound_row(row, max_values: int, max_chars: int):
         if not joined.startswith("<") and "\0<" not in joined:
             return row, []
     for name, text in row.values.items():
-        if len(text) <= limit or name == PATH_COLUMN:
+        if len(text) <= limit or name == PATH_COLUMN or name == JSON_COLUMN:
             if text[:1] == "<" and VALUES_MARKER.fullmatch(text) and vrs.get(name) in NUMERIC_VRS:
                 # Made by the reader (a numeric value it did not read): counted too.
                 changed = changed if changed is not None else {}

@@ -30,8 +30,9 @@ from pydicom.dataelem import RawDataElement
 
 from transforms.common.tags import ARCHIVES, ERRORS, READER_COUNTS, SKIPPED
 from transforms.inputs.archive_members import SNIFF_LENGTH, ArchiveFound, sniff_archive
+from transforms.reading.dicom_json import apply_content, draft
 from transforms.reading.errors import CorruptFileError, NotDicomError, TruncatedFileError, classify
-from transforms.common.rows import NUMBER_SIZES, TEXT_VRS
+from transforms.common.rows import JSON_COLUMN, NUMBER_SIZES, TEXT_VRS
 from transforms.reading.flatten import FlattenSettings, flatten
 from transforms.reading.header_reader import HeaderReader
 from transforms.inputs.limits import FileGuard, FileLimitExceeded, FileLimits, check_inflated_size
@@ -210,8 +211,8 @@ class ExtractHeaders(beam.DoFn):
         # The one place rows change after reading (whichever reader read them): nothing
         # downstream (shards, state, reports) ever sees an original value of a
         # de-identified column.
-        if self.content is not None and not isinstance(outcome, beam.pvalue.TaggedOutput):
-            outcome = self.content.apply(outcome)
+        if not isinstance(outcome, beam.pvalue.TaggedOutput):
+            outcome = apply_content(outcome, self.content)
         return outcome
 
     def _read(self, path: str, size: int, mtime: float):
@@ -276,7 +277,7 @@ gets its ``[rows, files left to pydicom]`` added. Raises
     if kind == "part10" and size is not None and size <= PREAMBLE_LENGTH + len(MAGIC):
         raise TruncatedFileError("ends right after the preamble and 'DICM': "
                                  "no File Meta, no data set")
-    if reader is not None:
+    if reader is not None and not settings.dicom_json:  # JSON is made from pydicom's dataset
         row = reader.read(stream, path, size, prefix) if kind == "part10" else None
         if row is not None:
             if counts is not None:
@@ -324,4 +325,6 @@ gets its ``[rows, files left to pydicom]`` added. Raises
         return raw._replace(value=value)
 
     row, bad_elements = flatten(dataset, path, settings, read_deferred)
+    if settings.dicom_json:
+        row.values[JSON_COLUMN] = draft(dataset, settings)  # while the file is open
     return row, len(bad_elements)

@@ -71,6 +71,8 @@ class FlattenSettings:
     max_cell_chars: int = 32000  # 0 = unlimited
     # transforms.content.selection.Selection (--tags/--exclude-tags); None or empty: every element.
     selection: object = None
+    # --format json: each row also carries its DICOM JSON line (transforms/reading/dicom_json.py).
+    dicom_json: bool = False
 
 
 def is_skipped_group(group: int) -> bool:

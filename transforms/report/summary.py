@@ -30,6 +30,8 @@ class OutputPaths(NamedTuple):
     parquet: str = ""  # ``scan.csv`` or ``scan.parquet`` gives ``scan.parquet``
     formats: tuple = ("csv",)
     report: str = ""  # scan.report.html (transforms/report/html_report.py)
+    jsonl: str = ""  # scan.jsonl: --format json (transforms/reading/dicom_json.py)
+    nested: str = ""  # scan.nested.parquet: --format nested (transforms/output/nested.py)
 
     @classmethod
     def for_output(cls, output: str, run_id: str, formats=("csv",)) -> "OutputPaths":
@@ -48,12 +50,16 @@ class OutputPaths(NamedTuple):
             parquet=output if parquet else stem + ".parquet",
             formats=tuple(formats),
             report=stem + ".report.html",
+            jsonl=stem + ".jsonl",
+            nested=stem + ".nested.parquet",
         )
 
     @property
     def outputs(self) -> list[str]:
         """The tables this run writes, in ``formats`` order."""
-        return [self.table if fmt == "csv" else self.parquet for fmt in self.formats]
+        files = {"csv": self.table, "parquet": self.parquet, "json": self.jsonl,
+                 "nested": self.nested}
+        return [files[fmt] for fmt in self.formats]
 
 
 def write_csv_file(path: str, header: list[str], records) -> None:
