@@ -19,11 +19,7 @@ import uuid
 import apache_beam as beam
 import yaml
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import (
-    PipelineOptions,
-    StandardOptions,
-    _BeamArgumentParser,
-)
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from beam_pipeline.options import DicomExtractOptions
 from beam_pipeline.pipeline import build_pipeline
@@ -37,6 +33,7 @@ from transforms.report.summary import OutputPaths
 from transforms.inputs.checks import check_input, check_output
 from transforms.inputs import storage
 from transforms.inputs.storage import StorageError, is_bucket
+from transforms.common.beam_internals import BeamArgumentParser, add_option_arguments
 
 PROG = "dicom-meta-extract"
 LOCAL_RUNNERS = (None, "DirectRunner", "FnApiRunner")
@@ -55,7 +52,7 @@ class UsageError(Exception):
     pass
 
 
-class _OneLineParser(_BeamArgumentParser):
+class _OneLineParser(BeamArgumentParser):
     def error(self, message):
         raise UsageError(message)
 
@@ -99,7 +96,7 @@ def _parser() -> _OneLineParser:
     parser.cli_actions = list(parser._actions)  # pylint: disable=protected-access
     option_classes = {str(cls): cls for cls in PipelineOptions.__subclasses__()}
     for cls in option_classes.values():
-        cls._add_argparse_args(parser)
+        add_option_arguments(cls, parser)
     return parser
 
 
@@ -264,7 +261,7 @@ def worker_options(options: PipelineOptions) -> dict:
     silenced by level for that one module; its errors still show.
     """
     ours = argparse.ArgumentParser(add_help=False)
-    DicomExtractOptions._add_argparse_args(ours)  # pylint: disable=protected-access
+    add_option_arguments(DicomExtractOptions, ours)
     own_keys = {action.dest for action in ours._actions}  # pylint: disable=protected-access
     passed = {
         key: value

@@ -81,3 +81,24 @@ def test_prepare_fills_the_gcs_cache_only_when_anonymous(monkeypatch):
                for env in (env_with, {})]
     assert outputs == ["True", "False"]
     assert auth is not None
+
+
+def test_beam_option_classes_declare_flags_on_the_parser_the_adapter_gives():
+    """Beam's own parsing builds a ``_BeamArgumentParser`` and calls each option class's
+    ``_add_argparse_args(parser)``: the CLI, help and report do the same through the adapter."""
+    import argparse
+
+    from apache_beam.options import pipeline_options
+
+    assert issubclass(adapter.BeamArgumentParser, pipeline_options._BeamArgumentParser)
+    assert issubclass(adapter.BeamArgumentParser, argparse.ArgumentParser)
+    hook = inspect.getattr_static(PipelineOptions, "_add_argparse_args")
+    assert isinstance(hook, classmethod)
+    assert list(inspect.signature(PipelineOptions._add_argparse_args).parameters) == ["parser"]
+    source = inspect.getsource(PipelineOptions)
+    assert "_BeamArgumentParser(" in source and "._add_argparse_args(parser)" in source
+    parser = adapter.BeamArgumentParser(allow_abbrev=False)
+    adapter.add_option_arguments(pipeline_options.StandardOptions, parser)
+    adapter.add_option_arguments(pipeline_options.GoogleCloudOptions, parser)  # value providers
+    args = parser.parse_args(["--runner=DirectRunner", "--project=p"])
+    assert (args.runner, args.project) == ("DirectRunner", "p")

@@ -144,6 +144,7 @@ def test_help_fits_two_screens_and_lists_every_option_we_declare():
     import argparse
 
     from beam_pipeline.short_help import own_option_classes
+    from transforms.common.beam_internals import add_option_arguments
 
     text = help_text("--help")
     lines = text.splitlines()
@@ -156,7 +157,7 @@ def test_help_fits_two_screens_and_lists_every_option_we_declare():
     declared = []
     for cls in classes:
         parser = argparse.ArgumentParser(add_help=False)
-        cls._add_argparse_args(parser)  # pylint: disable=protected-access
+        add_option_arguments(cls, parser)
         declared += [action.option_strings for action in parser._actions]
     assert len(declared) >= 8
     for names in declared:

@@ -42,11 +42,12 @@ from pydicom.charset import convert_encodings, decode_bytes
 from pydicom.datadict import dictionary_description, get_private_entry
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
-from pydicom.filereader import _is_implicit_vr, data_element_generator
+from pydicom.filereader import data_element_generator
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag, Tag
 from pydicom.valuerep import TEXT_VR_DELIMS
 
+from transforms.common.pydicom_internals import item_is_implicit_vr
 from transforms.common.rows import (
     BINARY_VRS, CHARSET_TEXT_VRS, DEFAULT_ENCODING, NUMBER_FORMATS, NUMBER_SIZES, PATH_COLUMN,
     SINGLE_TEXT_VRS, TEXT_VRS, Row,
@@ -346,7 +347,7 @@ def _parse_sequence(
         if (group, element) != ITEM_TAG:
             raise _NotSimple("not an item")
         start = fp_tell()  # read_dataset, at_top_level=False
-        item_implicit = _is_implicit_vr(fp, implicit, little, None, is_sequence=True)
+        item_implicit = item_is_implicit_vr(fp, implicit, little)
         fp.seek(start)
         elements = data_element_generator(fp, item_implicit, little)
         item: dict = {}

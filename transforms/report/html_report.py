@@ -24,6 +24,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
+from transforms.common.beam_internals import add_option_arguments
 from transforms.output.tables import TABLE_STATS
 from transforms.report.page import render
 from transforms.output.table_stats import ValueCounts, scan_csv, scan_parquet
@@ -42,7 +43,7 @@ def run_settings(options: PipelineOptions, inputs) -> dict:
     for cls in PipelineOptions.__subclasses__():
         if cls.__module__.split(".")[0] != "apache_beam":
             parser = _Recorder()
-            cls._add_argparse_args(parser)  # pylint: disable=protected-access
+            add_option_arguments(cls, parser)
             ours.update(parser.dests)
     shown = {}
     for key in sorted(ours | set(non_default)):
