@@ -105,30 +105,30 @@ def test_console_script_runs_with_config_and_overrides(archive, tmp_path):
 def test_local_default_is_chosen_by_archive_size(tmp_path, monkeypatch):
     from apache_beam.options.pipeline_options import DirectOptions
 
-    from beam_pipeline import cli as cli_module
+    from beam_pipeline import local_runner
+    from beam_pipeline.arguments import parse
 
     copy_pydicom_file("CT_small.dcm", tmp_path / "in", "a.dcm")
     copy_pydicom_file("CT_small.dcm", tmp_path / "in", "b")
     copy_pydicom_file("CT_small.dcm", tmp_path / "in" / "sub", "c.dcm")
 
     def mode(*extra):
-        _, options, _ = cli_module.parse([str(tmp_path / "in"), "-o", str(tmp_path / "o.csv"),
-                                          *extra])
+        _, options, _ = parse([str(tmp_path / "in"), "-o", str(tmp_path / "o.csv"), *extra])
         direct = options.view_as(DirectOptions)
         return direct.direct_running_mode, direct.direct_num_workers
 
-    monkeypatch.setattr(cli_module.os, "cpu_count", lambda: 2)
-    monkeypatch.setattr(cli_module, "MULTI_PROCESS_FROM_FILES", 4)
+    monkeypatch.setattr(local_runner.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(local_runner, "MULTI_PROCESS_FROM_FILES", 4)
     assert mode() == ("in_memory", 1)
-    monkeypatch.setattr(cli_module, "MULTI_PROCESS_FROM_FILES", 3)
+    monkeypatch.setattr(local_runner, "MULTI_PROCESS_FROM_FILES", 3)
     assert mode() == ("multi_processing", 0)
     # One core: worker processes would only add their start-up.
-    monkeypatch.setattr(cli_module.os, "cpu_count", lambda: 1)
+    monkeypatch.setattr(local_runner.os, "cpu_count", lambda: 1)
     assert mode() == ("in_memory", 1)
-    monkeypatch.setattr(cli_module.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(local_runner.os, "cpu_count", lambda: 2)
     # What the user asks for wins.
     assert mode("--direct_running_mode=multi_threading") == ("multi_threading", 1)
-    monkeypatch.setattr(cli_module, "MULTI_PROCESS_FROM_FILES", 4)
+    monkeypatch.setattr(local_runner, "MULTI_PROCESS_FROM_FILES", 4)
     assert mode("--direct_num_workers=2") == ("in_memory", 2)
 
 
