@@ -41,7 +41,7 @@ from apache_beam.io.filesystems import FileSystems
 from transforms.output.columns import UnionColumns
 from transforms.content.csv_safety import guarded_columns
 from transforms.common.rows import PATH_COLUMN
-from transforms.reading.flatten import order_columns
+from transforms.reading.naming import order_columns
 from transforms.output import shard_format
 from transforms.output.table_chunks import ChunkBuilder, ChunkColumns, add_to_stats, csv_text
 from transforms.output.table_stats import TableStats

@@ -51,7 +51,9 @@ from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, VR
 
 from transforms.common.rows import BINARY_VRS, CHARSET_TEXT_VRS, DEFAULT_ENCODING, NUMBER_FORMATS, NUMBER_SIZES, PATH_COLUMN, SINGLE_TEXT_VRS, TEXT_VRS, Row
 
-from transforms.reading.flatten import DEFAULT_ENCODINGS, FlattenSettings, decode_text, format_number, is_skipped_group, join_text, private_element_name, public_name
+from transforms.reading.flatten import DEFAULT_ENCODINGS, FlattenSettings
+from transforms.reading.naming import is_skipped_group, private_element_name, public_name
+from transforms.reading.values import decode_text, format_number, join_text
 
 # Same threshold as extraction's dcmread: top-level values longer than this are not read.
 DEFER_SIZE = 4096
