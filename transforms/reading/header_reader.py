@@ -55,6 +55,7 @@ from pydicom.uid import (
 )
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, VR
 
+from transforms.common.private_tags import creator_tag
 from transforms.common.rows import BINARY_VRS, CHARSET_TEXT_VRS, DEFAULT_ENCODING, NUMBER_FORMATS, NUMBER_SIZES, PATH_COLUMN, SINGLE_TEXT_VRS, TEXT_VRS, Row
 
 from transforms.reading.flatten import DEFAULT_ENCODINGS, FlattenSettings
@@ -594,9 +595,8 @@ class _File:
     def _creator(self, tag: int, creators: dict | None) -> str | None:
         if creators is None:
             creators = self.top_creators
-        if not tag & 0xFF00:
-            return None
-        raw = creators.get((tag >> 16) << 16 | (tag & 0xFFFF) >> 8)
+        reserving = creator_tag(tag)
+        raw = creators.get(reserving) if reserving is not None else None
         if raw is None:
             return None
         text = raw.strip(b" \0")

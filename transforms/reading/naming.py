@@ -18,10 +18,10 @@ import re
 
 from pydicom.datadict import dictionary_description, get_private_entry
 from pydicom.dataset import Dataset
-from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 
-from transforms.common.rows import DEFAULT_ENCODING, PATH_COLUMN
+from transforms.common.private_tags import creator_tag, creator_text
+from transforms.common.rows import PATH_COLUMN
 
 
 def is_skipped_group(group: int) -> bool:
@@ -72,21 +72,13 @@ def private_element_name(tag: BaseTag, creator: str | None) -> str:
 
 
 def _private_creator(tag: BaseTag, dataset: Dataset) -> str | None:
-    if not tag.element & 0xFF00:
-        return None
-    creator_tag = (tag.group << 16) | (tag.element >> 8)
-    if creator_tag not in dataset:
+    reserving = creator_tag(tag)
+    if reserving is None or reserving not in dataset:
         return None
     try:
-        creator = dataset[creator_tag].value
+        return creator_text(dataset[reserving].value)
     except Exception:  # pylint: disable=broad-except  # a creator that does not convert
         return None
-    if isinstance(creator, bytes):
-        creator = creator.decode(DEFAULT_ENCODING)
-    if isinstance(creator, MultiValue):
-        creator = "\\".join(str(part) for part in creator)
-    creator = str(creator).strip(" \0")
-    return creator or None
 
 
 _SEGMENT = re.compile(r"\(([0-9A-F]{4}),([0-9A-F]{4})\)( \[(\d+)\]| #items)?(?: - |$)")
