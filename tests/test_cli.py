@@ -202,3 +202,26 @@ def test_summary_paragraph_names_the_report(archive, tmp_path):
     assert result.returncode == 0, result.stderr
     assert f"Report: {tmp_path / 'out.report.html'}" in result.stderr
     assert (tmp_path / "out.report.html").exists()
+
+
+def test_main_writes_to_the_streams_it_is_given(tmp_path):
+    """The CLI's output streams are injectable: usage errors, help and the summary."""
+    import io
+
+    from beam_pipeline.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    assert main([str(tmp_path / "nowhere"), "-o", str(tmp_path / "out.csv")], out, err) == 2
+    assert err.getvalue().count("\n") == 1 and "does not exist" in err.getvalue()
+    assert out.getvalue() == ""
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.raises(SystemExit) as exited:
+        main(["--help"], out, err)
+    assert exited.value.code == 0
+    assert out.getvalue().startswith("usage: dicom-meta-extract") and err.getvalue() == ""
+    copy_pydicom_file("CT_small.dcm", tmp_path / "in")
+    out, err = io.StringIO(), io.StringIO()
+    assert main([str(tmp_path / "in"), "-o", str(tmp_path / "out.csv")], out, err) == 0
+    assert "every matched file is accounted for" in err.getvalue()
+    assert "DICOM files" in err.getvalue()  # the progress bar, on the given stream
+    assert out.getvalue() == ""
