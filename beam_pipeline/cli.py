@@ -14,18 +14,30 @@ from __future__ import annotations
 import argparse
 import sys
 
+import yaml
+
 from beam_pipeline.quiet import quiet_dependencies
 
 EXIT_DONE, EXIT_UNACCOUNTED, EXIT_USAGE = 0, 1, 2
 
 
 def console_flags(argv: list[str]) -> argparse.Namespace:
-    """``--quiet`` and ``--verbose``, read before Beam is imported (they decide what it
-    may print); the full parser checks them again with everything else."""
+    """``--quiet`` and ``--verbose`` (or ``verbose: true`` in the ``--config`` file), read
+    before Beam is imported: they decide what it may print. The full parser checks them
+    again with everything else, and reports a config file it cannot read."""
     early = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     early.add_argument("--quiet", action="store_true")
     early.add_argument("--verbose", action="store_true")
-    return early.parse_known_args([arg for arg in argv if arg != "--"])[0]
+    early.add_argument("--config")
+    flags = early.parse_known_args([arg for arg in argv if arg != "--"])[0]
+    if flags.config and not flags.verbose:
+        try:
+            with open(flags.config, encoding="utf-8") as stream:
+                config = yaml.safe_load(stream)
+        except (OSError, yaml.YAMLError):
+            config = None
+        flags.verbose = isinstance(config, dict) and config.get("verbose") is True
+    return flags
 
 
 def main(argv: list[str] | None = None, stdout=None, stderr=None) -> int:

@@ -88,3 +88,15 @@ def test_importing_the_project_changes_nothing():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=120, env=env, cwd=ROOT)
     assert result.returncode == 0, result.stderr
+
+
+def test_verbose_is_read_before_beam_also_from_the_config_file(tmp_path):
+    from beam_pipeline.cli import console_flags
+
+    config = tmp_path / "run.yaml"
+    config.write_text("verbose: true\nformat: parquet\n")
+    assert console_flags(["in", "--config", str(config)]).verbose is True
+    assert console_flags(["in", f"--config={config}", "--quiet"]).quiet is True
+    assert console_flags(["in", "--verbose"]).verbose is True
+    assert console_flags(["in", "--config", str(tmp_path / "missing.yaml")]).verbose is False
+    assert console_flags(["in"]).verbose is False
