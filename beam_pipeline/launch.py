@@ -13,7 +13,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from beam_pipeline.local_runner import is_local, make_runner
 from beam_pipeline.lock import OutputLock, lock_path_for
 from beam_pipeline.options import DicomExtractOptions
-from beam_pipeline.pipeline import build_pipeline
+from beam_pipeline.pipeline import ExtractDicomMetadata, plan_run
 from beam_pipeline.progress import ProgressBar
 from transforms.report.summary import OutputPaths
 
@@ -33,8 +33,9 @@ def run(inputs: list[str], options: PipelineOptions, quiet: bool = True,
                       options)
     with lock, ProgressBar(enabled=not quiet and is_local(options), stream=stderr) as bar:
         progress = bar.reporter() if is_local(options) else None
+        run_plan = plan_run(inputs, extract_options, paths, started)
         pipeline = beam.Pipeline(runner=make_runner(options, verbose), options=options)
-        build_pipeline(pipeline, inputs, extract_options, paths, started, progress)
+        _ = pipeline | "ExtractDicomMetadata" >> ExtractDicomMetadata(run_plan, progress)
         pipeline.run().wait_until_finish()
     with FileSystems.open(paths.summary) as stream:
         return json.loads(stream.read())
