@@ -55,7 +55,8 @@ OUTCOMES_PATTERN = "outcomes-*.parquet"
 # The modules whose code decides a row's text: rows kept by other code are stale.
 ROW_CODE_MODULES = (
     "transforms.reading.flatten", "transforms.reading.naming", "transforms.reading.values",
-    "transforms.common.pydicom_internals", "transforms.reading.extract",
+    "transforms.common.pydicom_internals", "transforms.common.private_tags",
+    "transforms.reading.extract",
     "transforms.reading.header_reader", "transforms.reading.cells", "transforms.common.paths",
     "transforms.inputs.archive_members", "transforms.reading.archives",
     "transforms.common.rows",
