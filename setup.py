@@ -13,7 +13,9 @@ setup(
     ],
     python_requires=">=3.10",
     install_requires=[
-        "apache-beam==2.70.0",
+        # tfrecord: crcmod, without which "import apache_beam" logs a warning (Beam 2.70
+        # imports its TFRecord module on every import).
+        "apache-beam[tfrecord]==2.70.0",
         "pydicom>=3.0,<4",
         "pyarrow>=14",
         "numpy",
@@ -25,8 +27,7 @@ setup(
     ],
     extras_require={
         # gs:// and s3:// through Beam's FileSystems.
-        # crcmod: Beam 2.70 logs a warning on every gs:// import without it.
-        "gcp": ["apache-beam[gcp]==2.70.0", "crcmod"],
+        "gcp": ["apache-beam[gcp]==2.70.0"],
         "aws": ["apache-beam[aws]==2.70.0"],
         "test": [
             "pytest", "pandas", "polars", "duckdb", "psutil",
@@ -35,7 +36,7 @@ setup(
             "pillow",  # tests/test_pipeline.py imports PIL
             "hypothesis",  # property tests of the reader (tests/test_fuzz.py)
             # tests/test_buckets.py: both clouds, against servers started on 127.0.0.1
-            "apache-beam[gcp,aws]==2.70.0", "crcmod",
+            "apache-beam[gcp,aws]==2.70.0",
             "gcp-storage-emulator==2026.7.19",
             "moto[server]==5.2.1",
             # GCS that honours ifGenerationMatch (the lock tests): a bundled Go binary

@@ -25,6 +25,7 @@ import threading
 import time
 import uuid
 
+from transforms.common.atomic_files import partial_path
 from transforms.inputs.storage import is_bucket, pipeline_options, scheme, split_bucket
 
 LOCK_FORMAT = "dicom-meta-extract/lock"
@@ -100,7 +101,7 @@ class LocalStore:
         current = self.read()
         if current is None or current[1] != token:
             return None
-        partial = f"{self.path}.{uuid.uuid4().hex[:8]}.partial"
+        partial = partial_path(self.path)
         with open(partial, "wb") as out:
             out.write(data)
         os.replace(partial, self.path)

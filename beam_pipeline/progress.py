@@ -60,7 +60,8 @@ class ProgressReporter:
 class ProgressBar:
     """CLI side: receives the counts and shows files done / matched, rate and ETA."""
 
-    def __init__(self, enabled: bool = True):
+    def __init__(self, enabled: bool = True, stream=None):
+        self._stream = stream  # None: tqdm's own, stderr
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._socket.bind(("127.0.0.1", 0))
         self._socket.settimeout(0.2)
@@ -79,7 +80,8 @@ class ProgressBar:
         if self.enabled:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=0, unit="file", desc="DICOM files", dynamic_ncols=True)
+            self._bar = tqdm(total=0, unit="file", desc="DICOM files", dynamic_ncols=True,
+                             file=self._stream)
         self._thread.start()
         return self
 

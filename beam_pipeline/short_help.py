@@ -16,6 +16,8 @@ import textwrap
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from transforms.common.beam_internals import add_option_arguments
+
 NAME_WIDTH = 28
 MAX_WIDTH = 100
 MAX_LINES = 100  # two screens
@@ -51,7 +53,7 @@ def option_groups(parser_groups=()) -> list[tuple[str, list[argparse.Action]]]:
         groups.setdefault(title, []).extend(actions)
     for cls in own_option_classes():
         scratch = argparse.ArgumentParser(add_help=False)
-        cls._add_argparse_args(scratch)  # pylint: disable=protected-access
+        add_option_arguments(cls, scratch)
         # pylint: disable=protected-access
         defaults = (scratch._positionals, scratch._optionals)
         # Named groups first, then what was added straight to the parser.

@@ -29,7 +29,7 @@ for s in range(8):
     info = shard_format.write_shard(os.path.join(d, f"rows-{s}.parquet"), rows)
     shards.append(info)
     for n, v in info.columns.items(): allcols[n] = allcols.get(n, frozenset()) | v
-from transforms.reading.flatten import order_columns
+from transforms.reading.naming import order_columns
 columns = [Column(n, allcols[n]) for n in order_columns(allcols)]
 t = time.process_time()
 merge_shards(shards, columns, TableFiles(os.path.join(d, "t.csv"), os.path.join(d, "t.parquet")), temp_dir=d)

@@ -48,7 +48,7 @@ ROOT_UID = "1.2.826.0.1.3680043.8.498."
 def _col(keyword: str) -> str:
     from pydicom.datadict import tag_for_keyword
 
-    from transforms.reading.flatten import public_name
+    from transforms.reading.naming import public_name
 
     return public_name(tag_for_keyword(keyword))
 

@@ -164,7 +164,7 @@ def fixed_cost(work: str, archive: str) -> dict:
     shutil.copy(first, os.path.join(one, "IM1"))
     cli = [sys.executable, "-m", "beam_pipeline", one, "--quiet"]
     runs = {
-        "python + imports": measure([sys.executable, "-c", "import beam_pipeline.cli"]),
+        "python + imports": measure([sys.executable, "-c", "import beam_pipeline.arguments, beam_pipeline.launch"]),
         "CLI, 1 file, in-process runner": measure(
             cli + ["-o", os.path.join(work, "one1.csv"), "--direct_running_mode=in_memory",
                    "--direct_num_workers=1"]),

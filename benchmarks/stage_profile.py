@@ -170,7 +170,7 @@ def runner_startup(options, cpu: TreeCpu) -> tuple[float, float]:
     start-up, and stop)."""
     import apache_beam as beam
 
-    from beam_pipeline.cli import make_runner
+    from beam_pipeline.local_runner import make_runner
 
     wall, before = time.perf_counter(), cpu()
     with beam.Pipeline(runner=make_runner(options), options=options) as pipeline:
@@ -179,9 +179,9 @@ def runner_startup(options, cpu: TreeCpu) -> tuple[float, float]:
 
 
 def profile(archive: str, output: str, cli_flags: list[str]) -> dict:
-    from beam_pipeline import cli
+    from beam_pipeline import arguments, launch
 
-    inputs, options, _quiet = cli.parse([archive, "-o", output, "--quiet", *cli_flags])
+    inputs, options, *_ = arguments.parse([archive, "-o", output, "--quiet", *cli_flags])
     cpu = TreeCpu()
     figures = {"options": {key: value for key, value in options.get_all_options(
         drop_default=True).items() if key.startswith("direct")}}
@@ -197,7 +197,7 @@ def profile(archive: str, output: str, cli_flags: list[str]) -> dict:
     started, cpu_started = time.perf_counter(), cpu()
     sampler.start()
     try:
-        summary = cli.run(inputs, options, quiet=True, observe=results.append)
+        summary = launch.run(inputs, options, quiet=True, observe=results.append)
     finally:
         sampler.stopped.set()
         sampler.join()
@@ -267,7 +267,7 @@ def main(argv=None) -> None:
         anchors.append(measure(dcmdump, shell=True))
         print(f"(d) dcmdump -M, {cores} processes: {anchors[0]['seconds']:.1f} s, "
               f"CPU {anchors[0]['cpu']:.1f} s", flush=True)
-    for module in ("beam_pipeline.cli", "apache_beam.runners.worker.sdk_worker_main"):
+    for module in ("beam_pipeline.launch", "apache_beam.runners.worker.sdk_worker_main"):
         seconds, heaviest = import_seconds(module)
         print(f"import {module}: {seconds:.2f} s in a fresh interpreter; heaviest: "
               + ", ".join(f"{name} {value:.2f} s" for name, value in heaviest), flush=True)

@@ -111,3 +111,24 @@ def test_fn_api_runner_logs_each_bundle_with_its_fused_stage():
         logger.setLevel(level)
     assert any("Numbers" in stage for stage in stages), stages
     assert any("Doubled" in stage for stage in stages), stages
+
+
+def test_beam_option_classes_declare_flags_on_the_parser_the_adapter_gives():
+    """Beam's own parsing builds a ``_BeamArgumentParser`` and calls each option class's
+    ``_add_argparse_args(parser)``: the CLI, help and report do the same through the adapter."""
+    import argparse
+
+    from apache_beam.options import pipeline_options
+
+    assert issubclass(adapter.BeamArgumentParser, pipeline_options._BeamArgumentParser)
+    assert issubclass(adapter.BeamArgumentParser, argparse.ArgumentParser)
+    hook = inspect.getattr_static(PipelineOptions, "_add_argparse_args")
+    assert isinstance(hook, classmethod)
+    assert list(inspect.signature(PipelineOptions._add_argparse_args).parameters) == ["parser"]
+    source = inspect.getsource(PipelineOptions)
+    assert "_BeamArgumentParser(" in source and "._add_argparse_args(parser)" in source
+    parser = adapter.BeamArgumentParser(allow_abbrev=False)
+    adapter.add_option_arguments(pipeline_options.StandardOptions, parser)
+    adapter.add_option_arguments(pipeline_options.GoogleCloudOptions, parser)  # value providers
+    args = parser.parse_args(["--runner=DirectRunner", "--project=p"])
+    assert (args.runner, args.project) == ("DirectRunner", "p")

@@ -105,30 +105,30 @@ def test_console_script_runs_with_config_and_overrides(archive, tmp_path):
 def test_local_default_is_chosen_by_archive_size(tmp_path, monkeypatch):
     from apache_beam.options.pipeline_options import DirectOptions
 
-    from beam_pipeline import cli as cli_module
+    from beam_pipeline import local_runner
+    from beam_pipeline.arguments import parse
 
     copy_pydicom_file("CT_small.dcm", tmp_path / "in", "a.dcm")
     copy_pydicom_file("CT_small.dcm", tmp_path / "in", "b")
     copy_pydicom_file("CT_small.dcm", tmp_path / "in" / "sub", "c.dcm")
 
     def mode(*extra):
-        _, options, _ = cli_module.parse([str(tmp_path / "in"), "-o", str(tmp_path / "o.csv"),
-                                          *extra])
+        _, options, _ = parse([str(tmp_path / "in"), "-o", str(tmp_path / "o.csv"), *extra])
         direct = options.view_as(DirectOptions)
         return direct.direct_running_mode, direct.direct_num_workers
 
-    monkeypatch.setattr(cli_module.os, "cpu_count", lambda: 2)
-    monkeypatch.setattr(cli_module, "MULTI_PROCESS_FROM_FILES", 4)
+    monkeypatch.setattr(local_runner.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(local_runner, "MULTI_PROCESS_FROM_FILES", 4)
     assert mode() == ("in_memory", 1)
-    monkeypatch.setattr(cli_module, "MULTI_PROCESS_FROM_FILES", 3)
+    monkeypatch.setattr(local_runner, "MULTI_PROCESS_FROM_FILES", 3)
     assert mode() == ("multi_processing", 0)
     # One core: worker processes would only add their start-up.
-    monkeypatch.setattr(cli_module.os, "cpu_count", lambda: 1)
+    monkeypatch.setattr(local_runner.os, "cpu_count", lambda: 1)
     assert mode() == ("in_memory", 1)
-    monkeypatch.setattr(cli_module.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(local_runner.os, "cpu_count", lambda: 2)
     # What the user asks for wins.
     assert mode("--direct_running_mode=multi_threading") == ("multi_threading", 1)
-    monkeypatch.setattr(cli_module, "MULTI_PROCESS_FROM_FILES", 4)
+    monkeypatch.setattr(local_runner, "MULTI_PROCESS_FROM_FILES", 4)
     assert mode("--direct_num_workers=2") == ("in_memory", 2)
 
 
@@ -144,6 +144,7 @@ def test_help_fits_two_screens_and_lists_every_option_we_declare():
     import argparse
 
     from beam_pipeline.short_help import own_option_classes
+    from transforms.common.beam_internals import add_option_arguments
 
     text = help_text("--help")
     lines = text.splitlines()
@@ -156,7 +157,7 @@ def test_help_fits_two_screens_and_lists_every_option_we_declare():
     declared = []
     for cls in classes:
         parser = argparse.ArgumentParser(add_help=False)
-        cls._add_argparse_args(parser)  # pylint: disable=protected-access
+        add_option_arguments(cls, parser)
         declared += [action.option_strings for action in parser._actions]
     assert len(declared) >= 8
     for names in declared:
@@ -201,3 +202,26 @@ def test_summary_paragraph_names_the_report(archive, tmp_path):
     assert result.returncode == 0, result.stderr
     assert f"Report: {tmp_path / 'out.report.html'}" in result.stderr
     assert (tmp_path / "out.report.html").exists()
+
+
+def test_main_writes_to_the_streams_it_is_given(tmp_path):
+    """The CLI's output streams are injectable: usage errors, help and the summary."""
+    import io
+
+    from beam_pipeline.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    assert main([str(tmp_path / "nowhere"), "-o", str(tmp_path / "out.csv")], out, err) == 2
+    assert err.getvalue().count("\n") == 1 and "does not exist" in err.getvalue()
+    assert out.getvalue() == ""
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.raises(SystemExit) as exited:
+        main(["--help"], out, err)
+    assert exited.value.code == 0
+    assert out.getvalue().startswith("usage: dicom-meta-extract") and err.getvalue() == ""
+    copy_pydicom_file("CT_small.dcm", tmp_path / "in")
+    out, err = io.StringIO(), io.StringIO()
+    assert main([str(tmp_path / "in"), "-o", str(tmp_path / "out.csv")], out, err) == 0
+    assert "every matched file is accounted for" in err.getvalue()
+    assert "DICOM files" in err.getvalue()  # the progress bar, on the given stream
+    assert out.getvalue() == ""

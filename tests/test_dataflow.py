@@ -25,7 +25,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import DebugOptions, GoogleCloudOptions
 from apache_beam.portability import common_urns
 
-from beam_pipeline.cli import make_runner, parse
+from beam_pipeline.arguments import parse
+from beam_pipeline.local_runner import make_runner
 from beam_pipeline.options import DicomExtractOptions
 from beam_pipeline.pipeline import build_pipeline
 from tests import storage_servers
@@ -99,7 +100,7 @@ def dataflow_job(gcs_bucket, offline, monkeypatch, tmp_path):
         f"--temp_location=gs://{gcs_bucket}/tmp", "--job_name=dicom-meta-offline",
         "--dry_run=True", f"--dataflow_job_file={job_file}",
     ])
-    # What cli.run does, up to submission.
+    # What launch.run does, up to submission.
     FileSystems.set_options(options)
     extract = options.view_as(DicomExtractOptions)
     paths = OutputPaths.for_output(extract.output, "offline", extract.format.split(","))

@@ -10,7 +10,9 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from tests.conftest import make_dataset, pydicom_file, write_dicom
-from transforms.reading.flatten import FlattenSettings, flatten, join_text, order_columns
+from transforms.reading.flatten import FlattenSettings, flatten
+from transforms.reading.naming import order_columns
+from transforms.reading.values import join_text
 
 
 def flat(path, **settings) -> dict:

@@ -24,7 +24,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 import storage_servers as ss
 from conftest import run_cli, write_dicom
-from transforms.output import lock as lock_module
+from beam_pipeline import lock as lock_module
 from beam_pipeline.lock import GcsStore, OutputLock, OutputLocked, S3Store, store_for
 
 BUCKET = "lock-test"

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 from pydicom.uid import UID
 
-from beam_pipeline.cli import describe
+from beam_pipeline.launch import describe
 from tests.browser import Elements, dump_dom, screenshot
 from tests.conftest import make_dataset, pydicom_file, read_csv, run_cli, write_dicom
 from transforms.report.html_report import write_html_report

@@ -16,7 +16,7 @@ import pytest
 
 from transforms.content.csv_safety import guard_fields, guarded_columns
 from transforms.common.rows import PATH_COLUMN, Row
-from transforms.reading.flatten import order_columns
+from transforms.reading.naming import order_columns
 from transforms.output import shard_format, tables
 from transforms.output.table_stats import TableStats, column_of, scan_csv
 from tests.test_tables import columns_of

@@ -1,4 +1,11 @@
-"""The one place this project touches internals of a dependency: Beam's bucket clients.
+"""The one place this project touches Beam's internals: its option parser and bucket clients.
+
+Options: Beam's option classes declare their flags in ``_add_argparse_args(parser)``
+(the documented way to define options, yet an underscored name) on a parser of Beam's
+private ``_BeamArgumentParser`` class (it adds ``add_value_provider_argument`` and
+ignores "ambiguous option" errors). The CLI builds one parser of every option class,
+and the help and report list our own: :class:`BeamArgumentParser` and
+:func:`add_option_arguments` are those two names.
 
 Everything else reads and writes buckets through public APIs: Beam's ``FileSystems``,
 ``google.cloud.storage.Client.create_anonymous_client()`` and boto3 with
@@ -18,7 +25,7 @@ anonymous and calls :func:`prepare_filesystems`). Three things have no public sw
   which walks the AWS credential chain (up to the EC2 metadata service) and then fails
   for lack of keys. Here its client is built unsigned, with the same options.
 
-Nothing happens at import. ``storage.prepare_filesystems`` calls this explicitly: from
+Nothing happens at import (beyond importing Beam). ``storage.prepare_filesystems`` calls this explicitly: from
 the CLI before its checks, and in ``setup`` of each step that uses ``FileSystems`` on
 workers (idempotent, per process). ``tests/test_beam_internals.py`` fails loudly when Beam
 changes what this relies on.
@@ -26,7 +33,23 @@ changes what this relies on.
 
 from __future__ import annotations
 
+import argparse
 import threading
+
+from apache_beam.options.pipeline_options import _BeamArgumentParser
+
+# pylint: disable=protected-access
+
+
+class BeamArgumentParser(_BeamArgumentParser):
+    """The parser Beam's option classes expect (``add_value_provider_argument``)."""
+
+
+def add_option_arguments(option_class, parser: argparse.ArgumentParser) -> None:
+    """Add the flags ``option_class`` (a ``PipelineOptions`` subclass) declares to
+    ``parser``, as Beam does when it parses options."""
+    option_class._add_argparse_args(parser)
+
 
 _lock = threading.Lock()
 _done: set = set()
@@ -59,10 +82,10 @@ def _gcs_without_credentials() -> None:
         from apache_beam.internal.gcp import auth
     except ImportError:  # no gcp extra: Beam has no GCS filesystem to prepare
         return
-    cache = auth._Credentials  # pylint: disable=protected-access
-    with cache._credentials_lock:  # pylint: disable=protected-access
-        cache._credentials = None  # pylint: disable=protected-access
-        cache._credentials_init = True  # pylint: disable=protected-access
+    cache = auth._Credentials
+    with cache._credentials_lock:
+        cache._credentials = None
+        cache._credentials_init = True
 
 
 def _unsigned_beam_s3_client(unsigned_s3_client_for) -> None:

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 
 from pydicom.datadict import dictionary_VR, keyword_dict, tag_for_keyword
 
+from transforms.common.private_tags import creator_tag, creator_text, is_private_creator
+
 # ``Selector.select`` result for an element that is not a column.
 SKIPPED = object()
 
@@ -257,25 +259,14 @@ def _merge(first: _Trie, second: _Trie) -> _Trie:
 
 def creator_of(tag: int, dataset) -> str | None:
     """Private creator of a private element (of itself for a Private Creator element)."""
-    from transforms.common.rows import DEFAULT_ENCODING  # pylint: disable=import-outside-toplevel
-
-    element = tag & 0xFFFF
-    if 0x0010 <= element <= 0x00FF:
-        creator_tag = tag
-    elif element >= 0x1000:
-        creator_tag = (tag & 0xFFFF0000) | (element >> 8)
-    else:
-        return None
-    if creator_tag not in dataset:
+    reserving = tag if is_private_creator(tag) else creator_tag(tag)
+    if reserving is None or reserving not in dataset:
         return None
     if hasattr(dataset, "get_item"):
-        raw = dataset.get_item(creator_tag)
+        raw = dataset.get_item(reserving)
     else:  # an item of a parsed sequence: raw elements only
-        raw = dataset[creator_tag]
-    value = raw.value
-    if isinstance(value, bytes):
-        value = value.decode(DEFAULT_ENCODING)
-    return str(value or "").strip(" \0") or None
+        raw = dataset[reserving]
+    return creator_text(raw.value)
 
 
 class Selector:

@@ -12,7 +12,7 @@ from typing import NamedTuple
 import apache_beam as beam
 
 from transforms.common.rows import JSON_COLUMN
-from transforms.reading.flatten import order_columns
+from transforms.reading.naming import order_columns
 
 
 class Column(NamedTuple):

@@ -17,7 +17,7 @@ One shard is one Parquet file (zstd), written once and never changed, one row pe
 * Key-value metadata: ``dicom_meta.format`` = ``FORMAT_NAME``,
   ``dicom_meta.format_version`` = ``FORMAT_VERSION``, ``dicom_meta.keys`` = JSON
   ``[[column, VR], ...]``: a key is a column read with one VR, in the table's column
-  order (``flatten.column_sort_key``, then VR), so a column read with two VRs has two
+  order (``naming.column_sort_key``, then VR), so a column read with two VRs has two
   keys and each cell keeps its VR; ``dicom_meta.vrs`` = JSON ``{column: [VR, ...]}``
   (``DicomPath`` included), ``dicom_meta.rows``.
 * Row groups of at most ``ROW_GROUP_ROWS`` rows and about ``ROW_GROUP_BYTES`` of text:
@@ -42,7 +42,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms.common.rows import PATH_COLUMN
 
-from transforms.reading.flatten import column_sort_key
+from transforms.reading.naming import column_sort_key
 
 FORMAT_NAME = "dicom-meta-extract/row-shard"
 FORMAT_VERSION = 2

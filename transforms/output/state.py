@@ -40,6 +40,7 @@ import pydicom
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from transforms.common.atomic_files import write_atomically
 from transforms.common.code_digest import code_digest
 from transforms.output import shard_format
 
@@ -53,7 +54,9 @@ ROWS_PATTERN = "rows-*" + shard_format.SUFFIX
 OUTCOMES_PATTERN = "outcomes-*.parquet"
 # The modules whose code decides a row's text: rows kept by other code are stale.
 ROW_CODE_MODULES = (
-    "transforms.reading.flatten", "transforms.reading.extract",
+    "transforms.reading.flatten", "transforms.reading.naming", "transforms.reading.values",
+    "transforms.common.pydicom_internals", "transforms.common.private_tags",
+    "transforms.reading.extract",
     "transforms.reading.header_reader", "transforms.reading.cells", "transforms.common.paths",
     "transforms.inputs.archive_members", "transforms.reading.archives",
     "transforms.common.rows", "transforms.reading.dicom_json",
@@ -70,10 +73,7 @@ class StateError(Exception):
 
 def write_json(path: str, record: dict) -> None:
     """Write under a name unique to this attempt, then rename: readers see all or nothing."""
-    partial = f"{path}.{uuid.uuid4().hex[:12]}.partial"
-    with FileSystems.create(partial, compression_type=CompressionTypes.UNCOMPRESSED) as out:
-        out.write(json.dumps(record, indent=2, default=str).encode("utf-8"))
-    FileSystems.rename([partial], [path])
+    write_atomically(path, json.dumps(record, indent=2, default=str).encode("utf-8"))
 
 
 def read_json(path: str, kind: str) -> dict:

@@ -35,7 +35,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from pydicom.datadict import tag_for_keyword
 
-from transforms.reading.flatten import public_name
+from transforms.reading.naming import public_name
 
 KEPT_VALUES = 2000
 EXACT_DISTINCT = 1 << 21

@@ -42,7 +42,7 @@ from transforms.output.documents import DocumentWriters, nested_schema, split_js
 from transforms.output.keyword_names import SEED, output_names, renamed
 from transforms.content.csv_safety import guarded_columns
 from transforms.common.rows import JSON_COLUMN, PATH_COLUMN
-from transforms.reading.flatten import order_columns
+from transforms.reading.naming import order_columns
 from transforms.output import shard_format
 from transforms.output.table_chunks import (
     ChunkBuilder, ChunkColumns, add_to_stats, column_names, column_vrs, csv_record, csv_text,

@@ -2,5 +2,7 @@
 
 Extraction recognises DICOM by content and tries the lean header reader before the
 pydicom flattener; archives' members are extracted like files; every row's cells are
-bounded before it leaves. May import ``common``, ``inputs`` and ``content``.
+bounded before it leaves. Both readers name columns with ``naming`` and write values
+with ``values``, so their rows are the same. May import ``common``, ``inputs`` and
+``content``.
 """

@@ -10,48 +10,33 @@ What is read and what is skipped, explicitly:
 * Empty values are absent: a column is only ever filled with real text. ``NONE``, ``N/A``
   or ``0`` are values like any other.
 
-Values are written in DICOM's own text form:
-
-* Text VRs: the stored text decoded with the item's Specific Character Set, multiple
-  values joined with ``\\`` (DS/IS keep their text exactly as stored, PN is DICOM text,
-  empty trailing groups included: ``A^B=`` stays ``A^B=``).
-* Binary numbers (US, SS, UL, SL, UV, SV, FL, FD): decimal, joined with ``\\``.
-* AT: ``(gggg,eeee)``.
-* OB, OD, OF, OL, OV, OW, UN: up to ``max_binary_bytes`` as hex, longer ones as ``<N bytes>``
-  (N is the bytes present; deferred values, never read, count their declared length).
-
-Two paths produce that text. The fast path (``format_raw``) works on pydicom's
-RawDataElement bytes, which is what a lazily read header holds; the reference path
-(``format_converted``) formats pydicom's converted values. Both must give the same text
-(``tests/test_value_paths.py`` checks it on every pydicom test file). An element that
-neither path can convert keeps its raw bytes as text instead of losing the file.
+Columns are named by ``transforms/reading/naming.py``; values are written in DICOM's own
+text form by ``transforms/reading/values.py``, from the raw bytes where it can (the fast
+path) or from pydicom's converted value (``reference=True``, for tests).
 """
 
 from __future__ import annotations
 
-import functools
 import io
-import re
 import struct
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
-import numpy as np
 from pydicom import config, hooks
-from pydicom.charset import convert_encodings, decode_bytes
-from pydicom.datadict import dictionary_description, get_private_entry
+from pydicom.charset import convert_encodings
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
-from pydicom.filereader import _is_implicit_vr, data_element_generator
+from pydicom.filereader import data_element_generator
 from pydicom.multival import MultiValue
-from pydicom.tag import BaseTag, Tag
-from pydicom.valuerep import TEXT_VR_DELIMS
+from pydicom.tag import BaseTag
 
-from transforms.common.rows import (
-    BINARY_VRS, CHARSET_TEXT_VRS, DEFAULT_ENCODING, NUMBER_FORMATS, NUMBER_SIZES, PATH_COLUMN,
-    SINGLE_TEXT_VRS, TEXT_VRS, Row,
-)
+from transforms.common.pydicom_internals import item_is_implicit_vr
+from transforms.common.rows import CHARSET_TEXT_VRS, DEFAULT_ENCODING, PATH_COLUMN, TEXT_VRS, Row
 from transforms.content.selection import SKIPPED
+from transforms.reading.naming import element_name, is_skipped_group, public_name
+from transforms.reading.values import (
+    decode_text, format_converted, format_raw, join_text, raw_bytes_text,
+)
 
 DEFAULT_ENCODINGS = [DEFAULT_ENCODING]
 SPECIFIC_CHARACTER_SET = 0x00080005
@@ -75,210 +60,6 @@ class FlattenSettings:
     dicom_json: bool = False
 
 
-def is_skipped_group(group: int) -> bool:
-    """Overlays, pixel data and the delimiter/signature groups are never columns."""
-    return (
-        (group & 0xFF00 == 0x6000 and group % 2 == 0)
-        or group in (0x7FE0, 0xFFFA, 0xFFFC, 0xFFFE)
-    )
-
-
-def tag_text(tag: int) -> str:
-    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def public_name(tag: int) -> str:
-    """``element_name`` of a public tag, which depends on the tag alone."""
-    return element_name(BaseTag(tag), None)
-
-
-def element_name(tag: BaseTag, dataset: Dataset | None) -> str:
-    """``Patient's Name (0010,0010)``; private ones carry their creator."""
-    if not tag.is_private:
-        try:
-            return f"{dictionary_description(tag)} {tag_text(tag)}"
-        except KeyError:
-            if tag.element == 0:
-                return f"Group Length {tag_text(tag)}"
-            return f"Unknown {tag_text(tag)}"
-    if tag.is_private_creator:
-        return private_element_name(tag, None)
-    return private_element_name(tag, _private_creator(tag, dataset))
-
-
-def private_element_name(tag: BaseTag, creator: str | None) -> str:
-    """A private element's name, given its creator's text (None: not found)."""
-    if tag.is_private_creator:
-        return f"Private Creator {tag_text(tag)}"
-    if creator is None:
-        return f"[Unknown Creator] {tag_text(tag)}"
-    try:
-        description = get_private_entry(tag, creator)[2]
-    except Exception:  # pylint: disable=broad-except  # KeyError, or a creator it chokes on
-        description = ""
-    if description:
-        return f"[{creator}] {description} {tag_text(tag)}"
-    return f"[{creator}] {tag_text(tag)}"
-
-
-def _private_creator(tag: BaseTag, dataset: Dataset) -> str | None:
-    if not tag.element & 0xFF00:
-        return None
-    creator_tag = (tag.group << 16) | (tag.element >> 8)
-    if creator_tag not in dataset:
-        return None
-    try:
-        creator = dataset[creator_tag].value
-    except Exception:  # pylint: disable=broad-except  # a creator that does not convert
-        return None
-    if isinstance(creator, bytes):
-        creator = creator.decode(DEFAULT_ENCODING)
-    if isinstance(creator, MultiValue):
-        creator = "\\".join(str(part) for part in creator)
-    creator = str(creator).strip(" \0")
-    return creator or None
-
-
-# ---------------------------------------------------------------------------
-# Value formatting shared by both paths
-
-
-def join_text(vr: str, text: str) -> str:
-    """Canonical text of a decoded text value (one or several ``\\``-separated)."""
-    if vr in SINGLE_TEXT_VRS:
-        return text.rstrip(" \0")
-    if "\\" not in text:  # one value: the common case
-        return text.strip(" \0")
-    unpadded = text.rstrip(" \0")
-    if " " not in unpadded and "\0" not in unpadded:
-        # Nothing to strip inside (long number lists, mostly): the parts joined again are
-        # the text without its padding, or nothing if they are all empty.
-        return unpadded if unpadded.strip("\\") else ""
-    parts = [part.strip(" \0") for part in text.split("\\")]
-    if not any(parts):
-        return ""
-    return "\\".join(parts)
-
-
-def format_binary(raw: bytes | None, length: int, max_bytes: int) -> str:
-    if length == 0:
-        return ""
-    if raw is None or length > max_bytes:
-        return f"<{length} bytes>"
-    return raw.hex()
-
-
-def format_float32(value: float) -> str:
-    return str(np.float32(value))
-
-
-def format_float64(value: float) -> str:
-    return repr(float(value))
-
-
-def format_number(vr: str, value) -> str:
-    if vr == "FL":
-        return format_float32(value)
-    if vr in ("FD", "OD", "OF"):
-        return format_float64(value)
-    return str(int(value))
-
-
-def raw_bytes_text(raw: bytes | None, length: int, max_bytes: int) -> str:
-    """Last resort for an element that cannot be converted: its bytes as text."""
-    if raw is None:
-        return f"<{length} bytes>"
-    try:
-        text = raw.decode("ascii").strip(" \0")
-        if text.isprintable():
-            return text
-    except UnicodeDecodeError:
-        pass
-    return format_binary(raw, length, max_bytes)
-
-
-# ---------------------------------------------------------------------------
-# Fast path: raw bytes -> text
-
-
-def decode_text(vr: str, raw: bytes, encodings: list[str]) -> str:
-    if vr in CHARSET_TEXT_VRS:
-        if vr == "PN":
-            raw = raw.rstrip(b"\x00 ")
-        text = None
-        if b"\x1b" not in raw:
-            # decode_bytes' own shortcut without escape sequences: the first encoding,
-            # strictly. Whatever it would warn about and replace (or raise on), it does
-            # itself below. Most files say ISO_IR 100 or 192: no call, no re-check.
-            try:
-                text = raw.decode(encodings[0])
-            except (LookupError, UnicodeError):
-                pass
-        if text is None:
-            text = decode_bytes(raw, encodings, TEXT_VR_DELIMS)
-        if vr not in SINGLE_TEXT_VRS and "\\" not in text:
-            return text.strip(" \0")  # join_text of one value: the common case
-    else:
-        text = raw.decode(DEFAULT_ENCODING)
-    return join_text(vr, text)
-
-
-def format_raw(vr: str, raw: RawDataElement, encodings: list[str], max_bytes: int) -> str:
-    """Text of a raw element's bytes for a non-sequence ``vr``."""
-    value = raw.value
-    if vr in TEXT_VRS:
-        return decode_text(vr, value, encodings) if value else ""
-    if vr in BINARY_VRS:
-        return format_binary(value, raw.length if value is None else len(value), max_bytes)
-    endian = "<" if raw.is_little_endian else ">"
-    if vr in NUMBER_FORMATS:
-        code = NUMBER_FORMATS[vr]
-        size = NUMBER_SIZES[vr]
-        if value is None:  # deferred and not read (see transforms/reading/cells.py)
-            return f"<{raw.length // size} values>"
-        if len(value) % size:
-            raise ValueError(f"{len(value)} bytes is not a whole number of {vr} values")
-        numbers = struct.unpack(f"{endian}{len(value) // size}{code}", value)
-        return "\\".join(format_number(vr, n) for n in numbers)
-    if vr == "AT":
-        if len(value) % 4:
-            raise ValueError(f"{len(value)} bytes is not a whole number of AT values")
-        pairs = struct.unpack(f"{endian}{len(value) // 2}H", value)
-        return "\\".join(
-            f"({pairs[i]:04X},{pairs[i + 1]:04X})" for i in range(0, len(pairs), 2)
-        )
-    raise ValueError(f"unsupported VR {vr!r}")
-
-
-# ---------------------------------------------------------------------------
-# Reference path: pydicom's converted value -> text
-
-
-def format_converted(elem: DataElement, max_bytes: int) -> str:
-    vr, value = elem.VR, elem.value
-    if value is None or value == "" or value == b"":
-        return ""
-    if vr in BINARY_VRS or isinstance(value, (bytes, bytearray)):
-        return format_binary(bytes(value), len(value), max_bytes)
-    values = list(value) if isinstance(value, (MultiValue, list, tuple)) else [value]
-    if vr == "AT":
-        return "\\".join(tag_text(Tag(v)) for v in values)
-    if vr in NUMBER_FORMATS:
-        return "\\".join(format_number(vr, v) for v in values)
-    if vr in TEXT_VRS:
-        return join_text(vr, "\\".join(_converted_text(v) for v in values))
-    return "\\".join(str(v) for v in values)
-
-
-def _converted_text(value) -> str:
-    original = getattr(value, "original_string", None)  # DS/IS keep their stored text
-    if isinstance(original, str):
-        return original
-    return str(value)
-
-
-# ---------------------------------------------------------------------------
 # Sequences without pydicom Datasets
 
 
@@ -348,7 +129,7 @@ def _parse_sequence(
         if (group, element) != ITEM_TAG:
             raise _NotSimple("not an item")
         start = fp_tell()  # read_dataset, at_top_level=False
-        item_implicit = _is_implicit_vr(fp, implicit, little, None, is_sequence=True)
+        item_implicit = item_is_implicit_vr(fp, implicit, little)
         fp.seek(start)
         elements = data_element_generator(fp, item_implicit, little)
         item: dict = {}
@@ -391,7 +172,6 @@ def _parse_sequence(
     return _ParsedSequence(items)
 
 
-# ---------------------------------------------------------------------------
 # Walking the dataset
 
 
@@ -596,26 +376,3 @@ def flatten(
     walker.walk(dataset, "", DEFAULT_ENCODINGS)
     return Row(path, values, vrs), walker.bad_elements
 
-
-# ---------------------------------------------------------------------------
-# Column order: DicomPath first, then tag order, nested columns right after their sequence.
-
-_SEGMENT = re.compile(r"\(([0-9A-F]{4}),([0-9A-F]{4})\)( \[(\d+)\]| #items)?(?: - |$)")
-
-
-@functools.lru_cache(maxsize=1 << 16)  # every shard orders its keys: names repeat
-def column_sort_key(name: str) -> tuple:
-    if name == PATH_COLUMN:
-        return ((-1, -1),), name
-    key = []
-    for group, element, suffix, index in _SEGMENT.findall(name):
-        tag = int(group + element, 16)
-        if suffix == " #items":
-            key.append((tag, 0))
-        else:
-            key.append((tag, int(index) if index else 1))
-    return tuple(key), name
-
-
-def order_columns(names) -> list[str]:
-    return sorted(names, key=column_sort_key)

@@ -1,4 +1,10 @@
-"""Lean header reader: one pass over a Part 10 file's header bytes straight to its Row.
+"""Longer than 400 lines: one reader of the header's bytes, whose one element loop (the
+dataset's and every item's, as pydicom's ``data_element_generator``) is inlined for speed
+and only makes sense next to the buffering, the sequence loop and the rules of what it
+declines; the names and value formats it shares with ``flatten`` live in ``naming`` and
+``values``.
+
+Lean header reader: one pass over a Part 10 file's header bytes straight to its Row.
 
 ``transforms.reading.extract`` tries this reader first and falls back to the pydicom path
 (``dcmread`` + ``flatten``) whenever it returns ``None``. The row must be exactly the
@@ -49,9 +55,12 @@ from pydicom.uid import (
 )
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, VR
 
+from transforms.common.private_tags import creator_tag
 from transforms.common.rows import BINARY_VRS, CHARSET_TEXT_VRS, DEFAULT_ENCODING, NUMBER_FORMATS, NUMBER_SIZES, PATH_COLUMN, SINGLE_TEXT_VRS, TEXT_VRS, Row
 
-from transforms.reading.flatten import DEFAULT_ENCODINGS, FlattenSettings, decode_text, format_number, is_skipped_group, join_text, private_element_name, public_name
+from transforms.reading.flatten import DEFAULT_ENCODINGS, FlattenSettings
+from transforms.reading.naming import is_skipped_group, private_element_name, public_name
+from transforms.reading.values import decode_text, format_number, join_text
 
 # Same threshold as extraction's dcmread: top-level values longer than this are not read.
 DEFER_SIZE = 4096
@@ -232,7 +241,8 @@ class _File:
     def read(self) -> Row:
         p = self._file_meta(PREAMBLE_END)
         implicit = self._transfer_syntax()
-        p = self._dataset(p, implicit)
+        self._check_first(p, implicit)
+        self._elements(p, None, implicit, DEFAULT_ENCODINGS, "")
         return Row(self.path, self.values, self.vrs)
 
     def _file_meta(self, p: int) -> int:
@@ -287,74 +297,109 @@ class _File:
             raise Decline(f"transfer syntax {uid}")
         return uid == ImplicitVRLittleEndian
 
-    def _dataset(self, p: int, implicit: bool) -> int:
-        """The top-level dataset, from buffer offset ``p`` to the pixel data or the end."""
+    def _elements(self, p, item_end, implicit, encodings, prefix, limit=None,
+                  undefined=False) -> int:
+        """The one element loop, as pydicom's ``data_element_generator`` is one for the
+        dataset and its items; returns the offset after the elements.
+
+        ``limit`` None: the top-level dataset, read from the file as needed up to the pixel
+        data or the file's end; values not shown are seeked past, long binary ones shown
+        by their length, unread. Otherwise the elements of an item inside
+        ``buf[:limit]``, up to ``item_end`` (None: its delimiter); ``undefined``: the
+        enclosing sequence has no length, so running out asks for more (``_NeedMore``).
+        ``prefix`` None: an item that is not shown (read only to find its end).
+        """
+        top = limit is None
         reader = self.reader
         include_private = reader.include_private
         max_bytes = reader.max_bytes
-        names = reader.names("")
+        names = reader.names(prefix) if prefix is not None else None
         values, vrs = self.values, self.vrs
-        encodings = DEFAULT_ENCODINGS
+        creators = self.top_creators if top else {}
         last = -1
         pixel_representation = None
         has_sequence = False
-        self._check_first(p, implicit)
         buf = self.buf
-        avail = len(buf)
+        avail = len(buf) if top else limit
         while True:
-            if p + 12 > avail:
-                if not self._extend(p + 12) and p + 8 > len(self.buf):
-                    if p == len(self.buf):
-                        break  # end of file
-                    raise Decline("file ends inside an element header")
-                buf = self.buf
-                avail = len(buf)
+            if top:
+                if p + 12 > avail:
+                    if not self._extend(p + 12) and p + 8 > len(self.buf):
+                        if p == len(self.buf):
+                            break  # end of file
+                        raise Decline("file ends inside an element header")
+                    buf = self.buf
+                    avail = len(buf)
+            else:
+                if item_end is not None and p >= item_end:
+                    if p > item_end:
+                        raise Decline("element runs past its item")
+                    break
+                if p + 8 > avail:
+                    _short(undefined)
+            start = p + 8
             if implicit:
                 group, element, length = _IMPLICIT_HEADER(buf, p)
-                start = p + 8
-                tag = group << 16 | element
-                private = group & 1
-                if private:
-                    vr, kind = "UN", 0
-                else:
-                    vr, kind = implicit_info(tag)
             else:
                 group, element, vr_bytes, length = _EXPLICIT_HEADER(buf, p)
                 info = EXPLICIT_INFO.get(vr_bytes)
-                if info is None:
+                if info is not None:
+                    vr, long_length, kind = info
+                    if long_length:
+                        if start + 4 > avail:
+                            if top:
+                                raise Decline("file ends inside an element header")
+                            _short(undefined)
+                        length = _LONG_LENGTH(buf, start)[0]
+                        start += 4
+                elif top or group != 0xFFFE or element != 0xE00D:
                     raise Decline("unknown VR")
-                vr, long_length, kind = info
-                start = p + 8
-                if long_length:
-                    if start + 4 > avail:
-                        raise Decline("file ends inside an element header")
-                    length = _LONG_LENGTH(buf, start)[0]
-                    start += 4
-                tag = group << 16 | element
-                private = group & 1
+            tag = group << 16 | element
+            if tag == ITEM_DELIMITER and not top:
+                if item_end is not None:
+                    raise Decline("item delimiter in a defined-length item")
+                p = start
+                break
+            private = group & 1
             if tag <= last or group >= 0x6000 and (
                 tag in STOP_TAGS or group == 0xFFFE or is_skipped_group(group)
             ):
-                if tag in STOP_TAGS:
+                if top and tag in STOP_TAGS:
                     break
                 if tag <= last or group == 0xFFFE:
                     raise Decline("tag out of order")
                 shown = False  # a skipped group
             else:
-                shown = include_private or not private
+                shown = prefix is not None and (include_private or not private)
             last = tag
+            if implicit:
+                if not private:
+                    vr, kind = implicit_info(tag)
+                elif shown and not top:
+                    raise Decline("private element in implicit VR")
+                else:
+                    vr, kind = "UN", 0
             if length == UNDEFINED:
+                p = self._undefined(tag, vr, implicit, start, shown, encodings, private,
+                                    names, prefix, creators, limit, undefined)
                 if shown:
                     has_sequence = True
-                    if private and implicit:
-                        raise Decline("private element in implicit VR")
-                p = self._undefined(tag, vr, implicit, start, shown, encodings, private)
-                buf = self.buf
-                avail = len(buf)
+                if top:
+                    buf = self.buf
+                    avail = len(buf)
                 continue
             end = start + length
-            if not shown or not length:
+            if not top:
                 if end > avail:
+                    _short(undefined)
+                if item_end is not None and end > item_end:
+                    raise Decline("element runs past its item")
+                if private and element & 0xFF00 == 0 and element >= 0x10:
+                    creators[tag] = buf[start:end] if vr == "LO" else b"\\"
+            if tag == PIXEL_REPRESENTATION:
+                pixel_representation = length
+            if not shown or not length:
+                if end > avail:  # the top level only: items lie inside their buffer
                     if self.base + end > self.size:
                         raise Decline("file ends inside an element")
                     self._skip_to(end)
@@ -367,24 +412,18 @@ class _File:
             if private:
                 if implicit:
                     raise Decline("private element in implicit VR")
-                name = self._name(tag, private, names, "", None)
-                if element & 0xFF00 == 0 and element >= 0x10:  # a private creator
+                if top and element & 0xFF00 == 0 and element >= 0x10:  # a private creator
                     if end > avail:
-                        if not self._extend(end):
-                            raise Decline("file ends inside an element")
-                        buf = self.buf
-                        avail = len(buf)
-                    self.top_creators[tag] = buf[start:end] if vr == "LO" else b"\\"
+                        buf, avail = self._read_to(end)
+                    creators[tag] = buf[start:end] if vr == "LO" else b"\\"
+                name = self._name(tag, private, names, prefix, creators)
             else:
                 name = names.get(tag)
                 if name is None:
-                    name = self._name(tag, private, names, "", None)
-            if kind:  # text: the common case
+                    name = self._name(tag, private, names, prefix, creators)
+            if kind:  # text: the common case, inline
                 if end > avail:
-                    if not self._extend(end):
-                        raise Decline("file ends inside an element")
-                    buf = self.buf
-                    avail = len(buf)
+                    buf, avail = self._read_to(end)
                 raw = buf[start:end]
                 if tag <= CHARSET:
                     if tag == CHARSET:
@@ -404,39 +443,38 @@ class _File:
                     vrs[name] = vr
                 p = end
                 continue
-            if vr == "UN" or " or " in vr or tag == CHARSET:
-                # (a Specific Character Set that is not text: pydicom decides)
+            if vr == "UN" or " or " in vr or (top and tag == CHARSET):
+                # (a top-level Specific Character Set that is not text: pydicom decides)
                 raise Decline("UN or ambiguous VR")
-            if vr in FORMATTED_BINARY_VRS and (
-                length > max_bytes or (length > DEFER_SIZE and not implicit)
-            ):
-                # Not read (the pydicom path defers it, or shows only its length).
-                if self.base + end > self.size:
-                    raise Decline("file ends inside an element")
-                values[name] = f"<{length} bytes>"
-                vrs[name] = vr
+            if top:
+                if vr in FORMATTED_BINARY_VRS and (
+                    length > max_bytes or (length > DEFER_SIZE and not implicit)
+                ):
+                    # Not read (the pydicom path defers it, or shows only its length).
+                    if self.base + end > self.size:
+                        raise Decline("file ends inside an element")
+                    values[name] = f"<{length} bytes>"
+                    vrs[name] = vr
+                    if end > avail:
+                        self._skip_to(end)
+                        buf = self.buf
+                        avail = len(buf)
+                        p = 0
+                    else:
+                        p = end
+                    continue
+                if length > DEFER_SIZE and not implicit and vr != "SQ" and (
+                    vr not in FORMATTED_BINARY_VRS
+                ):
+                    raise Decline("deferred non-binary value")  # pydicom keeps it raw
                 if end > avail:
-                    self._skip_to(end)
-                    buf = self.buf
-                    avail = len(buf)
-                    p = 0
-                else:
-                    p = end
-                continue
-            if length > DEFER_SIZE and not implicit and vr != "SQ" and (
-                vr not in FORMATTED_BINARY_VRS
-            ):
-                raise Decline("deferred non-binary value")  # pydicom keeps it raw
-            if end > avail:
-                if not self._extend(end):
-                    raise Decline("file ends inside an element")
-                buf = self.buf
-                avail = len(buf)
-            if tag == PIXEL_REPRESENTATION:
-                pixel_representation = length
+                    buf, avail = self._read_to(end)
+            elif tag == CHARSET:
+                encodings = encodings_of(buf[start:end]) or encodings
             if vr == "SQ":
                 has_sequence = True
-                _Items(self, buf, end, False).sequence(start, end, implicit, encodings, name)
+                self._sequence(start, end, implicit, encodings, name, end if top else limit,
+                               undefined)
             else:
                 self._value(name, vr, buf, start, length, encodings)
             p = end
@@ -445,6 +483,12 @@ class _File:
             # of its sequences, and a malformed one fails the sequence.
             raise Decline("malformed Pixel Representation next to a sequence")
         return p
+
+    def _read_to(self, end: int) -> tuple[bytes, int]:
+        """The top level: read on until the buffer holds ``end`` bytes; (buffer, length)."""
+        if not self._extend(end):
+            raise Decline("file ends inside an element")
+        return self.buf, len(self.buf)
 
     def _check_first(self, p: int, implicit: bool) -> None:
         """pydicom's ``_is_implicit_vr``: the dataset's first VR decides its encoding;
@@ -457,24 +501,29 @@ class _File:
         if group == 0 or (group << 16 | element) in STOP_TAGS or looks_explicit == implicit:
             raise Decline("VR encoding does not match the transfer syntax")
 
-    def _undefined(self, tag, vr, implicit, start, shown, encodings, private) -> int:
-        """An undefined-length top-level element: must be a sequence; its end offset."""
+    def _undefined(self, tag, vr, implicit, start, shown, encodings, private, names,
+                   prefix, creators, limit, undefined) -> int:
+        """An undefined-length element: must be a sequence; its end offset. At the top
+        level (``limit`` None) the file is read on until the whole sequence is there."""
+        if shown and private and implicit:
+            raise Decline("private element in implicit VR")
         if vr == "UN" and not shown:
             vr = "SQ"  # pydicom reads undefined-length UN as a sequence
         elif implicit and vr == "UN":
-            vr = "SQ" if self._next_is_item(start) else None
+            vr = "SQ" if self._next_is_item(start, limit) else None
         if vr != "SQ":
             raise Decline("undefined-length value that is not a sequence")
         name = None
         if shown:
-            name = self.reader.names("").get(tag) if not private else None
+            name = names.get(tag) if not private else None
             if name is None:
-                name = self._name(tag, private, self.reader.names(""), "", None)
+                name = self._name(tag, private, names, prefix, creators)
+        if limit is not None:
+            return self._sequence(start, None, implicit, encodings, name, limit, undefined)
         while True:
             try:
-                return _Items(self, self.buf, len(self.buf), True).sequence(
-                    start, None, implicit, encodings, name
-                )
+                return self._sequence(start, None, implicit, encodings, name, len(self.buf),
+                                      True)
             except _NeedMore:
                 # Read twice as much and parse the sequence again (its columns are
                 # simply written again).
@@ -483,10 +532,57 @@ class _File:
                 if len(self.buf) == before:
                     raise Decline("file ends inside a sequence") from None
 
-    def _next_is_item(self, p: int) -> bool:
-        if p + 4 > len(self.buf) and not self._extend(p + 4):
+    def _next_is_item(self, p: int, limit: int | None) -> bool:
+        if limit is None:
+            if p + 4 > len(self.buf) and not self._extend(p + 4):
+                return False
+        elif p + 4 > limit:
             return False
         return struct.unpack_from("<L", self.buf, p)[0] == (0xE000 << 16 | 0xFFFE)
+
+    def _sequence(self, p, end, implicit, encodings, name, limit, undefined) -> int:
+        """Items from ``p`` to ``end`` (None: to the sequence delimiter) inside
+        ``buf[:limit]``; returns the end. ``name`` None: read only to find the end."""
+        buf = self.buf
+        items_shown = self.reader.limit
+        count = 0
+        while True:
+            if end is not None and p >= end:
+                if p > end:
+                    raise Decline("item runs past its sequence")
+                break
+            if p + 8 > limit:
+                _short(undefined)
+            group, element, length = _IMPLICIT_HEADER(buf, p)
+            tag = group << 16 | element
+            p += 8
+            if tag == SEQUENCE_DELIMITER:
+                if end is not None:
+                    raise Decline("sequence delimiter in a defined-length sequence")
+                break
+            if tag != ITEM:
+                raise Decline("not an item")
+            count += 1
+            prefix = None
+            if name is not None and (not items_shown or count <= items_shown):
+                prefix = (name if count == 1 else f"{name} [{count}]") + " - "
+            if length == UNDEFINED:
+                item_end = None
+            else:
+                item_end = p + length
+                if item_end > limit:
+                    _short(undefined)
+            item_implicit = implicit
+            if not implicit and (item_end is None or item_end > p):
+                # pydicom's _is_implicit_vr for an item: implicit unless the VR looks valid.
+                if p + 6 > limit:
+                    _short(undefined)
+                item_implicit = not (0x40 < buf[p + 4] < 0x5B and 0x40 < buf[p + 5] < 0x5B)
+            p = self._elements(p, item_end, item_implicit, encodings, prefix, limit, undefined)
+        if name is not None and items_shown and count > items_shown:
+            self.values[f"{name} #items"] = str(count)
+            self.vrs[f"{name} #items"] = "IS"
+        return p
 
     # -- shared with items --------------------------------------------------------
 
@@ -499,9 +595,8 @@ class _File:
     def _creator(self, tag: int, creators: dict | None) -> str | None:
         if creators is None:
             creators = self.top_creators
-        if not tag & 0xFF00:
-            return None
-        raw = creators.get((tag >> 16) << 16 | (tag & 0xFFFF) >> 8)
+        reserving = creator_tag(tag)
+        raw = creators.get(reserving) if reserving is not None else None
         if raw is None:
             return None
         text = raw.strip(b" \0")
@@ -546,189 +641,9 @@ class _File:
             self.vrs[name] = vr
 
 
-class _Items:
-    """Sequences and their items inside ``buf[:avail]`` (``undefined``: more may follow
-    in the file, so running out of bytes asks for more instead of declining)."""
-
-    def __init__(self, file: _File, buf: bytes, avail: int, undefined: bool):
-        self.file = file
-        self.buf = buf
-        self.avail = avail
-        self.undefined = undefined
-        reader = file.reader
-        self.include_private = reader.include_private
-        self.limit = reader.limit
-
-    def _short(self):
-        if self.undefined:
-            raise _NeedMore()
-        raise Decline("value runs past its sequence")
-
-    def sequence(self, p, end, implicit, encodings, name) -> int:
-        """Items from ``p`` to ``end`` (None: to the sequence delimiter); returns the end.
-
-        ``name`` None: read only to find the end (an element that is not shown)."""
-        buf = self.buf
-        avail = self.avail
-        limit = self.limit
-        count = 0
-        while True:
-            if end is not None and p >= end:
-                if p > end:
-                    raise Decline("item runs past its sequence")
-                break
-            if p + 8 > avail:
-                self._short()
-            group, element, length = _IMPLICIT_HEADER(buf, p)
-            tag = group << 16 | element
-            p += 8
-            if tag == SEQUENCE_DELIMITER:
-                if end is not None:
-                    raise Decline("sequence delimiter in a defined-length sequence")
-                break
-            if tag != ITEM:
-                raise Decline("not an item")
-            count += 1
-            prefix = None
-            if name is not None and (not limit or count <= limit):
-                prefix = (name if count == 1 else f"{name} [{count}]") + " - "
-            p = self.item(p, length, implicit, encodings, prefix)
-        if name is not None and limit and count > limit:
-            self.file.values[f"{name} #items"] = str(count)
-            self.file.vrs[f"{name} #items"] = "IS"
-        return p
-
-    def item(self, p, length, implicit, encodings, prefix) -> int:
-        buf = self.buf
-        avail = self.avail
-        if length == UNDEFINED:
-            item_end = None
-        else:
-            item_end = p + length
-            if item_end > avail:
-                self._short()
-        if not implicit and (item_end is None or item_end > p):
-            # pydicom's _is_implicit_vr for an item: implicit unless the VR looks valid.
-            if p + 6 > avail:
-                self._short()
-            implicit = not (0x40 < buf[p + 4] < 0x5B and 0x40 < buf[p + 5] < 0x5B)
-        file = self.file
-        values, vrs = file.values, file.vrs
-        include_private = self.include_private
-        names = file.reader.names(prefix) if prefix is not None else None
-        creators: dict = {}
-        last = -1
-        pixel_representation = None
-        has_sequence = False
-        while True:
-            if item_end is not None and p >= item_end:
-                if p > item_end:
-                    raise Decline("element runs past its item")
-                break
-            if p + 8 > avail:
-                self._short()
-            if implicit:
-                group, element, length = _IMPLICIT_HEADER(buf, p)
-                vr = None
-                start = p + 8
-            else:
-                group, element, vr_bytes, length = _EXPLICIT_HEADER(buf, p)
-                info = EXPLICIT_INFO.get(vr_bytes)
-                start = p + 8
-                if info is None:
-                    if group != 0xFFFE or element != 0xE00D:
-                        raise Decline("unknown VR")
-                    vr = None
-                else:
-                    vr, long_length, kind = info
-                    if long_length:
-                        if start + 4 > avail:
-                            self._short()
-                        length = _LONG_LENGTH(buf, start)[0]
-                        start += 4
-            tag = group << 16 | element
-            if tag == ITEM_DELIMITER:
-                if item_end is not None:
-                    raise Decline("item delimiter in a defined-length item")
-                p = start
-                break
-            if tag <= last or group == 0xFFFE:
-                raise Decline("tag out of order")
-            last = tag
-            private = group & 1
-            shown = (
-                prefix is not None
-                and (include_private or not private)
-                and not is_skipped_group(group)
-            )
-            if implicit:
-                if private:
-                    if shown:
-                        raise Decline("private element in implicit VR")
-                    vr, kind = "UN", 0
-                else:
-                    vr, kind = implicit_info(tag)
-            if length == UNDEFINED:
-                if vr == "UN" and not shown:
-                    vr = "SQ"
-                elif implicit and vr == "UN":
-                    vr = "SQ" if (
-                        start + 4 <= avail
-                        and _IMPLICIT_HEADER(buf, start)[:2] == (0xFFFE, 0xE000)
-                    ) else None
-                if vr != "SQ":
-                    raise Decline("undefined-length value that is not a sequence")
-                name = None
-                if shown:
-                    has_sequence = True
-                    name = names.get(tag) if not private else None
-                    if name is None:
-                        name = file._name(tag, private, names, prefix, creators)
-                p = self.sequence(start, None, implicit, encodings, name)
-                continue
-            end = start + length
-            if end > avail:
-                self._short()
-            if item_end is not None and end > item_end:
-                raise Decline("element runs past its item")
-            if private and element & 0xFF00 == 0 and element >= 0x10:
-                creators[tag] = buf[start:end] if vr == "LO" else b"\\"
-            if tag == PIXEL_REPRESENTATION:
-                pixel_representation = length
-            p = end
-            if not shown:
-                continue
-            if tag <= CHARSET:
-                if tag == CHARSET:
-                    encodings = encodings_of(buf[start:end]) or encodings
-                elif kind == CHARSET_DECODED and length:
-                    raise Decline("charset-dependent value before the Specific Character Set")
-            if not length:
-                continue
-            name = names.get(tag) if not private else None
-            if kind:  # text: the common case, inline (as in _File._dataset)
-                if name is None:
-                    name = file._name(tag, private, names, prefix, creators)
-                raw = buf[start:end]
-                if kind == DEFAULT_MULTI and b"\\" not in raw:
-                    text = raw.strip(b" \0").decode(DEFAULT_ENCODING)
-                elif kind == CHARSET_DECODED:
-                    text = decode_text(vr, raw, encodings)
-                else:
-                    text = join_text(vr, raw.decode(DEFAULT_ENCODING))
-                if text:
-                    values[name] = text
-                    vrs[name] = vr
-                continue
-            if vr == "UN" or " or " in vr:
-                raise Decline("UN or ambiguous VR")
-            if name is None:
-                name = file._name(tag, private, names, prefix, creators)
-            if vr == "SQ":
-                has_sequence = True
-                self.sequence(start, end, implicit, encodings, name)
-                continue
-            file._value(name, vr, buf, start, length, encodings)
-        if has_sequence and pixel_representation not in (None, 0, 2):
-            raise Decline("malformed Pixel Representation next to a sequence")
-        return p
+def _short(undefined: bool):
+    """Bytes run out inside a sequence: more of the file (an undefined-length one), or
+    a value running past its sequence."""
+    if undefined:
+        raise _NeedMore()
+    raise Decline("value runs past its sequence")

@@ -17,13 +17,14 @@ import datetime
 import io
 import logging
 import re
-import uuid
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
+from transforms.common.atomic_files import write_atomically
+from transforms.common.beam_internals import add_option_arguments
 from transforms.output.tables import TABLE_STATS
 from transforms.report.page import render
 from transforms.output.table_stats import ValueCounts, scan_csv, scan_parquet
@@ -42,7 +43,7 @@ def run_settings(options: PipelineOptions, inputs) -> dict:
     for cls in PipelineOptions.__subclasses__():
         if cls.__module__.split(".")[0] != "apache_beam":
             parser = _Recorder()
-            cls._add_argparse_args(parser)  # pylint: disable=protected-access
+            add_option_arguments(cls, parser)
             ours.update(parser.dests)
     shown = {}
     for key in sorted(ours | set(non_default)):
@@ -130,16 +131,7 @@ def write_html_report(summary: dict, paths, settings: dict, table_figures: dict 
     generated = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     page = render(summary, stats, problem, read_errors(paths.errors), read_skips(paths.skipped),
                   settings, generated)
-    # Attempt-unique temporary name: a retried or repeated attempt never writes into another
-    # attempt's file, and the page appears whole or not at all.
-    temp_path = f"{paths.report}.partial-{uuid.uuid4().hex[:12]}"
-    try:
-        with FileSystems.create(temp_path, compression_type=CompressionTypes.UNCOMPRESSED) as out:
-            out.write(page.encode("utf-8", "backslashreplace"))
-        FileSystems.rename([temp_path], [paths.report])
-    finally:
-        if FileSystems.exists(temp_path):
-            FileSystems.delete([temp_path])
+    write_atomically(paths.report, page.encode("utf-8", "backslashreplace"))
     return paths.report
 
 

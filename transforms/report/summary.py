@@ -11,12 +11,12 @@ import csv
 import io
 import json
 import time
-import uuid
 from typing import NamedTuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
+from transforms.common.atomic_files import write_atomically
 
 
 class OutputPaths(NamedTuple):
@@ -68,15 +68,7 @@ def write_csv_file(path: str, header: list[str], records) -> None:
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(header)
     writer.writerows(sorted(records))
-    _write_atomically(path, buffer.getvalue().encode("utf-8", "backslashreplace"))
-
-
-def _write_atomically(path: str, data: bytes) -> None:
-    """Under a name unique to this attempt, then renamed: a repeated step rewrites it."""
-    temp_path = f"{path}.{uuid.uuid4().hex[:12]}.partial"
-    with FileSystems.create(temp_path) as out:
-        out.write(data)
-    FileSystems.rename([temp_path], [path])
+    write_atomically(path, buffer.getvalue().encode("utf-8", "backslashreplace"))
 
 
 def write_report(_, paths: OutputPaths, started: float, matched, rows, columns, errors, skipped,
@@ -102,7 +94,7 @@ def write_report(_, paths: OutputPaths, started: float, matched, rows, columns, 
         "report_file": paths.report,
         **(extra or {}),
     }
-    _write_atomically(paths.summary, json.dumps(summary, indent=2).encode("utf-8"))
+    write_atomically(paths.summary, json.dumps(summary, indent=2).encode("utf-8"))
     return summary
 
 
