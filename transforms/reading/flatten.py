@@ -48,7 +48,7 @@ from pydicom.tag import BaseTag, Tag
 from pydicom.valuerep import TEXT_VR_DELIMS
 
 from transforms.common.rows import (
-    BINARY_VRS, CHARSET_TEXT_VRS, DEFAULT_ENCODING, NUMBER_FORMATS, NUMBER_SIZES, PATH_COLUMN,
+    BULK_DATA_TEXT, BulkData, BINARY_VRS, CHARSET_TEXT_VRS, DEFAULT_ENCODING, NUMBER_FORMATS, NUMBER_SIZES, PATH_COLUMN,
     SINGLE_TEXT_VRS, TEXT_VRS, Row,
 )
 from transforms.content.selection import SKIPPED
@@ -255,6 +255,8 @@ def format_raw(vr: str, raw: RawDataElement, encodings: list[str], max_bytes: in
 
 def format_converted(elem: DataElement, max_bytes: int) -> str:
     vr, value = elem.VR, elem.value
+    if isinstance(value, BulkData):  # left out by a DICOMweb server
+        return BULK_DATA_TEXT
     if value is None or value == "" or value == b"":
         return ""
     if vr in BINARY_VRS or isinstance(value, (bytes, bytearray)):

@@ -1,0 +1,202 @@
+"""DICOMweb series -> rows: one WADO-RS metadata request per series
+(``.../studies/{study}/series/{series}/metadata``), and each instance's DICOM JSON
+(PS3.18 Annex F) read with ``pydicom.Dataset.from_json`` and flattened like a file
+(``transforms.reading.flatten``, the same ``FlattenSettings``, then the same content
+step; the pipeline bounds the cells as for files). An instance's ``DicomPath`` is its
+WADO-RS URL, ``{root}/studies/{study}/series/{series}/instances/{sop}``.
+
+Values the server leaves out (``BulkDataURI``) are written ``<bulk data>``
+(``transforms.common.rows.BULK_DATA_TEXT``): the JSON gives neither their bytes nor
+their length, and fetching them would download them.
+
+Outcomes: a ``StoredRow`` per instance (size and mtime unknown: ``None``); a series
+whose metadata request still fails after the retries is one ``ERRORS`` record named by
+the series URL, type ``Unreadable``, and the run goes on; an instance whose JSON does
+not convert is an ``ERRORS`` record of its own (``Corrupt``). Every error is also
+filed as a ``MANIFEST`` entry, and each series emits its ``SERIES_FIGURES`` so that
+the summary counts instances (where known) and failed series and still adds up.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from pydicom import Dataset
+
+from transforms.common.batches import BatchFiles
+from transforms.common.rows import BulkData
+from transforms.common.tags import ERRORS, MANIFEST, SERIES_FIGURES
+from transforms.inputs.dicomweb import (
+    DicomWebSettings, ListDicomWeb, SeriesRef, first_value, http_reason,
+)
+from transforms.reading.extract import quiet_pydicom
+from transforms.reading.file_outcomes import StoredRow
+from transforms.reading.flatten import FlattenSettings, flatten
+
+SOP_INSTANCE_UID = "00080018"
+# Series fetched at once by one worker: requests wait on the server, not on our CPU.
+CONCURRENT_SERIES = 8
+EMPTY_BULK = BulkData()
+
+
+def _bulk(_tag, _vr, _uri):
+    return EMPTY_BULK
+
+
+def instance_row(instance: dict, series_url: str, index: int, settings: FlattenSettings):
+    """One instance's DICOM JSON -> its ``Row`` (as ``flatten`` gives a file's)."""
+    sop = first_value(instance, SOP_INSTANCE_UID) or f"item-{index}"
+    path = f"{series_url}/instances/{sop}"
+    dataset = Dataset.from_json(instance, bulk_data_uri_handler=_bulk)
+    row, _ = flatten(dataset, path, settings)
+    return row
+
+
+class ReadSeries(beam.DoFn):
+    """Batches of ``SeriesRef`` -> a ``StoredRow`` per instance, ``ERRORS`` and
+    ``MANIFEST`` records of what failed, and each series' ``SERIES_FIGURES``."""
+
+    def __init__(self, web: DicomWebSettings, settings: FlattenSettings, content=None,
+                 progress=None):
+        self.web = web
+        self.settings = settings
+        self.content = content  # transforms.content.settings.RowContent
+        self.progress = progress
+        self.clients: dict = {}
+        self.pool = None
+        self.extracted = Metrics.counter("dicom", "extracted")
+        self.errors = Metrics.counter("dicom", "errors")
+
+    def setup(self):
+        quiet_pydicom()
+        self.clients = {}
+        self.pool = concurrent.futures.ThreadPoolExecutor(CONCURRENT_SERIES)
+        if self.progress is not None:
+            self.progress.connect()
+
+    def teardown(self):
+        if self.pool is not None:
+            self.pool.shutdown(wait=False)
+
+    def _client(self, root: str):
+        if root not in self.clients:  # one per thread would do too; sessions are thread-safe for GET
+            self.clients[root] = self.web.client(root)
+        return self.clients[root]
+
+    def _fetch(self, ref: SeriesRef):
+        try:
+            return self._client(ref.root).retrieve_series_metadata(ref.study, ref.series), None
+        except Exception as exc:  # pylint: disable=broad-except
+            return None, exc
+
+    def process(self, refs):
+        refs = refs if isinstance(refs, list) else [refs]
+        if self.pool is None:  # used without setup()
+            self.setup()
+        for ref, (instances, failure) in zip(refs, self.pool.map(self._fetch, refs)):
+            yield from self._outcomes(ref, instances, failure)
+
+    def _outcomes(self, ref: SeriesRef, instances, failure):
+        if failure is not None:
+            self.errors.inc()
+            self._done(1)
+            record = (ref.url, "Unreadable", f"WADO-RS metadata of the series: "
+                      f"{http_reason(failure)}", f"{type(failure).__name__}: {failure}")
+            yield beam.pvalue.TaggedOutput(ERRORS, record)
+            yield beam.pvalue.TaggedOutput(MANIFEST, (ref.url, None, None, "error", record[1:]))
+            yield beam.pvalue.TaggedOutput(SERIES_FIGURES, (1, 1, max(ref.instances, 0)))
+            instances = None
+        else:
+            yield from self._instances(ref, instances)
+
+    def _instances(self, ref: SeriesRef, instances):
+        for index, instance in enumerate(instances or [], start=1):
+            try:
+                row = instance_row(instance, ref.url, index, self.settings)
+            except Exception as exc:  # pylint: disable=broad-except
+                self.errors.inc()
+                sop = first_value(instance, SOP_INSTANCE_UID) if isinstance(instance, dict) else None
+                path = f"{ref.url}/instances/{sop or f'item-{index}'}"
+                record = (path, "Corrupt", "DICOM JSON that does not convert: "
+                          f"{type(exc).__name__}: {exc}", f"{type(exc).__name__}: {exc}")
+                yield beam.pvalue.TaggedOutput(ERRORS, record)
+                yield beam.pvalue.TaggedOutput(MANIFEST, (path, None, None, "error", record[1:]))
+                continue
+            if self.content is not None:
+                row = self.content.apply(row)
+            self.extracted.inc()
+            yield StoredRow(row.path, row.values, row.vrs, None, None)
+        count = len(instances or [])
+        if count == 0:  # a series listed but holding nothing: an error, not silence
+            self.errors.inc()
+            record = (ref.url, "Unreadable", "WADO-RS metadata of the series lists no "
+                      "instance", "")
+            yield beam.pvalue.TaggedOutput(ERRORS, record)
+            yield beam.pvalue.TaggedOutput(MANIFEST, (ref.url, None, None, "error", record[1:]))
+            count = 1
+        self._done(count)
+        yield beam.pvalue.TaggedOutput(SERIES_FIGURES, (count, 0, 0))
+
+    def _done(self, count: int):
+        if self.progress is not None:
+            self.progress.matched(count)
+            self.progress.done(count)
+
+    def finish_bundle(self):
+        if self.progress is not None:
+            self.progress.flush()
+
+
+def _sum_figures(figures) -> tuple:
+    return tuple(map(sum, zip(*figures))) or (0, 0, 0)
+
+
+class ReadDicomWeb(beam.PTransform):
+    """DICOMweb inputs -> {"rows": ``StoredRow``, ERRORS, MANIFEST, "units": one
+    ``None`` per outcome (the summary's matched count), "figures": one dict}."""
+
+    def __init__(self, roots: list, web: DicomWebSettings, settings: FlattenSettings,
+                 content=None, progress=None):
+        super().__init__()
+        self.roots = roots
+        self.web = web
+        self.settings = settings
+        self.content = content
+        self.progress = progress
+
+    def expand(self, pbegin):
+        listed = pbegin | "List" >> ListDicomWeb(self.roots, self.web)
+        read = (
+            listed["series"]
+            | "Batch" >> BatchFiles(CONCURRENT_SERIES)
+            | "ReadSeries" >> beam.ParDo(ReadSeries(self.web, self.settings, self.content,
+                                                     self.progress))
+            .with_outputs(ERRORS, MANIFEST, SERIES_FIGURES, main="rows")
+        )
+        figures = read[SERIES_FIGURES]
+        errors = (read[ERRORS], listed[ERRORS]) | "AllErrors" >> beam.Flatten()
+        listing_manifest = listed[ERRORS] | "ListingManifest" >> beam.Map(
+            lambda record: (record[0], None, None, "error", tuple(record[1:]))
+        )
+        units = (
+            (figures | "Outcomes" >> beam.FlatMap(lambda figure: [None] * figure[0]),
+             listed[ERRORS] | "ListingUnits" >> beam.Map(lambda _: None))
+            | "AllUnits" >> beam.Flatten()
+        )
+        summary = (
+            figures
+            | "Sum" >> beam.CombineGlobally(_sum_figures)
+            | "AsDict" >> beam.Map(lambda total: {
+                "dicomweb_series_failed": total[1],
+                "dicomweb_instances_in_failed_series": total[2],
+            })
+        )
+        return {
+            "rows": read.rows,
+            ERRORS: errors,
+            MANIFEST: (read[MANIFEST], listing_manifest) | "AllManifest" >> beam.Flatten(),
+            "units": units,
+            "figures": summary,
+        }
