@@ -45,11 +45,44 @@ def _bulk(_tag, _vr, _uri):
     return EMPTY_BULK
 
 
+def number_text(value, vr: str):
+    """A DS or IS value the JSON gave as a number, as the text a file would hold:
+    ``2048`` stays ``2048``, ``81.6327`` its shortest form. Strings (newer servers send
+    DS/IS as strings, PS3.18 F.2.3.1) stay as they are."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    if vr == "IS" and isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value) if isinstance(value, int) else repr(value)
+
+
+def restore_number_text(dataset: Dataset, json_dataset: dict) -> Dataset:
+    """``Dataset.from_json`` turns every DS and IS value into a float (``2048`` is then
+    written ``2048.0``); set them again from the JSON's own numbers or strings, as
+    pydicom keeps a file's DS text. Nested items too; in place."""
+    for key, element in json_dataset.items():
+        if not isinstance(element, dict) or not isinstance(element.get("Value"), list):
+            continue
+        vr, values = element.get("vr"), element["Value"]
+        tag = int(key, 16)
+        if tag not in dataset:
+            continue
+        if vr in ("DS", "IS") and values:
+            texts = [number_text(value, vr) for value in values]
+            dataset[tag].value = texts[0] if len(texts) == 1 else texts
+        elif vr == "SQ":
+            for item, json_item in zip(dataset[tag].value, values):
+                if isinstance(json_item, dict):
+                    restore_number_text(item, json_item)
+    return dataset
+
+
 def instance_row(instance: dict, series_url: str, index: int, settings: FlattenSettings):
     """One instance's DICOM JSON -> its ``Row`` (as ``flatten`` gives a file's)."""
     sop = first_value(instance, SOP_INSTANCE_UID) or f"item-{index}"
     path = f"{series_url}/instances/{sop}"
     dataset = Dataset.from_json(instance, bulk_data_uri_handler=_bulk)
+    restore_number_text(dataset, instance)
     row, _ = flatten(dataset, path, settings)
     return row
 
