@@ -37,7 +37,8 @@ from transforms.report.summary import OutputPaths
 from transforms.inputs.checks import check_input, check_output
 from transforms.inputs import storage
 from transforms.inputs.storage import StorageError, is_bucket
-from transforms.inputs.dicomweb import is_dicomweb
+from transforms.inputs.checks import check_scheme
+from transforms.inputs.dicomweb import DicomWebError, DicomWebSettings, check_source, is_dicomweb
 
 PROG = "dicom-meta-extract"
 LOCAL_RUNNERS = (None, "DirectRunner", "FnApiRunner")
@@ -161,11 +162,14 @@ def _check_inputs(inputs: list[str], options=None) -> list[str]:
                 raise UsageError(str(exc)) from exc
             continue
         # --- DICOMweb sources and unknown schemes (issue 22) ---
-        if is_dicomweb(path):
-            _check_dicomweb(path, options)
-            continue
-        if unknown_scheme(path):
-            raise UsageError(unknown_scheme(path))
+        try:
+            if is_dicomweb(path):  # credentials read, the server asked once
+                check_source(path, DicomWebSettings.from_options(
+                    (options or PipelineOptions([])).view_as(DicomExtractOptions)))
+                continue
+            check_scheme(path)
+        except (DicomWebError, StorageError) as exc:
+            raise UsageError(str(exc)) from exc
         # --- end ---
         if "://" in path:
             continue
@@ -175,41 +179,6 @@ def _check_inputs(inputs: list[str], options=None) -> list[str]:
         elif not os.path.exists(path):
             raise UsageError(f"input {path!r} does not exist")
     return checked
-
-
-# --- DICOMweb sources (issue 22) ---
-KNOWN_SCHEMES = ("gs", "s3", "file")
-
-
-def unknown_scheme(path: str) -> str | None:
-    """Why ``path`` names a scheme nothing serves (``http://h/x``, ``ftp://``, ``gs:/b``),
-    or None. A Windows drive (``C:/``) or a local name with a colon that exists is no URL."""
-    import re
-
-    match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]+):(/+)", path)
-    if match is None or os.path.exists(path):
-        return None
-    scheme, slashes = match.group(1).lower(), match.group(2)
-    if scheme in KNOWN_SCHEMES and slashes == "//":
-        return None
-    if scheme in KNOWN_SCHEMES or scheme in ("dicomweb+http", "dicomweb+https"):
-        return f"input {path!r}: malformed URL, write {scheme}://..."
-    hint = " (a DICOMweb server: dicomweb+http://... or dicomweb+https://...)" \
-        if scheme in ("http", "https") else ""
-    return (f"input {path!r}: no input reads {scheme}:// URLs; inputs are folders, files, "
-            f"globs, gs://, s3://, dicomweb+http(s)://{hint}")
-
-
-def _check_dicomweb(path: str, options) -> None:
-    """The credentials are read and the server asked once (QIDO-RS, limit 1)."""
-    from transforms.inputs.dicomweb import DicomWebError, DicomWebSettings, check_source
-
-    try:
-        check_source(path, DicomWebSettings.from_options(
-            (options or PipelineOptions([])).view_as(DicomExtractOptions)))
-    except DicomWebError as exc:
-        raise UsageError(str(exc)) from exc
-# --- end DICOMweb ---
 
 
 def _check_output(output: str | None, options=None) -> None:

@@ -126,8 +126,10 @@ class Orthanc:
 class FaultyProxy:
     """HTTP proxy on 127.0.0.1 to ``target`` (``http://host:port``).
 
-    ``fail_every=N``: every Nth request is answered 503 with ``Retry-After`` (seconds);
-    ``drop_every=N``: every Nth request's connection is closed without an answer;
+    Faults are decided per distinct path, so a retry can succeed: ``fail_every=N``: the
+    first request of every Nth path is answered 503 with ``Retry-After`` (seconds);
+    ``drop_every=N``: the first request of every Nth path (counted apart) has its
+    connection closed without an answer;
     ``always_fail``: requests whose path contains this are always answered 503;
     ``bearer``: requests without ``Authorization: Bearer <bearer>`` get 401, the others
     are forwarded with ``forward_auth`` (a basic ``Authorization`` value) instead.
@@ -141,6 +143,7 @@ class FaultyProxy:
         self.retry_after, self.always_fail = retry_after, always_fail
         self.bearer, self.forward_auth = bearer, forward_auth
         self.requests: list[str] = []
+        self.attempts: dict = {}  # path -> (its number among distinct paths, requests)
         self.failed = self.dropped = 0
         self.lock = threading.Lock()
         proxy = self
@@ -154,8 +157,10 @@ class FaultyProxy:
             def do_GET(self):  # pylint: disable=invalid-name
                 with proxy.lock:
                     proxy.requests.append(self.path)
-                    count = len(proxy.requests)
-                if proxy.drop_every and count % proxy.drop_every == 0:
+                    number, tries = proxy.attempts.get(self.path, (len(proxy.attempts) + 1, 0))
+                    proxy.attempts[self.path] = (number, tries + 1)
+                first = tries == 0
+                if proxy.drop_every and first and number % proxy.drop_every == 1:
                     with proxy.lock:
                         proxy.dropped += 1
                     self.close_connection = True
@@ -171,7 +176,7 @@ class FaultyProxy:
                 elif self.headers.get("Authorization"):
                     headers["Authorization"] = self.headers["Authorization"]
                 if (proxy.always_fail and proxy.always_fail in self.path) or (
-                        proxy.fail_every and count % proxy.fail_every == 0):
+                        proxy.fail_every and first and number % proxy.fail_every == 0):
                     with proxy.lock:
                         proxy.failed += 1
                     self._answer(503, b"busy", {"Retry-After": proxy.retry_after})

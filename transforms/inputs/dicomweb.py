@@ -187,8 +187,8 @@ class DicomWebSettings:
         filters = {}
         if self.study_date:
             filters["StudyDate"] = self.study_date
-        if self.modalities:
-            filters["ModalitiesInStudy"] = "\\".join(self.modalities)
+        if self.modalities:  # a list of values is comma-separated (PS3.18 8.3.4.1)
+            filters["ModalitiesInStudy"] = ",".join(self.modalities)
         return filters
 
 
@@ -218,18 +218,21 @@ modality_list.__name__ = "modality list"
 def http_reason(exc: BaseException) -> str:
     """A request's failure in words: the HTTP status, or what the connection did."""
     import requests
+    from urllib3.exceptions import MaxRetryError, ProtocolError, ReadTimeoutError
 
     response = getattr(exc, "response", None)
     if isinstance(exc, requests.HTTPError) and response is not None:
         return f"HTTP {response.status_code} {response.reason or ''}".strip()
     if isinstance(exc, requests.exceptions.SSLError):
         return "TLS certificate not trusted (see --dicomweb-ca-bundle)"
-    if isinstance(exc, requests.exceptions.RetryError):
-        return "the server kept answering with errors"
-    if isinstance(exc, requests.Timeout):
-        return "no answer within the timeout"
+    # requests wraps what urllib3's retries ended with: the last cause says what happened.
+    cause = next((arg.reason for arg in exc.args if isinstance(arg, MaxRetryError)), exc)
+    if isinstance(cause, (ReadTimeoutError, requests.Timeout)) or isinstance(exc, requests.Timeout):
+        return "no answer within the timeout (--dicomweb-timeout)"
+    if isinstance(cause, ProtocolError):
+        return "the connection was dropped"
     if isinstance(exc, requests.ConnectionError):
-        return "cannot connect (refused, unreachable or dropped)"
+        return "cannot connect (refused or unreachable)"
     return f"{type(exc).__name__}: {exc}"
 
 
