@@ -20,6 +20,7 @@ import apache_beam as beam
 
 from transforms.common.tags import MATCHED, SHARDS, TO_EXTRACT
 from transforms.content.settings import ContentSettings, RowContent, TablePath
+from transforms.inputs.dicomweb import DicomWebSettings, is_dicomweb
 from transforms.inputs.discover import MatchInputs
 from transforms.inputs.limits import FileLimits
 from transforms.output.commit import CommitRun
@@ -27,6 +28,7 @@ from transforms.output.reuse import PlanReuse
 from transforms.output.spill import StoreRows
 from transforms.output.state import RunState, prepare_state
 from transforms.output.tables import TableFiles, WriteTables
+from transforms.reading.dicomweb_rows import ReadDicomWeb, with_dicomweb
 from transforms.reading.extraction import ExtractRows, ReadingSettings
 from transforms.reading.flatten import FlattenSettings
 from transforms.report.html_report import run_settings
@@ -48,6 +50,9 @@ class RunPlan:
     csv_formula_guard: bool
     content_summary: dict
     run_settings: dict
+    # DICOMweb sources (issue 22): their inputs, and how to reach them (secrets read).
+    dicomweb_inputs: tuple = ()
+    dicomweb: DicomWebSettings | None = None
 
     @property
     def table_files(self) -> TableFiles:
@@ -77,8 +82,12 @@ def plan_run(inputs, options, paths: OutputPaths, started: float) -> RunPlan:
         paths.table, paths.temp_dir, flatten, options.incremental, content.fingerprint(),
         reusable=not table_path, read_archives=options.read_archives,
     )
+    # --- DICOMweb sources (issue 22) ---
+    web_inputs = tuple(path for path in inputs if is_dicomweb(path))
+    web = DicomWebSettings.from_options(options) if web_inputs else None
+    # --- end DICOMweb ---
     return RunPlan(
-        inputs=tuple(inputs),
+        inputs=tuple(path for path in inputs if not is_dicomweb(path)),
         paths=paths,
         started=started,
         reading=ReadingSettings(
@@ -94,6 +103,8 @@ def plan_run(inputs, options, paths: OutputPaths, started: float) -> RunPlan:
         csv_formula_guard=content.csv_formula_guard,
         content_summary=content.summary(),
         run_settings=run_settings(options, inputs),
+        dicomweb_inputs=web_inputs,
+        dicomweb=web,
     )
 
 
@@ -112,6 +123,13 @@ class ExtractDicomMetadata(beam.PTransform):
         planned = files | "PlanReuse" >> PlanReuse(run.state, run.rows_per_shard, self.progress)
         extracted = planned[TO_EXTRACT] | "Extract" >> ExtractRows(run.reading, self.progress)
         records = {MATCHED: files, **planned, **extracted}
+        # --- DICOMweb sources (issue 22): their rows, errors and counts join the files' ---
+        if run.dicomweb_inputs:
+            web = pbegin | "DicomWeb" >> ReadDicomWeb(
+                run.dicomweb_inputs, run.dicomweb, run.reading.flatten, run.reading.content,
+                self.progress)
+            records = with_dicomweb(records, web)
+        # --- end DICOMweb ---
         stored = records | "StoreRows" >> StoreRows(run.state.generation, run.rows_per_shard)
         tables = stored[SHARDS] | "WriteTables" >> WriteTables(
             run.table_files, run.paths.temp_dir, csv_formula_guard=run.csv_formula_guard)

@@ -9,7 +9,7 @@ Values the server leaves out (``BulkDataURI``) are written ``<bulk data>``
 (``transforms.common.rows.BULK_DATA_TEXT``): the JSON gives neither their bytes nor
 their length, and fetching them would download them.
 
-Outcomes: a ``StoredRow`` per instance (size and mtime unknown: ``None``); a series
+Outcomes: a ``StoredRow`` per instance, bounded like a file's (``cells.py``) (size and mtime unknown: ``None``); a series
 whose metadata request still fails after the retries is one ``ERRORS`` record named by
 the series URL, type ``Unreadable``, and the run goes on; an instance whose JSON does
 not convert is an ``ERRORS`` record of its own (``Corrupt``). Every error is also
@@ -27,10 +27,13 @@ from pydicom import Dataset
 
 from transforms.common.batches import BatchFiles
 from transforms.common.rows import BulkData
-from transforms.common.tags import ERRORS, MANIFEST, SERIES_FIGURES
+from transforms.common.tags import (
+    BOUNDED, CELL_COUNTS, ERRORS, MANIFEST, MATCHED, READER_TOTALS, ROWS, SERIES_FIGURES, WEB_ROWS,
+)
 from transforms.inputs.dicomweb import (
     DicomWebSettings, ListDicomWeb, SeriesRef, first_value, http_reason,
 )
+from transforms.reading.cells import BoundCells, CountBoundedCells
 from transforms.reading.extract import quiet_pydicom
 from transforms.reading.file_outcomes import StoredRow
 from transforms.reading.flatten import FlattenSettings, flatten
@@ -186,14 +189,39 @@ def _sum_figures(figures) -> tuple:
     return tuple(map(sum, zip(*figures))) or (0, 0, 0)
 
 
-class ReadDicomWeb(beam.PTransform):
-    """DICOMweb inputs -> {"rows": ``StoredRow``, ERRORS, MANIFEST, "units": one
-    ``None`` per outcome (the summary's matched count), "figures": one dict}."""
+def _series_figures(total: tuple) -> dict:
+    return {"dicomweb_series_failed": total[1],
+            "dicomweb_instances_in_failed_series": total[2]}
 
-    def __init__(self, roots: list, web: DicomWebSettings, settings: FlattenSettings,
+
+def merge_dicts(dicts) -> dict:
+    merged: dict = {}
+    for part in dicts:
+        merged.update(part)
+    return merged
+
+
+def add_cell_counts(counts) -> dict:
+    """``cells_bounded*`` dicts (``cells.CountBounded``) of several row sources, summed."""
+    total = {"cells_bounded": 0, "cells_bounded_values": 0, "cells_cut_text": 0}
+    by_column: dict = {}
+    for part in counts:
+        for key in total:
+            total[key] += part.get(key, 0)
+        for column, count in part.get("cells_bounded_by_column", {}).items():
+            by_column[column] = by_column.get(column, 0) + count
+    return {**total, "cells_bounded_by_column": dict(sorted(by_column.items()))}
+
+
+class ReadDicomWeb(beam.PTransform):
+    """DICOMweb inputs -> {WEB_ROWS: bounded ``StoredRow``s, ERRORS, MANIFEST, MATCHED:
+    one ``None`` per outcome (the summary's matched count), READER_TOTALS: the failed
+    series' figures, CELL_COUNTS: the bounded cells' figures}."""
+
+    def __init__(self, roots, web: DicomWebSettings, settings: FlattenSettings,
                  content=None, progress=None):
         super().__init__()
-        self.roots = roots
+        self.roots = list(roots)
         self.web = web
         self.settings = settings
         self.content = content
@@ -206,30 +234,44 @@ class ReadDicomWeb(beam.PTransform):
             | "Batch" >> BatchFiles(CONCURRENT_SERIES)
             | "ReadSeries" >> beam.ParDo(ReadSeries(self.web, self.settings, self.content,
                                                      self.progress))
-            .with_outputs(ERRORS, MANIFEST, SERIES_FIGURES, main="rows")
+            .with_outputs(ERRORS, MANIFEST, SERIES_FIGURES, main=ROWS)
         )
+        rows = read[ROWS] | "BoundCells" >> BoundCells(
+            self.settings.max_values, self.settings.max_cell_chars)
         figures = read[SERIES_FIGURES]
-        errors = (read[ERRORS], listed[ERRORS]) | "AllErrors" >> beam.Flatten()
         listing_manifest = listed[ERRORS] | "ListingManifest" >> beam.Map(
-            lambda record: (record[0], None, None, "error", tuple(record[1:]))
-        )
-        units = (
-            (figures | "Outcomes" >> beam.FlatMap(lambda figure: [None] * figure[0]),
-             listed[ERRORS] | "ListingUnits" >> beam.Map(lambda _: None))
-            | "AllUnits" >> beam.Flatten()
-        )
-        summary = (
-            figures
-            | "Sum" >> beam.CombineGlobally(_sum_figures)
-            | "AsDict" >> beam.Map(lambda total: {
-                "dicomweb_series_failed": total[1],
-                "dicomweb_instances_in_failed_series": total[2],
-            })
-        )
+            lambda record: (record[0], None, None, "error", tuple(record[1:])))
         return {
-            "rows": read.rows,
-            ERRORS: errors,
+            WEB_ROWS: rows[ROWS],
+            ERRORS: (read[ERRORS], listed[ERRORS]) | "AllErrors" >> beam.Flatten(),
             MANIFEST: (read[MANIFEST], listing_manifest) | "AllManifest" >> beam.Flatten(),
-            "units": units,
-            "figures": summary,
+            MATCHED: (
+                figures | "Outcomes" >> beam.FlatMap(lambda figure: [None] * figure[0]),
+                listed[ERRORS] | "ListingOutcomes" >> beam.Map(lambda _: None),
+            ) | "AllOutcomes" >> beam.Flatten(),
+            READER_TOTALS: figures
+            | "Sum" >> beam.CombineGlobally(_sum_figures)
+            | "AsDict" >> beam.Map(_series_figures),
+            CELL_COUNTS: rows[BOUNDED] | "CellCounts" >> CountBoundedCells(),
         }
+
+
+def with_dicomweb(records: dict, web: dict) -> dict:
+    """The pipeline's records with the DICOMweb ones added: MATCHED, ERRORS and MANIFEST
+    flattened, READER_TOTALS and CELL_COUNTS merged into one dict each, WEB_ROWS added
+    (spilled by its own step: ``output.spill.StoreRows``)."""
+    merged = dict(records)
+    for key in (MATCHED, ERRORS, MANIFEST):
+        merged[key] = (records[key], web[key]) | f"WithWeb_{key}" >> beam.Flatten()
+    merged[READER_TOTALS] = (
+        (records[READER_TOTALS], web[READER_TOTALS])
+        | "WithWebReaderTotals" >> beam.Flatten()
+        | "MergeReaderTotals" >> beam.CombineGlobally(merge_dicts)
+    )
+    merged[CELL_COUNTS] = (
+        (records[CELL_COUNTS], web[CELL_COUNTS])
+        | "WithWebCellCounts" >> beam.Flatten()
+        | "AddCellCounts" >> beam.CombineGlobally(add_cell_counts)
+    )
+    merged[WEB_ROWS] = web[WEB_ROWS]
+    return merged
