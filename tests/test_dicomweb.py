@@ -306,9 +306,18 @@ def test_basic_auth_and_no_password_anywhere(secured_server, tmp_path, monkeypat
     monkeypatch.setenv("DICOMWEB_PASSWORD", PASSWORD)
     out = tmp_path / "out"
     out.mkdir()
-    assert main([server.input, "-o", str(out / "scan.csv"), "--dicomweb-user", USER,
-                 "--dicomweb-password-env", "DICOMWEB_PASSWORD", *LOCAL]) == 0
+    command = [server.input, "-o", str(out / "scan.csv"), "--dicomweb-user", USER,
+               "--dicomweb-password-env", "DICOMWEB_PASSWORD", *LOCAL]
+    assert main(command) == 0
     assert len(read_rows(out / "scan.csv")) == count
+    first = (out / "scan.csv").read_bytes()
+    # --incremental: every series is read again (nothing of a DICOMweb source is
+    # reused), nothing counted as dropped, the same table byte for byte.
+    assert main(command + ["--incremental"]) == 0
+    assert (out / "scan.csv").read_bytes() == first
+    summary = json.loads((out / "scan.summary.json").read_text())
+    assert summary["incremental"] and summary["files_dropped"] == 0
+    assert summary["rows"] == count and summary["accounted_for"]
     out_text, err_text = capfd.readouterr()
     basic = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
     for text in (all_text(out), out_text, err_text):

@@ -46,6 +46,11 @@ def is_dicomweb(path: str) -> bool:
     return path.lower().startswith(SCHEMES)
 
 
+def is_dicomweb_row(path: str) -> bool:
+    """A ``DicomPath`` of a DICOMweb instance (its WADO-RS URL): no matched file has one."""
+    return path.startswith(("http://", "https://"))
+
+
 def service_root(path: str) -> str:
     """``dicomweb+https://h/p/`` -> ``https://h/p``: the URL requests go to.
 
