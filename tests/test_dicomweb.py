@@ -219,12 +219,19 @@ def test_rows_from_orthanc_equal_rows_from_files(pydicom_server, file_rows, web_
         1 for url in url_of.values() if url.rsplit("/instances/", 1)[0] in unaddressable)
 
 
-def test_study_date_and_modality_filters(pydicom_server, file_rows, tmp_path):
+def test_study_date_and_modality_filters_and_mixed_inputs(pydicom_server, file_rows, tmp_path):
+    """The filters narrow the DICOMweb source; a local folder in the same run is read
+    whole (filters are for DICOMweb sources)."""
     server, _, url_of = pydicom_server
+    local = tmp_path / "local"
+    local.mkdir()
+    shutil.copyfile(os.path.join(TEST_FILES, "rtplan.dcm"), local / "plan.dcm")
     out = tmp_path / "filtered.csv"
-    assert main([server.input, "-o", str(out), "--study-date", "20000101-20101231",
+    assert main([server.input, str(local), "-o", str(out), "--study-date", "20000101-20101231",
                  "--modality", "CT,MR", *LOCAL]) == 0
-    got = {series_path(path) for path in read_rows(out)}
+    rows = read_rows(out)
+    assert str(local / "plan.dcm") in rows
+    got = {series_path(path) for path in rows if path.startswith("http://")}
     errors = {series_path(e["DicomPath"]) for e in read_errors(tmp_path / "filtered.errors.csv")}
     expected = {
         url for path, url in url_of.items()
@@ -233,7 +240,7 @@ def test_study_date_and_modality_filters(pydicom_server, file_rows, tmp_path):
         and url.rsplit("/instances/", 1)[0] not in errors
     }
     assert expected and len(expected) < len(url_of) / 2
-    assert got == expected
+    assert got == expected and len(rows) == len(expected) + 1
 
 
 @pytest.fixture(scope="module")

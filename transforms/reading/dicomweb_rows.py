@@ -24,6 +24,8 @@ import concurrent.futures
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from pydicom import Dataset
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.tag import Tag
 
 from transforms.common.batches import BatchFiles
 from transforms.common.rows import BulkData
@@ -41,11 +43,6 @@ from transforms.reading.flatten import FlattenSettings, flatten
 SOP_INSTANCE_UID = "00080018"
 # Series fetched at once by one worker: requests wait on the server, not on our CPU.
 CONCURRENT_SERIES = 8
-EMPTY_BULK = BulkData()
-
-
-def _bulk(_tag, _vr, _uri):
-    return EMPTY_BULK
 
 
 def number_text(value, vr: str):
@@ -59,24 +56,56 @@ def number_text(value, vr: str):
     return str(value) if isinstance(value, int) else repr(value)
 
 
-def restore_number_text(dataset: Dataset, json_dataset: dict) -> Dataset:
-    """``Dataset.from_json`` turns every DS and IS value into a float (``2048`` is then
-    written ``2048.0``); set them again from the JSON's own numbers or strings, as
-    pydicom keeps a file's DS text. Nested items too; in place."""
+def take_number_text(json_dataset: dict, taken: dict) -> dict:
+    """Remove the DS and IS elements of a DICOM JSON dataset (nested items too), keeping
+    each as the bytes a file would hold (``2048\\5.5``) in ``taken[id(item)]``; and the
+    elements the server left out (``BulkDataURI``), as ``(vr, None)``.
+
+    ``Dataset.from_json`` would turn every DS and IS value into a validated float
+    (``2048`` is then written ``2048.0``), which is also most of its time on contours
+    and grids; ``put_number_text`` puts them back as raw elements, which the flattener
+    formats like a file's."""
+    numbers = {}
+    for key in [key for key, element in json_dataset.items() if isinstance(element, dict)
+                and (element.get("vr") in ("DS", "IS") or "BulkDataURI" in element)]:
+        element = json_dataset.pop(key)
+        if "BulkDataURI" in element:  # left out by the server: put back as BulkData
+            numbers[int(key, 16)] = (element.get("vr") or "UN", None)
+            continue
+        values = element.get("Value")
+        if isinstance(values, list) and values:
+            if all(type(value) is float for value in values) and element["vr"] == "DS":
+                text = "\\".join(map(float.__repr__, values))  # contours, grids: fast
+            else:
+                text = "\\".join("" if value is None else str(number_text(value, element["vr"]))
+                                 for value in values)
+            numbers[int(key, 16)] = (element["vr"], text.encode("ascii", "backslashreplace"))
+    if numbers:
+        taken[id(json_dataset)] = numbers
+    for element in json_dataset.values():
+        if isinstance(element, dict) and element.get("vr") == "SQ":
+            for item in element.get("Value") or []:
+                if isinstance(item, dict):
+                    take_number_text(item, taken)
+    return json_dataset
+
+
+def put_number_text(dataset: Dataset, json_dataset: dict, taken: dict) -> Dataset:
+    """The elements ``take_number_text`` took, back into ``dataset`` (built from
+    ``json_dataset``): numbers as raw elements, left-out values as ``BulkData``; nested
+    items too; in place."""
+    for tag, (vr, text) in taken.get(id(json_dataset), {}).items():
+        if text is None:
+            dataset[tag] = DataElement(tag, vr, BulkData())
+        else:
+            dataset[tag] = RawDataElement(Tag(tag), vr, len(text), text, 0, False, True)
     for key, element in json_dataset.items():
-        if not isinstance(element, dict) or not isinstance(element.get("Value"), list):
-            continue
-        vr, values = element.get("vr"), element["Value"]
-        tag = int(key, 16)
-        if tag not in dataset:
-            continue
-        if vr in ("DS", "IS") and values:
-            texts = [number_text(value, vr) for value in values]
-            dataset[tag].value = texts[0] if len(texts) == 1 else texts
-        elif vr == "SQ":
-            for item, json_item in zip(dataset[tag].value, values):
-                if isinstance(json_item, dict):
-                    restore_number_text(item, json_item)
+        if isinstance(element, dict) and element.get("vr") == "SQ" and element.get("Value"):
+            tag = int(key, 16)
+            if tag in dataset:
+                for item, json_item in zip(dataset[tag].value, element["Value"]):
+                    if isinstance(json_item, dict):
+                        put_number_text(item, json_item, taken)
     return dataset
 
 
@@ -84,8 +113,10 @@ def instance_row(instance: dict, series_url: str, index: int, settings: FlattenS
     """One instance's DICOM JSON -> its ``Row`` (as ``flatten`` gives a file's)."""
     sop = first_value(instance, SOP_INSTANCE_UID) or f"item-{index}"
     path = f"{series_url}/instances/{sop}"
-    dataset = Dataset.from_json(instance, bulk_data_uri_handler=_bulk)
-    restore_number_text(dataset, instance)
+    taken: dict = {}
+    take_number_text(instance, taken)
+    # No bulk data handler: pydicom would inspect its signature for every element.
+    dataset = put_number_text(Dataset.from_json(instance), instance, taken)
     row, _ = flatten(dataset, path, settings)
     return row
 
