@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -133,11 +134,13 @@ class FaultyProxy:
     ``always_fail``: requests whose path contains this are always answered 503;
     ``bearer``: requests without ``Authorization: Bearer <bearer>`` get 401, the others
     are forwarded with ``forward_auth`` (a basic ``Authorization`` value) instead.
+    ``tls=(certificate file, key file)``: it answers https.
     ``requests`` lists every path asked, ``failed`` and ``dropped`` count the faults."""
 
     def __init__(self, target: str, fail_every: int = 0, drop_every: int = 0,
                  retry_after: str = "0", always_fail: str | None = None,
-                 bearer: str | None = None, forward_auth: str | None = None):
+                 bearer: str | None = None, forward_auth: str | None = None,
+                 tls: tuple | None = None):
         self.target = target.split("://", 1)[1]
         self.fail_every, self.drop_every = fail_every, drop_every
         self.retry_after, self.always_fail = retry_after, always_fail
@@ -203,9 +206,53 @@ class FaultyProxy:
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.url = f"http://{LOOPBACK}:{self.port}"
+        if tls is not None:  # (certificate file, key file): answer https
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+            self.url = f"https://{LOOPBACK}:{self.port}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def private_ca(folder: str) -> tuple[str, str, str]:
+    """A certificate authority of our own and a certificate it signed for 127.0.0.1:
+    (CA certificate file, server certificate file, server key file), PEM."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+          .public_key(ca_key.public_key()).serial_number(1)
+          .not_valid_before(now - datetime.timedelta(days=1))
+          .not_valid_after(now + datetime.timedelta(days=2))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, LOOPBACK)]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(2)
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address(LOOPBACK))]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    paths = [os.path.join(folder, name) for name in ("ca.pem", "server.pem", "server.key")]
+    pems = [ca.public_bytes(serialization.Encoding.PEM),
+            cert.public_bytes(serialization.Encoding.PEM),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption())]
+    for path, pem in zip(paths, pems):
+        with open(path, "wb") as stream:
+            stream.write(pem)
+    return paths[0], paths[1], paths[2]

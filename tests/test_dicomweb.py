@@ -33,8 +33,8 @@ from pydicom.datadict import dictionary_VR
 from beam_pipeline.cli import main
 from benchmarks.make_archive import generate
 from conftest import CHARSET_FILES, TEST_FILES
-from dicomweb_servers import FaultyProxy, Orthanc, free_port, orthanc_installed
-from transforms.inputs.dicomweb import DicomWebSettings
+from dicomweb_servers import FaultyProxy, Orthanc, free_port, orthanc_installed, private_ca
+from transforms.inputs.dicomweb import DicomWebError, DicomWebSettings, Secret, check_source
 
 LOCAL = ["--direct_running_mode=in_memory", "--direct_num_workers=1", "--quiet"]
 PASSWORD = "s3cret-Pass-9f2c"
@@ -345,6 +345,25 @@ def test_retry_after_is_honoured(secured_server):
         proxy.stop()
     assert len(proxy.requests) == 2 and proxy.failed == 2
     assert elapsed >= 1.0  # slept as Retry-After said, not the 0.5 s backoff
+
+
+def test_https_with_a_private_ca(secured_server, tmp_path):
+    """A server whose certificate a private CA signed: refused without the CA bundle,
+    trusted with it (``--dicomweb-ca-bundle``)."""
+    server, _ = secured_server
+    ca, cert, key = private_ca(str(tmp_path))
+    basic = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    proxy = FaultyProxy(server.url, tls=(cert, key), bearer=TOKEN, forward_auth=basic)
+    source = f"dicomweb+{proxy.url}/dicom-web"
+    try:
+        with pytest.raises(DicomWebError, match="TLS certificate not trusted"):
+            check_source(source, DicomWebSettings(retries=0))
+        settings = DicomWebSettings(ca_bundle=ca, token=Secret(TOKEN))
+        assert check_source(source, settings) == proxy.url + "/dicom-web"
+        client = settings.client(proxy.url + "/dicom-web")
+        assert len(client.search_for_studies()) > 0
+    finally:
+        proxy.stop()
 
 
 def run_fails(capsys, *args) -> str:

@@ -165,12 +165,21 @@ class DicomWebSettings:
             respect_retry_after_header=True, retry_after_max=RETRY_AFTER_MAX,
             raise_on_status=False,  # the last answer is returned and raised as HTTPError
         )
+        class Adapter(HTTPAdapter):
+            """Retries; and the CA bundle on every request: ``session.verify`` alone loses
+            to a REQUESTS_CA_BUNDLE in the environment (requests merges the request's
+            environment settings over the session's)."""
+
+            def send(self, request, **kwargs):  # pylint: disable=arguments-differ
+                if ca_bundle:
+                    kwargs["verify"] = ca_bundle
+                return super().send(request, **kwargs)
+
+        ca_bundle = self.ca_bundle
         session = requests.Session()
-        adapter = HTTPAdapter(max_retries=retry, pool_maxsize=16)
+        adapter = Adapter(max_retries=retry, pool_maxsize=16)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
-        if self.ca_bundle:
-            session.verify = self.ca_bundle
         if self.user is not None and self.password is not None:
             session.auth = (self.user, self.password.reveal())
         elif self.token is not None:
