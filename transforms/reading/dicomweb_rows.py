@@ -56,10 +56,12 @@ def number_text(value, vr: str):
     return str(value) if isinstance(value, int) else repr(value)
 
 
-def take_number_text(json_dataset: dict, taken: dict) -> dict:
+def take_number_text(json_dataset: dict, taken: dict, keep_items: int = 0) -> dict:
     """Remove the DS and IS elements of a DICOM JSON dataset (nested items too), keeping
     each as the bytes a file would hold (``2048\\5.5``) in ``taken[id(item)]``; and the
-    elements the server left out (``BulkDataURI``), as ``(vr, None)``.
+    elements the server left out (``BulkDataURI``), as ``(vr, None)``. Items past the
+    first ``keep_items`` of a sequence (``--max-sequence-items``; 0 = all), which the
+    flattener only counts, become empty: pydicom need not build them.
 
     ``Dataset.from_json`` would turn every DS and IS value into a validated float
     (``2048`` is then written ``2048.0``), which is also most of its time on contours
@@ -84,9 +86,12 @@ def take_number_text(json_dataset: dict, taken: dict) -> dict:
         taken[id(json_dataset)] = numbers
     for element in json_dataset.values():
         if isinstance(element, dict) and element.get("vr") == "SQ":
-            for item in element.get("Value") or []:
+            items = element.get("Value") or []
+            if keep_items and len(items) > keep_items:
+                items[keep_items:] = [{}] * (len(items) - keep_items)
+            for item in items[:keep_items or None]:
                 if isinstance(item, dict):
-                    take_number_text(item, taken)
+                    take_number_text(item, taken, keep_items)
     return json_dataset
 
 
@@ -114,7 +119,7 @@ def instance_row(instance: dict, series_url: str, index: int, settings: FlattenS
     sop = first_value(instance, SOP_INSTANCE_UID) or f"item-{index}"
     path = f"{series_url}/instances/{sop}"
     taken: dict = {}
-    take_number_text(instance, taken)
+    take_number_text(instance, taken, settings.max_sequence_items)
     # No bulk data handler: pydicom would inspect its signature for every element.
     dataset = put_number_text(Dataset.from_json(instance), instance, taken)
     row, _ = flatten(dataset, path, settings)
