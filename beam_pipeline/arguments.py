@@ -22,7 +22,8 @@ from beam_pipeline.short_help import format_help
 from transforms.common.beam_internals import BeamArgumentParser, add_option_arguments
 from transforms.content.settings import ContentOptionError, ContentSettings, warn_random_key
 from transforms.inputs import storage
-from transforms.inputs.checks import check_input, check_output
+from transforms.inputs.checks import check_input, check_output, check_scheme
+from transforms.inputs.dicomweb import DicomWebError, DicomWebSettings, check_source, is_dicomweb
 from transforms.inputs.match import has_glob
 from transforms.inputs.storage import StorageError, is_bucket
 
@@ -147,6 +148,14 @@ def _check_inputs(inputs: list[str], options=None) -> list[str]:
             except StorageError as exc:
                 raise UsageError(str(exc)) from exc
             continue
+        try:
+            if is_dicomweb(path):  # credentials read, the server asked once
+                check_source(path, DicomWebSettings.from_options(
+                    (options or PipelineOptions([])).view_as(DicomExtractOptions)))
+                continue
+            check_scheme(path)  # a scheme nothing serves, or a malformed one
+        except (DicomWebError, StorageError) as exc:
+            raise UsageError(str(exc)) from exc
         if "://" in path:
             continue
         if has_glob(path):

@@ -6,6 +6,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from transforms.content.settings import tag_list
 from transforms.output.keyword_names import NAMINGS, SEED
+from transforms.inputs.dicomweb import modality_list, study_date_range
 
 
 def non_negative_int(text: str) -> int:
@@ -195,4 +196,61 @@ class DicomExtractOptions(PipelineOptions):
             dest="read_archives", action="store_false", default=True,
             help="Do not read the members of zip and tar files: archives are then "
             "skipped files.",
+        )
+        # DICOMweb sources (transforms/inputs/dicomweb.py): dicomweb+http(s):// inputs.
+        web = parser.add_argument_group("DICOMweb sources (dicomweb+http(s)://HOST/ROOT inputs)")
+        web.add_argument(
+            "--study-date", "--study_date", dest="study_date", metavar="RANGE",
+            type=study_date_range, default=None,
+            help="Only studies of these dates: 20240101-20241231, 20240101, -20231231, "
+            "20240101- (QIDO-RS range matching).",
+        )
+        web.add_argument(
+            "--modality", metavar="LIST", type=modality_list, default=None,
+            help="Only series of these modalities, comma-separated (CT,MR).",
+        )
+        web.add_argument(
+            "--dicomweb-user", "--dicomweb_user", dest="dicomweb_user", metavar="USER",
+            default=None, help="HTTP basic authentication user (with a password below).",
+        )
+        web.add_argument(
+            "--dicomweb-password-file", "--dicomweb_password_file",
+            dest="dicomweb_password_file", metavar="FILE", default=None,
+            help="File holding the basic authentication password.",
+        )
+        web.add_argument(
+            "--dicomweb-password-env", "--dicomweb_password_env",
+            dest="dicomweb_password_env", metavar="VAR", default=None,
+            help="Environment variable holding the basic authentication password.",
+        )
+        web.add_argument(
+            "--dicomweb-token-file", "--dicomweb_token_file",
+            dest="dicomweb_token_file", metavar="FILE", default=None,
+            help="File holding a bearer token (Authorization: Bearer).",
+        )
+        web.add_argument(
+            "--dicomweb-token-env", "--dicomweb_token_env",
+            dest="dicomweb_token_env", metavar="VAR", default=None,
+            help="Environment variable holding a bearer token.",
+        )
+        web.add_argument(
+            "--dicomweb-ca-bundle", "--dicomweb_ca_bundle", dest="dicomweb_ca_bundle",
+            metavar="FILE", default=None,
+            help="PEM file of the certificate authorities to trust for https.",
+        )
+        web.add_argument(
+            "--dicomweb-timeout", "--dicomweb_timeout", dest="dicomweb_timeout",
+            metavar="SECONDS", type=non_negative_float, default=60.0,
+            help="Seconds to wait for each answer (each request has this timeout).",
+        )
+        web.add_argument(
+            "--dicomweb-retries", "--dicomweb_retries", dest="dicomweb_retries", metavar="N",
+            type=non_negative_int, default=5,
+            help="Retries of a request that failed (429/5xx, timeout, dropped connection), "
+            "with backoff, honouring Retry-After.",
+        )
+        web.add_argument(
+            "--dicomweb-page-size", "--dicomweb_page_size", dest="dicomweb_page_size",
+            metavar="N", type=non_negative_int, default=100,
+            help="Studies per QIDO-RS page (limit); every page is followed.",
         )

@@ -20,6 +20,7 @@ import apache_beam as beam
 
 from transforms.common.tags import MATCHED, SHARDS, TO_EXTRACT
 from transforms.content.settings import ContentSettings, RowContent, TablePath
+from transforms.inputs.dicomweb import DicomWebSettings, is_dicomweb
 from transforms.inputs.discover import MatchInputs
 from transforms.inputs.limits import FileLimits
 from transforms.output.commit import CommitRun
@@ -27,6 +28,7 @@ from transforms.output.reuse import PlanReuse
 from transforms.output.spill import StoreRows
 from transforms.output.state import RunState, prepare_state
 from transforms.output.tables import TableFiles, WriteTables
+from transforms.reading.dicomweb_rows import ReadDicomWeb, with_dicomweb
 from transforms.reading.extraction import ExtractRows, ReadingSettings
 from transforms.reading.flatten import FlattenSettings
 from transforms.report.html_report import run_settings
@@ -49,6 +51,9 @@ class RunPlan:
     content_summary: dict
     run_settings: dict
     column_names: str = "seed"  # --column-names (transforms/output/keyword_names.py)
+    # DICOMweb sources: their inputs, and how to reach them (secrets read).
+    dicomweb_inputs: tuple = ()
+    dicomweb: DicomWebSettings | None = None
 
     @property
     def table_files(self) -> TableFiles:
@@ -84,8 +89,11 @@ def plan_run(inputs, options, paths: OutputPaths, started: float) -> RunPlan:
         paths.table, paths.temp_dir, flatten, options.incremental, content.fingerprint(),
         reusable=not table_path, read_archives=options.read_archives,
     )
+    # DICOMweb sources are listed by their own step; their secrets are read here, once.
+    web_inputs = tuple(path for path in inputs if is_dicomweb(path))
+    web = DicomWebSettings.from_options(options) if web_inputs else None
     return RunPlan(
-        inputs=tuple(inputs),
+        inputs=tuple(path for path in inputs if not is_dicomweb(path)),
         paths=paths,
         started=started,
         reading=ReadingSettings(
@@ -102,6 +110,8 @@ def plan_run(inputs, options, paths: OutputPaths, started: float) -> RunPlan:
         content_summary=content.summary(),
         run_settings=run_settings(options, inputs),
         column_names=options.column_names,
+        dicomweb_inputs=web_inputs,
+        dicomweb=web,
     )
 
 
@@ -120,6 +130,11 @@ class ExtractDicomMetadata(beam.PTransform):
         planned = files | "PlanReuse" >> PlanReuse(run.state, run.rows_per_shard, self.progress)
         extracted = planned[TO_EXTRACT] | "Extract" >> ExtractRows(run.reading, self.progress)
         records = {MATCHED: files, **planned, **extracted}
+        if run.dicomweb_inputs:  # their rows, errors and counts join the files'.
+            web = pbegin | "DicomWeb" >> ReadDicomWeb(
+                run.dicomweb_inputs, run.dicomweb, run.reading.flatten, run.reading.content,
+                self.progress)
+            records = with_dicomweb(records, web)
         stored = records | "StoreRows" >> StoreRows(run.state.generation, run.rows_per_shard)
         tables = stored[SHARDS] | "WriteTables" >> WriteTables(
             run.table_files, run.paths.temp_dir, csv_formula_guard=run.csv_formula_guard)

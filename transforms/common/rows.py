@@ -36,3 +36,13 @@ class Row(NamedTuple):
     path: str
     values: dict
     vrs: dict
+
+
+# A binary value a DICOMweb server left out of its metadata (DICOM JSON ``BulkDataURI``,
+# PS3.18 F.2.6): its bytes and its length are not there, so its cell says so.
+BULK_DATA_TEXT = "<bulk data>"
+
+
+class BulkData(bytes):
+    """The value ``pydicom.Dataset.from_json`` gets for a ``BulkDataURI``: written
+    ``BULK_DATA_TEXT`` by the flattener, as long binary values are ``<N bytes>``."""

@@ -50,3 +50,7 @@ COLUMNS = "columns"  # one list: the table's columns
 TABLE_FIGURES = "table_figures"  # one dict: the table writers' figures
 SUMMARY = "summary"  # one dict: summary.json as written
 HTML_REPORT = "html_report"  # the HTML report's path, once written
+# DICOMweb sources (transforms/reading/dicomweb_rows.py): each series' (outcomes, failed
+# series, instances of failed series as listed), and the instances' bounded StoredRows.
+SERIES_FIGURES = "series_figures"
+WEB_ROWS = "web_rows"

@@ -5,6 +5,8 @@ raised by the launcher before the pipeline is built.
 
 from __future__ import annotations
 
+import os
+import re
 import uuid
 
 from apache_beam.io.filesystems import FileSystems
@@ -103,3 +105,27 @@ def check_output(path: str, options=None) -> None:
         FileSystems.delete([probe])
     except Exception as exc:  # pylint: disable=broad-except
         raise StorageError(f"output {path!r}: " + _describe(exc, path, "write")) from exc
+
+
+# Schemes an input may have: buckets and file:// (Beam's filesystems), and DICOMweb
+# servers (transforms/inputs/dicomweb.py).
+KNOWN_SCHEMES = ("gs", "s3", "file", "dicomweb+http", "dicomweb+https")
+_URL_START = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):(/+)")
+
+
+def check_scheme(path: str) -> None:
+    """``StorageError`` for an input that names a scheme nothing reads (``http://h/x``,
+    ``ftp://...``) or a malformed one (``gs:/b``). A local name that exists, or a
+    Windows drive (``C:/``, one letter), is no URL."""
+    match = _URL_START.match(path)
+    if match is None or os.path.exists(path):
+        return
+    name, slashes = match.group(1).lower(), match.group(2)
+    if name in KNOWN_SCHEMES:
+        if slashes != "//":
+            raise StorageError(f"input {path!r}: malformed URL, write {name}://...")
+        return
+    hint = (" (a DICOMweb server: dicomweb+http://... or dicomweb+https://...)"
+            if name in ("http", "https") else "")
+    raise StorageError(f"input {path!r}: no input reads {name}:// URLs; inputs are "
+                       f"folders, files, globs, gs://, s3://, dicomweb+http(s)://{hint}")

@@ -30,6 +30,7 @@ from transforms.common.tags import (
     REUSED_MANIFEST, REUSED_SHARDS, TO_EXTRACT,
 )
 from transforms.inputs.archive_members import archive_of
+from transforms.inputs.dicomweb import is_dicomweb_row
 from transforms.output import shard_format
 from transforms.output.spill import new_shard_path
 from transforms.reading.file_outcomes import StoredRow
@@ -131,7 +132,9 @@ class Classify(beam.DoFn):
         path, groups = joined
         files, entries = list(groups["file"]), list(groups["old"])
         if not files:
-            if self.incremental and any(entry.rank == 0 for entry in entries):
+            # DICOMweb rows are never reused (their series are read again): not dropped.
+            if self.incremental and not is_dicomweb_row(path) and any(
+                    entry.rank == 0 for entry in entries):
                 yield beam.pvalue.TaggedOutput(COUNTS, "files_dropped")
             return
         file_metadata = files[0]

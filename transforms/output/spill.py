@@ -21,6 +21,7 @@ from apache_beam.io.filesystems import FileSystems
 from transforms.common.batches import Buffered
 from transforms.common.tags import (
     FILE_ROWS, MANIFEST, MEMBER_ROWS, OUTCOME_PARTS, REUSED_MANIFEST, REUSED_SHARDS, SHARDS,
+    WEB_ROWS,
 )
 from transforms.output import shard_format
 from transforms.output.state import write_outcomes
@@ -68,7 +69,7 @@ class WriteOutcomes(Buffered):
 
 
 class StoreRows(beam.PTransform):
-    """{FILE_ROWS, MEMBER_ROWS, REUSED_SHARDS, MANIFEST, REUSED_MANIFEST} -> {SHARDS:
+    """{FILE_ROWS, MEMBER_ROWS, [WEB_ROWS], REUSED_SHARDS, MANIFEST, REUSED_MANIFEST} -> {SHARDS:
     ``ShardInfo`` of every row shard of this generation, OUTCOME_PARTS: the paths of its
     outcome parts}. Each row source is spilled by a step of its own, fused with the step
     that read it."""
@@ -83,8 +84,11 @@ class StoreRows(beam.PTransform):
             SpillRows(self.generation, self.rows_per_shard))
         spilled_members = records[MEMBER_ROWS] | "SpillMembers" >> beam.ParDo(
             SpillRows(self.generation, self.rows_per_shard))
+        # Rows of DICOMweb sources, when there are any (transforms/reading/dicomweb_rows.py).
+        spilled_web = [records[WEB_ROWS] | "SpillWeb" >> beam.ParDo(
+            SpillRows(self.generation, self.rows_per_shard))] if WEB_ROWS in records else []
         return {
-            SHARDS: (spilled, spilled_members, records[REUSED_SHARDS])
+            SHARDS: (spilled, spilled_members, *spilled_web, records[REUSED_SHARDS])
             | "AllShards" >> beam.Flatten(),
             OUTCOME_PARTS: (records[MANIFEST], records[REUSED_MANIFEST])
             | "AllOutcomes" >> beam.Flatten()

@@ -28,8 +28,8 @@ from pydicom.tag import Tag
 from pydicom.valuerep import TEXT_VR_DELIMS
 
 from transforms.common.rows import (
-    BINARY_VRS, CHARSET_TEXT_VRS, DEFAULT_ENCODING, NUMBER_FORMATS, NUMBER_SIZES,
-    SINGLE_TEXT_VRS, TEXT_VRS,
+    BINARY_VRS, BULK_DATA_TEXT, CHARSET_TEXT_VRS, DEFAULT_ENCODING, NUMBER_FORMATS,
+    NUMBER_SIZES, SINGLE_TEXT_VRS, TEXT_VRS, BulkData,
 )
 from transforms.reading.naming import tag_text
 
@@ -148,6 +148,8 @@ def format_raw(vr: str, raw: RawDataElement, encodings: list[str], max_bytes: in
 
 def format_converted(elem: DataElement, max_bytes: int) -> str:
     vr, value = elem.VR, elem.value
+    if isinstance(value, BulkData):  # left out by a DICOMweb server
+        return BULK_DATA_TEXT
     if value is None or value == "" or value == b"":
         return ""
     if vr in BINARY_VRS or isinstance(value, (bytes, bytearray)):

@@ -1,0 +1,313 @@
+"""DICOMweb series -> rows: one WADO-RS metadata request per series
+(``.../studies/{study}/series/{series}/metadata``), and each instance's DICOM JSON
+(PS3.18 Annex F) read with ``pydicom.Dataset.from_json`` and flattened like a file
+(``transforms.reading.flatten``, the same ``FlattenSettings``, then the same content
+step; the pipeline bounds the cells as for files). An instance's ``DicomPath`` is its
+WADO-RS URL, ``{root}/studies/{study}/series/{series}/instances/{sop}``.
+
+Values the server leaves out (``BulkDataURI``) are written ``<bulk data>``
+(``transforms.common.rows.BULK_DATA_TEXT``): the JSON gives neither their bytes nor
+their length, and fetching them would download them.
+
+Outcomes: a ``StoredRow`` per instance, bounded like a file's (``cells.py``) (size and mtime unknown: ``None``); a series
+whose metadata request still fails after the retries is one ``ERRORS`` record named by
+the series URL, type ``Unreadable``, and the run goes on; an instance whose JSON does
+not convert is an ``ERRORS`` record of its own (``Corrupt``). Every error is also
+filed as a ``MANIFEST`` entry, and each series emits its ``SERIES_FIGURES`` so that
+the summary counts instances (where known) and failed series and still adds up.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from pydicom import Dataset
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.tag import Tag
+
+from transforms.common.batches import BatchFiles
+from transforms.common.rows import BulkData
+from transforms.common.tags import (
+    BOUNDED, CELL_COUNTS, ERRORS, MANIFEST, MATCHED, READER_TOTALS, ROWS, SERIES_FIGURES, WEB_ROWS,
+)
+from transforms.inputs.dicomweb import (
+    DicomWebSettings, ListDicomWeb, SeriesRef, first_value, http_reason,
+)
+from transforms.reading.cells import BoundCells, CountBoundedCells
+from transforms.reading.extract import quiet_pydicom
+from transforms.reading.file_outcomes import StoredRow
+from transforms.reading.flatten import FlattenSettings, flatten
+
+SOP_INSTANCE_UID = "00080018"
+# Series fetched at once by one worker: requests wait on the server, not on our CPU.
+CONCURRENT_SERIES = 8
+
+
+def number_text(value, vr: str):
+    """A DS or IS value the JSON gave as a number, as the text a file would hold:
+    ``2048`` stays ``2048``, ``81.6327`` its shortest form. Strings (newer servers send
+    DS/IS as strings, PS3.18 F.2.3.1) stay as they are."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    if vr == "IS" and isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value) if isinstance(value, int) else repr(value)
+
+
+def take_number_text(json_dataset: dict, taken: dict, keep_items: int = 0) -> dict:
+    """Remove the DS and IS elements of a DICOM JSON dataset (nested items too), keeping
+    each as the bytes a file would hold (``2048\\5.5``) in ``taken[id(item)]``; and the
+    elements the server left out (``BulkDataURI``), as ``(vr, None)``. Items past the
+    first ``keep_items`` of a sequence (``--max-sequence-items``; 0 = all), which the
+    flattener only counts, become empty: pydicom need not build them.
+
+    ``Dataset.from_json`` would turn every DS and IS value into a validated float
+    (``2048`` is then written ``2048.0``), which is also most of its time on contours
+    and grids; ``put_number_text`` puts them back as raw elements, which the flattener
+    formats like a file's."""
+    numbers = {}
+    for key in [key for key, element in json_dataset.items() if isinstance(element, dict)
+                and (element.get("vr") in ("DS", "IS") or "BulkDataURI" in element)]:
+        element = json_dataset.pop(key)
+        if "BulkDataURI" in element:  # left out by the server: put back as BulkData
+            numbers[int(key, 16)] = (element.get("vr") or "UN", None)
+            continue
+        values = element.get("Value")
+        if isinstance(values, list) and values:
+            if all(type(value) is float for value in values) and element["vr"] == "DS":
+                text = "\\".join(map(float.__repr__, values))  # contours, grids: fast
+            else:
+                text = "\\".join("" if value is None else str(number_text(value, element["vr"]))
+                                 for value in values)
+            numbers[int(key, 16)] = (element["vr"], text.encode("ascii", "backslashreplace"))
+    if numbers:
+        taken[id(json_dataset)] = numbers
+    for element in json_dataset.values():
+        if isinstance(element, dict) and element.get("vr") == "SQ":
+            items = element.get("Value") or []
+            if keep_items and len(items) > keep_items:
+                items[keep_items:] = [{}] * (len(items) - keep_items)
+            for item in items[:keep_items or None]:
+                if isinstance(item, dict):
+                    take_number_text(item, taken, keep_items)
+    return json_dataset
+
+
+def put_number_text(dataset: Dataset, json_dataset: dict, taken: dict) -> Dataset:
+    """The elements ``take_number_text`` took, back into ``dataset`` (built from
+    ``json_dataset``): numbers as raw elements, left-out values as ``BulkData``; nested
+    items too; in place."""
+    for tag, (vr, text) in taken.get(id(json_dataset), {}).items():
+        if text is None:
+            dataset[tag] = DataElement(tag, vr, BulkData())
+        else:
+            dataset[tag] = RawDataElement(Tag(tag), vr, len(text), text, 0, False, True)
+    for key, element in json_dataset.items():
+        if isinstance(element, dict) and element.get("vr") == "SQ" and element.get("Value"):
+            tag = int(key, 16)
+            if tag in dataset:
+                for item, json_item in zip(dataset[tag].value, element["Value"]):
+                    if isinstance(json_item, dict):
+                        put_number_text(item, json_item, taken)
+    return dataset
+
+
+def instance_row(instance: dict, series_url: str, index: int, settings: FlattenSettings):
+    """One instance's DICOM JSON -> its ``Row`` (as ``flatten`` gives a file's)."""
+    sop = first_value(instance, SOP_INSTANCE_UID) or f"item-{index}"
+    path = f"{series_url}/instances/{sop}"
+    taken: dict = {}
+    take_number_text(instance, taken, settings.max_sequence_items)
+    # No bulk data handler: pydicom would inspect its signature for every element.
+    dataset = put_number_text(Dataset.from_json(instance), instance, taken)
+    row, _ = flatten(dataset, path, settings)
+    return row
+
+
+class ReadSeries(beam.DoFn):
+    """Batches of ``SeriesRef`` -> a ``StoredRow`` per instance, ``ERRORS`` and
+    ``MANIFEST`` records of what failed, and each series' ``SERIES_FIGURES``."""
+
+    def __init__(self, web: DicomWebSettings, settings: FlattenSettings, content=None,
+                 progress=None):
+        self.web = web
+        self.settings = settings
+        self.content = content  # transforms.content.settings.RowContent
+        self.progress = progress
+        self.clients: dict = {}
+        self.pool = None
+        self.extracted = Metrics.counter("dicom", "extracted")
+        self.errors = Metrics.counter("dicom", "errors")
+
+    def setup(self):
+        quiet_pydicom()
+        self.clients = {}
+        self.pool = concurrent.futures.ThreadPoolExecutor(CONCURRENT_SERIES)
+        if self.progress is not None:
+            self.progress.connect()
+
+    def teardown(self):
+        if self.pool is not None:
+            self.pool.shutdown(wait=False)
+
+    def _client(self, root: str):
+        if root not in self.clients:  # one per thread would do too; sessions are thread-safe for GET
+            self.clients[root] = self.web.client(root)
+        return self.clients[root]
+
+    def _fetch(self, ref: SeriesRef):
+        try:
+            return self._client(ref.root).retrieve_series_metadata(ref.study, ref.series), None
+        except Exception as exc:  # pylint: disable=broad-except
+            return None, exc
+
+    def process(self, refs):
+        refs = refs if isinstance(refs, list) else [refs]
+        if self.pool is None:  # used without setup()
+            self.setup()
+        for ref, (instances, failure) in zip(refs, self.pool.map(self._fetch, refs)):
+            yield from self._outcomes(ref, instances, failure)
+
+    def _outcomes(self, ref: SeriesRef, instances, failure):
+        if failure is not None:
+            self.errors.inc()
+            self._done(1)
+            record = (ref.url, "Unreadable", f"WADO-RS metadata of the series: "
+                      f"{http_reason(failure)}", f"{type(failure).__name__}: {failure}")
+            yield beam.pvalue.TaggedOutput(ERRORS, record)
+            yield beam.pvalue.TaggedOutput(MANIFEST, (ref.url, None, None, "error", record[1:]))
+            yield beam.pvalue.TaggedOutput(SERIES_FIGURES, (1, 1, max(ref.instances, 0)))
+            instances = None
+        else:
+            yield from self._instances(ref, instances)
+
+    def _instances(self, ref: SeriesRef, instances):
+        for index, instance in enumerate(instances or [], start=1):
+            try:
+                row = instance_row(instance, ref.url, index, self.settings)
+            except Exception as exc:  # pylint: disable=broad-except
+                self.errors.inc()
+                sop = first_value(instance, SOP_INSTANCE_UID) if isinstance(instance, dict) else None
+                path = f"{ref.url}/instances/{sop or f'item-{index}'}"
+                record = (path, "Corrupt", "DICOM JSON that does not convert: "
+                          f"{type(exc).__name__}: {exc}", f"{type(exc).__name__}: {exc}")
+                yield beam.pvalue.TaggedOutput(ERRORS, record)
+                yield beam.pvalue.TaggedOutput(MANIFEST, (path, None, None, "error", record[1:]))
+                continue
+            if self.content is not None:
+                row = self.content.apply(row)
+            self.extracted.inc()
+            yield StoredRow(row.path, row.values, row.vrs, None, None)
+        count = len(instances or [])
+        if count == 0:  # a series listed but holding nothing: an error, not silence
+            self.errors.inc()
+            record = (ref.url, "Unreadable", "WADO-RS metadata of the series lists no "
+                      "instance", "")
+            yield beam.pvalue.TaggedOutput(ERRORS, record)
+            yield beam.pvalue.TaggedOutput(MANIFEST, (ref.url, None, None, "error", record[1:]))
+            count = 1
+        self._done(count)
+        yield beam.pvalue.TaggedOutput(SERIES_FIGURES, (count, 0, 0))
+
+    def _done(self, count: int):
+        if self.progress is not None:
+            self.progress.matched(count)
+            self.progress.done(count)
+
+    def finish_bundle(self):
+        if self.progress is not None:
+            self.progress.flush()
+
+
+def _sum_figures(figures) -> tuple:
+    return tuple(map(sum, zip(*figures))) or (0, 0, 0)
+
+
+def _series_figures(total: tuple) -> dict:
+    return {"dicomweb_series_failed": total[1],
+            "dicomweb_instances_in_failed_series": total[2]}
+
+
+def merge_dicts(dicts) -> dict:
+    merged: dict = {}
+    for part in dicts:
+        merged.update(part)
+    return merged
+
+
+def add_cell_counts(counts) -> dict:
+    """``cells_bounded*`` dicts (``cells.CountBounded``) of several row sources, summed."""
+    total = {"cells_bounded": 0, "cells_bounded_values": 0, "cells_cut_text": 0}
+    by_column: dict = {}
+    for part in counts:
+        for key in total:
+            total[key] += part.get(key, 0)
+        for column, count in part.get("cells_bounded_by_column", {}).items():
+            by_column[column] = by_column.get(column, 0) + count
+    return {**total, "cells_bounded_by_column": dict(sorted(by_column.items()))}
+
+
+class ReadDicomWeb(beam.PTransform):
+    """DICOMweb inputs -> {WEB_ROWS: bounded ``StoredRow``s, ERRORS, MANIFEST, MATCHED:
+    one ``None`` per outcome (the summary's matched count), READER_TOTALS: the failed
+    series' figures, CELL_COUNTS: the bounded cells' figures}."""
+
+    def __init__(self, roots, web: DicomWebSettings, settings: FlattenSettings,
+                 content=None, progress=None):
+        super().__init__()
+        self.roots = list(roots)
+        self.web = web
+        self.settings = settings
+        self.content = content
+        self.progress = progress
+
+    def expand(self, pbegin):
+        listed = pbegin | "List" >> ListDicomWeb(self.roots, self.web)
+        read = (
+            listed["series"]
+            | "Batch" >> BatchFiles(CONCURRENT_SERIES)
+            | "ReadSeries" >> beam.ParDo(ReadSeries(self.web, self.settings, self.content,
+                                                     self.progress))
+            .with_outputs(ERRORS, MANIFEST, SERIES_FIGURES, main=ROWS)
+        )
+        rows = read[ROWS] | "BoundCells" >> BoundCells(
+            self.settings.max_values, self.settings.max_cell_chars)
+        figures = read[SERIES_FIGURES]
+        listing_manifest = listed[ERRORS] | "ListingManifest" >> beam.Map(
+            lambda record: (record[0], None, None, "error", tuple(record[1:])))
+        return {
+            WEB_ROWS: rows[ROWS],
+            ERRORS: (read[ERRORS], listed[ERRORS]) | "AllErrors" >> beam.Flatten(),
+            MANIFEST: (read[MANIFEST], listing_manifest) | "AllManifest" >> beam.Flatten(),
+            MATCHED: (
+                figures | "Outcomes" >> beam.FlatMap(lambda figure: [None] * figure[0]),
+                listed[ERRORS] | "ListingOutcomes" >> beam.Map(lambda _: None),
+            ) | "AllOutcomes" >> beam.Flatten(),
+            READER_TOTALS: figures
+            | "Sum" >> beam.CombineGlobally(_sum_figures)
+            | "AsDict" >> beam.Map(_series_figures),
+            CELL_COUNTS: rows[BOUNDED] | "CellCounts" >> CountBoundedCells(),
+        }
+
+
+def with_dicomweb(records: dict, web: dict) -> dict:
+    """The pipeline's records with the DICOMweb ones added: MATCHED, ERRORS and MANIFEST
+    flattened, READER_TOTALS and CELL_COUNTS merged into one dict each, WEB_ROWS added
+    (spilled by its own step: ``output.spill.StoreRows``)."""
+    merged = dict(records)
+    for key in (MATCHED, ERRORS, MANIFEST):
+        merged[key] = (records[key], web[key]) | f"WithWeb_{key}" >> beam.Flatten()
+    merged[READER_TOTALS] = (
+        (records[READER_TOTALS], web[READER_TOTALS])
+        | "WithWebReaderTotals" >> beam.Flatten()
+        | "MergeReaderTotals" >> beam.CombineGlobally(merge_dicts)
+    )
+    merged[CELL_COUNTS] = (
+        (records[CELL_COUNTS], web[CELL_COUNTS])
+        | "WithWebCellCounts" >> beam.Flatten()
+        | "AddCellCounts" >> beam.CombineGlobally(add_cell_counts)
+    )
+    merged[WEB_ROWS] = web[WEB_ROWS]
+    return merged
