@@ -26,6 +26,9 @@ from transforms.output.reuse import PlanReuse, skip_records
 from transforms.output.spill import SpillRows, WriteOutcomes
 from transforms.output.state import commit_state, prepare_state
 from transforms.output.tables import TABLE_STATS, TableFiles, WriteTables
+from transforms.output.series import SummarizeSeries
+from transforms.output.series_records import SeriesAndStudies
+from transforms.output.series_tables import WriteSeriesTables, series_files
 from transforms.report.summary import OutputPaths, WriteReport
 
 
@@ -116,6 +119,19 @@ def build_pipeline(pipeline, inputs, options, paths: OutputPaths, started: float
         paths.temp_dir,
         csv_formula_guard=content.csv_formula_guard,
     )
+    # --- series tables (transforms/output/series*.py): begin ---
+    report_figures = tables
+    if getattr(options, "series_tables", True):
+        stem = paths.summary[: -len(".summary.json")]
+        series_rows = (shards
+                       | "Series" >> SummarizeSeries()
+                       | "SeriesRows" >> SeriesAndStudies())
+        series_figures = (series_rows, columns) | "WriteSeriesTables" >> WriteSeriesTables(
+            series_files(stem, paths.formats), paths.temp_dir,
+            csv_formula_guard=content.csv_formula_guard)
+        report_figures = tables | "WithSeries" >> beam.Map(
+            lambda table, series: {**table, **series}, beam.pvalue.AsSingleton(series_figures))
+    # --- series tables: end ---
     table_rows = tables | "TableRows" >> beam.Map(lambda figures: figures["rows"])
     reader_counts = extracted[READER_COUNTS] | "ReaderCounts" >> SumReaderCounts()
     extra = plan["counts"] | "SummaryExtras" >> beam.Map(
@@ -133,7 +149,8 @@ def build_pipeline(pipeline, inputs, options, paths: OutputPaths, started: float
     summary = (
         matched, table_rows, columns, errors, skipped, extra
     ) | "Report" >> WriteReport(paths, started)
-    html = summary | "HtmlReport" >> WriteHtmlReport(paths, run_settings(options, inputs), tables)
+    html = summary | "HtmlReport" >> WriteHtmlReport(paths, run_settings(options, inputs),
+                                                      report_figures)
     return (
         summary
         | "CommitState" >> beam.Map(

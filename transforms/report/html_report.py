@@ -24,6 +24,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
+from transforms.output.series_tables import SERIES_REPORT
 from transforms.output.tables import TABLE_STATS
 from transforms.report.page import render
 from transforms.output.table_stats import ValueCounts, scan_csv, scan_parquet
@@ -129,7 +130,7 @@ def write_html_report(summary: dict, paths, settings: dict, table_figures: dict 
         stats, problem = table_statistics(paths)
     generated = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     page = render(summary, stats, problem, read_errors(paths.errors), read_skips(paths.skipped),
-                  settings, generated)
+                  settings, generated, (table_figures or {}).get(SERIES_REPORT))
     # Attempt-unique temporary name: a retried or repeated attempt never writes into another
     # attempt's file, and the page appears whole or not at all.
     temp_path = f"{paths.report}.partial-{uuid.uuid4().hex[:12]}"

@@ -1,0 +1,279 @@
+"""Series tables: ``scan.series.csv`` and ``scan.studies.csv`` (and, with ``parquet`` in
+``--format``, ``scan.series.parquet`` and ``scan.studies.parquet``, typed).
+
+Rows come from ``series_records.py``; they are sorted by (PatientID, StudyInstanceUID,
+SeriesInstanceUID), so the files are the same whatever the runner. Column names are
+keywords, valid SQL / BigQuery names: a file-table column is named by pydicom's
+dictionary keyword of its tag (``Patient ID (0010,0020)`` -> ``PatientID``), a nested
+one by its path (``ReferencedImageSequence_1_ReferencedSOPInstanceUID``, ``_Items`` for
+an item count), a private or unknown tag ``Tag_GGGGEEEE`` (after its creator's name,
+letters and digits only, when known); a name taken twice gets ``_2``, ``_3``.
+A column ``X`` holds the series' value when it is the same in every file; when it
+varies in some series, ``X_Distinct`` follows (the number of distinct values there),
+and, for single-valued numbers, dates and times, ``X_Min`` and ``X_Max``.
+
+The tables are small (a row per series), so one step writes them: under names unique
+to its attempt in the run's temp dir, then renamed into place (``tables.finalize_tables``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import uuid
+from typing import NamedTuple
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+from pydicom.datadict import keyword_for_tag
+
+from transforms.common.rows import PATH_COLUMN
+from transforms.content.csv_safety import guard_cell, guarded_columns
+from transforms.output.series import KEY_COLUMNS, bound_kind
+from transforms.output.series_records import (
+    MODALITY, SERIES_FIELDS, STUDY_FIELDS, varying_attributes,
+)
+from transforms.output.tables import OUTPUT_COMPRESSION, _open_write, finalize_tables
+from transforms.output.types import ColumnConverter, column_type
+
+SERIES_REPORT = "series_report"  # the figures' key of the HTML report's series section
+REPORT_SAMPLE = 100  # incomplete / varying series listed in the report
+_SEGMENT = re.compile(r"(?:\[(?P<creator>[^\]]*)\] )?[^()]*\((?P<group>[0-9A-F]{4}),"
+                      r"(?P<element>[0-9A-F]{4})\)(?: \[(?P<item>\d+)\]| (?P<items>#items))?")
+MAX_NAME = 300  # BigQuery's limit on a column name
+
+FIELD_TYPES = {
+    "Files": pa.int64(), "Bytes": pa.int64(), "InstanceNumberMin": pa.int64(),
+    "InstanceNumberMax": pa.int64(), "MissingInstanceNumbers": pa.int64(),
+    "DuplicateInstanceNumbers": pa.int64(), "SlicePositions": pa.int64(),
+    "SliceSpacing": pa.float64(), "SliceSpacingSpread": pa.float64(),
+    "SliceGaps": pa.int64(), "DuplicatePositions": pa.int64(), "EvenlySpaced": pa.bool_(),
+    "AcquisitionSeconds": pa.float64(), "Incomplete": pa.bool_(), "Series": pa.int64(),
+    "IncompleteSeries": pa.int64(),
+}
+
+
+class SeriesFiles(NamedTuple):
+    """Where the series and study tables go; None: that format is not written."""
+
+    series_csv: str | None
+    studies_csv: str | None
+    series_parquet: str | None
+    studies_parquet: str | None
+
+
+def series_files(stem: str, formats) -> SeriesFiles:
+    """``scan`` (the table's path without its suffix) -> the series tables' paths."""
+    csv_on, parquet_on = "csv" in formats, "parquet" in formats
+    return SeriesFiles(stem + ".series.csv" if csv_on else None,
+                       stem + ".studies.csv" if csv_on else None,
+                       stem + ".series.parquet" if parquet_on else None,
+                       stem + ".studies.parquet" if parquet_on else None)
+
+
+def keyword_name(column: str) -> str:
+    """A file-table column's keyword name (see the module docstring), not yet unique."""
+    parts = []
+    for match in _SEGMENT.finditer(column):
+        tag = int(match["group"] + match["element"], 16)
+        keyword = keyword_for_tag(tag) if not match["group"][-1] in "13579BDF" else ""
+        if not keyword:
+            creator = re.sub(r"[^A-Za-z0-9]", "", match["creator"] or "")
+            keyword = f"{creator}_Tag_{tag:08X}" if creator else f"Tag_{tag:08X}"
+        parts.append(keyword)
+        if match["item"]:
+            parts.append(match["item"])
+        elif match["items"]:
+            parts.append("Items")
+    name = "_".join(parts) or re.sub(r"[^A-Za-z0-9_]", "_", column)
+    if not re.match(r"[A-Za-z_]", name):
+        name = "_" + name
+    return name[:MAX_NAME - 12]
+
+
+def unique_names(columns: list, taken=()) -> dict:
+    """``{column: keyword name}``, a second use of a name numbered (in column order)."""
+    used, names = set(taken), {}
+    for column in columns:
+        base = name = keyword_name(column)
+        number = 1
+        while name in used:
+            number += 1
+            name = f"{base}_{number}"
+        used.add(name)
+        names[column] = name
+    return names
+
+
+class _Layout(NamedTuple):
+    names: list  # output column names
+    types: list  # Arrow types
+    getters: list  # record -> text or value
+    converters: list  # ColumnConverter of text columns, None for typed fixed fields
+    guarded: list  # CSV formula guard applies
+
+
+def _fixed(fields) -> tuple[list, list, list, list, list]:
+    names = list(fields)
+    types = [FIELD_TYPES.get(name, pa.string()) for name in names]
+    getters = [lambda record, name=name: record[name] for name in names]
+    return names, types, getters, [None] * len(names), [FIELD_TYPES.get(n) is None
+                                                         for n in names]
+
+
+def series_layout(records: list, table_columns) -> _Layout:
+    """The series table's columns: the fixed fields, then the file table's columns."""
+    names, types, getters, converters, guarded = _fixed(SERIES_FIELDS)
+    vrs = {column.name: column.vrs for column in table_columns}
+    shown = [column.name for column in table_columns
+             if column.name != PATH_COLUMN and column.name not in KEY_COLUMNS]
+    varying = {name for record in records for name, cell in record["columns"].items()
+               if cell[0] is None}
+    bounded = {name for record in records for name, cell in record["columns"].items()
+               if cell[2] is not None}
+    keywords = unique_names(shown, taken=names)
+    text_guard = guarded_columns(shown, table_columns)
+    for column, guard in zip(shown, text_guard):
+        keyword, arrow_type = keywords[column], column_type(column, vrs[column])
+        converter = ColumnConverter(arrow_type, vrs[column])
+        parts = [(keyword, arrow_type, 0, converter, guard)]
+        if column in varying:
+            parts.append((keyword + "_Distinct", pa.int64(), 1, None, False))
+            if column in bounded and bound_kind(column, vrs[column]):
+                parts += [(keyword + "_Min", arrow_type, 2, converter, guard),
+                          (keyword + "_Max", arrow_type, 3, converter, guard)]
+        for name, part_type, index, part_converter, part_guard in parts:
+            names.append(name)
+            types.append(part_type)
+            getters.append(lambda record, column=column, index=index:
+                           (record["columns"].get(column) or (None,) * 4)[index])
+            converters.append(part_converter)
+            guarded.append(part_guard)
+    return _Layout(names, types, getters, converters, guarded)
+
+
+def study_layout() -> _Layout:
+    return _Layout(*_fixed(STUDY_FIELDS))
+
+
+def _csv_cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def write_table(records: list, layout: _Layout, csv_path: str | None,
+                parquet_path: str | None, formula_guard: bool = False) -> None:
+    columns = [[getter(record) for record in records] for getter in layout.getters]
+    if csv_path:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\r\n")
+        writer.writerow(layout.names)
+        guards = [formula_guard and guard for guard in layout.guarded]
+        for row in zip(*columns) if records else ():
+            writer.writerow([guard_cell(cell) if guard and cell else cell for cell, guard
+                             in zip(map(_csv_cell, row), guards)])
+        with _open_write(csv_path) as out:
+            out.write(buffer.getvalue().encode("utf-8", "backslashreplace"))
+    if parquet_path:
+        arrays = []
+        for values, arrow_type, converter in zip(columns, layout.types, layout.converters):
+            if converter is not None:
+                arrays.append(converter.convert(values)[0])
+            else:
+                arrays.append(pa.array(values, type=arrow_type))
+        schema = pa.schema([pa.field(name, array.type)
+                            for name, array in zip(layout.names, arrays)])
+        with _open_write(parquet_path) as out:
+            pq.write_table(pa.Table.from_arrays(arrays, schema=schema), out,
+                           compression=OUTPUT_COMPRESSION)
+
+
+def report_figures(series: list, studies: list) -> dict:
+    """What the HTML report's series section shows (``transforms/report/series_section.py``)."""
+    by_modality: dict = {}
+    incomplete, varying = [], []
+    for record in series:
+        modality = (record["columns"].get(MODALITY) or (None,))[0] or "(varies or none)"
+        by_modality[modality] = by_modality.get(modality, 0) + 1
+        if record["Incomplete"]:
+            incomplete.append(record)
+        attributes = varying_attributes(record)
+        if attributes:
+            varying.append((record, [name.rsplit(" (", 1)[0] for name in attributes]))
+
+    def brief(record):
+        return {"series": record["SeriesInstanceUID"], "folder": record["CommonFolder"],
+                "files": record["Files"], "defects": record["Defects"],
+                "modality": (record["columns"].get(MODALITY) or (None,))[0] or ""}
+
+    return {
+        "series": len(series), "studies": len(studies),
+        "by_modality": sorted(by_modality.items(), key=lambda item: (-item[1], item[0])),
+        "incomplete_count": len(incomplete),
+        "incomplete": [brief(record) for record in incomplete[:REPORT_SAMPLE]],
+        "varying_count": len(varying),
+        "varying": [dict(brief(record), attributes=attributes)
+                    for record, attributes in varying[:REPORT_SAMPLE]],
+    }
+
+
+def _key(record: dict) -> tuple:
+    return record["PatientID"], record["StudyInstanceUID"], record.get("SeriesInstanceUID", "")
+
+
+def _write_step(_, series, studies, table_columns, final: SeriesFiles, temp_dir: str,
+                formula_guard: bool = False) -> dict:
+    from transforms.inputs import storage
+
+    storage.prepare_filesystems()
+    series, studies = sorted(series, key=_key), sorted(studies, key=_key)
+    attempt = uuid.uuid4().hex
+    temp = SeriesFiles(*(
+        FileSystems.join(temp_dir, f"{name}-{attempt}.{suffix}") if path else None
+        for path, name, suffix in zip(final, ("series", "studies") * 2,
+                                      ("csv", "csv", "parquet", "parquet"))
+    ))
+    write_table(series, series_layout(series, table_columns), temp.series_csv,
+                temp.series_parquet, formula_guard)
+    write_table(studies, study_layout(), temp.studies_csv, temp.studies_parquet,
+                formula_guard)
+    return {"renames": {t: f for t, f in zip(temp, final) if t},
+            SERIES_REPORT: report_figures(series, studies)}
+
+
+def _finalize_step(figures: dict) -> dict:
+    from transforms.inputs import storage
+
+    storage.prepare_filesystems()
+    figures = dict(figures)
+    finalize_tables(figures.pop("renames"))
+    return figures
+
+
+class WriteSeriesTables(beam.PTransform):
+    """({"series", "studies"} rows, table columns) -> one dict of figures
+    (``SERIES_REPORT``), emitted once the tables are in place."""
+
+    def __init__(self, final: SeriesFiles, temp_dir: str, csv_formula_guard: bool = False):
+        super().__init__()
+        self.final = final
+        self.temp_dir = temp_dir
+        self.csv_formula_guard = csv_formula_guard
+
+    def expand(self, rows_and_columns):
+        rows, columns = rows_and_columns
+        return (
+            columns.pipeline
+            | "Once" >> beam.Create([None])
+            | "Write" >> beam.Map(_write_step, beam.pvalue.AsList(rows["series"]),
+                                  beam.pvalue.AsList(rows["studies"]),
+                                  beam.pvalue.AsSingleton(columns), self.final,
+                                  self.temp_dir, self.csv_formula_guard)
+            | "Finalize" >> beam.Map(_finalize_step)
+        )
