@@ -21,7 +21,7 @@ What a summary holds, per series (all of it bounded):
   range), up to ``RANGE_CAP`` ranges; beyond that only min, max and count are kept and
   missing/duplicate numbers are unknown;
 * geometry: Image Orientation (Patient) when one for the whole series, and every
-  file's Image Position (Patient) projected on its normal (mm, rounded to 1 µm), counted
+  file's Image Position (Patient) projected on its normal (mm, rounded to 0.1 µm), counted
   per position, up to ``POSITION_CAP`` distinct positions; beyond that, or when the
   orientation varies or a file has no position, no geometry (``GeometryNote`` says why).
 
@@ -53,7 +53,7 @@ KEY_COLUMNS = (PATIENT_ID, STUDY_UID, SERIES_UID)
 DISTINCT_CAP = 1000  # distinct values kept per column and series; beyond: "more than"
 RANGE_CAP = 4096  # ranges of instance numbers kept per series
 POSITION_CAP = 4096  # distinct slice positions kept per series
-POSITION_DECIMALS = 3  # mm: positions equal to 1 µm are the same position
+POSITION_DECIMALS = 4  # mm: positions equal to 0.1 µm are the same position
 DATE_TIME_VRS = frozenset({"DA", "TM", "DT"})
 
 
