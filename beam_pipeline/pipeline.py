@@ -26,7 +26,7 @@ from transforms.output.reuse import PlanReuse, skip_records
 from transforms.output.spill import SpillRows, WriteOutcomes
 from transforms.output.state import commit_state, prepare_state
 from transforms.output.tables import TABLE_STATS, TableFiles, WriteTables
-from transforms.output.series import SummarizeSeries
+from transforms.output.series_shards import SummarizeSeries
 from transforms.output.series_records import SeriesAndStudies
 from transforms.output.series_tables import WriteSeriesTables, series_files
 from transforms.report.summary import OutputPaths, WriteReport

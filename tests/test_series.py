@@ -20,9 +20,10 @@ from tests.conftest import TEST_FILES, read_csv, run_cli
 from transforms.output import shard_format
 from transforms.output.series import (
     DISTINCT_CAP, IMAGE_ORIENTATION, IMAGE_POSITION, INSTANCE_NUMBER, PATIENT_ID,
-    POSITION_CAP, SERIES_UID, STUDY_UID, CombineSeries, shard_summaries,
+    POSITION_CAP, SERIES_UID, STUDY_UID, CombineSeries,
 )
 from transforms.output.series_records import series_record
+from transforms.output.series_shards import shard_summaries
 from transforms.output.series_tables import keyword_name
 
 REPEAT = "--direct_runner_bundle_repeat=1"
@@ -102,7 +103,7 @@ def test_pydicom_series_parquet_is_typed_and_sql_readable(pydicom_series):
 
 def test_pydicom_series_report_section(pydicom_series):
     page = (pydicom_series / "scan.report.html").read_text()
-    assert 'data-figure="series" data-value="13"' in page
+    assert 'data-figure="series_rows" data-value="13"' in page
     assert 'data-figure="incomplete_series" data-value="1"' in page
     section = page[page.index('id="incomplete-series"'):]
     assert "/77654033/CT2/" in section[:section.index("</table>")]

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from transforms.report.charts import bar_chart, number, text
 
+# The section's data-figure keys (the page's header has its own "series" and "studies").
+FIGURES = ("series_rows", "study_rows", "incomplete_series", "varying_series")
+
 
 def _rows(records: list, last: str, value) -> str:
     return "".join(
@@ -40,9 +43,9 @@ def series_section(figures: dict | None) -> str:
                      "series with varying attributes")
     return (
         '<section id="series"><h2>Series</h2>'
-        f'<p><span data-figure="series" data-value="{figures["series"]}">'
+        f'<p><span data-figure="series_rows" data-value="{figures["series"]}">'
         f'{number(figures["series"])}</span> series in '
-        f'<span data-figure="studies" data-value="{figures["studies"]}">'
+        f'<span data-figure="study_rows" data-value="{figures["studies"]}">'
         f'{number(figures["studies"])}</span> studies '
         '(one row each in the series and studies tables)</p>'
         f'<h3>Series by modality</h3>{bar_chart(modalities, figures["series"], name="modalities")}'
