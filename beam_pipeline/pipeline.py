@@ -128,7 +128,7 @@ def build_pipeline(pipeline, inputs, options, paths: OutputPaths, started: float
                        | "SeriesRows" >> SeriesAndStudies())
         series_figures = (series_rows, columns) | "WriteSeriesTables" >> WriteSeriesTables(
             series_files(stem, paths.formats), paths.temp_dir,
-            csv_formula_guard=content.csv_formula_guard)
+            csv_formula_guard=content.csv_formula_guard, hidden_keys=content.hidden_columns)
         report_figures = tables | "WithSeries" >> beam.Map(
             lambda table, series: {**table, **series}, beam.pvalue.AsSingleton(series_figures))
     # --- series tables: end ---

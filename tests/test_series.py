@@ -240,3 +240,33 @@ def test_keyword_names():
         "ReferencedImageSequence_Items"
     assert keyword_name("[SIEMENS CSA HEADER] CSA Image Header Type (0029,1008)") == \
         "SIEMENSCSAHEADER_Tag_00291008"
+
+
+def test_a_tag_selection_without_the_keys_still_groups_by_series(tmp_path):
+    """The keys are read for grouping, not shown: not in the file table, empty in the
+    series tables, and the summary and report say so."""
+    root = tmp_path / "archive"
+    for patient in ("77654033", "98892001"):
+        shutil.copytree(os.path.join(TEST_FILES, "dicomdirtests", patient), root / patient)
+    out = tmp_path / "out"
+    out.mkdir()
+    assert run_cli(root, "-o", out / "scan.csv", "--quiet", "--tags",
+                   "Modality,InstanceNumber,ImagePositionPatient,ImageOrientationPatient") == 0
+    header, table = read_csv(out / "scan.csv")
+    assert header == ["DicomPath", "Modality (0008,0060)", "Instance Number (0020,0013)",
+                      "Image Position (Patient) (0020,0032)",
+                      "Image Orientation (Patient) (0020,0037)"]
+    rows = series_rows(out)
+    assert len(rows) == 6 and sum(int(row["Files"]) for row in rows) == len(table) == 14
+    assert {(row["PatientID"], row["StudyInstanceUID"], row["SeriesInstanceUID"])
+            for row in rows} == {("", "", "")}
+    assert [row["Defects"] for row in rows if row["Defects"]] == [
+        "missing instance numbers; slice gaps"]
+    assert "1.3.6.1.4.1.5962" not in (out / "scan.series.csv").read_text()  # no UID shown
+    studies = read_csv(out / "scan.studies.csv")[1]
+    assert len(studies) == 3 and sum(int(study["Series"]) for study in studies) == 6
+    summary = json.loads((out / "scan.summary.json").read_text())
+    assert summary["series_keys_read_not_shown"] == [
+        "Patient ID (0010,0020)", "Study Instance UID (0020,000D)",
+        "Series Instance UID (0020,000E)"]
+    assert 'id="hidden-keys"' in (out / "scan.report.html").read_text()

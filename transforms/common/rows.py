@@ -10,6 +10,17 @@ import struct
 from typing import NamedTuple
 
 PATH_COLUMN = "DicomPath"
+# A cell read only to group rows (a series key a tag selection leaves out): it waits in
+# the row shards under this prefix and never becomes a column of the table.
+GROUPING_PREFIX = "(grouping) "
+
+
+def grouping_name(name: str) -> str:
+    return GROUPING_PREFIX + name
+
+
+def is_grouping(name: str) -> bool:
+    return name.startswith(GROUPING_PREFIX)
 
 # VRs whose stored bytes are text (PS3.5 6.2): decoded with the Specific Character Set...
 CHARSET_TEXT_VRS = frozenset({"SH", "LO", "UC", "ST", "LT", "UT", "PN"})

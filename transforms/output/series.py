@@ -2,13 +2,14 @@
 is bounded, whatever the number of files in the series.
 
 Input: the row shards that reach the table writers (spilled or, with ``--incremental``,
-carried over), read again one shard at a time (``series_shards.SeriesParts``): so a series summary is
-made of exactly the table's rows, and a run that reuses rows gives the same summary as
-one that extracts them. Each shard gives one partial ``SeriesSummary`` per series it
+carried over), read again one shard at a time (``series_shards.SeriesParts``): so a
+series summary is made of exactly the table's rows, and a run that reuses rows gives the
+same summary as one that extracts them. Each shard gives one partial ``SeriesSummary`` per series it
 holds; ``CombineSeries`` (a ``CombinePerKey``) merges the partials of a series.
 
 Key: (Patient ID, Study Instance UID, Series Instance UID) as the table shows them (so
-pseudonyms under ``--deidentify``). A file without a Series Instance UID is grouped with
+pseudonyms under ``--deidentify``); a key that a tag selection leaves out is read anyway
+and stored as a grouping cell (``rows.GROUPING_PREFIX``), which the table never shows. A file without a Series Instance UID is grouped with
 the other such files of its patient and study, under an empty Series Instance UID.
 
 What a summary holds, per series (all of it bounded):

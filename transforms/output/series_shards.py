@@ -17,6 +17,7 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
+from transforms.common.rows import grouping_name
 from transforms.output import shard_format
 from transforms.output.series import (
     DISTINCT_CAP, IMAGE_ORIENTATION, IMAGE_POSITION, INSTANCE_NUMBER, KEY_COLUMNS,
@@ -124,6 +125,8 @@ def batch_summaries(cells: shard_format.CellRows, columns: _ShardColumns) -> dic
 
     def per_row(name: str) -> list:
         found = [None] * rows
+        if name not in columns.names:
+            name = grouping_name(name)  # a key the tag selection leaves out
         if name in columns.names:
             mask = column_of_cell == columns.names.index(name)
             texts = cells.values.filter(pa.array(mask)).to_pylist()

@@ -39,6 +39,7 @@ from transforms.output.series_records import (
 from transforms.output.tables import OUTPUT_COMPRESSION, _open_write, finalize_tables
 from transforms.output.types import ColumnConverter, column_type
 
+KEY_FIELDS = dict(zip(KEY_COLUMNS, ("PatientID", "StudyInstanceUID", "SeriesInstanceUID")))
 SERIES_REPORT = "series_report"  # the figures' key of the HTML report's series section
 REPORT_SAMPLE = 100  # incomplete / varying series listed in the report
 _SEGMENT = re.compile(r"(?:\[(?P<creator>[^\]]*)\] )?[^()]*\((?P<group>[0-9A-F]{4}),"
@@ -227,12 +228,23 @@ def _key(record: dict) -> tuple:
     return record["PatientID"], record["StudyInstanceUID"], record.get("SeriesInstanceUID", "")
 
 
+def _hide(records: list, hidden: list) -> list:
+    """Records with the keys read only for grouping (left out by the tag selection)
+    emptied: the series tables hold what the file table holds."""
+    fields = [KEY_FIELDS[name] for name in hidden]
+    if not fields:
+        return records
+    return [{**record, **dict.fromkeys(fields, "")} for record in records]
+
+
 def _write_step(_, series, studies, table_columns, final: SeriesFiles, temp_dir: str,
-                formula_guard: bool = False) -> dict:
+                formula_guard: bool = False, hidden: tuple = ()) -> dict:
     from transforms.inputs import storage
 
     storage.prepare_filesystems()
-    series, studies = sorted(series, key=_key), sorted(studies, key=_key)
+    # Sorted by the keys as read, so the order is the same whether they are shown or not.
+    series = _hide(sorted(series, key=_key), hidden)
+    studies = _hide(sorted(studies, key=_key), hidden)
     attempt = uuid.uuid4().hex
     temp = SeriesFiles(*(
         FileSystems.join(temp_dir, f"{name}-{attempt}.{suffix}") if path else None
@@ -243,8 +255,9 @@ def _write_step(_, series, studies, table_columns, final: SeriesFiles, temp_dir:
                 temp.series_parquet, formula_guard)
     write_table(studies, study_layout(), temp.studies_csv, temp.studies_parquet,
                 formula_guard)
-    return {"renames": {t: f for t, f in zip(temp, final) if t},
-            SERIES_REPORT: report_figures(series, studies)}
+    figures = report_figures(series, studies)
+    figures["hidden_keys"] = [KEY_FIELDS[name] for name in hidden]
+    return {"renames": {t: f for t, f in zip(temp, final) if t}, SERIES_REPORT: figures}
 
 
 def _finalize_step(figures: dict) -> dict:
@@ -260,11 +273,13 @@ class WriteSeriesTables(beam.PTransform):
     """({"series", "studies"} rows, table columns) -> one dict of figures
     (``SERIES_REPORT``), emitted once the tables are in place."""
 
-    def __init__(self, final: SeriesFiles, temp_dir: str, csv_formula_guard: bool = False):
+    def __init__(self, final: SeriesFiles, temp_dir: str, csv_formula_guard: bool = False,
+                 hidden_keys=()):
         super().__init__()
         self.final = final
         self.temp_dir = temp_dir
         self.csv_formula_guard = csv_formula_guard
+        self.hidden_keys = tuple(hidden_keys)  # key columns read only for grouping
 
     def expand(self, rows_and_columns):
         rows, columns = rows_and_columns
@@ -274,6 +289,6 @@ class WriteSeriesTables(beam.PTransform):
             | "Write" >> beam.Map(_write_step, beam.pvalue.AsList(rows["series"]),
                                   beam.pvalue.AsList(rows["studies"]),
                                   beam.pvalue.AsSingleton(columns), self.final,
-                                  self.temp_dir, self.csv_formula_guard)
+                                  self.temp_dir, self.csv_formula_guard, self.hidden_keys)
             | "Finalize" >> beam.Map(_finalize_step)
         )

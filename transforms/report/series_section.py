@@ -41,6 +41,11 @@ def series_section(figures: dict | None) -> str:
     varying = _table("varying-series", figures["varying"], figures["varying_count"],
                      "Varies", lambda record: ", ".join(record["attributes"]),
                      "series with varying attributes")
+    hidden = ", ".join(figures.get("hidden_keys", ()))
+    if hidden:
+        hidden = (f'<p class="note" id="hidden-keys">Grouped by {text(hidden)}, read for '
+                  'grouping only: the tag selection leaves them out, so the tables do not '
+                  'show them.</p>')
     return (
         '<section id="series"><h2>Series</h2>'
         f'<p><span data-figure="series_rows" data-value="{figures["series"]}">'
@@ -48,7 +53,7 @@ def series_section(figures: dict | None) -> str:
         f'<span data-figure="study_rows" data-value="{figures["studies"]}">'
         f'{number(figures["studies"])}</span> studies '
         '(one row each in the series and studies tables)</p>'
-        f'<h3>Series by modality</h3>{bar_chart(modalities, figures["series"], name="modalities")}'
+        f'{hidden}<h3>Series by modality</h3>{bar_chart(modalities, figures["series"], name="modalities")}'
         f'<h3>Incomplete series <span data-figure="incomplete_series" '
         f'data-value="{figures["incomplete_count"]}">({number(figures["incomplete_count"])})'
         f'</span></h3>{incomplete}'
