@@ -32,7 +32,12 @@ not depend on the runner, the bundles or the order of the shards.
 
 from __future__ import annotations
 
+import functools
+import math
+import re
+
 import apache_beam as beam
+from pydicom.datadict import dictionary_VR
 
 from transforms.output.types import FLOAT_VRS, INT_VRS, column_vm
 from transforms.reading.flatten import public_name
@@ -50,44 +55,94 @@ RANGE_CAP = 4096  # ranges of instance numbers kept per series
 POSITION_CAP = 4096  # distinct slice positions kept per series
 POSITION_DECIMALS = 4  # mm: positions equal to 0.1 µm are the same position
 DATE_TIME_VRS = frozenset({"DA", "TM", "DT"})
+_LAST_TAG = re.compile(r"\(([0-9A-F]{4}),([0-9A-F]{4})\)$")
 
 
-def bound_kind(name: str, vrs) -> str | None:
+@functools.lru_cache(maxsize=1 << 14)
+def bound_kind(name: str) -> str | None:
     """How a column's smallest and largest values are compared: "number", "text" (dates
-    and times, whose DICOM text sorts in time order) or None (no min/max)."""
-    if not vrs or column_vm(name) != "1":
+    and times, whose DICOM text sorts in time order) or None (no min/max). From the
+    dictionary VR and VM of the column's (last) tag: single-valued public elements only."""
+    match = _LAST_TAG.search(name)
+    if match is None or column_vm(name) != "1" or int(match.group(1), 16) % 2:
         return None
-    if vrs <= INT_VRS | FLOAT_VRS:
+    try:
+        vr = dictionary_VR(int(match.group(1) + match.group(2), 16))
+    except KeyError:
+        return None
+    if vr in INT_VRS or vr in FLOAT_VRS:
         return "number"
-    if vrs <= DATE_TIME_VRS and len(vrs) == 1:
-        return "text"
-    return None
+    return "text" if vr in DATE_TIME_VRS else None
+
+
+def _number(text: str):
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def value_bounds(kind: str | None, values) -> tuple:
+    """The smallest and largest of ``values``: for numbers ``(value, text)`` pairs (the
+    text as the files hold it), for dates and times their text; None without a kind."""
+    if kind == "number":
+        values = [(number, text) for number, text in zip(map(_number, values), values)
+                  if number is not None]
+    elif kind != "text":
+        return None, None
+    return (min(values), max(values)) if values else (None, None)
 
 
 class ColumnSummary:
     """One column in one series: files with a value, distinct values (``None`` once more
-    than ``DISTINCT_CAP``), and the smallest and largest value (``bound_kind``)."""
+    than ``DISTINCT_CAP``) and, for a column with a ``bound_kind``, the smallest and
+    largest value of those no longer in ``values`` (so a value is parsed only when the
+    set overflows, or once at the end: ``bounds``)."""
 
-    __slots__ = ("count", "values", "low", "high")
+    __slots__ = ("count", "values", "kind", "low", "high")
 
-    def __init__(self, count: int, values, low=None, high=None):
+    def __init__(self, count: int, values: frozenset, name: str = ""):
         self.count = count
         self.values = values
-        self.low = low
-        self.high = high
+        self.kind = bound_kind(name)
+        self.low = self.high = None
+        if len(values) > DISTINCT_CAP:
+            self._fold()
+
+    def _fold(self) -> None:
+        """Distinct values past the cap: keep only their bounds."""
+        self._widen(*value_bounds(self.kind, self.values))
+        self.values = None
+
+    def _widen(self, low, high) -> None:
+        if low is not None and (self.low is None or low < self.low):
+            self.low = low
+        if high is not None and (self.high is None or high > self.high):
+            self.high = high
 
     def merge(self, other: "ColumnSummary") -> None:
         self.count += other.count
-        if self.values is not None and other.values is not None:
-            self.values = self.values | other.values
-            if len(self.values) > DISTINCT_CAP:
-                self.values = None
-        else:
-            self.values = None
-        if other.low is not None and (self.low is None or other.low < self.low):
-            self.low = other.low
-        if other.high is not None and (self.high is None or other.high > self.high):
-            self.high = other.high
+        self._widen(other.low, other.high)
+        if other.values is None:
+            if self.values is not None:
+                self._fold()
+            return
+        if self.values is None:
+            self._widen(*value_bounds(self.kind, other.values))
+            return
+        self.values = self.values | other.values
+        if len(self.values) > DISTINCT_CAP:
+            self._fold()
+
+    def bounds(self) -> tuple:
+        """The smallest and largest value of the column in the series."""
+        low, high = value_bounds(self.kind, self.values or ())
+        if self.low is not None and (low is None or self.low < low):
+            low = self.low
+        if self.high is not None and (high is None or self.high > high):
+            high = self.high
+        return low, high
 
 
 class InstanceNumbers:
@@ -164,21 +219,39 @@ NO_POSITION = "a file has no Image Position (Patient) or Orientation"
 
 
 class SeriesSummary:
-    """The partial or whole summary of one series (see the module docstring)."""
+    """The partial or whole summary of one series (see the module docstring). Columns:
+    ``counts`` (files with a value), ``constant`` (the one value of a column that has
+    had one so far) and ``varying`` (``ColumnSummary`` of the others): most columns of
+    a series are constant, and plain dicts keep them cheap."""
 
-    __slots__ = ("files", "bytes", "first_path", "last_path", "columns", "instances",
-                 "geometry")
+    __slots__ = ("files", "bytes", "first_path", "last_path", "counts", "constant",
+                 "varying", "instances", "geometry")
 
     def __init__(self):
         self.files = 0
         self.bytes = 0
         self.first_path = None
         self.last_path = None
-        self.columns: dict = {}
+        self.counts: dict = {}
+        self.constant: dict = {}
+        self.varying: dict = {}
         self.instances = InstanceNumbers()
         self.geometry: Geometry | None = None
 
+    def column(self, name: str) -> ColumnSummary | None:
+        """The column as a ``ColumnSummary`` (None if no file of the series has it)."""
+        if name in self.varying:
+            return self.varying[name]
+        if name in self.constant:
+            return ColumnSummary(self.counts[name], frozenset((self.constant[name],)), name)
+        return None
+
     def merge(self, other: "SeriesSummary") -> "SeriesSummary":
+        if not self.files:  # an empty accumulator takes the other's columns as they are
+            self.counts, self.constant, self.varying = (
+                other.counts, other.constant, other.varying)
+        else:
+            self._merge_columns(other)
         self.files += other.files
         self.bytes += other.bytes
         if other.first_path is not None:
@@ -186,12 +259,6 @@ class SeriesSummary:
                 self.first_path = other.first_path
             if self.last_path is None or other.last_path > self.last_path:
                 self.last_path = other.last_path
-        for name, column in other.columns.items():
-            mine = self.columns.get(name)
-            if mine is None:
-                self.columns[name] = column
-            else:
-                mine.merge(column)
         self.instances.merge(other.instances)
         if other.geometry is not None:
             if self.geometry is None:
@@ -199,6 +266,28 @@ class SeriesSummary:
             else:
                 self.geometry.merge(other.geometry)
         return self
+
+    def _merge_columns(self, other: "SeriesSummary") -> None:
+        counts, constant, varying = self.counts, self.constant, self.varying
+        for name, count in other.counts.items():
+            counts[name] = counts.get(name, 0) + count
+        for name, value in other.constant.items():
+            if name in varying:
+                varying[name].merge(ColumnSummary(0, frozenset((value,)), name))
+            elif name in constant and constant[name] != value:
+                varying[name] = ColumnSummary(0, frozenset((constant.pop(name), value)), name)
+            elif name not in constant:
+                constant[name] = value
+        for name, column in other.varying.items():
+            if name in varying:
+                varying[name].merge(column)
+            else:
+                mine = constant.pop(name, None)
+                varying[name] = column
+                if mine is not None:
+                    column.merge(ColumnSummary(0, frozenset((mine,)), name))
+        for name, column in varying.items():
+            column.count = counts[name]
 
 
 class CombineSeries(beam.CombineFn):

@@ -33,6 +33,7 @@ import statistics
 
 import apache_beam as beam
 
+from transforms.common.rows import is_grouping
 from transforms.output.series import (
     DISTINCT_CAP, IMAGE_ORIENTATION, KEY_COLUMNS, NO_POSITION, SeriesSummary,
 )
@@ -113,10 +114,13 @@ def _geometry_figures(summary: SeriesSummary) -> tuple[dict, bool]:
 
 
 def _seconds(column) -> float | None:
-    if column is None or column.low is None:
+    if column is None:
+        return None
+    low, high = column.bounds()
+    if low is None:
         return None
     try:
-        low, high = parse_tm(column.low), parse_tm(column.high)
+        low, high = parse_tm(low), parse_tm(high)
     except ValueError:
         return None
 
@@ -130,16 +134,17 @@ def column_cells(summary: SeriesSummary) -> dict:
     """``{column: (constant value or None, distinct count or None, low, high)}``; low and
     high as the DICOM text of the smallest and largest value."""
     cells = {}
-    for name, column in summary.columns.items():
-        if name in KEY_COLUMNS:
+    files = summary.files
+    for name, count in summary.counts.items():
+        if name in KEY_COLUMNS or is_grouping(name):
             continue
-        if column.values is not None and len(column.values) == 1 and \
-                column.count == summary.files:
-            cells[name] = (next(iter(column.values)), None, None, None)
+        if name in summary.constant and count == files:
+            cells[name] = (summary.constant[name], None, None, None)
             continue
+        column = summary.column(name)
         distinct = DISTINCT_CAP + 1 if column.values is None else \
-            len(column.values) + (column.count < summary.files)
-        low, high = column.low, column.high
+            len(column.values) + (count < files)
+        low, high = column.bounds()
         if isinstance(low, tuple):  # numbers: (value, text)
             low, high = low[1], high[1]
         cells[name] = (None, distinct, low, high)
@@ -158,7 +163,7 @@ def series_record(keyed) -> dict:
         "InstanceNumberMin": summary.instances.low, "InstanceNumberMax": summary.instances.high,
         "MissingInstanceNumbers": missing, "DuplicateInstanceNumbers": duplicates,
         **geometry,
-        "AcquisitionSeconds": _seconds(summary.columns.get(ACQUISITION_TIME)),
+        "AcquisitionSeconds": _seconds(summary.column(ACQUISITION_TIME)),
     }
     found = (missing, duplicates, record["SliceGaps"], record["DuplicatePositions"], uneven)
     defects = [name for name, value in zip(DEFECTS, found) if value]

@@ -143,7 +143,7 @@ def series_layout(records: list, table_columns) -> _Layout:
         parts = [(keyword, arrow_type, 0, converter, guard)]
         if column in varying:
             parts.append((keyword + "_Distinct", pa.int64(), 1, None, False))
-            if column in bounded and bound_kind(column, vrs[column]):
+            if column in bounded and bound_kind(column):
                 parts += [(keyword + "_Min", arrow_type, 2, converter, guard),
                           (keyword + "_Max", arrow_type, 3, converter, guard)]
         for name, part_type, index, part_converter, part_guard in parts:
