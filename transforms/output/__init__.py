@@ -26,6 +26,9 @@ A run, step by step (``beam_pipeline/pipeline.py`` shows the same in order):
 4. Tables (``tables.py``): one k-way merge reads the shards whose records reached it and
    writes the CSV and/or Parquet under attempt-unique temp names, memory bounded; then
    finalize renames them into place ("already renamed" counts as done).
+   Series tables (``series*.py``): the same shards read again, one partial summary per
+   series, combined per series and per study; ``scan.series.csv`` / ``scan.studies.csv``
+   (and Parquet) written under attempt-unique names and renamed like the tables.
 5. Report (``transforms/report/summary.py``): errors, skipped, summary, each written whole.
 6. Commit (``state.py``): ``GENERATION.json`` lists the shards and parts that reached
    the commit, then ``CURRENT`` names this generation. A kill before this point leaves

@@ -24,7 +24,8 @@ A series row's fixed figures (``SERIES_FIELDS``):
 Then, for each column of the file table: its value when every file of the series has
 the same one (``columns``), else the number of distinct values (a file without the
 column counts as one more value; ``DISTINCT_CAP + 1`` means more than ``DISTINCT_CAP``)
-and, for single-valued numbers, dates and times, the smallest and largest value.
+and, for single-valued numbers, dates and times (``series.bound_kind``), the smallest and
+largest value.
 """
 
 from __future__ import annotations

@@ -112,22 +112,22 @@ def unique_names(columns: list, taken=()) -> dict:
 class _Layout(NamedTuple):
     names: list  # output column names
     types: list  # Arrow types
-    getters: list  # record -> text or value
+    fields: list  # the record's field for a fixed column, None for a file-table column
+    slots: dict  # file-table column -> output column of its value, _Distinct, _Min, _Max
     converters: list  # ColumnConverter of text columns, None for typed fixed fields
     guarded: list  # CSV formula guard applies
 
 
-def _fixed(fields) -> tuple[list, list, list, list, list]:
+def _fixed(fields) -> _Layout:
     names = list(fields)
     types = [FIELD_TYPES.get(name, pa.string()) for name in names]
-    getters = [lambda record, name=name: record[name] for name in names]
-    return names, types, getters, [None] * len(names), [FIELD_TYPES.get(n) is None
-                                                         for n in names]
+    return _Layout(names, types, list(names), {}, [None] * len(names),
+                   [FIELD_TYPES.get(name) is None for name in names])
 
 
 def series_layout(records: list, table_columns) -> _Layout:
     """The series table's columns: the fixed fields, then the file table's columns."""
-    names, types, getters, converters, guarded = _fixed(SERIES_FIELDS)
+    layout = _fixed(SERIES_FIELDS)
     vrs = {column.name: column.vrs for column in table_columns}
     shown = [column.name for column in table_columns
              if column.name != PATH_COLUMN and column.name not in KEY_COLUMNS]
@@ -135,59 +135,84 @@ def series_layout(records: list, table_columns) -> _Layout:
                if cell[0] is None}
     bounded = {name for record in records for name, cell in record["columns"].items()
                if cell[2] is not None}
-    keywords = unique_names(shown, taken=names)
+    keywords = unique_names(shown, taken=layout.names)
     text_guard = guarded_columns(shown, table_columns)
     for column, guard in zip(shown, text_guard):
         keyword, arrow_type = keywords[column], column_type(column, vrs[column])
         converter = ColumnConverter(arrow_type, vrs[column])
-        parts = [(keyword, arrow_type, 0, converter, guard)]
+        parts = [(keyword, arrow_type, converter, guard)]
         if column in varying:
-            parts.append((keyword + "_Distinct", pa.int64(), 1, None, False))
+            parts.append((keyword + "_Distinct", pa.int64(), None, False))
             if column in bounded and bound_kind(column):
-                parts += [(keyword + "_Min", arrow_type, 2, converter, guard),
-                          (keyword + "_Max", arrow_type, 3, converter, guard)]
-        for name, part_type, index, part_converter, part_guard in parts:
-            names.append(name)
-            types.append(part_type)
-            getters.append(lambda record, column=column, index=index:
-                           (record["columns"].get(column) or (None,) * 4)[index])
-            converters.append(part_converter)
-            guarded.append(part_guard)
-    return _Layout(names, types, getters, converters, guarded)
+                parts += [(keyword + "_Min", arrow_type, converter, guard),
+                          (keyword + "_Max", arrow_type, converter, guard)]
+        slots = []
+        for name, part_type, part_converter, part_guard in parts:
+            slots.append(len(layout.names))
+            layout.names.append(name)
+            layout.types.append(part_type)
+            layout.fields.append(None)
+            layout.converters.append(part_converter)
+            layout.guarded.append(part_guard)
+        layout.slots[column] = tuple(slots) + (None,) * (4 - len(slots))
+    return layout
 
 
 def study_layout() -> _Layout:
-    return _Layout(*_fixed(STUDY_FIELDS))
+    return _fixed(STUDY_FIELDS)
 
 
-def _csv_cell(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
+def _columns(records: list, layout: _Layout) -> list[list]:
+    """The table as one list of values per output column (None: empty)."""
+    count = len(records)
+    columns = [[record[field] for record in records] if field else [None] * count
+               for field in layout.fields]
+    slots = layout.slots
+    if not slots:  # no file-table columns (the studies table)
+        return columns
+    for row, record in enumerate(records):
+        for name, cell in record["columns"].items():
+            slot = slots.get(name)
+            if slot is None:
+                continue
+            if cell[1] is None:  # the same value in every file
+                columns[slot[0]][row] = cell[0]
+                continue
+            for index in (1, 2, 3):
+                if slot[index] is not None:
+                    columns[slot[index]][row] = cell[index]
+    return columns
+
+
+def _csv_column(values: list, guard: bool) -> list:
+    if values and any(isinstance(value, bool) for value in values):
+        return [None if value is None else ("true" if value else "false") for value in values]
+    if guard:
+        return [guard_cell(value) if isinstance(value, str) and value else value
+                for value in values]
+    return values  # csv writes None as empty, numbers with str()
 
 
 def write_table(records: list, layout: _Layout, csv_path: str | None,
                 parquet_path: str | None, formula_guard: bool = False) -> None:
-    columns = [[getter(record) for record in records] for getter in layout.getters]
+    columns = _columns(records, layout)
     if csv_path:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\r\n")
         writer.writerow(layout.names)
-        guards = [formula_guard and guard for guard in layout.guarded]
-        for row in zip(*columns) if records else ():
-            writer.writerow([guard_cell(cell) if guard and cell else cell for cell, guard
-                             in zip(map(_csv_cell, row), guards)])
+        writer.writerows(zip(*(_csv_column(values, formula_guard and guard)
+                               for values, guard in zip(columns, layout.guarded))))
         with _open_write(csv_path) as out:
             out.write(buffer.getvalue().encode("utf-8", "backslashreplace"))
     if parquet_path:
         arrays = []
         for values, arrow_type, converter in zip(columns, layout.types, layout.converters):
-            if converter is not None:
-                arrays.append(converter.convert(values)[0])
-            else:
+            if converter is None:
                 arrays.append(pa.array(values, type=arrow_type))
+            elif all(value is None for value in values):
+                arrays.append(pa.nulls(len(values), converter.type))
+            else:
+                arrays.append(converter.convert(values)[0])
         schema = pa.schema([pa.field(name, array.type)
                             for name, array in zip(layout.names, arrays)])
         with _open_write(parquet_path) as out:
