@@ -19,6 +19,7 @@ to its attempt in the run's temp dir, then renamed into place (``tables.finalize
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import re
 import uuid
@@ -75,6 +76,7 @@ def series_files(stem: str, formats) -> SeriesFiles:
                        stem + ".studies.parquet" if parquet_on else None)
 
 
+@functools.lru_cache(maxsize=1 << 14)
 def keyword_name(column: str) -> str:
     """A file-table column's keyword name (see the module docstring), not yet unique."""
     parts = []
@@ -114,7 +116,7 @@ class _Layout(NamedTuple):
     types: list  # Arrow types
     fields: list  # the record's field for a fixed column, None for a file-table column
     slots: dict  # file-table column -> output column of its value, _Distinct, _Min, _Max
-    converters: list  # ColumnConverter of text columns, None for typed fixed fields
+    sources: list  # (file-table column, its VRs) of a text column, None for fixed fields
     guarded: list  # CSV formula guard applies
 
 
@@ -139,20 +141,20 @@ def series_layout(records: list, table_columns) -> _Layout:
     text_guard = guarded_columns(shown, table_columns)
     for column, guard in zip(shown, text_guard):
         keyword, arrow_type = keywords[column], column_type(column, vrs[column])
-        converter = ColumnConverter(arrow_type, vrs[column])
-        parts = [(keyword, arrow_type, converter, guard)]
+        source = (column, vrs[column])
+        parts = [(keyword, arrow_type, source, guard)]
         if column in varying:
             parts.append((keyword + "_Distinct", pa.int64(), None, False))
             if column in bounded and bound_kind(column):
-                parts += [(keyword + "_Min", arrow_type, converter, guard),
-                          (keyword + "_Max", arrow_type, converter, guard)]
+                parts += [(keyword + "_Min", arrow_type, source, guard),
+                          (keyword + "_Max", arrow_type, source, guard)]
         slots = []
-        for name, part_type, part_converter, part_guard in parts:
+        for name, part_type, part_source, part_guard in parts:
             slots.append(len(layout.names))
             layout.names.append(name)
             layout.types.append(part_type)
             layout.fields.append(None)
-            layout.converters.append(part_converter)
+            layout.sources.append(part_source)
             layout.guarded.append(part_guard)
         layout.slots[column] = tuple(slots) + (None,) * (4 - len(slots))
     return layout
@@ -184,8 +186,8 @@ def _columns(records: list, layout: _Layout) -> list[list]:
     return columns
 
 
-def _csv_column(values: list, guard: bool) -> list:
-    if values and any(isinstance(value, bool) for value in values):
+def _csv_column(values: list, arrow_type, guard: bool) -> list:
+    if arrow_type == pa.bool_():
         return [None if value is None else ("true" if value else "false") for value in values]
     if guard:
         return [guard_cell(value) if isinstance(value, str) and value else value
@@ -200,19 +202,20 @@ def write_table(records: list, layout: _Layout, csv_path: str | None,
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\r\n")
         writer.writerow(layout.names)
-        writer.writerows(zip(*(_csv_column(values, formula_guard and guard)
-                               for values, guard in zip(columns, layout.guarded))))
+        writer.writerows(zip(*(_csv_column(values, arrow_type, formula_guard and guard)
+                               for values, arrow_type, guard
+                               in zip(columns, layout.types, layout.guarded))))
         with _open_write(csv_path) as out:
             out.write(buffer.getvalue().encode("utf-8", "backslashreplace"))
     if parquet_path:
         arrays = []
-        for values, arrow_type, converter in zip(columns, layout.types, layout.converters):
-            if converter is None:
+        for values, arrow_type, source in zip(columns, layout.types, layout.sources):
+            if source is None:
                 arrays.append(pa.array(values, type=arrow_type))
             elif all(value is None for value in values):
-                arrays.append(pa.nulls(len(values), converter.type))
-            else:
-                arrays.append(converter.convert(values)[0])
+                arrays.append(pa.nulls(len(values), arrow_type))
+            else:  # DICOM text, typed as the file table types the column
+                arrays.append(ColumnConverter(arrow_type, source[1]).convert(values)[0])
         schema = pa.schema([pa.field(name, array.type)
                             for name, array in zip(layout.names, arrays)])
         with _open_write(parquet_path) as out:
