@@ -184,6 +184,12 @@ class DicomExtractOptions(PipelineOptions):
             help="DicomPath becomes a keyed pseudonym, also in errors and skipped files.",
         )
         output.add_argument(
+            "--no-series-tables", "--no_series_tables",
+            dest="series_tables", action="store_false", default=True,
+            help="Do not write scan.series.csv and scan.studies.csv (one row per series, "
+            "per study, with completeness checks) nor their Parquet twins.",
+        )
+        output.add_argument(
             "--csv-formula-guard", "--csv_formula_guard", dest="csv_formula_guard",
             action="store_true", default=False,
             help="Prefix CSV text cells that start with =, +, -, @, tab or CR with ' "

@@ -27,6 +27,7 @@ from transforms.output.commit import CommitRun
 from transforms.output.reuse import PlanReuse
 from transforms.output.spill import StoreRows
 from transforms.output.state import RunState, prepare_state
+from transforms.output.series_tables import SeriesFiles, WriteSeriesTables, series_files
 from transforms.output.tables import TableFiles, WriteTables
 from transforms.reading.dicomweb_rows import ReadDicomWeb, with_dicomweb
 from transforms.reading.extraction import ExtractRows, ReadingSettings
@@ -51,6 +52,8 @@ class RunPlan:
     content_summary: dict
     run_settings: dict
     column_names: str = "seed"  # --column-names (transforms/output/keyword_names.py)
+    series_files: SeriesFiles | None = None  # None: --no-series-tables
+    hidden_keys: tuple = ()  # series keys read for grouping only (a tag selection's)
     # DICOMweb sources: their inputs, and how to reach them (secrets read).
     dicomweb_inputs: tuple = ()
     dicomweb: DicomWebSettings | None = None
@@ -110,6 +113,9 @@ def plan_run(inputs, options, paths: OutputPaths, started: float) -> RunPlan:
         content_summary=content.summary(),
         run_settings=run_settings(options, inputs),
         column_names=options.column_names,
+        series_files=series_files(paths.summary[: -len(".summary.json")], paths.formats)
+        if options.series_tables else None,
+        hidden_keys=tuple(content.hidden_columns),
         dicomweb_inputs=web_inputs,
         dicomweb=web,
     )
@@ -138,6 +144,9 @@ class ExtractDicomMetadata(beam.PTransform):
         stored = records | "StoreRows" >> StoreRows(run.state.generation, run.rows_per_shard)
         tables = stored[SHARDS] | "WriteTables" >> WriteTables(
             run.table_files, run.paths.temp_dir, csv_formula_guard=run.csv_formula_guard)
+        if run.series_files is not None:
+            tables.update({**stored, **tables} | "WriteSeriesTables" >> WriteSeriesTables(
+                run.series_files, run.paths.temp_dir, run.csv_formula_guard, run.hidden_keys))
         reports = {**records, **tables} | "Report" >> WriteReports(
             run.paths, run.started, run.table_path, run.content_summary, run.run_settings)
         return {**stored, **reports} | "Commit" >> CommitRun(run.state, run.paths.temp_dir)

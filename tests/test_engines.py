@@ -26,7 +26,8 @@ from tests.conftest import copy_pydicom_file, pydicom_file, run_cli, write_dicom
 from tests.engines import FlinkCluster, beam_flink_version, flink_job_server_jar, prism_binary
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COMPARED = ("scan.csv", "scan.errors.csv", "scan.skipped.csv")
+COMPARED = ("scan.csv", "scan.errors.csv", "scan.skipped.csv", "scan.series.csv",
+            "scan.studies.csv")
 RUN_TIMEOUT = 300
 
 

@@ -82,7 +82,7 @@ def assert_same_as_full_run(archive: str, output_dir: str, tmp_path, *options) -
     fresh = tmp_path / f"fresh-{time.monotonic_ns()}"
     fresh.mkdir()
     run(archive, "-o", fresh / "scan.csv", *options)
-    names = OUTPUTS[:3]
+    names = OUTPUTS[:3] + ("scan.series.csv", "scan.studies.csv")
     assert read_bytes(output_dir, names) == read_bytes(str(fresh), names)
 
 

@@ -14,6 +14,18 @@ PATH_COLUMN = "DicomPath"
 # that rides with the row to the table step, never a table column.
 JSON_COLUMN = "{DICOM JSON}"
 
+# A cell read only to group rows (a series key a tag selection leaves out): it waits in
+# the row shards under this prefix and never becomes a column of the table.
+GROUPING_PREFIX = "(grouping) "
+
+
+def grouping_name(name: str) -> str:
+    return GROUPING_PREFIX + name
+
+
+def is_grouping(name: str) -> bool:
+    return name.startswith(GROUPING_PREFIX)
+
 # VRs whose stored bytes are text (PS3.5 6.2): decoded with the Specific Character Set...
 CHARSET_TEXT_VRS = frozenset({"SH", "LO", "UC", "ST", "LT", "UT", "PN"})
 # ...or with the default repertoire.

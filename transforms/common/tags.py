@@ -48,6 +48,7 @@ SHARDS = "shards"  # ShardInfo of every row shard of this run's generation
 OUTCOME_PARTS = "outcome_parts"  # paths of this run's outcome parts
 COLUMNS = "columns"  # one list: the table's columns
 TABLE_FIGURES = "table_figures"  # one dict: the table writers' figures
+SERIES_FIGURES = "series_figures"  # one dict: the series tables' figures for the report
 SUMMARY = "summary"  # one dict: summary.json as written
 HTML_REPORT = "html_report"  # the HTML report's path, once written
 # DICOMweb sources (transforms/reading/dicomweb_rows.py): each series' (outcomes, failed

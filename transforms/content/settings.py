@@ -21,7 +21,7 @@ from transforms.common.code_digest import code_digest
 from transforms.content.deidentify import (
     OPTIONS, PATIENT_ID, PATIENT_ID_COLUMN, PROFILE, DeidSettings, Deidentifier, profile_table,
 )
-from transforms.common.rows import Row
+from transforms.common.rows import Row, grouping_name
 from transforms.content.pseudonyms import KeyFileError, Pseudonyms, random_key, read_key_file
 from transforms.content.selection import Selection, SelectionError, parse_entry, parse_tag_list
 
@@ -38,6 +38,13 @@ RETAIN_FLAGS = {
     "retain_patient_characteristics": "retain_patient_characteristics",
     "retain_full_dates": "retain_longitudinal_full_dates",
     "retain_modified_dates": "retain_longitudinal_modified_dates",
+}
+# The series tables' keys (transforms/output/series.py): read for grouping even when a tag
+# selection leaves them out, then kept out of the table (``RowContent.apply``).
+SERIES_KEY_COLUMNS = {
+    0x00100020: PATIENT_ID_COLUMN,
+    0x0020000D: "Study Instance UID (0020,000D)",
+    0x0020000E: "Series Instance UID (0020,000E)",
 }
 RANDOM_KEY_WARNING = (
     "warning: --deidentify without --pseudonym-key-file: pseudonyms use a random key for "
@@ -99,7 +106,7 @@ class ContentSettings:
                 "--retain-full-dates and --retain-modified-dates exclude each other"
             )
         if not deidentify:
-            return cls(Selection(tags, exclude), None, b"", "",
+            return cls(with_series_keys(Selection(tags, exclude)), None, b"", "",
                        bool(options.csv_formula_guard))
         table_options = {RETAIN_FLAGS[dest] for dest in enabled}
         safe_private = tuple(options.retain_safe_private or ())
@@ -128,7 +135,8 @@ class ContentSettings:
             # Dates move by the patient's offset: Patient ID is read, then dropped.
             selection = Selection(tags, exclude, required=(PATIENT_ID,))
         deid = DeidSettings(frozenset(table_options), safe_private, bool(options.pseudonymize_paths))
-        return cls(selection, deid, key, source, bool(options.csv_formula_guard))
+        return cls(with_series_keys(selection), deid, key, source,
+                   bool(options.csv_formula_guard))
 
     def reads_private(self, include_private: bool) -> bool:
         """Whether the walker reads private elements: asked for (by --include-private or
@@ -136,6 +144,12 @@ class ContentSettings:
         if self.deid is not None:
             return bool(self.deid.safe_private)  # all other private elements are removed
         return include_private or self.selection.reads_private
+
+    @property
+    def hidden_columns(self) -> list[str]:
+        """Columns read only for grouping (``required`` by the selection)."""
+        return [SERIES_KEY_COLUMNS[tag] for tag in sorted(self.selection.required)
+                if tag in SERIES_KEY_COLUMNS]
 
     @property
     def key_fingerprint(self) -> str:
@@ -149,6 +163,8 @@ class ContentSettings:
             "csv_formula_guard": self.csv_formula_guard,
             "deidentification": None,
         }
+        if self.hidden_columns:
+            entries["series_keys_read_not_shown"] = self.hidden_columns
         if self.deid is not None:
             source = {k: v for k, v in profile_table().source.items() if k != "file"}
             entries["deidentification"] = {
@@ -187,6 +203,17 @@ class ContentSettings:
                                  source.get("sha256_of_source_xml")],
             })
         return entries
+
+
+def with_series_keys(selection: Selection) -> Selection:
+    """``selection`` that also reads the series keys it leaves out (for grouping)."""
+    if not selection:
+        return selection
+    missing = [tag for tag in SERIES_KEY_COLUMNS if not selection.selects_top_level(tag)]
+    required = tuple(sorted(set(selection.required) | set(missing)))
+    if required == tuple(selection.required):
+        return selection
+    return Selection(selection.tags, selection.exclude_tags, required=required)
 
 
 class TablePath:
@@ -250,19 +277,21 @@ class RowContent:
 
     @property
     def active(self) -> bool:
-        return self.settings.deid is not None
+        return self.settings.deid is not None or bool(self.settings.selection.required)
 
     def apply(self, row: Row) -> Row:
         settings = self.settings
-        if settings.deid is None:
-            return row
-        if self._deidentifier is None:
-            self._deidentifier = Deidentifier(settings.deid, Pseudonyms(settings.key))
-        patient_id = row.values.get(PATIENT_ID_COLUMN, "")
-        row = self._deidentifier.apply(row, patient_id)
-        if settings.selection.required:
-            row.values.pop(PATIENT_ID_COLUMN, None)
-            row.vrs.pop(PATIENT_ID_COLUMN, None)
+        if settings.deid is not None:
+            if self._deidentifier is None:
+                self._deidentifier = Deidentifier(settings.deid, Pseudonyms(settings.key))
+            patient_id = row.values.get(PATIENT_ID_COLUMN, "")
+            row = self._deidentifier.apply(row, patient_id)
+        # Read only for de-identification or grouping: kept as grouping cells (a
+        # de-identified Patient ID is its pseudonym), never as columns.
+        for name in settings.hidden_columns:
+            if name in row.values:
+                row.values[grouping_name(name)] = row.values.pop(name)
+                row.vrs[grouping_name(name)] = row.vrs.pop(name, None)
         return row
 
 

@@ -29,6 +29,9 @@ A run, step by step (``beam_pipeline/pipeline.py`` shows the same in order):
    writes ``scan.jsonl`` and ``scan.nested.parquet`` from the rows' DICOM JSON cells
    (``documents.py``, ``nested.py``; the nested schema from one pass over the shards
    first), and names the columns by ``--column-names`` (``keyword_names.py``).
+   Series tables (``series*.py``): the same shards read again, one partial summary per
+   series, combined per series and per study; ``scan.series.csv`` / ``scan.studies.csv``
+   (and Parquet) written under attempt-unique names and renamed like the tables.
 5. Report (``transforms/report/summary.py``): errors, skipped, summary, each written whole.
 6. Commit (``state.py``): ``GENERATION.json`` lists the shards and parts that reached
    the commit, then ``CURRENT`` names this generation. A kill before this point leaves

@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.common.rows import PATH_COLUMN
+from transforms.common.rows import PATH_COLUMN, is_grouping
 
 from transforms.reading.naming import column_sort_key
 
@@ -95,12 +95,12 @@ def key_order(key: tuple) -> tuple:
 
 
 def columns_of(keys: list) -> dict:
-    """``{column: frozenset(VRs)}`` of a shard's keys, ``DicomPath`` included."""
+    """``{column: frozenset(VRs)}`` of a shard's keys, ``DicomPath`` included; grouping
+    cells (``rows.GROUPING_PREFIX``) are no columns."""
     columns: dict = {PATH_COLUMN: set(PATH_VRS)}
     for name, vr in keys:
-        columns.setdefault(name, set())
-        if vr:
-            columns[name].add(vr)
+        if not is_grouping(name):
+            columns.setdefault(name, set()).update([vr] if vr else ())
     return {name: frozenset(vrs) for name, vrs in columns.items()}
 
 

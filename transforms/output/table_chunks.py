@@ -271,3 +271,13 @@ def add_to_stats(stats, columns: ChunkColumns, index: dict) -> None:
         return None if number is None else columns.text(number)
 
     stats.add_columns(columns.rows, columns.filled, text_column)
+
+
+def without_keys(cells, dropped: np.ndarray) -> CellRows:
+    """``cells`` without the cells whose key is ``dropped`` (a bool per key)."""
+    keep = ~dropped[cells.keys]
+    rows = np.repeat(np.arange(len(cells.paths)), np.diff(cells.offsets))[keep]
+    offsets = np.zeros(len(cells.paths) + 1, np.int64)
+    np.cumsum(np.bincount(rows, minlength=len(cells.paths)), out=offsets[1:])
+    return cells._replace(offsets=offsets, keys=cells.keys[keep],
+                          values=cells.values.filter(pa.array(keep)))

@@ -41,11 +41,12 @@ from transforms.output.columns import ComputeColumns, UnionColumns
 from transforms.output.documents import DocumentWriters, nested_schema, split_json
 from transforms.output.keyword_names import SEED, output_names, renamed
 from transforms.content.csv_safety import guarded_columns
-from transforms.common.rows import JSON_COLUMN, PATH_COLUMN
+from transforms.common.rows import JSON_COLUMN, PATH_COLUMN, is_grouping
 from transforms.reading.naming import order_columns
 from transforms.output import shard_format
 from transforms.output.table_chunks import (
     ChunkBuilder, ChunkColumns, add_to_stats, column_names, column_vrs, csv_record, csv_text,
+    without_keys,
 )
 from transforms.output.table_stats import TableStats
 from transforms.output.types import ColumnConverter, arrow_schema
@@ -101,8 +102,11 @@ class _Cursor:
         # shards ("Cannot shrink read buffer if buffered data remains").
         self.file = shard_format.open_shard(self.stream, shard.path, pre_buffer=False)
         _, keys = shard_format.check_keys(self.file.metadata.metadata, shard.path)
+        # Grouping cells (series keys a tag selection leaves out) are no columns.
+        self.grouping = np.array([is_grouping(name) for name, _ in keys] or [False])
         try:
-            self.renumber = np.array([numbering[key] for key in keys] or [0], np.int32)
+            self.renumber = np.array([0 if hidden else numbering[key] for key, hidden
+                                      in zip(keys, self.grouping)] or [0], np.int32)
         except KeyError as exc:
             raise RuntimeError(f"{shard.path}: column {exc} is not in the table") from exc
         meta = self.file.metadata
@@ -119,6 +123,8 @@ class _Cursor:
         try:
             for batch in self.file.iter_batches(batch_size=self.batch_rows, use_threads=False):
                 cells = shard_format.batch_cell_rows(batch)
+                if self.grouping.any():
+                    cells = without_keys(cells, self.grouping)
                 cells = cells._replace(keys=self.renumber[cells.keys])
                 offsets = cells.offsets.tolist()
                 for index, path in enumerate(cells.paths):

@@ -25,6 +25,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 
 from transforms.common.atomic_files import write_atomically
 from transforms.common.beam_internals import add_option_arguments
+from transforms.output.series_tables import SERIES_REPORT
 from transforms.output.tables import TABLE_STATS
 from transforms.report.page import render
 from transforms.output.table_stats import ValueCounts, scan_csv, scan_parquet
@@ -130,7 +131,7 @@ def write_html_report(summary: dict, paths, settings: dict, table_figures: dict 
         stats, problem = table_statistics(paths)
     generated = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     page = render(summary, stats, problem, read_errors(paths.errors), read_skips(paths.skipped),
-                  settings, generated)
+                  settings, generated, (table_figures or {}).get(SERIES_REPORT))
     write_atomically(paths.report, page.encode("utf-8", "backslashreplace"))
     return paths.report
 

@@ -19,6 +19,7 @@ from transforms.report.charts import (
     bar_chart, column_chart, fill_bar, number, percent, stacked_bar, text,
 )
 from transforms.output.table_stats import PAIR_SEPARATOR
+from transforms.report.series_section import series_section
 
 TOP = 15  # bars per distribution; the rest is one "other" bar
 FILL_EXTREMES = 15
@@ -357,7 +358,7 @@ def _content_section(stats: dict) -> str:
 
 
 def render(summary: dict, stats: dict | None, stats_problem: str, errors: dict, skips: dict,
-           settings: dict, generated: str) -> str:
+           settings: dict, generated: str, series: dict | None = None) -> str:
     """The whole page. ``stats`` is None when the table could not be read (``stats_problem``
     says why): the page then shows what the summary knows."""
     script_hash = base64.b64encode(hashlib.sha256(SCRIPT.encode("utf-8")).digest()).decode()
@@ -369,6 +370,7 @@ def render(summary: dict, stats: dict | None, stats_problem: str, errors: dict, 
                     f'below: {text(stats_problem)}</div>')
     else:
         body += [_content_section(stats), _fill_section(stats)]
+    body.append(series_section(series))  # "" without series tables
     body += [_errors_section(summary, errors, skips), _run_section(summary, settings)]
     source = stats["source"] if stats else ""
     body.append(

@@ -13,7 +13,8 @@ import apache_beam as beam
 
 from transforms.common.tags import (
     ARCHIVE_UNITS, CELL_COUNTS, COLUMNS, ERRORS, HTML_REPORT, MATCHED, READER_TOTALS,
-    REUSE_COUNTS, REUSED_ARCHIVE_UNITS, REUSED_MANIFEST, SKIPPED, SUMMARY, TABLE_FIGURES,
+    REUSE_COUNTS, REUSED_ARCHIVE_UNITS, REUSED_MANIFEST, SERIES_FIGURES, SKIPPED, SUMMARY,
+    TABLE_FIGURES,
 )
 from transforms.content.settings import PseudonymizeReportPaths, TablePath
 from transforms.output.reuse import skip_records
@@ -41,10 +42,16 @@ def table_rows(figures: dict) -> int:
     return figures["rows"]
 
 
+def with_series(table_figures: dict, series_figures: dict) -> dict:
+    """The HTML report's figures: the table's and the series tables' together."""
+    return {**table_figures, **series_figures}
+
+
 class WriteReports(beam.PTransform):
     """The run's records -> {SUMMARY: the summary dict as written, HTML_REPORT: the page's
     path}. Reads MATCHED, ARCHIVE_UNITS, REUSED_ARCHIVE_UNITS, ERRORS, SKIPPED,
-    REUSED_MANIFEST, REUSE_COUNTS, READER_TOTALS, CELL_COUNTS, COLUMNS, TABLE_FIGURES."""
+    REUSED_MANIFEST, REUSE_COUNTS, READER_TOTALS, CELL_COUNTS, COLUMNS, TABLE_FIGURES and,
+    when the series tables are written, SERIES_FIGURES."""
 
     def __init__(self, paths: OutputPaths, started: float, table_path: TablePath,
                  content_summary: dict, run_settings: dict):
@@ -78,6 +85,9 @@ class WriteReports(beam.PTransform):
             records[TABLE_FIGURES] | "TableRows" >> beam.Map(table_rows),
             records[COLUMNS], errors, skipped, extras,
         ) | "Summary" >> WriteReport(self.paths, self.started)
-        html = summary | "HtmlReport" >> WriteHtmlReport(
-            self.paths, self.run_settings, records[TABLE_FIGURES])
+        figures = records[TABLE_FIGURES]
+        if SERIES_FIGURES in records:  # the page waits for the series tables too
+            figures = figures | "WithSeries" >> beam.Map(
+                with_series, beam.pvalue.AsSingleton(records[SERIES_FIGURES]))
+        html = summary | "HtmlReport" >> WriteHtmlReport(self.paths, self.run_settings, figures)
         return {SUMMARY: summary, HTML_REPORT: html}

@@ -1,0 +1,274 @@
+"""Series and study tables (``scan.series.csv``, ``scan.studies.csv``), on real files:
+pydicom's bundled series, and an archive from ``benchmarks/make_archive.py`` in which
+the test removes instances, duplicates one and moves one slice. Exactly those defects
+must be reported, nothing else; every bundle runs twice."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+
+import duckdb
+import pyarrow.parquet as pq
+import pydicom
+import pytest
+
+from benchmarks.make_archive import generate
+from tests.conftest import TEST_FILES, read_csv, run_cli
+from transforms.output import shard_format
+from transforms.output.series import (
+    DISTINCT_CAP, IMAGE_ORIENTATION, IMAGE_POSITION, INSTANCE_NUMBER, PATIENT_ID,
+    POSITION_CAP, SERIES_UID, STUDY_UID, CombineSeries,
+)
+from transforms.output.series_records import series_record
+from transforms.output.series_shards import shard_summaries
+from transforms.output.series_tables import keyword_name
+
+REPEAT = "--direct_runner_bundle_repeat=1"
+ALL_DEFECTS = ("missing instance numbers; duplicate instance numbers; slice gaps; "
+               "duplicate positions; uneven spacing")
+CT2 = "1.3.6.1.4.1.5962.1.1.0.0.0.1196530851.28319.0.2"  # 77654033/CT2: numbers 18, 180-182
+
+
+def series_rows(out) -> list[dict]:
+    return read_csv(out / "scan.series.csv")[1]
+
+
+@pytest.fixture(scope="module")
+def pydicom_series(tmp_path_factory):
+    """pydicom's DICOMDIR test series: three patients, CR, CT and MR series."""
+    root = tmp_path_factory.mktemp("pydicom-series")
+    for patient in ("77654033", "98892001", "98892003"):
+        shutil.copytree(os.path.join(TEST_FILES, "dicomdirtests", patient), root / patient)
+    out = tmp_path_factory.mktemp("pydicom-series-out")
+    assert run_cli(root, "-o", out / "scan.csv", "--format", "csv,parquet", "--quiet",
+                   REPEAT) == 0
+    return out
+
+
+def test_pydicom_series_one_row_each_and_only_the_real_gap(pydicom_series):
+    out = pydicom_series
+    rows = series_rows(out)
+    summary = json.loads((out / "scan.summary.json").read_text())
+    assert len(rows) == 13
+    assert sum(int(row["Files"]) for row in rows) == summary["rows"] == 31
+    by_uid = {row["SeriesInstanceUID"]: row for row in rows}
+    assert {uid: row["Defects"] for uid, row in by_uid.items() if row["Defects"]} == {
+        CT2: "missing instance numbers; slice gaps"}
+    ct2 = by_uid[CT2]
+    # Instance numbers 18, 180, 181, 182 at z = -99.48, 103.02, 104.27, 105.52 mm.
+    assert (ct2["InstanceNumberMin"], ct2["InstanceNumberMax"], ct2["MissingInstanceNumbers"],
+            ct2["DuplicateInstanceNumbers"]) == ("18", "182", "161", "0")
+    assert (ct2["SlicePositions"], ct2["SliceSpacing"], ct2["SliceGaps"],
+            ct2["EvenlySpaced"], ct2["Incomplete"]) == ("4", "1.25", "161", "false", "true")
+    assert ct2["CommonFolder"].endswith("/77654033/CT2/")
+    # Localizers and radial MR: one orientation per file, no geometry, not a defect.
+    assert sorted(row["CommonFolder"].split("/")[-2] for row in rows
+                  if row["GeometryNote"] == "orientation varies") == [
+        "CT2N", "MR2", "MR2", "MR700"]
+    ct5n = next(row for row in rows if row["CommonFolder"].endswith("/CT5N/"))
+    assert (ct5n["SliceSpacing"], ct5n["SliceSpacingSpread"], ct5n["EvenlySpaced"],
+            ct5n["InstanceNumberMin"], ct5n["InstanceNumberMax"]) == ("2.5", "0.0", "true",
+                                                                     "6", "10")
+    # Constant columns show their value; varying ones a count and their range.
+    assert ct5n["Modality"] == "CT"
+    assert ct5n["ImageOrientationPatient"].startswith("1.000000\\0.000000\\")
+    assert (ct5n["InstanceNumber"], ct5n["InstanceNumber_Distinct"],
+            ct5n["InstanceNumber_Min"], ct5n["InstanceNumber_Max"]) == ("", "5", "6", "10")
+    studies = read_csv(out / "scan.studies.csv")[1]
+    assert sum(int(study["Series"]) for study in studies) == 13
+    assert [study["IncompleteSeriesInstanceUIDs"] for study in studies
+            if study["IncompleteSeries"] != "0"] == [CT2]
+
+
+def test_pydicom_series_parquet_is_typed_and_sql_readable(pydicom_series):
+    out = pydicom_series
+    table = pq.read_table(out / "scan.series.parquet")
+    assert str(table.schema.field("Files").type) == "int64"
+    assert str(table.schema.field("EvenlySpaced").type) == "bool"
+    assert str(table.schema.field("InstanceNumber_Min").type) == "int64"
+    names, rows = read_csv(out / "scan.series.csv")
+    assert table.column_names == names
+    assert table.column("SeriesInstanceUID").to_pylist() == [r["SeriesInstanceUID"] for r in rows]
+    # Keyword names need no quoting in SQL.
+    found = duckdb.sql(
+        "SELECT SeriesInstanceUID, MissingInstanceNumbers, Modality "
+        f"FROM '{out / 'scan.series.parquet'}' WHERE Incomplete").fetchall()
+    assert found == [(CT2, 161, "CT")]
+    studies = duckdb.sql(f"SELECT sum(Files) FROM '{out / 'scan.studies.parquet'}'").fetchall()
+    assert studies == [(31,)]
+
+
+def test_pydicom_series_report_section(pydicom_series):
+    page = (pydicom_series / "scan.report.html").read_text()
+    assert 'data-figure="series_rows" data-value="13"' in page
+    assert 'data-figure="incomplete_series" data-value="1"' in page
+    section = page[page.index('id="incomplete-series"'):]
+    assert "/77654033/CT2/" in section[:section.index("</table>")]
+    # Orientation varies in the localizers and the radial MR.
+    assert 'data-figure="varying_series" data-value="4"' in page
+
+
+@pytest.fixture(scope="module")
+def damaged(tmp_path_factory):
+    """A generated archive; in one CT/MR series: instances 5 and 6 removed, 10
+    duplicated, slice 15 moved 0.4 mm along the normal."""
+    root = tmp_path_factory.mktemp("generated")
+    generate(str(root), 260, small=True, seed=7)
+    folders = sorted({os.path.dirname(os.path.join(d, n))
+                      for d, _, names in os.walk(root) for n in names})
+    target = next(folder for folder in folders
+                  if folder.endswith(("_CT", "_MR")) and len(os.listdir(folder)) >= 20)
+    by_number = {}
+    for name in os.listdir(target):
+        ds = pydicom.dcmread(os.path.join(target, name), stop_before_pixels=True)
+        by_number[int(ds.InstanceNumber)] = os.path.join(target, name)
+    os.remove(by_number[5])
+    os.remove(by_number[6])
+    shutil.copyfile(by_number[10], os.path.join(target, "copy-of-10.dcm"))
+    ds = pydicom.dcmread(by_number[15])
+    x, y, z = (float(value) for value in ds.ImagePositionPatient)
+    ds.ImagePositionPatient = [x, y, round(z + 0.4, 2)]
+    ds.save_as(by_number[15])
+    series_uid = ds.SeriesInstanceUID
+    out = tmp_path_factory.mktemp("generated-out")
+    assert run_cli(root, "-o", out / "scan.csv", "--quiet", REPEAT) == 0
+    return out, series_uid, len(by_number)
+
+
+def test_generated_archive_exactly_the_damage_is_reported(damaged):
+    out, series_uid, instances = damaged
+    rows = series_rows(out)
+    summary = json.loads((out / "scan.summary.json").read_text())
+    assert sum(int(row["Files"]) for row in rows) == summary["rows"] == 259
+    assert {row["SeriesInstanceUID"]: row["Defects"] for row in rows if row["Defects"]} == {
+        series_uid: ALL_DEFECTS}
+    row = next(row for row in rows if row["SeriesInstanceUID"] == series_uid)
+    assert (row["Files"], row["InstanceNumberMin"], row["InstanceNumberMax"],
+            row["MissingInstanceNumbers"], row["DuplicateInstanceNumbers"]) == (
+        str(instances - 1), "1", str(instances), "2", "1")
+    assert (row["SlicePositions"], row["SliceSpacing"], row["SliceSpacingSpread"],
+            row["SliceGaps"], row["DuplicatePositions"], row["EvenlySpaced"]) == (
+        str(instances - 2), "1.25", "0.4", "2", "1", "false")
+    # Every other image series is complete and evenly spaced.
+    images = [r for r in rows if r["SliceSpacing"] and r["SeriesInstanceUID"] != series_uid]
+    assert images and all(r["EvenlySpaced"] == "true" and r["SliceSpacing"] == "1.25"
+                          for r in images)
+    studies = read_csv(out / "scan.studies.csv")[1]
+    assert [s["IncompleteSeriesInstanceUIDs"] for s in studies if s["IncompleteSeries"] != "0"] \
+        == [series_uid]
+    assert sum(int(s["Files"]) for s in studies) == 259
+
+
+def test_deidentified_series_tables_hold_the_tables_pseudonyms(tmp_path):
+    root = tmp_path / "archive"
+    shutil.copytree(os.path.join(TEST_FILES, "dicomdirtests", "98892001"), root / "98892001")
+    out = tmp_path / "out"
+    out.mkdir()
+    assert run_cli(root, "-o", out / "scan.csv", "--deidentify", "--quiet") == 0
+    table = read_csv(out / "scan.csv")[1]
+    rows = series_rows(out)
+    assert {row["SeriesInstanceUID"] for row in rows} == {
+        row["Series Instance UID (0020,000E)"] for row in table}
+    assert {row["PatientID"] for row in rows} == {row["Patient ID (0010,0020)"] for row in table}
+    assert "98890234" not in (out / "scan.series.csv").read_text()
+
+
+# ---------------------------------------------------------------------------
+# The combine itself, on real shards: bounded per series, the same whatever the split.
+
+
+def _rows(count: int, first: int = 1):
+    rows = []
+    for number in range(first, first + count):
+        values = {PATIENT_ID: "P1", STUDY_UID: "1.2.3", SERIES_UID: "1.2.3.4",
+                  INSTANCE_NUMBER: str(number), IMAGE_ORIENTATION: "1\\0\\0\\0\\1\\0",
+                  IMAGE_POSITION: f"0\\0\\{number * 0.5}",
+                  "SOP Instance UID (0008,0018)": f"1.2.3.4.{number}"}
+        vrs = {name: "CS" for name in values}
+        vrs.update({INSTANCE_NUMBER: "IS", IMAGE_POSITION: "DS", IMAGE_ORIENTATION: "DS"})
+        rows.append(shard_format.ShardRow(f"/a/b/{number:06d}.dcm", values, vrs, 100, 0.0))
+    return rows
+
+
+def _summary(tmp_path, groups) -> dict:
+    combine = CombineSeries()
+    partials = []
+    for number, rows in enumerate(groups):
+        path = str(tmp_path / f"rows-{number}.parquet")
+        shard_format.write_shard(path, rows)
+        partials += list(shard_summaries(path).items())
+    accumulators = []
+    for key, summary in partials:
+        accumulators.append(combine.add_input(combine.create_accumulator(), summary))
+    return series_record((key, combine.merge_accumulators(accumulators)))
+
+
+def test_a_series_of_100000_files_is_held_in_bounded_memory(tmp_path):
+    record = _summary(tmp_path, [_rows(100_000)])
+    assert (record["Files"], record["MissingInstanceNumbers"], record["InstanceNumberMax"]) \
+        == (100_000, 0, 100_000)
+    assert record["GeometryNote"] == f"more than {POSITION_CAP} slice positions"
+    assert record["columns"]["SOP Instance UID (0008,0018)"][1] == DISTINCT_CAP + 1
+    # Past the cap, a number's bounds are still exact.
+    assert record["columns"][INSTANCE_NUMBER] == (None, DISTINCT_CAP + 1, "1", "100000")
+    assert record["Bytes"] == 100 * 100_000 and record["CommonFolder"] == "/a/b/"
+
+
+def test_the_summary_does_not_depend_on_how_rows_are_split(tmp_path):
+    rows = _rows(1200)  # more distinct values than DISTINCT_CAP: folded in some splits
+    del rows[40:43]  # numbers 41-43 missing
+    rows.append(rows[7])  # number 8 twice
+    expected = _summary(tmp_path / "whole", [rows])
+    assert (expected["MissingInstanceNumbers"], expected["DuplicateInstanceNumbers"],
+            expected["SliceGaps"], expected["DuplicatePositions"]) == (3, 1, 3, 1)
+    for seed in range(3):
+        shuffled = rows[:]
+        random.Random(seed).shuffle(shuffled)
+        cuts = sorted(random.Random(seed).sample(range(1, len(rows)), 7))
+        groups = [shuffled[a:b] for a, b in zip([0] + cuts, cuts + [len(rows)])]
+        (tmp_path / str(seed)).mkdir()
+        assert _summary(tmp_path / str(seed), groups) == expected
+
+
+def test_keyword_names():
+    assert keyword_name("Patient ID (0010,0020)") == "PatientID"
+    assert keyword_name("Image Position (Patient) (0020,0032)") == "ImagePositionPatient"
+    assert keyword_name("Referenced Image Sequence (0008,1140) [2] - Referenced SOP Instance "
+                        "UID (0008,1155)") == "ReferencedImageSequence_2_ReferencedSOPInstanceUID"
+    assert keyword_name("Referenced Image Sequence (0008,1140) #items") == \
+        "ReferencedImageSequence_Items"
+    assert keyword_name("[SIEMENS CSA HEADER] CSA Image Header Type (0029,1008)") == \
+        "SIEMENSCSAHEADER_Tag_00291008"
+
+
+def test_a_tag_selection_without_the_keys_still_groups_by_series(tmp_path):
+    """The keys are read for grouping, not shown: not in the file table, empty in the
+    series tables, and the summary and report say so."""
+    root = tmp_path / "archive"
+    for patient in ("77654033", "98892001"):
+        shutil.copytree(os.path.join(TEST_FILES, "dicomdirtests", patient), root / patient)
+    out = tmp_path / "out"
+    out.mkdir()
+    assert run_cli(root, "-o", out / "scan.csv", "--quiet", "--tags",
+                   "Modality,InstanceNumber,ImagePositionPatient,ImageOrientationPatient") == 0
+    header, table = read_csv(out / "scan.csv")
+    assert header == ["DicomPath", "Modality (0008,0060)", "Instance Number (0020,0013)",
+                      "Image Position (Patient) (0020,0032)",
+                      "Image Orientation (Patient) (0020,0037)"]
+    rows = series_rows(out)
+    assert len(rows) == 6 and sum(int(row["Files"]) for row in rows) == len(table) == 14
+    assert {(row["PatientID"], row["StudyInstanceUID"], row["SeriesInstanceUID"])
+            for row in rows} == {("", "", "")}
+    assert [row["Defects"] for row in rows if row["Defects"]] == [
+        "missing instance numbers; slice gaps"]
+    assert "1.3.6.1.4.1.5962" not in (out / "scan.series.csv").read_text()  # no UID shown
+    studies = read_csv(out / "scan.studies.csv")[1]
+    assert len(studies) == 3 and sum(int(study["Series"]) for study in studies) == 6
+    summary = json.loads((out / "scan.summary.json").read_text())
+    assert summary["series_keys_read_not_shown"] == [
+        "Patient ID (0010,0020)", "Study Instance UID (0020,000D)",
+        "Series Instance UID (0020,000E)"]
+    assert 'id="hidden-keys"' in (out / "scan.report.html").read_text()

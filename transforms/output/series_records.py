@@ -1,0 +1,247 @@
+"""Series and study records: a series' ``SeriesSummary`` as the row of ``scan.series.csv``,
+and the per-study combine of those rows into ``scan.studies.csv``'s rows.
+
+A series row's fixed figures (``SERIES_FIELDS``):
+
+* ``Files`` (rows of the table in the series), ``Bytes`` (their files' sizes),
+  ``CommonFolder`` (the longest folder every ``DicomPath`` of the series is in);
+* ``InstanceNumberMin``/``Max``, ``MissingInstanceNumbers`` (numbers between min and
+  max that no file has), ``DuplicateInstanceNumbers`` (files whose number another file
+  of the series has too); empty when no file has one, or past ``series.RANGE_CAP``;
+* geometry, from Image Position (Patient) along the normal of Image Orientation
+  (Patient): ``SlicePositions`` (distinct positions), ``SliceSpacing`` (the median step,
+  mm), ``SliceSpacingSpread`` (the largest deviation of a step, a gap's step divided by
+  the slices it spans, from that spacing), ``SliceGaps`` (slices missing where a step
+  spans several spacings), ``DuplicatePositions`` (files at a position another file
+  has), ``EvenlySpaced`` (spread within ``max(0.01 mm, 1% of the spacing)``, no gap, no
+  duplicate); ``GeometryNote`` says why they are empty (orientation varies, a file has
+  no position, too many positions);
+* ``AcquisitionSeconds``: latest minus earliest Acquisition Time;
+* ``Defects``: what makes the series look incomplete, ``; ``-separated, in this order:
+  missing instance numbers, duplicate instance numbers, slice gaps, duplicate
+  positions, uneven spacing. ``Incomplete`` is true when there is any.
+
+Then, for each column of the file table: its value when every file of the series has
+the same one (``columns``), else the number of distinct values (a file without the
+column counts as one more value; ``DISTINCT_CAP + 1`` means more than ``DISTINCT_CAP``)
+and, for single-valued numbers, dates and times (``series.bound_kind``), the smallest and
+largest value.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+import apache_beam as beam
+
+from transforms.common.rows import is_grouping
+from transforms.output.series import (
+    DISTINCT_CAP, IMAGE_ORIENTATION, KEY_COLUMNS, NO_POSITION, SeriesSummary,
+)
+from transforms.output.types import parse_tm
+from transforms.reading.naming import public_name
+
+ACQUISITION_TIME = public_name(0x00080032)
+MODALITY = public_name(0x00080060)
+STUDY_DATE = public_name(0x00080020)
+STUDY_DESCRIPTION = public_name(0x00081030)
+# Attributes a series should hold one value of: listed in the report when they vary.
+SHOULD_BE_CONSTANT = (MODALITY, public_name(0x00280010), public_name(0x00280011),
+                      IMAGE_ORIENTATION, public_name(0x00280030))
+SPACING_TOLERANCE_MM = 0.01
+SPACING_TOLERANCE = 0.01  # of the spacing
+DEFECTS = ("missing instance numbers", "duplicate instance numbers", "slice gaps",
+           "duplicate positions", "uneven spacing")
+
+SERIES_FIELDS = (
+    "PatientID", "StudyInstanceUID", "SeriesInstanceUID", "Files", "Bytes", "CommonFolder",
+    "InstanceNumberMin", "InstanceNumberMax", "MissingInstanceNumbers",
+    "DuplicateInstanceNumbers", "SlicePositions", "SliceSpacing", "SliceSpacingSpread",
+    "SliceGaps", "DuplicatePositions", "EvenlySpaced", "GeometryNote", "AcquisitionSeconds",
+    "Incomplete", "Defects",
+)
+STUDY_FIELDS = (
+    "PatientID", "StudyInstanceUID", "StudyDate", "StudyDescription", "Modalities", "Series",
+    "Files", "Bytes", "IncompleteSeries", "IncompleteSeriesInstanceUIDs",
+)
+
+
+def common_folder(first: str | None, last: str | None) -> str:
+    """The folder every path between ``first`` and ``last`` (in sort order) is in."""
+    if first is None:
+        return ""
+    length = 0
+    for a, b in zip(first, last):
+        if a != b:
+            break
+        length += 1
+    prefix = first[:length]
+    return prefix[: prefix.rfind("/") + 1] if first != last else first[: first.rfind("/") + 1]
+
+
+def _geometry_figures(summary: SeriesSummary) -> tuple[dict, bool]:
+    """The geometry fields, and whether the spacing is uneven."""
+    figures = dict.fromkeys(("SlicePositions", "SliceSpacing", "SliceSpacingSpread",
+                             "SliceGaps", "DuplicatePositions", "EvenlySpaced"))
+    geometry = summary.geometry
+    if geometry is None:
+        figures["GeometryNote"] = ""
+        return figures, False
+    note = geometry.note
+    if not note and sum(geometry.positions.values()) != summary.files:
+        note = NO_POSITION
+    figures["GeometryNote"] = note
+    if note:
+        return figures, False
+    positions = sorted(geometry.positions)
+    figures["SlicePositions"] = len(positions)
+    figures["DuplicatePositions"] = summary.files - len(positions)
+    if len(positions) < 2:
+        figures["SliceGaps"] = 0
+        return figures, False
+    steps = [b - a for a, b in zip(positions, positions[1:])]
+    spacing = statistics.median(steps)
+    spans = [max(1, round(step / spacing)) for step in steps]
+    spread = max(abs(step / span - spacing) for step, span in zip(steps, spans))
+    gaps = sum(span - 1 for span in spans)
+    uneven = spread > max(SPACING_TOLERANCE_MM, SPACING_TOLERANCE * spacing)
+    figures.update({
+        "SliceSpacing": round(spacing, 4),
+        "SliceSpacingSpread": round(spread, 4),
+        "SliceGaps": gaps,
+        "EvenlySpaced": not uneven and gaps == 0 and figures["DuplicatePositions"] == 0,
+    })
+    return figures, uneven
+
+
+def _seconds(column) -> float | None:
+    if column is None:
+        return None
+    low, high = column.bounds()
+    if low is None:
+        return None
+    try:
+        low, high = parse_tm(low), parse_tm(high)
+    except ValueError:
+        return None
+
+    def seconds(time):
+        return time.hour * 3600 + time.minute * 60 + time.second + time.microsecond / 1e6
+
+    return round(seconds(high) - seconds(low), 6)
+
+
+def column_cells(summary: SeriesSummary) -> dict:
+    """``{column: (constant value or None, distinct count or None, low, high)}``; low and
+    high as the DICOM text of the smallest and largest value."""
+    cells = {}
+    files = summary.files
+    for name, count in summary.counts.items():
+        if name in KEY_COLUMNS or is_grouping(name):
+            continue
+        if name in summary.constant and count == files:
+            cells[name] = (summary.constant[name], None, None, None)
+            continue
+        column = summary.column(name)
+        distinct = DISTINCT_CAP + 1 if column.values is None else \
+            len(column.values) + (count < files)
+        low, high = column.bounds()
+        if isinstance(low, tuple):  # numbers: (value, text)
+            low, high = low[1], high[1]
+        cells[name] = (None, distinct, low, high)
+    return cells
+
+
+def series_record(keyed) -> dict:
+    """``(key, SeriesSummary)`` -> the series row: ``SERIES_FIELDS`` and ``columns``."""
+    (patient, study, series), summary = keyed
+    missing, duplicates = summary.instances.missing_and_duplicates()
+    geometry, uneven = _geometry_figures(summary)
+    record = {
+        "PatientID": patient, "StudyInstanceUID": study, "SeriesInstanceUID": series,
+        "Files": summary.files, "Bytes": summary.bytes,
+        "CommonFolder": common_folder(summary.first_path, summary.last_path),
+        "InstanceNumberMin": summary.instances.low, "InstanceNumberMax": summary.instances.high,
+        "MissingInstanceNumbers": missing, "DuplicateInstanceNumbers": duplicates,
+        **geometry,
+        "AcquisitionSeconds": _seconds(summary.column(ACQUISITION_TIME)),
+    }
+    found = (missing, duplicates, record["SliceGaps"], record["DuplicatePositions"], uneven)
+    defects = [name for name, value in zip(DEFECTS, found) if value]
+    record["Incomplete"] = bool(defects)
+    record["Defects"] = "; ".join(defects)
+    record["columns"] = column_cells(summary)
+    return record
+
+
+def constant(record: dict, column: str) -> str | None:
+    value = record["columns"].get(column)
+    return value[0] if value else None
+
+
+def varying_attributes(record: dict) -> list[str]:
+    """The should-be-constant columns whose value varies in the series."""
+    return [name for name in SHOULD_BE_CONSTANT
+            if name in record["columns"] and record["columns"][name][0] is None]
+
+
+class CombineStudy(beam.CombineFn):
+    """Series rows of one study -> the study's figures."""
+
+    def create_accumulator(self):
+        return {"series": 0, "files": 0, "bytes": 0, "dates": set(), "descriptions": set(),
+                "modalities": set(), "incomplete": set()}
+
+    def add_input(self, accumulator, record):
+        accumulator["series"] += 1
+        accumulator["files"] += record["Files"]
+        accumulator["bytes"] += record["Bytes"]
+        for field, column in (("dates", STUDY_DATE), ("descriptions", STUDY_DESCRIPTION),
+                              ("modalities", MODALITY)):
+            value = constant(record, column)
+            if value is not None:
+                accumulator[field].add(value)
+        if record["Incomplete"]:
+            accumulator["incomplete"].add(record["SeriesInstanceUID"])
+        return accumulator
+
+    def merge_accumulators(self, accumulators):
+        merged = self.create_accumulator()
+        for accumulator in accumulators:
+            for field, value in accumulator.items():
+                if isinstance(value, set):
+                    merged[field] |= value
+                else:
+                    merged[field] += value
+        return merged
+
+    def extract_output(self, accumulator):
+        return accumulator
+
+
+def study_record(keyed) -> dict:
+    (patient, study), figures = keyed
+    return {
+        "PatientID": patient, "StudyInstanceUID": study,
+        "StudyDate": "\\".join(sorted(figures["dates"])),
+        "StudyDescription": "\\".join(sorted(figures["descriptions"])),
+        "Modalities": "\\".join(sorted(figures["modalities"])),
+        "Series": figures["series"], "Files": figures["files"], "Bytes": figures["bytes"],
+        "IncompleteSeries": len(figures["incomplete"]),
+        "IncompleteSeriesInstanceUIDs": "\\".join(sorted(figures["incomplete"])),
+    }
+
+
+class SeriesAndStudies(beam.PTransform):
+    """``(series key, SeriesSummary)`` -> {"series": series rows, "studies": study rows}."""
+
+    def expand(self, summaries):
+        series = summaries | "SeriesRows" >> beam.Map(series_record)
+        studies = (
+            series
+            | "ByStudy" >> beam.Map(lambda record: (
+                (record["PatientID"], record["StudyInstanceUID"]), record))
+            | "CombineStudy" >> beam.CombinePerKey(CombineStudy())
+            | "StudyRows" >> beam.Map(study_record)
+        )
+        return {"series": series, "studies": studies}

@@ -1,0 +1,253 @@
+"""Series from row shards: each shard read once, one partial ``SeriesSummary`` per series
+it holds (``series.py`` says what a summary holds and how partials merge).
+
+Per batch of a shard, the work per cell is Arrow's (a group-by of the cells by series and
+column, counting them and their distinct values); Python runs once per row (its series
+key, instance number and position), once per (series, column), and once per distinct
+value of a column that varies in the series. Rows are the shard's as the table shows them, so the series tables hold what the
+file table holds (pseudonyms under ``--deidentify``).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from transforms.common.rows import grouping_name
+from transforms.output import shard_format
+from transforms.output.series import (
+    IMAGE_ORIENTATION, IMAGE_POSITION, INSTANCE_NUMBER, KEY_COLUMNS,
+    NO_POSITION, POSITION_DECIMALS, ColumnSummary, CombineSeries, Geometry, InstanceNumbers,
+    SeriesSummary,
+)
+
+# Rows summarised at once (a shard holds --rows-per-shard rows, 5,000 by default): the
+# fewer batches a series spans, the fewer (series, column) pairs Python sees.
+BATCH_ROWS = 8192
+
+
+def _normal(orientation: str):
+    try:
+        values = [float(item) for item in orientation.split("\\")]
+    except ValueError:
+        return None
+    if len(values) != 6:
+        return None
+    normal = np.cross(values[:3], values[3:])
+    length = float(np.linalg.norm(normal))
+    return normal / length if length > 1e-6 else None
+
+
+def _position(text: str | None, normal) -> float | None:
+    if text is None or normal is None:
+        return None
+    try:
+        values = [float(item) for item in text.split("\\")]
+    except ValueError:
+        return None
+    if len(values) != 3:
+        return None
+    return round(float(np.dot(values, normal)), POSITION_DECIMALS) + 0.0  # no -0.0
+
+
+def _geometry(orientations: list, positions: list) -> Geometry:
+    """One partial's geometry from its files' orientation and position texts."""
+    distinct = set(orientations)
+    if None in distinct:
+        return Geometry(None, None, NO_POSITION)
+    if len(distinct) > 1:
+        return Geometry(None, None, "orientation varies")
+    orientation = distinct.pop()
+    normal = _normal(orientation)
+    counted: dict = {}
+    for text in positions:
+        position = _position(text, normal)
+        if position is None:
+            return Geometry(None, None, NO_POSITION)
+        counted[position] = counted.get(position, 0) + 1
+    geometry = Geometry(orientation, {})
+    geometry.merge(Geometry(orientation, counted))
+    return geometry
+
+
+def _instance_number(text: str | None):
+    if text is None:
+        return None
+    try:
+        return int(text.strip())
+    except ValueError:
+        return None
+
+
+class _ShardColumns(NamedTuple):
+    names: list  # column number -> name
+    name_of_key: np.ndarray  # shard key number -> column number
+
+
+def _shard_columns(keys: list) -> _ShardColumns:
+    names = list(dict.fromkeys(name for name, _ in keys))
+    number = {name: index for index, name in enumerate(names)}
+    return _ShardColumns(names, np.array([number[name] for name, _ in keys] or [0], np.int32))
+
+
+class _Cells:
+    """One batch's cells as dictionary codes: each distinct text once, whatever its column."""
+
+    def __init__(self, cells: shard_format.CellRows, columns: _ShardColumns):
+        self.rows = len(cells.paths)
+        encoded = pc.dictionary_encode(cells.values)
+        self.codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        self.texts = encoded.dictionary
+        self.column = columns.name_of_key[cells.keys] if len(cells.keys) else \
+            np.zeros(0, np.int64)
+        self.row = np.repeat(np.arange(self.rows), np.diff(cells.offsets))
+        self.numbers = {name: number for number, name in enumerate(columns.names)}
+
+    def text(self, codes: np.ndarray) -> list:
+        return self.texts.take(pa.array(codes)).to_pylist() if len(codes) else []
+
+    def per_row(self, name: str) -> np.ndarray:
+        """Each row's code in column ``name`` (a key the tag selection leaves out: its
+        grouping cell), -1 where the row has none."""
+        found = np.full(self.rows, -1, np.int64)
+        number = self.numbers.get(name, self.numbers.get(grouping_name(name)))
+        if number is not None:
+            mask = self.column == number
+            found[self.row[mask]] = self.codes[mask]
+        return found
+
+    def decoded(self, codes: np.ndarray) -> dict:
+        """``{code: text}`` of the distinct codes in ``codes`` (-1: None)."""
+        distinct = np.unique(codes)
+        present = distinct[distinct >= 0]
+        found = dict(zip(present.tolist(), self.text(present)))
+        found[-1] = None
+        return found
+
+
+def _group_rows(cells: _Cells) -> tuple[list, np.ndarray]:
+    """The batch's series keys, and each row's group (an index into them)."""
+    codes = np.stack([cells.per_row(name) for name in KEY_COLUMNS], axis=1)
+    distinct, group_of_row = np.unique(codes, axis=0, return_inverse=True)
+    decoded = cells.decoded(distinct.reshape(-1))
+    keys = [tuple(decoded[code] or "" for code in key) for key in distinct.tolist()]
+    return keys, group_of_row.reshape(-1)
+
+
+def _per_file(summary: SeriesSummary, rows: np.ndarray, cells: shard_format.CellRows,
+              instance: list, orientation: list, position: list) -> None:
+    """A series' figures from its files (``rows`` of the batch)."""
+    indices = rows.tolist()
+    paths = [cells.paths[row] for row in indices]
+    summary.files = len(indices)
+    summary.bytes = sum(cells.sizes[row] or 0 for row in indices)
+    summary.first_path, summary.last_path = min(paths), max(paths)
+    summary.instances = InstanceNumbers(
+        [instance[row] for row in indices if instance[row] is not None])
+    orientations = [orientation[row] for row in indices]
+    positions = [position[row] for row in indices]
+    if any(text is not None for text in positions) or \
+            any(text is not None for text in orientations):
+        summary.geometry = _geometry(orientations, positions)
+
+
+def batch_summaries(cells: shard_format.CellRows, columns: _ShardColumns) -> dict:
+    """``{series key: SeriesSummary}`` of one batch of a shard's rows."""
+    coded = _Cells(cells, columns)
+    keys, group_of_row = _group_rows(coded)
+    summaries = [SeriesSummary() for _ in keys]
+    # Instance number, orientation and position texts per row, each distinct text
+    # decoded (and an instance number parsed) once.
+    per_file = []
+    for name, convert in ((INSTANCE_NUMBER, _instance_number), (IMAGE_ORIENTATION, None),
+                          (IMAGE_POSITION, None)):
+        codes = coded.per_row(name)
+        decoded = coded.decoded(codes)
+        if convert is not None:
+            decoded = {code: convert(text) for code, text in decoded.items()}
+        per_file.append([decoded[code] for code in codes.tolist()])
+    order = np.argsort(group_of_row, kind="stable")
+    starts = np.searchsorted(group_of_row[order], np.arange(len(keys) + 1))
+    for group, summary in enumerate(summaries):
+        _per_file(summary, order[starts[group]:starts[group + 1]], cells, *per_file)
+    # Every (series, column, value) once, counted: numpy sorts the codes; per series,
+    # the constant columns become dicts in C loops, and Python sees the distinct values
+    # of the columns that vary.
+    width = max(1, len(columns.names))
+    vocabulary = max(1, len(coded.texts))
+    triples, files = np.unique(group_of_row[coded.row] * width * vocabulary
+                               + coded.column * vocabulary + coded.codes, return_counts=True)
+    pairs, codes = np.divmod(triples, vocabulary)
+    first = np.flatnonzero(np.r_[True, pairs[1:] != pairs[:-1]]) if len(pairs) else \
+        np.zeros(0, np.int64)
+    ends = np.r_[first[1:], len(pairs)].astype(np.int64)
+    group_of_pair, column_of_pair = np.divmod(pairs[first], width)
+    names = np.array(columns.names + [""], dtype=object)
+    counts = np.add.reduceat(files, first) if len(first) else files
+    constant = ends - first == 1
+    per_group = np.searchsorted(group_of_pair, np.arange(len(keys) + 1))
+    per_constant = np.searchsorted(group_of_pair[constant], np.arange(len(keys) + 1))
+    pair_names = names[column_of_pair].tolist()
+    constant_names = names[column_of_pair[constant]].tolist()
+    constant_values = coded.text(codes[first[constant]])
+    counted = counts.tolist()
+    for group, summary in enumerate(summaries):
+        a, b = per_group[group], per_group[group + 1]
+        summary.counts = dict(zip(pair_names[a:b], counted[a:b]))
+        a, b = per_constant[group], per_constant[group + 1]
+        summary.constant = dict(zip(constant_names[a:b], constant_values[a:b]))
+    varying = np.flatnonzero(~constant)
+    if len(varying):
+        starts, stops = first[varying], ends[varying]
+        texts = coded.text(np.concatenate([codes[a:b] for a, b in zip(starts, stops)]))
+        at = 0
+        for index, size in zip(varying.tolist(), (stops - starts).tolist()):
+            name = pair_names[index]
+            summaries[group_of_pair[index]].varying[name] = ColumnSummary(
+                counted[index], frozenset(texts[at:at + size]), name)
+            at += size
+    return dict(zip(keys, summaries))
+
+
+def shard_summaries(path: str, size: int | None = None) -> dict:
+    """``{series key: SeriesSummary}`` of every row of one shard."""
+    merged: dict = {}
+    with shard_format.open_stream(path, size) as stream:
+        parquet = shard_format.open_shard(stream, path)
+        _, keys = shard_format.check_keys(parquet.metadata.metadata, path)
+        columns = _shard_columns(keys)
+        for batch in parquet.iter_batches(batch_size=BATCH_ROWS, use_threads=False):
+            cells = shard_format.batch_cell_rows(batch)
+            for key, summary in batch_summaries(cells, columns).items():
+                if key in merged:
+                    merged[key].merge(summary)
+                else:
+                    merged[key] = summary
+    return merged
+
+
+class SeriesParts(beam.DoFn):
+    """``ShardInfo`` -> ``(series key, SeriesSummary)`` for each series in the shard."""
+
+    def setup(self):
+        from transforms.inputs import storage
+
+        storage.prepare_filesystems()
+
+    def process(self, shard):
+        yield from shard_summaries(shard.path, shard.size).items()
+
+
+class SummarizeSeries(beam.PTransform):
+    """Shards -> ``(series key, SeriesSummary)``, one per series of the table."""
+
+    def expand(self, shards):
+        return (
+            shards
+            | "Read" >> beam.ParDo(SeriesParts())
+            | "Combine" >> beam.CombinePerKey(CombineSeries())
+        )

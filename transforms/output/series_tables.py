@@ -1,0 +1,331 @@
+"""Series tables: ``scan.series.csv`` and ``scan.studies.csv`` (and, with ``parquet`` in
+``--format``, ``scan.series.parquet`` and ``scan.studies.parquet``, typed).
+
+Rows come from ``series_records.py``; they are sorted by (PatientID, StudyInstanceUID,
+SeriesInstanceUID), so the files are the same whatever the runner. Column names are
+keywords, valid SQL / BigQuery names: a file-table column is named by pydicom's
+dictionary keyword of its tag (``Patient ID (0010,0020)`` -> ``PatientID``), a nested
+one by its path (``ReferencedImageSequence_1_ReferencedSOPInstanceUID``, ``_Items`` for
+an item count), a private or unknown tag ``Tag_GGGGEEEE`` (after its creator's name,
+letters and digits only, when known); a name taken twice gets ``_2``, ``_3``.
+A column ``X`` holds the series' value when it is the same in every file; when it
+varies in some series, ``X_Distinct`` follows (the number of distinct values there),
+and, for single-valued numbers, dates and times, ``X_Min`` and ``X_Max``.
+
+The tables are small (a row per series), so one step writes them: under names unique
+to its attempt in the run's temp dir, then renamed into place (``tables.finalize_tables``).
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import re
+import uuid
+from typing import NamedTuple
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+from pydicom.datadict import keyword_for_tag
+
+from transforms.common.rows import PATH_COLUMN
+from transforms.common.tags import COLUMNS, SERIES_FIGURES, SHARDS
+from transforms.content.csv_safety import guard_cell, guarded_columns
+from transforms.output.series import KEY_COLUMNS, bound_kind
+from transforms.output.series_records import (
+    MODALITY, SERIES_FIELDS, STUDY_FIELDS, SeriesAndStudies, varying_attributes,
+)
+from transforms.output.series_shards import SummarizeSeries
+from transforms.output.tables import OUTPUT_COMPRESSION, _open_write, finalize_tables
+from transforms.output.types import ColumnConverter, column_type
+
+KEY_FIELDS = dict(zip(KEY_COLUMNS, ("PatientID", "StudyInstanceUID", "SeriesInstanceUID")))
+SERIES_REPORT = "series_report"  # the figures' key of the HTML report's series section
+REPORT_SAMPLE = 100  # incomplete / varying series listed in the report
+_SEGMENT = re.compile(r"(?:\[(?P<creator>[^\]]*)\] )?[^()]*\((?P<group>[0-9A-F]{4}),"
+                      r"(?P<element>[0-9A-F]{4})\)(?: \[(?P<item>\d+)\]| (?P<items>#items))?")
+MAX_NAME = 300  # BigQuery's limit on a column name
+
+FIELD_TYPES = {
+    "Files": pa.int64(), "Bytes": pa.int64(), "InstanceNumberMin": pa.int64(),
+    "InstanceNumberMax": pa.int64(), "MissingInstanceNumbers": pa.int64(),
+    "DuplicateInstanceNumbers": pa.int64(), "SlicePositions": pa.int64(),
+    "SliceSpacing": pa.float64(), "SliceSpacingSpread": pa.float64(),
+    "SliceGaps": pa.int64(), "DuplicatePositions": pa.int64(), "EvenlySpaced": pa.bool_(),
+    "AcquisitionSeconds": pa.float64(), "Incomplete": pa.bool_(), "Series": pa.int64(),
+    "IncompleteSeries": pa.int64(),
+}
+
+
+class SeriesFiles(NamedTuple):
+    """Where the series and study tables go; None: that format is not written."""
+
+    series_csv: str | None
+    studies_csv: str | None
+    series_parquet: str | None
+    studies_parquet: str | None
+
+
+def series_files(stem: str, formats) -> SeriesFiles:
+    """``scan`` (the table's path without its suffix) -> the series tables' paths."""
+    csv_on, parquet_on = "csv" in formats, "parquet" in formats
+    return SeriesFiles(stem + ".series.csv" if csv_on else None,
+                       stem + ".studies.csv" if csv_on else None,
+                       stem + ".series.parquet" if parquet_on else None,
+                       stem + ".studies.parquet" if parquet_on else None)
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def keyword_name(column: str) -> str:
+    """A file-table column's keyword name (see the module docstring), not yet unique."""
+    parts = []
+    for match in _SEGMENT.finditer(column):
+        tag = int(match["group"] + match["element"], 16)
+        keyword = keyword_for_tag(tag) if not match["group"][-1] in "13579BDF" else ""
+        if not keyword:
+            creator = re.sub(r"[^A-Za-z0-9]", "", match["creator"] or "")
+            keyword = f"{creator}_Tag_{tag:08X}" if creator else f"Tag_{tag:08X}"
+        parts.append(keyword)
+        if match["item"]:
+            parts.append(match["item"])
+        elif match["items"]:
+            parts.append("Items")
+    name = "_".join(parts) or re.sub(r"[^A-Za-z0-9_]", "_", column)
+    if not re.match(r"[A-Za-z_]", name):
+        name = "_" + name
+    return name[:MAX_NAME - 12]
+
+
+def unique_names(columns: list, taken=()) -> dict:
+    """``{column: keyword name}``, a second use of a name numbered (in column order)."""
+    used, names = set(taken), {}
+    for column in columns:
+        base = name = keyword_name(column)
+        number = 1
+        while name in used:
+            number += 1
+            name = f"{base}_{number}"
+        used.add(name)
+        names[column] = name
+    return names
+
+
+class _Layout(NamedTuple):
+    names: list  # output column names
+    types: list  # Arrow types
+    fields: list  # the record's field for a fixed column, None for a file-table column
+    slots: dict  # file-table column -> output column of its value, _Distinct, _Min, _Max
+    sources: list  # (file-table column, its VRs) of a text column, None for fixed fields
+    guarded: list  # CSV formula guard applies
+
+
+def _fixed(fields) -> _Layout:
+    names = list(fields)
+    types = [FIELD_TYPES.get(name, pa.string()) for name in names]
+    return _Layout(names, types, list(names), {}, [None] * len(names),
+                   [FIELD_TYPES.get(name) is None for name in names])
+
+
+def series_layout(records: list, table_columns) -> _Layout:
+    """The series table's columns: the fixed fields, then the file table's columns."""
+    layout = _fixed(SERIES_FIELDS)
+    vrs = {column.name: column.vrs for column in table_columns}
+    shown = [column.name for column in table_columns
+             if column.name != PATH_COLUMN and column.name not in KEY_COLUMNS]
+    varying = {name for record in records for name, cell in record["columns"].items()
+               if cell[0] is None}
+    bounded = {name for record in records for name, cell in record["columns"].items()
+               if cell[2] is not None}
+    keywords = unique_names(shown, taken=layout.names)
+    text_guard = guarded_columns(shown, table_columns)
+    for column, guard in zip(shown, text_guard):
+        keyword, arrow_type = keywords[column], column_type(column, vrs[column])
+        source = (column, vrs[column])
+        parts = [(keyword, arrow_type, source, guard)]
+        if column in varying:
+            parts.append((keyword + "_Distinct", pa.int64(), None, False))
+            if column in bounded and bound_kind(column):
+                parts += [(keyword + "_Min", arrow_type, source, guard),
+                          (keyword + "_Max", arrow_type, source, guard)]
+        slots = []
+        for name, part_type, part_source, part_guard in parts:
+            slots.append(len(layout.names))
+            layout.names.append(name)
+            layout.types.append(part_type)
+            layout.fields.append(None)
+            layout.sources.append(part_source)
+            layout.guarded.append(part_guard)
+        layout.slots[column] = tuple(slots) + (None,) * (4 - len(slots))
+    return layout
+
+
+def study_layout() -> _Layout:
+    return _fixed(STUDY_FIELDS)
+
+
+def _columns(records: list, layout: _Layout) -> list[list]:
+    """The table as one list of values per output column (None: empty)."""
+    count = len(records)
+    columns = [[record[field] for record in records] if field else [None] * count
+               for field in layout.fields]
+    slots = layout.slots
+    if not slots:  # no file-table columns (the studies table)
+        return columns
+    for row, record in enumerate(records):
+        for name, cell in record["columns"].items():
+            slot = slots.get(name)
+            if slot is None:
+                continue
+            if cell[1] is None:  # the same value in every file
+                columns[slot[0]][row] = cell[0]
+                continue
+            for index in (1, 2, 3):
+                if slot[index] is not None:
+                    columns[slot[index]][row] = cell[index]
+    return columns
+
+
+def _csv_column(values: list, arrow_type, guard: bool) -> list:
+    if arrow_type == pa.bool_():
+        return [None if value is None else ("true" if value else "false") for value in values]
+    if guard:
+        return [guard_cell(value) if isinstance(value, str) and value else value
+                for value in values]
+    return values  # csv writes None as empty, numbers with str()
+
+
+def write_table(records: list, layout: _Layout, csv_path: str | None,
+                parquet_path: str | None, formula_guard: bool = False) -> None:
+    columns = _columns(records, layout)
+    if csv_path:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\r\n")
+        writer.writerow(layout.names)
+        writer.writerows(zip(*(_csv_column(values, arrow_type, formula_guard and guard)
+                               for values, arrow_type, guard
+                               in zip(columns, layout.types, layout.guarded))))
+        with _open_write(csv_path) as out:
+            out.write(buffer.getvalue().encode("utf-8", "backslashreplace"))
+    if parquet_path:
+        arrays = []
+        for values, arrow_type, source in zip(columns, layout.types, layout.sources):
+            if source is None:
+                arrays.append(pa.array(values, type=arrow_type))
+            elif all(value is None for value in values):
+                arrays.append(pa.nulls(len(values), arrow_type))
+            else:  # DICOM text, typed as the file table types the column
+                arrays.append(ColumnConverter(arrow_type, source[1]).convert(values)[0])
+        schema = pa.schema([pa.field(name, array.type)
+                            for name, array in zip(layout.names, arrays)])
+        with _open_write(parquet_path) as out:
+            pq.write_table(pa.Table.from_arrays(arrays, schema=schema), out,
+                           compression=OUTPUT_COMPRESSION)
+
+
+def report_figures(series: list, studies: list) -> dict:
+    """What the HTML report's series section shows (``transforms/report/series_section.py``)."""
+    by_modality: dict = {}
+    incomplete, varying = [], []
+    for record in series:
+        modality = (record["columns"].get(MODALITY) or (None,))[0] or "(varies or none)"
+        by_modality[modality] = by_modality.get(modality, 0) + 1
+        if record["Incomplete"]:
+            incomplete.append(record)
+        attributes = varying_attributes(record)
+        if attributes:
+            varying.append((record, [name.rsplit(" (", 1)[0] for name in attributes]))
+
+    def brief(record):
+        return {"series": record["SeriesInstanceUID"], "folder": record["CommonFolder"],
+                "files": record["Files"], "defects": record["Defects"],
+                "modality": (record["columns"].get(MODALITY) or (None,))[0] or ""}
+
+    return {
+        "series": len(series), "studies": len(studies),
+        "by_modality": sorted(by_modality.items(), key=lambda item: (-item[1], item[0])),
+        "incomplete_count": len(incomplete),
+        "incomplete": [brief(record) for record in incomplete[:REPORT_SAMPLE]],
+        "varying_count": len(varying),
+        "varying": [dict(brief(record), attributes=attributes)
+                    for record, attributes in varying[:REPORT_SAMPLE]],
+    }
+
+
+def _key(record: dict) -> tuple:
+    return record["PatientID"], record["StudyInstanceUID"], record.get("SeriesInstanceUID", "")
+
+
+def _hide(records: list, hidden: list) -> list:
+    """Records with the keys read only for grouping (left out by the tag selection)
+    emptied: the series tables hold what the file table holds."""
+    fields = [KEY_FIELDS[name] for name in hidden]
+    if not fields:
+        return records
+    return [{**record, **dict.fromkeys(fields, "")} for record in records]
+
+
+def _write_step(_, series, studies, table_columns, final: SeriesFiles, temp_dir: str,
+                formula_guard: bool = False, hidden: tuple = ()) -> dict:
+    from transforms.inputs import storage
+
+    storage.prepare_filesystems()
+    # Sorted by the keys as read, so the order is the same whether they are shown or not.
+    series = _hide(sorted(series, key=_key), hidden)
+    studies = _hide(sorted(studies, key=_key), hidden)
+    attempt = uuid.uuid4().hex
+    temp = SeriesFiles(*(
+        FileSystems.join(temp_dir, f"{name}-{attempt}.{suffix}") if path else None
+        for path, name, suffix in zip(final, ("series", "studies") * 2,
+                                      ("csv", "csv", "parquet", "parquet"))
+    ))
+    write_table(series, series_layout(series, table_columns), temp.series_csv,
+                temp.series_parquet, formula_guard)
+    write_table(studies, study_layout(), temp.studies_csv, temp.studies_parquet,
+                formula_guard)
+    figures = report_figures(series, studies)
+    figures["hidden_keys"] = [KEY_FIELDS[name] for name in hidden]
+    return {"renames": {t: f for t, f in zip(temp, final) if t}, SERIES_REPORT: figures}
+
+
+def _finalize_step(figures: dict) -> dict:
+    from transforms.inputs import storage
+
+    storage.prepare_filesystems()
+    figures = dict(figures)
+    finalize_tables(figures.pop("renames"))
+    return figures
+
+
+class WriteSeriesTables(beam.PTransform):
+    """{SHARDS, COLUMNS} -> {SERIES_FIGURES: one dict of figures (``SERIES_REPORT``),
+    emitted once the series and study tables are in place}. The shards are read again,
+    one partial summary per series each, combined per series and per study."""
+
+    def __init__(self, final: SeriesFiles, temp_dir: str, csv_formula_guard: bool = False,
+                 hidden_keys=()):
+        super().__init__()
+        self.final = final
+        self.temp_dir = temp_dir
+        self.csv_formula_guard = csv_formula_guard
+        self.hidden_keys = tuple(hidden_keys)  # key columns read only for grouping
+
+    def expand(self, records):
+        rows = (
+            records[SHARDS]
+            | "Summarize" >> SummarizeSeries()
+            | "Combine" >> SeriesAndStudies()
+        )
+        columns = records[COLUMNS]
+        figures = (
+            columns.pipeline
+            | "Once" >> beam.Create([None])
+            | "Write" >> beam.Map(_write_step, beam.pvalue.AsList(rows["series"]),
+                                  beam.pvalue.AsList(rows["studies"]),
+                                  beam.pvalue.AsSingleton(columns), self.final,
+                                  self.temp_dir, self.csv_formula_guard, self.hidden_keys)
+            | "Finalize" >> beam.Map(_finalize_step)
+        )
+        return {SERIES_FIGURES: figures}
