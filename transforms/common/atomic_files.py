@@ -1,5 +1,7 @@
-"""Whole-or-nothing writes of small files through Beam's ``FileSystems`` (local or bucket):
-the summary, the errors and skips CSVs, the HTML report, state records.
+"""Whole-or-nothing writes through Beam's ``FileSystems`` (local or bucket): small files
+written at once (the summary, the errors and skips CSVs, the HTML report, state
+records), and large ones streamed to an attempt's own name, then renamed into place
+(:func:`finalize_tables`, as Beam's ``FileBasedSink`` finalizes).
 
 The bytes go to a name unique to the attempt, ``{path}.{12 hex digits}.partial``, which is
 then renamed over ``path``: a reader sees the old file or the new one, a retried or
@@ -23,11 +25,26 @@ def partial_path(path: str) -> str:
     return f"{path}.{uuid.uuid4().hex[:12]}{PARTIAL_SUFFIX}"
 
 
+def open_write(path: str):
+    """A new file's writable stream, bytes as given (no compression by suffix)."""
+    return FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED)
+
+
+def finalize_tables(renames: dict) -> None:
+    """``{temp: final}`` renamed into place; a temp already gone whose final exists was
+    renamed by an earlier attempt of this step."""
+    for temp, final in sorted(renames.items()):
+        if FileSystems.exists(temp):
+            FileSystems.rename([temp], [final])
+        elif not FileSystems.exists(final):
+            raise FileNotFoundError(f"neither {temp} nor {final} exists")
+
+
 def write_atomically(path: str, data: bytes) -> None:
     """Write ``data`` to ``path`` whole: under :func:`partial_path`, then renamed."""
     temp = partial_path(path)
     try:
-        with FileSystems.create(temp, compression_type=CompressionTypes.UNCOMPRESSED) as out:
+        with open_write(temp) as out:
             out.write(data)
         FileSystems.rename([temp], [path])
     except BaseException:

@@ -83,7 +83,7 @@ def nested_schema(shards) -> NestedSchema:
 
 class DocumentWriters:
     """``scan.jsonl`` and/or ``scan.nested.parquet`` from the rows' JSON texts; ``open``
-    makes a writable stream of a path (``tables._open_write``)."""
+    makes a writable stream of a path (``common.atomic_files.open_write``)."""
 
     def __init__(self, jsonl: str | None, nested: str | None, union: NestedSchema | None, open):
         self.jsonl = JsonLines(open(jsonl)) if jsonl else None

@@ -13,7 +13,7 @@ varies in some series, ``X_Distinct`` follows (the number of distinct values the
 and, for single-valued numbers, dates and times, ``X_Min`` and ``X_Max``.
 
 The tables are small (a row per series), so one step writes them: under names unique
-to its attempt in the run's temp dir, then renamed into place (``tables.finalize_tables``).
+to its attempt in the run's temp dir, then renamed into place (``common.atomic_files.finalize_tables``).
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ from transforms.output.series_records import (
     MODALITY, SERIES_FIELDS, STUDY_FIELDS, SeriesAndStudies, varying_attributes,
 )
 from transforms.output.series_shards import SummarizeSeries
-from transforms.output.tables import OUTPUT_COMPRESSION, _open_write, finalize_tables
+from transforms.common.atomic_files import open_write
+from transforms.output.tables import OUTPUT_COMPRESSION, finalize_step
 from transforms.output.types import ColumnConverter, column_type
 
 KEY_FIELDS = dict(zip(KEY_COLUMNS, ("PatientID", "StudyInstanceUID", "SeriesInstanceUID")))
@@ -207,7 +208,7 @@ def write_table(records: list, layout: _Layout, csv_path: str | None,
         writer.writerows(zip(*(_csv_column(values, arrow_type, formula_guard and guard)
                                for values, arrow_type, guard
                                in zip(columns, layout.types, layout.guarded))))
-        with _open_write(csv_path) as out:
+        with open_write(csv_path) as out:
             out.write(buffer.getvalue().encode("utf-8", "backslashreplace"))
     if parquet_path:
         arrays = []
@@ -220,7 +221,7 @@ def write_table(records: list, layout: _Layout, csv_path: str | None,
                 arrays.append(ColumnConverter(arrow_type, source[1]).convert(values)[0])
         schema = pa.schema([pa.field(name, array.type)
                             for name, array in zip(layout.names, arrays)])
-        with _open_write(parquet_path) as out:
+        with open_write(parquet_path) as out:
             pq.write_table(pa.Table.from_arrays(arrays, schema=schema), out,
                            compression=OUTPUT_COMPRESSION)
 
@@ -290,15 +291,6 @@ def _write_step(_, series, studies, table_columns, final: SeriesFiles, temp_dir:
     return {"renames": {t: f for t, f in zip(temp, final) if t}, SERIES_REPORT: figures}
 
 
-def _finalize_step(figures: dict) -> dict:
-    from transforms.inputs import storage
-
-    storage.prepare_filesystems()
-    figures = dict(figures)
-    finalize_tables(figures.pop("renames"))
-    return figures
-
-
 class WriteSeriesTables(beam.PTransform):
     """{SHARDS, COLUMNS} -> {SERIES_FIGURES: one dict of figures (``SERIES_REPORT``),
     emitted once the series and study tables are in place}. The shards are read again,
@@ -326,6 +318,6 @@ class WriteSeriesTables(beam.PTransform):
                                   beam.pvalue.AsList(rows["studies"]),
                                   beam.pvalue.AsSingleton(columns), self.final,
                                   self.temp_dir, self.csv_formula_guard, self.hidden_keys)
-            | "Finalize" >> beam.Map(_finalize_step)
+            | "Finalize" >> beam.Map(finalize_step)
         )
         return {SERIES_FIGURES: figures}

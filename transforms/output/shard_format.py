@@ -37,9 +37,9 @@ from typing import Iterable, Iterator, NamedTuple
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from transforms.common.atomic_files import open_write
 from transforms.common.rows import PATH_COLUMN, is_grouping
 
 from transforms.reading.naming import column_sort_key
@@ -82,10 +82,6 @@ class ShardInfo(NamedTuple):
     rows: int
     columns: dict  # column name -> frozenset of VRs seen in this shard
     size: int | None = None  # bytes, when known: ranged reads find the footer without a lookup
-
-
-def _open_write(path: str):
-    return FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED)
 
 
 def key_order(key: tuple) -> tuple:
@@ -218,7 +214,7 @@ class ShardWriter:
         self.path = path
         self.keys = [tuple(key) for key in keys]
         self.rows = 0
-        self._out = _open_write(path)
+        self._out = open_write(path)
         self._counting = _CountingStream(self._out)
         # No statistics and no stored Arrow schema: nothing filters shards, and both make
         # the footer, held by the merge per open shard, grow.

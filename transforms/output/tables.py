@@ -33,9 +33,9 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from transforms.common.atomic_files import finalize_tables, open_write
 from transforms.common.tags import COLUMNS, TABLE_FIGURES
 from transforms.output.columns import ComputeColumns, UnionColumns
 from transforms.output.documents import DocumentWriters, nested_schema, split_json
@@ -72,10 +72,6 @@ class TableFiles(NamedTuple):
 
     def files(self) -> tuple:
         return self.csv, self.parquet, self.jsonl, self.nested
-
-
-def _open_write(path: str):
-    return FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED)
 
 
 def allow_open_files(count: int) -> None:
@@ -142,7 +138,7 @@ class _TableWriters:
         self.written_names = output_names(self.names, files.naming)
         self.numbering = {name: number for number, name in enumerate(self.names)}
         self.numbering[JSON_COLUMN] = self.json_key = len(self.names)  # never a column
-        self.documents = DocumentWriters(files.jsonl, files.nested, union, _open_write)
+        self.documents = DocumentWriters(files.jsonl, files.nested, union, open_write)
         # --csv-formula-guard (transforms/content/csv_safety.py): which columns are text.
         self.guarded = (np.array(guarded_columns(self.names, columns), bool)
                         if formula_guard else None)
@@ -152,7 +148,7 @@ class _TableWriters:
             stats.start(self.written_names, files.csv or files.parquet)
         self.csv_out = self.parquet_out = self.parquet = None
         if files.csv:
-            self.csv_out = _open_write(files.csv)
+            self.csv_out = open_write(files.csv)
             self.csv_out.write(csv_record(self.written_names).encode("utf-8", "backslashreplace"))
         if files.parquet:
             seed_schema = arrow_schema(columns)
@@ -160,7 +156,7 @@ class _TableWriters:
             self.converters = [ColumnConverter(field.type, vrs[field.name])
                                for field in seed_schema]
             self.schema = renamed(seed_schema, self.written_names)
-            self.parquet_out = _open_write(files.parquet)
+            self.parquet_out = open_write(files.parquet)
             self.parquet = pq.ParquetWriter(self.parquet_out, self.schema,
                                             compression=OUTPUT_COMPRESSION)
         self.chunk_rows = max(1, min(OUTPUT_ROW_GROUP_ROWS,
@@ -340,16 +336,6 @@ def merge_shards(shards, columns, files: TableFiles, budget: int = MEMORY_BUDGET
     return result
 
 
-def finalize_tables(renames: dict) -> None:
-    """``{temp: final}`` renamed into place; a temp already gone whose final exists was
-    renamed by an earlier attempt of this step."""
-    for temp, final in sorted(renames.items()):
-        if FileSystems.exists(temp):
-            FileSystems.rename([temp], [final])
-        elif not FileSystems.exists(final):
-            raise FileNotFoundError(f"neither {temp} nor {final} exists")
-
-
 def _merge_step(_, shards, columns, final: TableFiles, temp_dir: str,
                 formula_guard: bool = False) -> dict:
     from transforms.inputs import storage
@@ -372,7 +358,8 @@ def _merge_step(_, shards, columns, final: TableFiles, temp_dir: str,
     return figures
 
 
-def _finalize_step(figures: dict) -> dict:
+def finalize_step(figures: dict) -> dict:
+    """Renames the written tables into place (``figures["renames"]``); returns the rest."""
     from transforms.inputs import storage
 
     storage.prepare_filesystems()
@@ -400,6 +387,6 @@ class WriteTables(beam.PTransform):
             | "Merge" >> beam.Map(_merge_step, beam.pvalue.AsList(shards),
                                   beam.pvalue.AsSingleton(columns), self.final, self.temp_dir,
                                   self.csv_formula_guard)
-            | "Finalize" >> beam.Map(_finalize_step)
+            | "Finalize" >> beam.Map(finalize_step)
         )
         return {COLUMNS: columns, TABLE_FIGURES: figures}

@@ -31,7 +31,7 @@ from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 
 from transforms.common.pydicom_internals import item_is_implicit_vr
-from transforms.common.rows import CHARSET_TEXT_VRS, DEFAULT_ENCODING, PATH_COLUMN, TEXT_VRS, Row
+from transforms.common.rows import DEFAULT_ENCODING, PATH_COLUMN, TEXT_VRS, Row
 from transforms.content.selection import SKIPPED
 from transforms.reading.naming import element_name, is_skipped_group, public_name
 from transforms.reading.values import (
@@ -269,10 +269,7 @@ class _Walker:
             vr = item.VR
             value = item.value
             if value and vr in TEXT_VRS:  # the common case, as format_raw does it
-                if vr in CHARSET_TEXT_VRS:
-                    text = decode_text(vr, value, encodings)
-                else:
-                    text = join_text(vr, value.decode(DEFAULT_ENCODING))
+                text = decode_text(vr, value, encodings)
                 if text:
                     self.values[name] = text
                     self.vrs[name] = vr

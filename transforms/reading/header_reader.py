@@ -119,11 +119,13 @@ def settings_supported(settings) -> bool:
     if type(settings) is not FlattenSettings:  # pylint: disable=unidiomatic-typecheck
         return False
     names = {field.name for field in dataclasses.fields(settings)}
-    # Tag selection (--tags/--exclude-tags) is the pydicom walker's: with one, decline.
-    if "selection" in names:
-        if settings.selection:
-            return False
-        names.discard("selection")
+    # Tag selection (--tags/--exclude-tags) is the pydicom walker's, and the DICOM JSON
+    # line (--format json/nested) is made from pydicom's dataset: with either, decline.
+    for pydicom_only in ("selection", "dicom_json"):
+        if pydicom_only in names:
+            if getattr(settings, pydicom_only):
+                return False
+            names.discard(pydicom_only)
     return names <= SUPPORTED_SETTINGS
 
 
@@ -229,12 +231,14 @@ class _File:
         self.buf = buf
         return True
 
-    def _skip_to(self, end: int) -> None:
-        """Continue at buffer offset ``end`` (past the bytes read), without reading the gap."""
+    def _skip_to(self, end: int) -> tuple:
+        """Continue at buffer offset ``end`` (past the bytes read), without reading the
+        gap; returns the element loop's new ``(buffer, bytes available, position)``."""
         target = self.base + end
         self.stream.seek(target)
         self.base = target
         self.buf = self.stream.read(FIRST_READ)
+        return self.buf, len(self.buf), 0
 
     # -- top level ----------------------------------------------------------------
 
@@ -402,10 +406,7 @@ class _File:
                 if end > avail:  # the top level only: items lie inside their buffer
                     if self.base + end > self.size:
                         raise Decline("file ends inside an element")
-                    self._skip_to(end)
-                    buf = self.buf
-                    avail = len(buf)
-                    p = 0
+                    buf, avail, p = self._skip_to(end)
                 else:
                     p = end
                 continue
@@ -456,10 +457,7 @@ class _File:
                     values[name] = f"<{length} bytes>"
                     vrs[name] = vr
                     if end > avail:
-                        self._skip_to(end)
-                        buf = self.buf
-                        avail = len(buf)
-                        p = 0
+                        buf, avail, p = self._skip_to(end)
                     else:
                         p = end
                     continue
@@ -607,11 +605,7 @@ class _File:
     def _value(self, name: str, vr: str, buf: bytes, start: int, length: int, encodings):
         """Text of a non-sequence value of ``length`` > 0 at ``buf[start:]``."""
         if vr in TEXT_VRS:
-            raw = buf[start:start + length]
-            if vr in CHARSET_TEXT_VRS:
-                text = decode_text(vr, raw, encodings)
-            else:
-                text = join_text(vr, raw.decode(DEFAULT_ENCODING))
+            text = decode_text(vr, buf[start:start + length], encodings)
             if text:
                 self.values[name] = text
                 self.vrs[name] = vr
