@@ -11,11 +11,13 @@ import apache_beam as beam
 
 from transforms.common.batches import BatchFiles
 from transforms.common.tags import ARCHIVES, ARCHIVE_UNITS, ERRORS, MANIFEST, READER_COUNTS, SKIPPED
+from transforms.common.tags import CONTENT_COUNTS  # issue 24
 from transforms.reading.archives import CountMatched, ReadArchives
 from transforms.reading.file_outcomes import KeepFileMetadata
 from transforms.reading.cells import BoundCells, CountBoundedCells
 from transforms.output.columns import ComputeColumns
 from transforms.content.settings import ContentSettings, PseudonymizeReportPaths, RowContent, TablePath
+from transforms.content.settings import SumContentCounts  # issue 24
 from transforms.inputs.discover import MatchInputs
 from transforms.reading.extract import ExtractHeaders, SumReaderCounts
 from transforms.inputs.limits import FileLimits
@@ -30,12 +32,12 @@ from transforms.report.summary import OutputPaths, WriteReport
 
 
 def summary_extras(reuse: dict, matched: tuple, reader: dict, content: dict, cells: dict,
-                   tables: dict) -> dict:
+                   tables: dict, content_counts: dict) -> dict:
     """The summary's figures besides the counts: reuse, archives, readers, content
     settings, bounded cells and the table writers' figures (one step: each side input
     of a step of its own costs a stage)."""
     return {
-        **reuse, "archives": matched[1], **reader, **content, **cells,
+        **reuse, "archives": matched[1], **reader, **content, **cells, **content_counts,
         **{key: value for key, value in tables.items() if key not in ("rows", TABLE_STATS)},
     }
 
@@ -70,7 +72,8 @@ def build_pipeline(pipeline, inputs, options, paths: OutputPaths, started: float
             settings, progress, limits=limits, content=RowContent(content),
             read_archives=options.read_archives,
         )))
-        .with_outputs(ERRORS, SKIPPED, MANIFEST, READER_COUNTS, ARCHIVES, main="rows")
+        .with_outputs(ERRORS, SKIPPED, MANIFEST, READER_COUNTS, ARCHIVES, CONTENT_COUNTS,
+                      main="rows")
     )
     # Zip and tar members: extracted like files, named ARCHIVE!/MEMBER.
     members = extracted[ARCHIVES] | "Archives" >> ReadArchives(
@@ -104,6 +107,7 @@ def build_pipeline(pipeline, inputs, options, paths: OutputPaths, started: float
     outcome_parts = (
         (extracted[MANIFEST], members[MANIFEST], plan["manifest"])
         | "AllOutcomes" >> beam.Flatten()
+        | "OutcomePaths" >> PseudonymizeReportPaths(table_path, manifest=True)  # issue 24
         | "WriteOutcomes" >> beam.ParDo(WriteOutcomes(state.generation))
     )
     # Matched files, each archive counted as its members, and the number of archives.
@@ -118,11 +122,18 @@ def build_pipeline(pipeline, inputs, options, paths: OutputPaths, started: float
     )
     table_rows = tables | "TableRows" >> beam.Map(lambda figures: figures["rows"])
     reader_counts = extracted[READER_COUNTS] | "ReaderCounts" >> SumReaderCounts()
+    # issue 24: originals replaced in kept free text (summary's free_text_replacements).
+    content_counts = (
+        (extracted[CONTENT_COUNTS], members[CONTENT_COUNTS])
+        | "AllContentCounts" >> beam.Flatten()
+        | "ContentCounts" >> SumContentCounts()
+    )
     extra = plan["counts"] | "SummaryExtras" >> beam.Map(
         summary_extras,
         beam.pvalue.AsSingleton(counted), beam.pvalue.AsSingleton(reader_counts),
         content.summary(), beam.pvalue.AsSingleton(cell_counts),
         beam.pvalue.AsSingleton(tables),
+        beam.pvalue.AsSingleton(content_counts),  # issue 24
     )
     errors = (
         (extracted[ERRORS], members[ERRORS])

@@ -14,6 +14,8 @@ SKIPPED = "skipped"
 MANIFEST = "manifest"
 # (lean reader rows, fallbacks to pydicom) per batch.
 READER_COUNTS = "reader_counts"
+# (originals replaced in kept free text,) per batch of de-identified rows, when any.
+CONTENT_COUNTS = "content_counts"
 # ``ArchiveFound`` of an input recognised as a zip or tar.
 ARCHIVES = "archives"
 # ``ZipMemberRef`` of each zip member, reshuffled before extraction.
