@@ -33,8 +33,12 @@ from transforms.content.settings import ContentOptionError, ContentSettings, war
 from transforms.inputs.match import has_glob
 from beam_pipeline.lock import OutputLock, OutputLocked, lock_path_for
 from beam_pipeline.progress import ProgressBar
+from beam_pipeline.stopping import (
+    Stopped, discard_attempt, disk_full, end_children, quiet_disk_full, stop_on_signals,
+)
+from transforms.output.state import state_dir_for
 from transforms.report.summary import OutputPaths
-from transforms.inputs.checks import check_input, check_output
+from transforms.inputs.checks import check_input, check_local_output_folder, check_output
 from transforms.inputs import storage
 from transforms.inputs.storage import StorageError, is_bucket
 
@@ -185,8 +189,10 @@ def _check_output(output: str | None, options=None) -> None:
     folder = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(folder):
         raise UsageError(f"output folder {folder!r} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise UsageError(f"output folder {folder!r} is not writable")
+    try:  # issue 24: a real file, not permission bits (read-only mounts, /proc, root)
+        check_local_output_folder(folder)
+    except StorageError as exc:
+        raise UsageError(str(exc)) from exc
 
 
 def local_files_at_least(inputs: list[str], count: int) -> bool:
@@ -312,11 +318,20 @@ def run(inputs: list[str], options: PipelineOptions, quiet: bool = True) -> dict
     # Before any work: one run per output (raises OutputLocked naming the holder).
     lock = OutputLock(lock_path_for(paths.table), run_id, extract_options.wait_for_lock,
                       options)
-    with lock, ProgressBar(enabled=not quiet and is_local(options)) as bar:
-        progress = bar.reporter() if is_local(options) else None
-        pipeline = beam.Pipeline(runner=make_runner(options), options=options)
-        build_pipeline(pipeline, inputs, extract_options, paths, started, progress)
-        pipeline.run().wait_until_finish()
+    # issue 24: signals stop the run; an early end leaves no temp file (beam_pipeline/stopping.py).
+    with lock, stop_on_signals(), quiet_disk_full():
+        try:
+            with ProgressBar(enabled=not quiet and is_local(options)) as bar:
+                progress = bar.reporter() if is_local(options) else None
+                pipeline = beam.Pipeline(runner=make_runner(options), options=options)
+                build_pipeline(pipeline, inputs, extract_options, paths, started, progress)
+                pipeline.run().wait_until_finish()
+        except BaseException as exc:
+            if is_local(options):
+                end_children()
+            discard_attempt(paths.temp_dir, state_dir_for(paths.table), run_id,
+                            keep_generation=disk_full(exc) is None)
+            raise
     with FileSystems.open(paths.summary) as stream:
         return json.loads(stream.read())
 
@@ -360,6 +375,19 @@ def main(argv: list[str] | None = None) -> int:
     except OutputLocked as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
+    except Stopped as stopped:  # issue 24
+        print(f"{PROG}: stopped by {stopped}; the previous outputs are unchanged",
+              file=sys.stderr)
+        return stopped.exit_status
+    except Exception as exc:  # pylint: disable=broad-except
+        full = disk_full(exc)  # issue 24
+        if full is None:
+            raise
+        where = full or os.path.dirname(os.path.abspath(
+            options.view_as(DicomExtractOptions).output))
+        print(f"{PROG}: error: disk full (no space left on device) writing {where}; "
+              "the previous outputs are unchanged", file=sys.stderr)
+        return 1
     if not quiet:
         print(describe(summary), file=sys.stderr)
     return 0 if summary["accounted_for"] else 1
