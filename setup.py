@@ -32,6 +32,7 @@ setup(
         "aws": ["apache-beam[aws]==2.70.0"],
         "test": [
             "pytest", "pandas", "polars", "duckdb", "psutil",
+            "wheel",  # tests/test_wheel.py builds the wheel offline (--no-build-isolation)
             "pillow",  # tests/test_pipeline.py imports PIL
             "hypothesis",  # property tests of the reader (tests/test_fuzz.py)
             # tests/test_buckets.py: both clouds, against servers started on 127.0.0.1

@@ -26,7 +26,7 @@ from apache_beam.options.pipeline_options import (
 )
 
 from beam_pipeline.options import DicomExtractOptions
-from beam_pipeline.pipeline import build_pipeline
+from beam_pipeline.pipeline import ExtractDicomMetadata, plan_run
 
 from beam_pipeline.short_help import format_help
 from transforms.content.settings import ContentOptionError, ContentSettings, warn_random_key
@@ -323,8 +323,9 @@ def run(inputs: list[str], options: PipelineOptions, quiet: bool = True) -> dict
         try:
             with ProgressBar(enabled=not quiet and is_local(options)) as bar:
                 progress = bar.reporter() if is_local(options) else None
+                run_plan = plan_run(inputs, extract_options, paths, started)
                 pipeline = beam.Pipeline(runner=make_runner(options), options=options)
-                build_pipeline(pipeline, inputs, extract_options, paths, started, progress)
+                _ = pipeline | "ExtractDicomMetadata" >> ExtractDicomMetadata(run_plan, progress)
                 pipeline.run().wait_until_finish()
         except BaseException as exc:
             if is_local(options):

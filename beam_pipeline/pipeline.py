@@ -1,53 +1,70 @@
-"""The whole pipeline, in one place:
-discover -> reuse -> extract (archive members too) -> spill -> columns -> tables -> report -> HTML report
--> commit -> cleanup.
+"""The whole pipeline, in one composite transform:
+
+    discover -> plan reuse -> extract -> store rows -> write tables -> report -> commit
+
+Each step is a composite of its stage package (``transforms/``); the steps hand each
+other dicts of named PCollections (keys in ``transforms/common/tags.py``). Everything a
+run decides before any work (settings, content policy, this run's state generation and
+what it may reuse) is prepared by :func:`plan_run` before the graph is built, so
+building the graph reads and writes nothing.
 
 What each write does and why it is safe to retry: ``transforms/output/__init__.py``.
+``docs/architecture.md`` draws the stages and what flows between them.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import apache_beam as beam
 
-from transforms.common.batches import BatchFiles
-from transforms.common.tags import ARCHIVES, ARCHIVE_UNITS, ERRORS, MANIFEST, READER_COUNTS, SKIPPED
-from transforms.common.tags import CONTENT_COUNTS  # issue 24
-from transforms.reading.archives import CountMatched, ReadArchives
-from transforms.reading.file_outcomes import KeepFileMetadata
-from transforms.reading.cells import BoundCells, CountBoundedCells
-from transforms.output.columns import ComputeColumns
-from transforms.content.settings import ContentSettings, PseudonymizeReportPaths, RowContent, TablePath
-from transforms.content.settings import SumContentCounts  # issue 24
+from transforms.common.tags import MATCHED, SHARDS, TO_EXTRACT
+from transforms.content.settings import ContentSettings, RowContent, TablePath
 from transforms.inputs.discover import MatchInputs
-from transforms.reading.extract import ExtractHeaders, SumReaderCounts
 from transforms.inputs.limits import FileLimits
+from transforms.output.commit import CommitRun
+from transforms.output.reuse import PlanReuse
+from transforms.output.spill import StoreRows
+from transforms.output.state import RunState, prepare_state
+from transforms.output.tables import TableFiles, WriteTables
+from transforms.reading.extraction import ExtractRows, ReadingSettings
 from transforms.reading.flatten import FlattenSettings
-from transforms.report.html_report import WriteHtmlReport, run_settings
-from transforms.output.cleanup import cleanup
-from transforms.output.reuse import PlanReuse, skip_records
-from transforms.output.spill import SpillRows, WriteOutcomes
-from transforms.output.state import commit_state, prepare_state
-from transforms.output.tables import TABLE_STATS, TableFiles, WriteTables
-from transforms.report.summary import OutputPaths, WriteReport
+from transforms.report.html_report import run_settings
+from transforms.report.reports import WriteReports
+from transforms.report.summary import OutputPaths
 
 
-def summary_extras(reuse: dict, matched: tuple, reader: dict, content: dict, cells: dict,
-                   tables: dict, content_counts: dict) -> dict:
-    """The summary's figures besides the counts: reuse, archives, readers, content
-    settings, bounded cells and the table writers' figures (one step: each side input
-    of a step of its own costs a stage)."""
-    return {
-        **reuse, "archives": matched[1], **reader, **content, **cells, **content_counts,
-        **{key: value for key, value in tables.items() if key not in ("rows", TABLE_STATS)},
-    }
+@dataclass(frozen=True)
+class RunPlan:
+    """What one run does, decided before the graph is built."""
+
+    inputs: tuple
+    paths: OutputPaths
+    started: float
+    reading: ReadingSettings
+    state: RunState
+    rows_per_shard: int
+    table_path: TablePath  # DicomPath as the outputs show it
+    csv_formula_guard: bool
+    content_summary: dict
+    run_settings: dict
+
+    @property
+    def table_files(self) -> TableFiles:
+        return TableFiles(self.paths.table if "csv" in self.paths.formats else None,
+                          self.paths.parquet if "parquet" in self.paths.formats else None)
 
 
-def build_pipeline(pipeline, inputs, options, paths: OutputPaths, started: float, progress=None):
-    """Add the extraction to ``pipeline``; returns the PCollection holding the summary."""
-    # Tag selection and de-identification (transforms/content/settings.py): the walker reads only
+def plan_run(inputs, options, paths: OutputPaths, started: float) -> RunPlan:
+    """Settings and state for a run: ``options`` are the DicomExtractOptions view.
+
+    Creates this run's state generation (rows are spilled into it and kept for the next
+    run) and lists what earlier runs left to reuse. Rows whose DicomPath is a pseudonym
+    cannot be matched to their files again, so they are never reused."""
+    # Tag selection and de-identification (transforms/content/): the walker reads only
     # selected elements; each row is de-identified before it leaves extraction.
     content = ContentSettings.from_options(options)
-    settings = FlattenSettings(
+    flatten = FlattenSettings(
         include_private=content.reads_private(options.include_private),
         max_sequence_items=options.max_sequence_items,
         max_binary_bytes=options.max_binary_bytes,
@@ -55,101 +72,55 @@ def build_pipeline(pipeline, inputs, options, paths: OutputPaths, started: float
         max_cell_chars=options.max_cell_chars,
         selection=content.selection or None,
     )
-    limits = FileLimits(seconds=options.file_timeout, header_bytes=options.max_header_bytes)
-    table_path = TablePath(content)  # DicomPath as the outputs show it
-    # This run's state generation: rows are spilled into it and kept for the next run.
-    # Rows whose DicomPath is a pseudonym cannot be matched to their files again.
+    table_path = TablePath(content)
     state = prepare_state(
-        paths.table, paths.temp_dir, settings, options.incremental, content.fingerprint(),
+        paths.table, paths.temp_dir, flatten, options.incremental, content.fingerprint(),
         reusable=not table_path, read_archives=options.read_archives,
     )
-    files = pipeline | "Discover" >> MatchInputs(inputs, progress)
-    plan = files | "Reuse" >> PlanReuse(state, options.rows_per_shard, progress)
-    extracted = (
-        plan["extract"]
-        | "Batch" >> BatchFiles()
-        | "Extract" >> beam.ParDo(KeepFileMetadata(ExtractHeaders(
-            settings, progress, limits=limits, content=RowContent(content),
+    return RunPlan(
+        inputs=tuple(inputs),
+        paths=paths,
+        started=started,
+        reading=ReadingSettings(
+            flatten=flatten,
+            limits=FileLimits(seconds=options.file_timeout,
+                              header_bytes=options.max_header_bytes),
+            content=RowContent(content),
             read_archives=options.read_archives,
-        )))
-        .with_outputs(ERRORS, SKIPPED, MANIFEST, READER_COUNTS, ARCHIVES, CONTENT_COUNTS,
-                      main="rows")
-    )
-    # Zip and tar members: extracted like files, named ARCHIVE!/MEMBER.
-    members = extracted[ARCHIVES] | "Archives" >> ReadArchives(
-        settings, progress, limits=limits, content=RowContent(content)
-    )
-    # Rows are bounded and spilled in the stage that read them: a Flatten of the rows of
-    # files and of archive members would make the runner hold every row between stages.
-    file_rows = extracted.rows | "BoundCells" >> BoundCells(
-        settings.max_values, settings.max_cell_chars
-    )
-    member_rows = members["rows"] | "BoundMemberCells" >> BoundCells(
-        settings.max_values, settings.max_cell_chars
-    )
-    spilled = file_rows["rows"] | "Spill" >> beam.ParDo(
-        SpillRows(state.generation, options.rows_per_shard)
-    )
-    spilled_members = member_rows["rows"] | "SpillMembers" >> beam.ParDo(
-        SpillRows(state.generation, options.rows_per_shard)
-    )
-    shards = (spilled, spilled_members, plan["shards"]) | "AllShards" >> beam.Flatten()
-    cell_counts = (
-        (file_rows["bounded"], member_rows["bounded"])
-        | "AllBounded" >> beam.Flatten()
-        | "CellCounts" >> CountBoundedCells()
-    )
-    skipped = (
-        extracted[SKIPPED],
-        members[SKIPPED],
-        plan["manifest"] | "ReusedSkips" >> beam.FlatMap(skip_records),
-    ) | "AllSkipped" >> beam.Flatten()
-    outcome_parts = (
-        (extracted[MANIFEST], members[MANIFEST], plan["manifest"])
-        | "AllOutcomes" >> beam.Flatten()
-        | "OutcomePaths" >> PseudonymizeReportPaths(table_path, manifest=True)  # issue 24
-        | "WriteOutcomes" >> beam.ParDo(WriteOutcomes(state.generation))
-    )
-    # Matched files, each archive counted as its members, and the number of archives.
-    counted = (files, members[ARCHIVE_UNITS], plan["archive_units"]) | "Matched" >> CountMatched()
-    matched = counted | "MatchedFiles" >> beam.Map(lambda pair: pair[0])
-    columns = shards | "Columns" >> ComputeColumns()
-    tables = (shards, columns) | "WriteTables" >> WriteTables(
-        TableFiles(paths.table if "csv" in paths.formats else None,
-                   paths.parquet if "parquet" in paths.formats else None),
-        paths.temp_dir,
+        ),
+        state=state,
+        rows_per_shard=options.rows_per_shard,
+        table_path=table_path,
         csv_formula_guard=content.csv_formula_guard,
+        content_summary=content.summary(),
+        run_settings=run_settings(options, inputs),
     )
-    table_rows = tables | "TableRows" >> beam.Map(lambda figures: figures["rows"])
-    reader_counts = extracted[READER_COUNTS] | "ReaderCounts" >> SumReaderCounts()
-    # issue 24: originals replaced in kept free text (summary's free_text_replacements).
-    content_counts = (
-        (extracted[CONTENT_COUNTS], members[CONTENT_COUNTS])
-        | "AllContentCounts" >> beam.Flatten()
-        | "ContentCounts" >> SumContentCounts()
-    )
-    extra = plan["counts"] | "SummaryExtras" >> beam.Map(
-        summary_extras,
-        beam.pvalue.AsSingleton(counted), beam.pvalue.AsSingleton(reader_counts),
-        content.summary(), beam.pvalue.AsSingleton(cell_counts),
-        beam.pvalue.AsSingleton(tables),
-        beam.pvalue.AsSingleton(content_counts),  # issue 24
-    )
-    errors = (
-        (extracted[ERRORS], members[ERRORS])
-        | "AllErrors" >> beam.Flatten()
-        | "ErrorPaths" >> PseudonymizeReportPaths(table_path)
-    )
-    skipped = skipped | "SkippedPaths" >> PseudonymizeReportPaths(table_path)
-    summary = (
-        matched, table_rows, columns, errors, skipped, extra
-    ) | "Report" >> WriteReport(paths, started)
-    html = summary | "HtmlReport" >> WriteHtmlReport(paths, run_settings(options, inputs), tables)
-    return (
-        summary
-        | "CommitState" >> beam.Map(
-            commit_state, state, beam.pvalue.AsList(shards), beam.pvalue.AsList(outcome_parts),
-            beam.pvalue.AsList(html),  # commit and clean up only once the page is written
-        )
-        | "Cleanup" >> beam.Map(cleanup, state, paths.temp_dir)
-    )
+
+
+class ExtractDicomMetadata(beam.PTransform):
+    """Inputs -> the tables, errors, skips, summary and HTML report of one run, and its
+    committed state; outputs the summary dict."""
+
+    def __init__(self, run: RunPlan, progress=None):
+        super().__init__()
+        self.run = run
+        self.progress = progress
+
+    def expand(self, pbegin):
+        run = self.run
+        files = pbegin | "Discover" >> MatchInputs(run.inputs, self.progress)
+        planned = files | "PlanReuse" >> PlanReuse(run.state, run.rows_per_shard, self.progress)
+        extracted = planned[TO_EXTRACT] | "Extract" >> ExtractRows(run.reading, self.progress)
+        records = {MATCHED: files, **planned, **extracted}
+        stored = records | "StoreRows" >> StoreRows(run.state.generation, run.rows_per_shard)
+        tables = stored[SHARDS] | "WriteTables" >> WriteTables(
+            run.table_files, run.paths.temp_dir, csv_formula_guard=run.csv_formula_guard)
+        reports = {**records, **tables} | "Report" >> WriteReports(
+            run.paths, run.started, run.table_path, run.content_summary, run.run_settings)
+        return {**stored, **reports} | "Commit" >> CommitRun(run.state, run.paths.temp_dir)
+
+
+def build_pipeline(pipeline, inputs, options, paths: OutputPaths, started: float, progress=None):
+    """Plan the run and add it to ``pipeline``; returns the PCollection holding the summary."""
+    run = plan_run(inputs, options, paths, started)
+    return pipeline | "ExtractDicomMetadata" >> ExtractDicomMetadata(run, progress)

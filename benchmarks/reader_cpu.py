@@ -57,7 +57,8 @@ def measure(root: str, limit: int = 0) -> dict:
     from apache_beam.io.filesystem import FileMetadata  # pylint: disable=import-outside-toplevel
     import transforms  # pylint: disable=import-outside-toplevel
     from transforms.reading.cells import bound_row  # pylint: disable=import-outside-toplevel
-    from transforms.reading.extract import BATCH_FILES, ExtractHeaders  # pylint: disable=import-outside-toplevel
+    from transforms.common.batches import BATCH_FILES  # pylint: disable=import-outside-toplevel
+    from transforms.reading.extract import ExtractHeaders  # pylint: disable=import-outside-toplevel
     from transforms.common.rows import Row  # pylint: disable=import-outside-toplevel
     from transforms.reading.flatten import FlattenSettings
 

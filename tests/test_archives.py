@@ -418,9 +418,9 @@ def test_archive_steps_give_the_same_outcomes_when_bundles_repeat(packed):
     from apache_beam.testing.util import assert_that, equal_to
 
     from transforms.inputs.archive_members import ArchiveFound
-    from transforms.reading.archives import UNITS, ReadArchives
+    from transforms.common.tags import ARCHIVE_UNITS as UNITS, ERRORS, SKIPPED
+    from transforms.reading.archives import ReadArchives
     from transforms.reading.cells import BoundCells
-    from transforms.reading.extract import ERRORS, SKIPPED
     from transforms.reading.flatten import FlattenSettings
 
     source, archives, result = packed

@@ -33,8 +33,11 @@ from tests.conftest import pydicom_file
 from transforms.report.summary import OutputPaths
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STEPS = ("Discover", "Extract", "BoundCells", "Spill", "Columns", "WriteTables/Merge",
-         "WriteTables/Finalize", "Report/Write", "HtmlReport/Write", "CommitState", "Cleanup")
+RUN = "ExtractDicomMetadata/"
+STEPS = tuple(RUN + step for step in (
+    "Discover", "Extract/Headers", "Extract/BoundCells", "StoreRows/Spill",
+    "WriteTables/Columns", "WriteTables/Merge", "WriteTables/Finalize", "Report/Summary/Write",
+    "Report/HtmlReport/Write", "Commit/CommitState", "Commit/Cleanup"))
 
 
 @pytest.fixture
@@ -128,7 +131,8 @@ def test_job_has_the_pipelines_steps_and_options(dataflow_job):
         t.unique_name for t in job.proto_pipeline.components.transforms.values()
         if t.spec.urn == common_urns.primitives.PAR_DO.urn
     }
-    assert {"Extract", "Spill"} <= {n.split("/ParDo(")[0] for n in pardos}
+    assert {RUN + "Extract/Headers", RUN + "StoreRows/Spill"} <= {
+        n.split("/ParDo(")[0] for n in pardos}
     options = {
         item["key"]: item["value"]
         for item in description["environment"]["sdkPipelineOptions"]["display_data"]

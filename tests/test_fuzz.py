@@ -29,7 +29,8 @@ from tests.mutations import mutate, source_files, write_cases
 from transforms.reading.cells import bound_row
 from transforms.output.columns import Column
 from transforms.reading.errors import ERROR_TYPES, ErrorRecord
-from transforms.reading.extract import ARCHIVES, ERRORS, READER_COUNTS, SKIPPED, ExtractHeaders
+from transforms.common.tags import ARCHIVES, ERRORS, READER_COUNTS, SKIPPED
+from transforms.reading.extract import ExtractHeaders
 from transforms.common.rows import PATH_COLUMN, Row
 from transforms.reading.flatten import FlattenSettings
 from transforms.output.tables import column_vrs

@@ -22,7 +22,8 @@ from tests import crafted
 from tests.conftest import copy_pydicom_file, make_dataset, read_csv, write_dicom
 from transforms.reading.cells import bound_text, cut_marker
 from transforms.reading.errors import ERROR_TYPES, classify
-from transforms.reading.extract import READER_COUNTS, ExtractHeaders
+from transforms.common.tags import READER_COUNTS
+from transforms.reading.extract import ExtractHeaders
 from transforms.common.rows import Row
 from transforms.reading.flatten import FlattenSettings
 from transforms.inputs.limits import FileGuard, FileLimits, FileTimeout, Watchdog

@@ -30,3 +30,23 @@ COUNTS = "counts"
 
 # The manifest entry kind of an archive: (path, size, mtime, ARCHIVE_ENTRY, (units,)).
 ARCHIVE_ENTRY = "archive"
+
+# Keys of the dicts of PCollections the pipeline's composite steps hand each other
+# (``beam_pipeline/pipeline.py``); each step reads the keys it needs.
+MATCHED = "matched"  # FileMetadata of every matched file (discovery)
+TO_EXTRACT = "to_extract"  # the matched files reuse planning left to extraction
+REUSED_SHARDS = "reused_shards"  # ShardInfo of earlier rows kept for this run
+REUSED_MANIFEST = "reused_manifest"  # earlier errors, skips and archive listings kept
+REUSED_ARCHIVE_UNITS = "reused_archive_units"
+REUSE_COUNTS = "reuse_counts"  # one dict: what reuse planning decided, for the summary
+FILE_ROWS = "file_rows"  # bounded StoredRows of files (kept apart from members' rows:
+MEMBER_ROWS = "member_rows"  # a Flatten would make the runner hold every row)
+CELL_COUNTS = "cell_counts"  # one dict: the bounded cells' counts
+CONTENT_TOTALS = "content_totals"  # one dict: free_text_replacements
+READER_TOTALS = "reader_totals"  # one dict: rows by the lean reader, fallbacks
+SHARDS = "shards"  # ShardInfo of every row shard of this run's generation
+OUTCOME_PARTS = "outcome_parts"  # paths of this run's outcome parts
+COLUMNS = "columns"  # one list: the table's columns
+TABLE_FIGURES = "table_figures"  # one dict: the table writers' figures
+SUMMARY = "summary"  # one dict: summary.json as written
+HTML_REPORT = "html_report"  # the HTML report's path, once written

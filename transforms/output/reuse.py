@@ -25,7 +25,10 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.common.batches import Buffered
-from transforms.common.tags import ARCHIVE_ENTRY, ARCHIVE_UNITS, COUNTS, MANIFEST, REUSE_ROWS
+from transforms.common.tags import (
+    ARCHIVE_ENTRY, ARCHIVE_UNITS, COUNTS, MANIFEST, REUSE_COUNTS, REUSE_ROWS, REUSED_ARCHIVE_UNITS,
+    REUSED_MANIFEST, REUSED_SHARDS, TO_EXTRACT,
+)
 from transforms.inputs.archive_members import archive_of
 from transforms.output import shard_format
 from transforms.output.spill import new_shard_path
@@ -227,9 +230,9 @@ class CountOutcomes(beam.CombineFn):
 
 
 class PlanReuse(beam.PTransform):
-    """FileMetadata -> {"extract": FileMetadata, "shards": reused rows' Shard records,
-    "manifest": reused skip (and archive listing) entries, "archive_units": each reused
-    archive's count of outcomes, "counts": one dict of reuse figures}."""
+    """FileMetadata -> {TO_EXTRACT: FileMetadata, REUSED_SHARDS: reused rows' ShardInfo,
+    REUSED_MANIFEST: reused skip (and archive listing) entries, REUSED_ARCHIVE_UNITS: each
+    reused archive's count of outcomes, REUSE_COUNTS: one dict of reuse figures}."""
 
     def __init__(self, state: RunState, rows_per_shard: int, progress=None):
         super().__init__()
@@ -242,11 +245,11 @@ class PlanReuse(beam.PTransform):
         if not self.state.reusing:
             tags = files | "AllExtracted" >> beam.Map(lambda _: "files_extracted")
             return {
-                "extract": files,
-                "shards": pipeline | "NoShards" >> beam.Create([]),
-                "manifest": pipeline | "NoEntries" >> beam.Create([]),
-                "archive_units": pipeline | "NoArchives" >> beam.Create([]),
-                "counts": tags | "Count" >> beam.CombineGlobally(CountOutcomes(self.state)),
+                TO_EXTRACT: files,
+                REUSED_SHARDS: pipeline | "NoShards" >> beam.Create([]),
+                REUSED_MANIFEST: pipeline | "NoEntries" >> beam.Create([]),
+                REUSED_ARCHIVE_UNITS: pipeline | "NoArchives" >> beam.Create([]),
+                REUSE_COUNTS: tags | "Count" >> beam.CombineGlobally(CountOutcomes(self.state)),
             }
         entries = (
             pipeline
@@ -267,11 +270,12 @@ class PlanReuse(beam.PTransform):
             | "Respill" >> beam.ParDo(RespillRows(self.state.generation, self.rows_per_shard))
         )
         return {
-            "extract": split.extract,
-            "shards": shards,
-            "manifest": split[MANIFEST],
-            "archive_units": split[ARCHIVE_UNITS],
-            "counts": split[COUNTS] | "Count" >> beam.CombineGlobally(CountOutcomes(self.state)),
+            TO_EXTRACT: split.extract,
+            REUSED_SHARDS: shards,
+            REUSED_MANIFEST: split[MANIFEST],
+            REUSED_ARCHIVE_UNITS: split[ARCHIVE_UNITS],
+            REUSE_COUNTS: split[COUNTS]
+            | "Count" >> beam.CombineGlobally(CountOutcomes(self.state)),
         }
 
 

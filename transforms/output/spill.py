@@ -15,9 +15,13 @@ from __future__ import annotations
 
 import uuid
 
+import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.common.batches import Buffered
+from transforms.common.tags import (
+    FILE_ROWS, MANIFEST, MEMBER_ROWS, OUTCOME_PARTS, REUSED_MANIFEST, REUSED_SHARDS, SHARDS,
+)
 from transforms.output import shard_format
 from transforms.output.state import write_outcomes
 
@@ -61,3 +65,28 @@ class WriteOutcomes(Buffered):
         path = FileSystems.join(self.directory, f"outcomes-{uuid.uuid4().hex}.parquet")
         write_outcomes(path, entries)
         return path
+
+
+class StoreRows(beam.PTransform):
+    """{FILE_ROWS, MEMBER_ROWS, REUSED_SHARDS, MANIFEST, REUSED_MANIFEST} -> {SHARDS:
+    ``ShardInfo`` of every row shard of this generation, OUTCOME_PARTS: the paths of its
+    outcome parts}. Each row source is spilled by a step of its own, fused with the step
+    that read it."""
+
+    def __init__(self, generation: str, rows_per_shard: int):
+        super().__init__()
+        self.generation = generation
+        self.rows_per_shard = rows_per_shard
+
+    def expand(self, records):
+        spilled = records[FILE_ROWS] | "Spill" >> beam.ParDo(
+            SpillRows(self.generation, self.rows_per_shard))
+        spilled_members = records[MEMBER_ROWS] | "SpillMembers" >> beam.ParDo(
+            SpillRows(self.generation, self.rows_per_shard))
+        return {
+            SHARDS: (spilled, spilled_members, records[REUSED_SHARDS])
+            | "AllShards" >> beam.Flatten(),
+            OUTCOME_PARTS: (records[MANIFEST], records[REUSED_MANIFEST])
+            | "AllOutcomes" >> beam.Flatten()
+            | "WriteOutcomes" >> beam.ParDo(WriteOutcomes(self.generation)),
+        }

@@ -128,15 +128,20 @@ def _check_outcomes(parquet: pq.ParquetFile, path: str) -> None:
         raise shard_format.ShardFormatError(f"{path}: not {OUTCOMES_FORMAT} version {STATE_VERSION}")
 
 
+def _outcomes_file(stream, path: str) -> pq.ParquetFile:
+    """The outcome part open on ``stream``; ``ShardFormatError`` if it is not one."""
+    try:
+        parquet = pq.ParquetFile(stream)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise shard_format.ShardFormatError(f"{path}: not Parquet") from exc
+    _check_outcomes(parquet, path)
+    return parquet
+
+
 def read_outcomes(path: str):
     """``(path, size, mtime, kind, details tuple)`` of every entry of an outcome part."""
     with shard_format.open_stream(path) as stream:
-        try:
-            parquet = pq.ParquetFile(stream)
-        except (pa.ArrowException, OSError, ValueError) as exc:
-            raise shard_format.ShardFormatError(f"{path}: not Parquet") from exc
-        _check_outcomes(parquet, path)
-        table = parquet.read()
+        table = _outcomes_file(stream, path).read()
     for path_, size, mtime, kind, details in zip(*(table.column(i).to_pylist() for i in range(5))):
         yield path_, size, mtime, kind, tuple(details)
 
@@ -147,11 +152,7 @@ def check_file(path: str) -> None:
         shard_format.read_info(path)
         return
     with shard_format.open_stream(path) as stream:
-        try:
-            parquet = pq.ParquetFile(stream)
-        except (pa.ArrowException, OSError, ValueError) as exc:
-            raise shard_format.ShardFormatError(f"{path}: not Parquet") from exc
-        _check_outcomes(parquet, path)
+        _outcomes_file(stream, path)
 
 
 # ---------------------------------------------------------------------------

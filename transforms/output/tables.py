@@ -38,7 +38,8 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.output.columns import UnionColumns
+from transforms.common.tags import COLUMNS, TABLE_FIGURES
+from transforms.output.columns import ComputeColumns, UnionColumns
 from transforms.content.csv_safety import guarded_columns
 from transforms.common.rows import PATH_COLUMN
 from transforms.reading.flatten import order_columns
@@ -373,8 +374,9 @@ def _finalize_step(figures: dict) -> dict:
 
 
 class WriteTables(beam.PTransform):
-    """(shards, columns) -> one dict of figures (``rows``, ``parquet_*``, and the
-    report's ``TABLE_STATS``), emitted once the tables are in place."""
+    """Row shards -> {COLUMNS: the table's columns, TABLE_FIGURES: one dict of figures
+    (``rows``, ``parquet_*``, and the report's ``TABLE_STATS``), emitted once the tables
+    are in place}."""
 
     def __init__(self, final: TableFiles, temp_dir: str, csv_formula_guard: bool = False):
         super().__init__()
@@ -382,9 +384,9 @@ class WriteTables(beam.PTransform):
         self.temp_dir = temp_dir
         self.csv_formula_guard = csv_formula_guard
 
-    def expand(self, shards_and_columns):
-        shards, columns = shards_and_columns
-        return (
+    def expand(self, shards):
+        columns = shards | "Columns" >> ComputeColumns()
+        figures = (
             shards.pipeline
             | "Once" >> beam.Create([None])
             | "Merge" >> beam.Map(_merge_step, beam.pvalue.AsList(shards),
@@ -392,3 +394,4 @@ class WriteTables(beam.PTransform):
                                   self.csv_formula_guard)
             | "Finalize" >> beam.Map(_finalize_step)
         )
+        return {COLUMNS: columns, TABLE_FIGURES: figures}

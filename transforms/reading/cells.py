@@ -27,7 +27,7 @@ from collections import Counter
 
 import apache_beam as beam
 
-from transforms.common.tags import BOUNDED
+from transforms.common.tags import BOUNDED, ROWS
 from transforms.common.rows import BINARY_VRS, PATH_COLUMN
 
 NUMERIC_VRS = frozenset({"DS", "IS", "US", "SS", "UL", "SL", "UV", "SV", "FL", "FD"})
@@ -145,10 +145,10 @@ class CountBoundedCells(beam.PTransform):
 
 
 class BoundCells(beam.PTransform):
-    """Rows -> {"rows": bounded rows, "bounded": ``(column, limit)`` pairs, "counts": one
-    dict of ``cells_bounded*`` figures}. A pipeline with several row sources bounds each
-    where it is read and counts their pairs together (``CountBoundedCells``): flattening
-    the rows first would make runners materialise them between stages."""
+    """Rows -> {ROWS: bounded rows, BOUNDED: ``(column, limit)`` pairs}. A pipeline with
+    several row sources bounds each where it is read and counts their pairs together
+    (``CountBoundedCells``): flattening the rows first would make runners materialise
+    them between stages."""
 
     def __init__(self, max_values: int, max_chars: int):
         super().__init__()
@@ -158,6 +158,5 @@ class BoundCells(beam.PTransform):
     def expand(self, rows):
         bounded = rows | "Bound" >> beam.ParDo(
             BoundCellsFn(self.max_values, self.max_chars)
-        ).with_outputs(BOUNDED, main="rows")
-        counts = bounded[BOUNDED] | "Counts" >> CountBoundedCells()
-        return {"rows": bounded.rows, "bounded": bounded[BOUNDED], "counts": counts}
+        ).with_outputs(BOUNDED, main=ROWS)
+        return {ROWS: bounded[ROWS], BOUNDED: bounded[BOUNDED]}
