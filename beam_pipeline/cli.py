@@ -2,8 +2,9 @@
 
 The command line's plumbing in one place: where its output goes (``stdout``/``stderr``,
 injectable for tests), what it prints, and its exit status: 0 done, 1 done but files
-unaccounted for, 2 a usage error or a locked output, reported in one line before any
-work starts (``beam_pipeline/arguments.py`` checks the arguments).
+unaccounted for (or stopped by a full disk), 2 a usage error or a locked output,
+reported in one line before any work starts (``beam_pipeline/arguments.py`` checks the
+arguments), 130/143 stopped by Ctrl-C/SIGTERM.
 
 Beam is imported only inside :func:`main`, after :func:`quiet_dependencies`: importing
 it is what makes some of its dependencies warn (``beam_pipeline/quiet.py``).
@@ -19,6 +20,7 @@ import yaml
 from beam_pipeline.quiet import quiet_dependencies
 
 EXIT_DONE, EXIT_UNACCOUNTED, EXIT_USAGE = 0, 1, 2
+EXIT_FAILED = 1  # stopped mid-run by a fault (a full disk): outputs as before
 
 
 def console_flags(argv: list[str]) -> argparse.Namespace:
@@ -47,16 +49,30 @@ def main(argv: list[str] | None = None, stdout=None, stderr=None) -> int:
     flags = console_flags(argv)
     quiet_dependencies(flags.verbose)
     # pylint: disable=import-outside-toplevel  # after quiet_dependencies, on purpose
-    from beam_pipeline.arguments import UsageError, error_line, parse
+    from beam_pipeline.arguments import UsageError, error_line, output_folder, parse
     from beam_pipeline.launch import describe, run
     from beam_pipeline.lock import OutputLocked
+    from beam_pipeline.stopping import Stopped, disk_full
 
+    options = None
     try:
         inputs, options, quiet = parse(argv, stdout, stderr)
         summary = run(inputs, options, quiet, flags.verbose, stderr)
     except (UsageError, OutputLocked) as exc:
         print(error_line(exc), file=stderr)
         return EXIT_USAGE
+    except Stopped as stopped:  # Ctrl-C (130) or SIGTERM (143)
+        print(error_line(f"stopped by {stopped}; the previous outputs are unchanged"),
+              file=stderr)
+        return stopped.exit_status
+    except Exception as exc:  # pylint: disable=broad-except  # one case is ours
+        full = disk_full(exc)
+        if full is None:
+            raise
+        print(error_line(f"disk full (no space left on device) writing "
+                         f"{full or output_folder(options)}; the previous outputs are "
+                         "unchanged"), file=stderr)
+        return EXIT_FAILED
     if not quiet:
         print(describe(summary), file=stderr)
     return EXIT_DONE if summary["accounted_for"] else EXIT_UNACCOUNTED

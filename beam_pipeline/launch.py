@@ -14,6 +14,10 @@ from beam_pipeline.local_runner import is_local, make_runner
 from beam_pipeline.lock import OutputLock, lock_path_for
 from beam_pipeline.options import DicomExtractOptions
 from beam_pipeline.pipeline import ExtractDicomMetadata, plan_run
+from beam_pipeline.stopping import (
+    discard_attempt, disk_full, end_children, quiet_disk_full, stop_on_signals,
+)
+from transforms.output.state import state_dir_for
 from beam_pipeline.progress import ProgressBar
 from transforms.report.summary import OutputPaths
 
@@ -33,13 +37,22 @@ def run(inputs: list[str], options: PipelineOptions, quiet: bool = True,
     # Before any work: one run per output (raises OutputLocked naming the holder).
     lock = OutputLock(lock_path_for(paths.table), run_id, extract_options.wait_for_lock,
                       options)
-    with lock, ProgressBar(enabled=not quiet and is_local(options), stream=stderr) as bar:
-        progress = bar.reporter() if is_local(options) else None
-        run_plan = plan_run(inputs, extract_options, paths, started)
-        pipeline = beam.Pipeline(runner=make_runner(options, verbose), options=options)
-        _ = pipeline | "ExtractDicomMetadata" >> ExtractDicomMetadata(run_plan, progress)
-        result = pipeline.run()
-        result.wait_until_finish()
+    # Signals stop the run; an early end leaves no temp file (beam_pipeline/stopping.py).
+    with lock, stop_on_signals(), quiet_disk_full():
+        try:
+            with ProgressBar(enabled=not quiet and is_local(options), stream=stderr) as bar:
+                progress = bar.reporter() if is_local(options) else None
+                run_plan = plan_run(inputs, extract_options, paths, started)
+                pipeline = beam.Pipeline(runner=make_runner(options, verbose), options=options)
+                _ = pipeline | "ExtractDicomMetadata" >> ExtractDicomMetadata(run_plan, progress)
+                result = pipeline.run()
+                result.wait_until_finish()
+        except BaseException as exc:
+            if is_local(options):
+                end_children()
+            discard_attempt(paths.temp_dir, state_dir_for(paths.table), run_id,
+                            keep_generation=disk_full(exc) is None)
+            raise
         if observe is not None:
             observe(result)
     with FileSystems.open(paths.summary) as stream:

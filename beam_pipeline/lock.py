@@ -39,6 +39,11 @@ class OutputLocked(Exception):
     """Another run holds the output; the message is one line naming it."""
 
 
+class LockNotWritable(OutputLocked):
+    """The lock cannot be created at all (a folder that vanished or turned read-only
+    after the launcher's checks): one line, like a held lock, before any work."""
+
+
 def lock_path_for(table: str) -> str:
     stem = table[: -len(".csv")] if table.lower().endswith(".csv") else table
     return stem + ".lock"
@@ -81,6 +86,10 @@ class LocalStore:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             return None
+        except OSError as exc:
+            raise LockNotWritable(
+                f"cannot create the lock {self.path} ({exc.strerror or exc})"
+            ) from exc
         with os.fdopen(fd, "wb") as out:
             out.write(data)
             out.flush()

@@ -28,6 +28,7 @@ import json
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -528,6 +529,165 @@ class ForbiddenGcsServer:
     def close(self):
         self._httpd.shutdown()
         self._httpd.server_close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# --------------------------------------------------------------------------
+# Fault-injecting HTTP proxy (storage faults: throttling, resets, cut bodies, delays)
+# --------------------------------------------------------------------------
+
+class FaultProxy:
+    """HTTP proxy on 127.0.0.1 in front of a storage server that answers a share of the
+    requests with a fault, chosen by a seeded random generator (the same run, the same
+    faults):
+
+    * ``429`` / ``503`` without forwarding, with ``Retry-After: 1`` on every other one;
+      the body is the service's own error document (S3's XML codes ``SlowDown`` and
+      ``TooManyRequestsException``, GCS's JSON), so clients classify it as they would;
+    * ``reset``: the connection is reset (RST) before the request is forwarded;
+    * ``truncate``: the real response, its body cut in half, then the connection closed;
+    * ``delay``: the real response, ``delay`` seconds late.
+
+    One request per connection (``Connection: close``). ``counts`` says what was
+    injected; ``requests`` how many were seen.
+    """
+
+    KINDS = ("429", "503", "reset", "truncate", "delay")
+
+    def __init__(self, target_port, flavor, rate=0.3, seed=24, delay=0.5, kinds=KINDS,
+                 target_host=LOOPBACK):
+        import random
+
+        self.target = (target_host, target_port)
+        self.flavor = flavor  # "s3" or "gcs": the error documents' format
+        self.rate, self.delay, self.kinds = rate, delay, tuple(kinds)
+        self.random = random.Random(seed)
+        self.counts = {kind: 0 for kind in self.KINDS}
+        self.requests = 0
+        self._lock = threading.Lock()
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind((LOOPBACK, 0))
+        self._sock.listen(64)
+        self.port = self._sock.getsockname()[1]
+        self._closed = False
+        threading.Thread(target=self._accept_loop, daemon=True).start()
+
+    @property
+    def endpoint(self):
+        return "http://%s:%d" % (LOOPBACK, self.port)
+
+    def _accept_loop(self):
+        while not self._closed:
+            try:
+                client, _ = self._sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    @staticmethod
+    def _read_message(stream):
+        """(head bytes, body bytes) of one HTTP message from a file object; None at EOF."""
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):
+            line = stream.readline()
+            if not line:
+                return None
+            head += line
+        length, chunked = 0, False
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value.strip())
+            if name.strip().lower() == b"transfer-encoding" and b"chunked" in value.lower():
+                chunked = True
+        if not chunked:
+            return head, stream.read(length) if length else b""
+        body = b""
+        while True:
+            size_line = stream.readline()
+            body += size_line
+            size = int(size_line.split(b";")[0].strip() or b"0", 16)
+            body += stream.read(size + 2)
+            if size == 0:
+                return head, body
+
+    @staticmethod
+    def _closing(head: bytes) -> bytes:
+        lines = [line for line in head.split(b"\r\n")
+                 if line and not line.lower().startswith((b"connection:", b"keep-alive:"))]
+        return b"\r\n".join(lines + [b"Connection: close", b"", b""])
+
+    def _error(self, status: int, retry_after: bool) -> bytes:
+        if self.flavor == "s3":
+            code = "SlowDown" if status == 503 else "TooManyRequestsException"
+            body = (f"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code>"
+                    "<Message>injected</Message></Error>").encode()
+            kind = b"application/xml"
+        else:
+            body = json.dumps({"error": {"code": status, "message": "injected",
+                                         "errors": [{"reason": "rateLimitExceeded"}]}}).encode()
+            kind = b"application/json"
+        reason = b"Service Unavailable" if status == 503 else b"Too Many Requests"
+        head = [b"HTTP/1.1 %d %s" % (status, reason), b"Content-Type: " + kind,
+                b"Content-Length: %d" % len(body), b"Connection: close"]
+        if retry_after:
+            head.append(b"Retry-After: 1")
+        return b"\r\n".join(head + [b"", b""]) + body
+
+    def _serve(self, client):
+        try:
+            stream = client.makefile("rb")
+            request = self._read_message(stream)
+            if request is None:
+                return
+            with self._lock:
+                self.requests += 1
+                kind = (self.random.choice(self.kinds)
+                        if self.random.random() < self.rate else None)
+                if kind:
+                    self.counts[kind] += 1
+                retry_after = self.counts.get(kind, 0) % 2 == 1
+            if kind in ("429", "503"):
+                client.sendall(self._error(int(kind), retry_after))
+                return
+            if kind == "reset":
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                return
+            upstream = socket.create_connection(self.target, timeout=30)
+            with upstream:
+                upstream.sendall(self._closing(request[0]) + request[1])
+                answer = upstream.makefile("rb")
+                response = b""
+                while True:
+                    data = answer.read(65536)
+                    if not data:
+                        break
+                    response += data
+            head, _, body = response.partition(b"\r\n\r\n")
+            head = self._closing(head + b"\r\n")
+            if kind == "truncate" and len(body) > 1:
+                client.sendall(head + body[: len(body) // 2])
+                return
+            if kind == "delay":
+                time.sleep(self.delay)
+            client.sendall(head + body)
+        except OSError:
+            pass
+        finally:
+            try:
+                client.close()
+            except OSError:
+                pass
+
+    def close(self):
+        self._closed = True
+        self._sock.close()
 
     def __enter__(self):
         return self

@@ -14,6 +14,8 @@ SKIPPED = "skipped"
 MANIFEST = "manifest"
 # (lean reader rows, fallbacks to pydicom) per batch.
 READER_COUNTS = "reader_counts"
+# (originals replaced in kept free text,) per batch of de-identified rows, when any.
+CONTENT_COUNTS = "content_counts"
 # ``ArchiveFound`` of an input recognised as a zip or tar.
 ARCHIVES = "archives"
 # ``ZipMemberRef`` of each zip member, reshuffled before extraction.
@@ -43,6 +45,7 @@ REUSE_COUNTS = "reuse_counts"  # one dict: what reuse planning decided, for the 
 FILE_ROWS = "file_rows"  # bounded StoredRows of files (kept apart from members' rows:
 MEMBER_ROWS = "member_rows"  # a Flatten would make the runner hold every row)
 CELL_COUNTS = "cell_counts"  # one dict: the bounded cells' counts
+CONTENT_TOTALS = "content_totals"  # one dict: free_text_replacements
 READER_TOTALS = "reader_totals"  # one dict: rows by the lean reader, fallbacks
 SHARDS = "shards"  # ShardInfo of every row shard of this run's generation
 OUTCOME_PARTS = "outcome_parts"  # paths of this run's outcome parts

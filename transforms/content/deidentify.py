@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pydicom.datadict import dictionary_VR
 
 from transforms.common.rows import PATH_COLUMN, Row
+from transforms.content.leaks import PATH_REFERENCE_TAGS, Originals, is_url
 from transforms.content.pseudonyms import Pseudonyms
 from transforms.content.selection import parse_entry
 
@@ -68,6 +69,7 @@ CLEAN = "C"
 UID = "U"
 PATIENT = "P"  # the keyed Patient ID pseudonym
 PRIVATE_CREATOR = "PC"  # kept iff its value (the creator) is listed as safe
+PATH_REFERENCE = "R"  # each component the keyed path pseudonym (transforms/content/leaks.py)
 SEQUENCE_REMOVING = frozenset({"X", "Z", "D", "X/Z", "X/D", "Z/D", "X/Z/D"})
 
 DUMMIES = {
@@ -187,14 +189,19 @@ class Deidentifier:
 
     # -- per column (cached: names repeat across rows) -------------------------------
     def plan(self, name: str, vr: str) -> str:
+        return self._entry(name, vr)[0]
+
+    def _entry(self, name: str, vr: str) -> tuple:
+        """(action, the column's last tag or 0)."""
         key = (name, vr)
-        action = self._plans.get(key)
-        if action is None:
-            action = self._plan(name, vr)
+        entry = self._plans.get(key)
+        if entry is None:
+            tags = column_tags(name)[0]
+            entry = (self._plan(name, vr), tags[-1] if tags else 0)
             if len(self._plans) > 1 << 17:
                 self._plans.clear()
-            self._plans[key] = action
-        return action
+            self._plans[key] = entry
+        return entry
 
     def _plan(self, name: str, vr: str) -> str:
         if name == PATH_COLUMN:
@@ -235,6 +242,10 @@ class Deidentifier:
             return PATIENT
         if _is_sequence(tag):
             return REMOVE  # a sequence kept as raw text (it could not be parsed)
+        if action in (None, KEEP) and is_url(tag, vr):
+            return REMOVE
+        if action is None and tag in PATH_REFERENCE_TAGS:
+            return PATH_REFERENCE
         if action is None:  # not listed: kept, except names and AE titles
             if vr == "PN" or (vr == "AE" and "retain_device_identity" not in self.settings.options):
                 return REMOVE
@@ -246,41 +257,58 @@ class Deidentifier:
         return REMOVE  # X, Z and the compound codes
 
     # -- per row ---------------------------------------------------------------------
-    def apply(self, row: Row, patient_id: str) -> Row:
+    def apply(self, row: Row, patient_id: str) -> tuple[Row, int]:
+        """(the de-identified row, how many originals were replaced in kept free text)."""
         shift = None
-        values, vrs = {}, {}
+        values, vrs, kept = {}, {}, []
+        originals = Originals()
         for name, text in row.values.items():
             vr = row.vrs.get(name, "")
-            action = KEEP if name == PATH_COLUMN else self.plan(name, vr)
+            action, tag = (KEEP, 0) if name == PATH_COLUMN else self._entry(name, vr)
+            original = text
+            if action == PRIVATE_CREATOR and not self._private_safe(column_tags(name)[0][-1], text):
+                action = REMOVE
             if action == REMOVE:
+                originals.add(original, tag, vr)
                 continue
-            if action == PRIVATE_CREATOR:
-                if not self._private_safe(column_tags(name)[0][-1], text):
-                    continue
             if action == UID:
                 text = "\\".join(
                     self.pseudonyms.uid(part) if part else "" for part in text.split("\\")
                 )
             elif action == PATIENT:
                 text = self.pseudonyms.patient_id(text)
+            elif action == PATH_REFERENCE:
+                text = self.pseudonyms.path_components(text)
             elif action == DUMMY:
                 text = DUMMIES.get(vr)
-                if text is None:
-                    continue  # binary or unknown VR: no dummy worth writing
             elif action == CLEAN:
-                if vr not in ("DA", "DT", "TM"):
-                    continue
-                if vr != "TM":
+                if vr in ("DA", "DT"):
                     if shift is None:
                         shift = self.pseudonyms.date_shift_days(patient_id)
-                    text = shift_dates(vr, text, shift)
-                    if text is None:
-                        continue  # not a date we can move: removed, never kept as is
+                    text = shift_dates(vr, text, shift)  # None: not a date we can move
+                elif vr != "TM":
+                    text = None
+            if text is None:  # removed after all (binary dummy, no date, cleaned text)
+                originals.add(original, tag, vr)
+                continue
+            if text is not original:
+                if action == PATH_REFERENCE:  # first: the components' own pseudonyms
+                    self._add_components(originals, original, tag)
+                originals.add(original, tag, vr, text if action in (UID, PATIENT) else None)
+            elif name != PATH_COLUMN:
+                kept.append(name)
             values[name] = text
             vrs[name] = vr
+        replaced = originals.scrub(values, vrs, kept) if originals else 0
         if self.settings.pseudonymize_paths:
             values[PATH_COLUMN] = self.pseudonyms.path(row.values[PATH_COLUMN])
-        return Row(row.path, values, vrs)
+        return Row(row.path, values, vrs), replaced
+
+    def _add_components(self, originals: Originals, original: str, tag: int) -> None:
+        """A path reference's components, each with its own pseudonym."""
+        for component in re.split(r"[\\/]+", original):
+            if component:
+                originals.add(component, tag, "", self.pseudonyms.path(component))
 
 
 def _shift_date(text: str, days: int) -> str | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 
 MIN_KEY_BYTES = 16
@@ -18,6 +19,8 @@ MIN_KEY_BYTES = 16
 UUID_ROOT = "2.25."
 # Dates are moved this many days back at least and at most (per patient).
 DATE_SHIFT_DAYS = (366, 3652)
+# A separator (kept as is) or a component of a path-like value.
+_COMPONENT_SEPARATORS = re.compile(r"([\\/]+)|[^\\/]+")
 
 
 class KeyFileError(ValueError):
@@ -84,6 +87,15 @@ class Pseudonyms:
 
     def path(self, original: str) -> str:
         return "anon-" + self._digest(b"path", original).hex()[:32]
+
+    def path_components(self, original: str) -> str:
+        """Each component of a path-like value (``\\`` separates a multi-valued element's
+        values, ``/`` a URL's or a non-standard writer's components) replaced by
+        ``path`` of that component: one folder gets one pseudonym in every value."""
+        return _COMPONENT_SEPARATORS.sub(
+            lambda match: match.group(0) if match.group(1) else self.path(match.group(0)),
+            original,
+        )
 
     def date_shift_days(self, patient_id: str) -> int:
         """Days (negative) every date of this patient moves by."""

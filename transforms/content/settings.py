@@ -246,18 +246,43 @@ class TablePath:
         shown = self(path)
         return (shown, *(str(part).replace(path, shown) for part in rest))
 
+    def manifest_entry(self, entry: tuple) -> tuple:
+        """A state outcome ``(path, size, mtime, kind, details)`` with its path replaced:
+        the state of a run with pseudonymized paths names no real path either (its rows
+        are not reused, so nothing needs the real one)."""
+        path, size, mtime, kind, details = entry
+        shown = self(path)
+        return (shown, size, mtime, kind, tuple(str(part).replace(path, shown) for part in details))
+
+
+def _add_counts(records) -> tuple:
+    return tuple(map(sum, zip(*records))) or (0,)
+
+
+class SumContentCounts(beam.PTransform):
+    """``CONTENT_COUNTS`` records -> one dict for the summary (zeros when none came)."""
+
+    def expand(self, counts):
+        return (
+            counts
+            | "Sum" >> beam.CombineGlobally(_add_counts)
+            | "AsDict" >> beam.Map(lambda total: {"free_text_replacements": total[0]})
+        )
+
 
 class PseudonymizeReportPaths(beam.PTransform):
     """Errors or skipped records with their paths pseudonymized, when asked; else as is."""
 
-    def __init__(self, table_path: TablePath):
+    def __init__(self, table_path: TablePath, manifest: bool = False):
         super().__init__()
         self.table_path = table_path
+        self.manifest = manifest  # state outcome entries rather than report records
 
     def expand(self, records):
         if not self.table_path:
             return records
-        return records | "PseudonymPaths" >> beam.Map(self.table_path.record)
+        change = self.table_path.manifest_entry if self.manifest else self.table_path.record
+        return records | "PseudonymPaths" >> beam.Map(change)
 
 
 class RowContent:
@@ -267,6 +292,7 @@ class RowContent:
     def __init__(self, settings: ContentSettings):
         self.settings = settings
         self._deidentifier = None
+        self.replacements = 0  # originals replaced in kept free text, since last taken
 
     def __getstate__(self):
         return {"settings": self.settings}
@@ -274,6 +300,15 @@ class RowContent:
     def __setstate__(self, state):
         self.settings = state["settings"]
         self._deidentifier = None
+        self.replacements = 0
+
+    def take_counts(self) -> tuple | None:
+        """The ``CONTENT_COUNTS`` record of the rows applied since the last call (None
+        when nothing to report), for the summary's ``free_text_replacements``."""
+        if not self.replacements:
+            return None
+        counts, self.replacements = (self.replacements,), 0
+        return counts
 
     @property
     def active(self) -> bool:
@@ -285,7 +320,8 @@ class RowContent:
             if self._deidentifier is None:
                 self._deidentifier = Deidentifier(settings.deid, Pseudonyms(settings.key))
             patient_id = row.values.get(PATIENT_ID_COLUMN, "")
-            row = self._deidentifier.apply(row, patient_id)
+            row, replaced = self._deidentifier.apply(row, patient_id)
+            self.replacements += replaced
         # Read only for de-identification or grouping: kept as grouping cells (a
         # de-identified Patient ID is its pseudonym), never as columns.
         for name in settings.hidden_columns:

@@ -129,3 +129,19 @@ def check_scheme(path: str) -> None:
             if name in ("http", "https") else "")
     raise StorageError(f"input {path!r}: no input reads {name}:// URLs; inputs are "
                        f"folders, files, globs, gs://, s3://, dicomweb+http(s)://{hint}")
+
+
+def check_local_output_folder(folder: str) -> None:
+    """Raise ``StorageError`` unless a file can be created in ``folder``: by creating
+    (and removing) one, since permission bits say nothing about a read-only mount, a
+    full disk's inodes or ``/proc``, and nothing at all for root."""
+    import os  # pylint: disable=import-outside-toplevel
+    import tempfile  # pylint: disable=import-outside-toplevel
+
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".dicom-meta-extract-probe-", dir=folder)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise StorageError(f"output folder {folder!r} is not writable ({reason})") from exc
+    os.close(handle)
+    os.unlink(probe)

@@ -15,11 +15,14 @@ so a vanished file lands in ``errors.csv`` with a readable reason.
 from __future__ import annotations
 
 import errno
+import time
 
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.common.streams import ReadOnlyStream
-from transforms.inputs.storage import client, pipeline_options, scheme, split_bucket
+from transforms.inputs.storage import (
+    GCS_TIMEOUTS, S3_MAX_ATTEMPTS, client, gcs_retry, pipeline_options, scheme, split_bucket,
+)
 
 # First request per object: a DICOM header is usually a few KB; 16 KB holds most
 # headers whole while costing far less than the 64 KB pixel block behind them.
@@ -36,7 +39,8 @@ def _gcs_fetcher(path: str, options):
     def fetch(start: int, end: int) -> bytes:
         try:
             return blob.download_as_bytes(start=start, end=end - 1, raw_download=True,
-                                          checksum=None)
+                                          checksum=None, retry=gcs_retry(),
+                                          timeout=GCS_TIMEOUTS)
         except google_errors.RequestRangeNotSatisfiable:
             return b""  # at or past the end
         except google_errors.NotFound as exc:
@@ -48,7 +52,8 @@ def _gcs_fetcher(path: str, options):
 
 
 def _s3_fetcher(path: str, options):
-    from botocore.exceptions import ClientError
+    from botocore.exceptions import ClientError, IncompleteReadError, ResponseStreamingError
+    from urllib3.exceptions import ProtocolError
 
     bucket, key = split_bucket(path)
     s3 = client("s3", options)
@@ -72,6 +77,21 @@ def _s3_fetcher(path: str, options):
             raise
         with response["Body"] as body:
             return body.read()
+
+    def fetch_retrying_body(start: int, end: int) -> bytes:
+        # botocore retries the request, not the body read after it: a body cut short
+        # (IncompleteReadError, ResponseStreamingError, urllib3's ProtocolError) is
+        # fetched again, as often.
+        for attempt in range(S3_MAX_ATTEMPTS):
+            try:
+                return fetch(start, end)
+            except (IncompleteReadError, ResponseStreamingError, ProtocolError):
+                if attempt == S3_MAX_ATTEMPTS - 1:
+                    raise
+                time.sleep(min(20.0, 0.1 * 2 ** attempt))
+        raise AssertionError("unreachable")
+
+    return fetch_retrying_body
 
     return fetch
 

@@ -11,6 +11,16 @@ except where Beam's defaults would cost too much: header-only reads
   (``FileSystems``) get the same through ``transforms/common/beam_internals.py``, the one
   adapter that touches Beam internals.
 * Checks before any work: ``transforms/inputs/checks.py``.
+* Retries (README, "What happens when things fail"), from the client libraries' own
+  settings: S3 through botocore's ``standard`` retry mode, ``S3_MAX_ATTEMPTS`` attempts
+  (throttling codes, 500/502/503/504, connection errors; exponential backoff with jitter,
+  at most 20 s apart), connect and read timeouts ``S3_TIMEOUTS``; Beam's own S3 client
+  gets the same mode and count through botocore's ``AWS_RETRY_MODE`` and
+  ``AWS_MAX_ATTEMPTS`` (set by ``prepare_filesystems`` unless the user set them). GCS
+  through google-cloud-storage's ``DEFAULT_RETRY`` (429, 500, 502, 503, 504, connection
+  resets, truncated bodies; 1 s doubling to 60 s, ``GCS_RETRY_SECONDS`` in all) with
+  ``GCS_TIMEOUTS``; Beam's gcsio uses the same library's retries. A read still failing
+  after them is the file's error row.
 """
 
 from __future__ import annotations
@@ -24,6 +34,10 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from transforms.common import beam_internals
 
 BUCKET_SCHEMES = ("gs", "s3")
+S3_MAX_ATTEMPTS = 8
+S3_TIMEOUTS = (10, 60)  # connect, read (seconds)
+GCS_RETRY_SECONDS = 120.0
+GCS_TIMEOUTS = (10, 60)
 
 
 class StorageOptions(PipelineOptions):
@@ -69,6 +83,10 @@ def prepare_filesystems(options=None) -> None:
     (``transforms.common.beam_internals``). Idempotent; every step that touches
     ``FileSystems`` calls it in ``setup``."""
     options = pipeline_options(options)
+    # botocore reads these for every client it makes, Beam's included (a user's own
+    # setting wins).
+    os.environ.setdefault("AWS_RETRY_MODE", "standard")
+    os.environ.setdefault("AWS_MAX_ATTEMPTS", str(S3_MAX_ATTEMPTS))
     beam_internals.prepare_filesystems(
         [path_scheme for path_scheme in BUCKET_SCHEMES if anonymous(options, path_scheme)],
         _unsigned_s3_client_if_anonymous,
@@ -95,7 +113,6 @@ def unsigned_s3_client(options):
     """A boto3 S3 client that signs nothing (public buckets): no credential lookup."""
     import boto3
     from botocore import UNSIGNED
-    from botocore.config import Config
     from apache_beam.options.pipeline_options import S3Options
 
     s3 = options.view_as(S3Options)
@@ -105,8 +122,23 @@ def unsigned_s3_client(options):
         endpoint_url=s3.s3_endpoint_url,
         use_ssl=not s3.s3_disable_ssl,
         verify=s3.s3_verify,
-        config=Config(signature_version=UNSIGNED),
+        config=s3_config(signature_version=UNSIGNED),
     )
+
+
+def s3_config(**settings):
+    """botocore's retry and timeout settings of every S3 client this tool makes."""
+    from botocore.config import Config
+
+    return Config(retries={"mode": "standard", "max_attempts": S3_MAX_ATTEMPTS},
+                  connect_timeout=S3_TIMEOUTS[0], read_timeout=S3_TIMEOUTS[1], **settings)
+
+
+def gcs_retry():
+    """google-cloud-storage's own retry policy, bounded to ``GCS_RETRY_SECONDS``."""
+    from google.cloud.storage.retry import DEFAULT_RETRY
+
+    return DEFAULT_RETRY.with_timeout(GCS_RETRY_SECONDS)
 
 
 def s3_client(options):
@@ -119,6 +151,7 @@ def s3_client(options):
     s3 = options.view_as(S3Options)
     return boto3.session.Session().client(
         "s3",
+        config=s3_config(),
         region_name=s3.s3_region_name,
         api_version=s3.s3_api_version,
         endpoint_url=s3.s3_endpoint_url,

@@ -46,7 +46,7 @@ from transforms.inputs.archive_members import (
     zip_member_problem,
 )
 from transforms.common.tags import (
-    ARCHIVE_ENTRY, ARCHIVE_UNITS, ERRORS, MANIFEST, ROWS, SKIPPED, ZIP_MEMBERS,
+    ARCHIVE_ENTRY, ARCHIVE_UNITS, CONTENT_COUNTS, ERRORS, MANIFEST, ROWS, SKIPPED, ZIP_MEMBERS,
 )
 from transforms.reading.errors import ErrorRecord, classify, one_line, original
 from transforms.reading.dicom_json import apply_content
@@ -137,6 +137,12 @@ class _MemberDoFn(beam.DoFn):
         if self.progress is not None:
             self.progress.done(1)
 
+    def _content_counts(self):
+        """De-identification's figures of the rows since the last call, if any."""
+        counts = self.content.take_counts() if self.content is not None else None
+        if counts is not None:
+            yield beam.pvalue.TaggedOutput(CONTENT_COUNTS, counts)
+
     def _skip(self, path: str, reason: str):
         self.skipped.inc()
         self._done()
@@ -206,6 +212,7 @@ class ReadArchive(_MemberDoFn):
             found.path, found.size_in_bytes, found.last_updated_in_seconds,
             ARCHIVE_ENTRY, (units,),
         ))
+        yield from self._content_counts()
 
     def _list_zip(self, found: ArchiveFound):
         try:
@@ -315,14 +322,16 @@ class ExtractZipMembers(_MemberDoFn):
             yield self._error(ref.dicom_path, exc)
             return
         yield self._member(lambda: open_zip_member(archive, info), ref.dicom_path, info.file_size)
+        yield from self._content_counts()
 
 
 OUTCOMES = (ROWS, ERRORS, SKIPPED, MANIFEST)
 
 
 class ReadArchives(beam.PTransform):
-    """``ArchiveFound`` -> {"rows", ERRORS, SKIPPED, MANIFEST, ARCHIVE_UNITS}: the outcomes of
-    every member (rows as ``StoredRow``, like the extraction's) and each archive's count."""
+    """``ArchiveFound`` -> {"rows", ERRORS, SKIPPED, MANIFEST, ARCHIVE_UNITS, CONTENT_COUNTS}:
+    the outcomes of every member (rows as ``StoredRow``, like the extraction's), each
+    archive's count and de-identification's figures."""
 
     def __init__(self, settings, progress=None, limits: FileLimits = FileLimits(),
                  content=None):
@@ -335,7 +344,8 @@ class ReadArchives(beam.PTransform):
     def expand(self, found):
         listed = found | "List" >> beam.ParDo(
             KeepFileMetadata(ReadArchive(self.settings, self.progress, self.limits, self.content))
-        ).with_outputs(ERRORS, SKIPPED, MANIFEST, ZIP_MEMBERS, ARCHIVE_UNITS, main=ROWS)
+        ).with_outputs(ERRORS, SKIPPED, MANIFEST, ZIP_MEMBERS, ARCHIVE_UNITS, CONTENT_COUNTS,
+                       main=ROWS)
         members = (
             listed[ZIP_MEMBERS]
             # The members of one zip go to many workers.
@@ -344,11 +354,11 @@ class ReadArchives(beam.PTransform):
                 KeepFileMetadata(ExtractZipMembers(
                     self.settings, self.progress, self.limits, self.content
                 ))
-            ).with_outputs(ERRORS, SKIPPED, MANIFEST, main=ROWS)
+            ).with_outputs(ERRORS, SKIPPED, MANIFEST, CONTENT_COUNTS, main=ROWS)
         )
         outputs = {
             tag: (listed[tag], members[tag]) | f"All_{tag}" >> beam.Flatten()
-            for tag in OUTCOMES
+            for tag in (*OUTCOMES, CONTENT_COUNTS)
         }
         outputs[ARCHIVE_UNITS] = listed[ARCHIVE_UNITS]
         return outputs

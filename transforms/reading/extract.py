@@ -28,7 +28,7 @@ from pydicom import dcmread
 from pydicom.datadict import DicomDictionary
 from pydicom.dataelem import RawDataElement
 
-from transforms.common.tags import ARCHIVES, ERRORS, READER_COUNTS, SKIPPED
+from transforms.common.tags import ARCHIVES, CONTENT_COUNTS, ERRORS, READER_COUNTS, SKIPPED
 from transforms.inputs.archive_members import SNIFF_LENGTH, ArchiveFound, sniff_archive
 from transforms.reading.dicom_json import apply_content, draft
 from transforms.reading.errors import CorruptFileError, NotDicomError, TruncatedFileError, classify
@@ -184,6 +184,9 @@ class ExtractHeaders(beam.DoFn):
         self.lean_rows.inc(lean_rows)
         self.lean_fallbacks.inc(fallbacks)
         yield beam.pvalue.TaggedOutput(READER_COUNTS, (lean_rows, fallbacks))
+        content_counts = self.content.take_counts() if self.content is not None else None
+        if content_counts is not None:
+            yield beam.pvalue.TaggedOutput(CONTENT_COUNTS, content_counts)
 
     def _outcome(self, file_metadata):
         path = file_metadata.path

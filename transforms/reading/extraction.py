@@ -16,9 +16,10 @@ import apache_beam as beam
 
 from transforms.common.batches import BatchFiles
 from transforms.common.tags import (
-    ARCHIVE_UNITS, ARCHIVES, BOUNDED, CELL_COUNTS, ERRORS, FILE_ROWS, MANIFEST, MEMBER_ROWS,
-    READER_COUNTS, READER_TOTALS, ROWS, SKIPPED,
+    ARCHIVE_UNITS, ARCHIVES, BOUNDED, CELL_COUNTS, CONTENT_COUNTS, CONTENT_TOTALS, ERRORS,
+    FILE_ROWS, MANIFEST, MEMBER_ROWS, READER_COUNTS, READER_TOTALS, ROWS, SKIPPED,
 )
+from transforms.content.settings import PseudonymizeReportPaths, SumContentCounts, TablePath
 from transforms.inputs.limits import FileLimits
 from transforms.reading.archives import ReadArchives
 from transforms.reading.cells import BoundCells, CountBoundedCells
@@ -56,7 +57,8 @@ class ExtractRows(beam.PTransform):
             | "Headers" >> beam.ParDo(KeepFileMetadata(ExtractHeaders(
                 flatten, self.progress, limits=settings.limits, content=settings.content,
                 read_archives=settings.read_archives,
-            ))).with_outputs(ERRORS, SKIPPED, MANIFEST, READER_COUNTS, ARCHIVES, main=ROWS)
+            ))).with_outputs(ERRORS, SKIPPED, MANIFEST, READER_COUNTS, ARCHIVES, CONTENT_COUNTS,
+                             main=ROWS)
         )
         members = extracted[ARCHIVES] | "Archives" >> ReadArchives(
             flatten, self.progress, limits=settings.limits, content=settings.content
@@ -72,9 +74,17 @@ class ExtractRows(beam.PTransform):
             MEMBER_ROWS: member_rows[ROWS],
             ERRORS: (extracted[ERRORS], members[ERRORS]) | "AllErrors" >> beam.Flatten(),
             SKIPPED: (extracted[SKIPPED], members[SKIPPED]) | "AllSkipped" >> beam.Flatten(),
-            MANIFEST: (extracted[MANIFEST], members[MANIFEST]) | "AllOutcomes" >> beam.Flatten(),
+            # With --pseudonymize-paths the state's outcome entries name no real path either.
+            MANIFEST: (extracted[MANIFEST], members[MANIFEST]) | "AllOutcomes" >> beam.Flatten()
+            | "OutcomePaths" >> PseudonymizeReportPaths(
+                TablePath(settings.content.settings) if settings.content else None,
+                manifest=True),
             ARCHIVE_UNITS: members[ARCHIVE_UNITS],
             READER_TOTALS: extracted[READER_COUNTS] | "ReaderCounts" >> SumReaderCounts(),
+            # Originals replaced in kept free text (transforms/content/leaks.py).
+            CONTENT_TOTALS: (extracted[CONTENT_COUNTS], members[CONTENT_COUNTS])
+            | "AllContentCounts" >> beam.Flatten()
+            | "ContentCounts" >> SumContentCounts(),
             CELL_COUNTS: (file_rows[BOUNDED], member_rows[BOUNDED])
             | "AllBounded" >> beam.Flatten()
             | "CellCounts" >> CountBoundedCells(),

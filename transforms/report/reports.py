@@ -12,9 +12,9 @@ from __future__ import annotations
 import apache_beam as beam
 
 from transforms.common.tags import (
-    ARCHIVE_UNITS, CELL_COUNTS, COLUMNS, ERRORS, HTML_REPORT, MATCHED, READER_TOTALS,
-    REUSE_COUNTS, REUSED_ARCHIVE_UNITS, REUSED_MANIFEST, SERIES_FIGURES, SKIPPED, SUMMARY,
-    TABLE_FIGURES,
+    ARCHIVE_UNITS, CELL_COUNTS, COLUMNS, CONTENT_TOTALS, ERRORS, HTML_REPORT, MATCHED,
+    READER_TOTALS, REUSE_COUNTS, REUSED_ARCHIVE_UNITS, REUSED_MANIFEST, SERIES_FIGURES, SKIPPED,
+    SUMMARY, TABLE_FIGURES,
 )
 from transforms.content.settings import PseudonymizeReportPaths, TablePath
 from transforms.output.reuse import skip_records
@@ -25,11 +25,11 @@ from transforms.report.summary import OutputPaths, WriteReport
 
 
 def summary_extras(reuse: dict, matched: tuple, reader: dict, content: dict, cells: dict,
-                   tables: dict) -> dict:
+                   tables: dict, content_totals: dict) -> dict:
     """The summary's figures besides the counts: reuse, archives, readers, content
-    settings, bounded cells and the table writers' figures."""
+    settings, bounded cells, the table writers' figures and de-identification's."""
     return {
-        **reuse, "archives": matched[1], **reader, **content, **cells,
+        **reuse, "archives": matched[1], **reader, **content, **cells, **content_totals,
         **{key: value for key, value in tables.items() if key not in ("rows", TABLE_STATS)},
     }
 
@@ -50,8 +50,8 @@ def with_series(table_figures: dict, series_figures: dict) -> dict:
 class WriteReports(beam.PTransform):
     """The run's records -> {SUMMARY: the summary dict as written, HTML_REPORT: the page's
     path}. Reads MATCHED, ARCHIVE_UNITS, REUSED_ARCHIVE_UNITS, ERRORS, SKIPPED,
-    REUSED_MANIFEST, REUSE_COUNTS, READER_TOTALS, CELL_COUNTS, COLUMNS, TABLE_FIGURES and,
-    when the series tables are written, SERIES_FIGURES."""
+    REUSED_MANIFEST, REUSE_COUNTS, READER_TOTALS, CELL_COUNTS, COLUMNS, TABLE_FIGURES,
+    CONTENT_TOTALS and, when the series tables are written, SERIES_FIGURES."""
 
     def __init__(self, paths: OutputPaths, started: float, table_path: TablePath,
                  content_summary: dict, run_settings: dict):
@@ -72,6 +72,7 @@ class WriteReports(beam.PTransform):
             beam.pvalue.AsSingleton(counted), beam.pvalue.AsSingleton(records[READER_TOTALS]),
             self.content_summary, beam.pvalue.AsSingleton(records[CELL_COUNTS]),
             beam.pvalue.AsSingleton(records[TABLE_FIGURES]),
+            beam.pvalue.AsSingleton(records[CONTENT_TOTALS]),
         )
         errors = records[ERRORS] | "ErrorPaths" >> PseudonymizeReportPaths(self.table_path)
         skipped = (

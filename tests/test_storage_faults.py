@@ -1,0 +1,109 @@
+"""Storage faults: a proxy on 127.0.0.1 in front of the GCS and S3 test servers answers
+a share of the requests (listing and reading; outputs are local, see README "What
+happens when things fail" for why writes are not faulted) with 429 or 503 (with and without
+Retry-After), resets the connection, cuts the body in half or answers late. The run
+finishes with outputs byte-identical to a clean run's, within a bounded time."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+
+import storage_servers as ss
+from tests.conftest import copy_pydicom_file, run_cli, write_dicom
+from transforms.inputs import storage
+
+BUCKET = "faults"
+RATE = 0.25
+TABLES = (".csv", ".errors.csv", ".skipped.csv")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def loopback_only():
+    with ss.loopback_only():
+        yield
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    root = tmp_path_factory.mktemp("faults") / "archive"
+    for name in ("CT_small.dcm", "MR_small.dcm", "rtplan.dcm", "chrGreek.dcm", "JPEG2000.dcm"):
+        copy_pydicom_file(name, root / "pydicom")
+    for index in range(6):
+        write_dicom(root / "made" / f"{index}.dcm", PatientID=f"F{index}")
+    (root / "notes.txt").write_text("not DICOM\n")
+    (root / "broken.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00\x10")
+    return str(root)
+
+
+def upload(local_root: str, prefix: str, options) -> None:
+    FileSystems.set_options(options)
+    for folder, _, names in os.walk(local_root):
+        for name in names:
+            path = os.path.join(folder, name)
+            with open(path, "rb") as source, FileSystems.create(
+                    prefix + os.path.relpath(path, local_root)) as out:
+                out.write(source.read())
+    FileSystems.set_options(None)
+
+
+@pytest.fixture(scope="module")
+def servers(archive):
+    """{scheme: (server, flavor, args for an endpoint)} with the archive uploaded."""
+    gcs = ss.start_gcs_emulator(bucket=BUCKET)
+    s3 = ss.start_moto_server(bucket=BUCKET)
+    previous = os.environ.get("STORAGE_EMULATOR_HOST")
+    os.environ["STORAGE_EMULATOR_HOST"] = gcs.endpoint
+    storage.prepare_filesystems()
+    try:
+        upload(archive, f"gs://{BUCKET}/archive/", PipelineOptions([]))
+        upload(archive, f"s3://{BUCKET}/archive/", PipelineOptions(ss.s3_pipeline_args(s3.endpoint)))
+        yield {"gs": (gcs, "gcs"), "s3": (s3, "s3")}
+    finally:
+        ss.restore_env({"STORAGE_EMULATOR_HOST": previous})
+        gcs.stop()
+        s3.stop()
+
+
+def run_through(scheme, endpoint, out_csv) -> float:
+    """One run of the bucket archive via ``endpoint`` (listing and reading; the output
+    is local); returns its seconds."""
+    args = ss.s3_pipeline_args(endpoint) if scheme == "s3" else []
+    previous = os.environ.get("STORAGE_EMULATOR_HOST")
+    if scheme == "gs":
+        os.environ["STORAGE_EMULATOR_HOST"] = endpoint
+    started = time.monotonic()
+    try:
+        assert run_cli(f"{scheme}://{BUCKET}/archive/", "-o", out_csv, "--quiet", *args) == 0
+        return time.monotonic() - started
+    finally:
+        if scheme == "gs":
+            os.environ["STORAGE_EMULATOR_HOST"] = previous
+        FileSystems.set_options(None)
+
+
+@pytest.mark.parametrize("scheme", ["gs", "s3"])
+def test_faulty_storage_gives_the_clean_runs_bytes(scheme, servers, tmp_path, capsys):
+    server, flavor = servers[scheme]
+    clean_out = str(tmp_path / "clean" / "scan.csv")
+    faulty_out = str(tmp_path / "faulty" / "scan.csv")
+    os.makedirs(os.path.dirname(clean_out))
+    os.makedirs(os.path.dirname(faulty_out))
+    clean_seconds = run_through(scheme, server.endpoint, clean_out)
+    with ss.FaultProxy(server.port, flavor, rate=RATE) as proxy:
+        faulty_seconds = run_through(scheme, proxy.endpoint, faulty_out)
+    injected = sum(proxy.counts.values())
+    for suffix in TABLES:
+        with open(clean_out[: -len(".csv")] + suffix, "rb") as clean, \
+                open(faulty_out[: -len(".csv")] + suffix, "rb") as faulty:
+            assert faulty.read() == clean.read(), suffix
+    with capsys.disabled():
+        print(f"\n{scheme}: {proxy.requests} requests, faults injected {proxy.counts}, "
+              f"clean {clean_seconds:.1f} s, faulty {faulty_seconds:.1f} s")
+    # Every kind was injected, on a real share of the requests (13 objects, a listing).
+    assert all(proxy.counts.values()), proxy.counts
+    assert proxy.requests >= 15 and injected >= 0.15 * proxy.requests, proxy.counts
