@@ -24,9 +24,9 @@ set -euo pipefail
 ENGINES_DIR="${ENGINES_DIR:-$HOME/.cache/dicom-meta-engines}"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # One Beam release for the Python SDK, the Flink job server and Prism: the one
-# setup.py pins (apache-beam==X.Y.Z). 2.70.0 is the newest release whose Flink
+# setup.py pins (apache-beam[extras]==X.Y.Z). 2.70.0 is the newest release whose Flink
 # runner (beam-runners-flink-1.19) Maven Central serves here; 2.71-2.77: not found.
-BEAM_VERSION="${BEAM_VERSION:-$(sed -n 's/.*"apache-beam==\([0-9.]*\)".*/\1/p' "$HERE/../setup.py" | head -1)}"
+BEAM_VERSION="${BEAM_VERSION:-$(sed -n 's/.*"apache-beam\(\[[a-z,]*\]\)\{0,1\}==\([0-9.]*\)".*/\2/p' "$HERE/../setup.py" | head -1)}"
 if [[ -z "$BEAM_VERSION" ]]; then
   echo "[install_engines] no apache-beam==X.Y.Z pin found in setup.py; set BEAM_VERSION" >&2; exit 1
 fi

@@ -109,7 +109,7 @@ def test_engines_are_the_python_sdks_beam_release():
     release, the one setup.py pins (docs/engines.md)."""
     import apache_beam
 
-    pin = re.search(r'"apache-beam==([0-9.]+)"', open(os.path.join(ROOT, "setup.py")).read()).group(1)
+    pin = re.search(r'"apache-beam(?:\[[a-z,]*\])?==([0-9.]+)"', open(os.path.join(ROOT, "setup.py")).read()).group(1)
     assert apache_beam.__version__ == pin
     with zipfile.ZipFile(flink_job_server_jar()) as jar:
         runner = f"META-INF/maven/org.apache.beam/beam-runners-flink-{beam_flink_version()}/pom.properties"
