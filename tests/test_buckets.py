@@ -183,8 +183,8 @@ def test_bucket_input_bucket_output(scheme, stores, archive, local_run):
     # state for the next incremental run is one generation and its CURRENT pointer.
     left = [m.path[len(out_dir):] for m in FileSystems.match([out_dir + "**"])[0].metadata_list]
     assert sorted(p for p in left if not p.startswith("scan.state/")) == [
-        "scan.csv", "scan.errors.csv", "scan.report.html", "scan.skipped.csv",
-        "scan.summary.json"]
+        "scan.csv", "scan.errors.csv", "scan.report.html", "scan.series.csv",
+        "scan.skipped.csv", "scan.studies.csv", "scan.summary.json"]
     # The HTML report was computed from the table in the bucket.
     report = read_bytes(out_dir + "scan.report.html", args).decode("utf-8")
     local_summary = json.loads(open(local_run[: -len(".csv")] + ".summary.json").read())
