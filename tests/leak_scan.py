@@ -100,7 +100,8 @@ def originals(plain_rows, column_names, options=frozenset()) -> set:
     for index, (removed, text, not_text) in enumerate(rows):
         for piece, private_only in removed.items():
             lower = piece.lower()
-            if lower in ours or _SCHEME.fullmatch(lower) or lower in not_text:
+            # A quoted name ('"Columns"') is the name: Parquet's schema metadata quotes ours.
+            if lower.strip("\"'") in ours or _SCHEME.fullmatch(lower) or lower in not_text:
                 continue
             if private_only and lower in text:
                 continue  # never read when de-identifying: the kept element says it itself

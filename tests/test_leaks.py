@@ -137,6 +137,10 @@ def plain_and_deidentified(inputs, out_dir, *flags) -> tuple[list, list, dict]:
                    *flags) == 0
     header, plain_rows = read_csv(plain)
     deid_header = read_csv(deid)[0]
+    # The series and study tables name their columns by keyword (Columns, SeriesInstanceUID,
+    # ..._Distinct): names this tool writes, like the table's own header.
+    for table in ("scan.series.csv", "scan.studies.csv"):
+        deid_header += read_csv(os.path.join(os.path.dirname(deid), table))[0]
     with open(os.path.join(os.path.dirname(deid), "scan.summary.json"), encoding="utf-8") as f:
         summary = json.load(f)
     return plain_rows, header + deid_header, summary
