@@ -56,15 +56,17 @@ def servers(archive):
     """{scheme: (server, flavor, args for an endpoint)} with the archive uploaded."""
     gcs = ss.start_gcs_emulator(bucket=BUCKET)
     s3 = ss.start_moto_server(bucket=BUCKET)
-    previous = os.environ.get("STORAGE_EMULATOR_HOST")
-    os.environ["STORAGE_EMULATOR_HOST"] = gcs.endpoint
+    # The emulator's environment, and Beam's credential cache filled as "none" (another
+    # module's clean-up may have reset it): no metadata-server lookup from this process.
+    previous = ss.apply_gcs_emulator_env(gcs.endpoint)
     storage.prepare_filesystems()
     try:
         upload(archive, f"gs://{BUCKET}/archive/", PipelineOptions([]))
         upload(archive, f"s3://{BUCKET}/archive/", PipelineOptions(ss.s3_pipeline_args(s3.endpoint)))
         yield {"gs": (gcs, "gcs"), "s3": (s3, "s3")}
     finally:
-        ss.restore_env({"STORAGE_EMULATOR_HOST": previous})
+        ss.restore_env(previous)
+        ss.reset_beam_gcp_credentials_lookup()
         gcs.stop()
         s3.stop()
 

@@ -118,16 +118,16 @@ def test_filesystems_open_downloads_whole_objects(store):
 
         try:
             whole = transferred(lambda: FileSystems.open(path))
-            ranged = transferred(lambda: ranged.open_ranged(path, options))
+            ranged_bytes = transferred(lambda: ranged.open_ranged(path, options))
         finally:
             os.environ["STORAGE_EMULATOR_HOST"] = previous
     print("\n%s: FileSystems.open %d bytes, open_ranged %d bytes (object %d)"
-          % (scheme, whole, ranged, size))
+          % (scheme, whole, ranged_bytes, size))
     if scheme == "s3":
         assert whole > size
     # gs: Beam's reader downloads from the object's mediaLink, which the emulator
     # points at its own port, past the proxy; only the metadata GET is counted.
-    assert ranged < ranged.FIRST_BLOCK + 8 * 1024
+    assert ranged_bytes < ranged.FIRST_BLOCK + 8 * 1024
 
 
 def test_missing_bucket(store):

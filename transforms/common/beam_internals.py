@@ -52,7 +52,6 @@ def add_option_arguments(option_class, parser: argparse.ArgumentParser) -> None:
 
 
 _lock = threading.Lock()
-_done: set = set()
 
 
 def filesystems_options():
@@ -65,16 +64,15 @@ def filesystems_options():
 def prepare_filesystems(anonymous_schemes, unsigned_s3_client_for=None) -> None:
     """Make Beam's GCS / S3 clients in this process anonymous for ``anonymous_schemes``
     (``"gs"``, ``"s3"``). ``unsigned_s3_client_for(options)``: the client Beam's S3
-    wrapper should use for those options, or None to sign as usual. Idempotent."""
+    wrapper should use for those options, or None to sign as usual. Idempotent, and
+    applied again at every call: something else in the process (a test's clean-up, a
+    library) may have reset Beam's credential cache since."""
     with _lock:
         for scheme in anonymous_schemes:
-            if scheme in _done:
-                continue
             if scheme == "gs":
                 _gcs_without_credentials()
             elif scheme == "s3":
                 _unsigned_beam_s3_client(unsigned_s3_client_for)
-            _done.add(scheme)
 
 
 def _gcs_without_credentials() -> None:
