@@ -129,3 +129,40 @@ def test_no_pickle_in_the_code_or_the_state(committed):
         for name in names:
             data = open(os.path.join(folder, name), "rb").read()
             assert data.startswith((b"PAR1", b"{")), name  # Parquet or JSON
+
+
+def test_code_fingerprint_follows_module_names_not_file_paths(tmp_path):
+    """The packages copied to another folder give the same code fingerprint; an edit to
+    one fingerprinted module changes it."""
+    import shutil
+    import sys
+
+    from transforms.output import state
+
+    here = state.code_fingerprint()
+    for package in ("transforms", "beam_pipeline"):
+        shutil.copytree(os.path.join(ROOT, package), tmp_path / "elsewhere" / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    program = "from transforms.output import state; print(state.code_fingerprint())"
+
+    def fingerprint_in(folder):
+        result = subprocess.run([sys.executable, "-c", program], cwd=tmp_path,
+                                env={**os.environ, "PYTHONPATH": str(folder)},
+                                capture_output=True, text=True, check=True)
+        return result.stdout.strip()
+
+    assert fingerprint_in(tmp_path / "elsewhere") == here
+    edited = tmp_path / "elsewhere" / "transforms" / "reading" / "cells.py"
+    edited.write_text(edited.read_text() + "\n# an edit\n")
+    assert fingerprint_in(tmp_path / "elsewhere") != here
+
+
+def test_every_fingerprinted_module_exists():
+    """A module renamed or moved to another package must be renamed in the list too:
+    ``find_spec`` fails here rather than at a user's run."""
+    from transforms.common.code_digest import source_of
+    from transforms.content.settings import CONTENT_CODE_MODULES
+    from transforms.output.state import ROW_CODE_MODULES
+
+    for name in ROW_CODE_MODULES + tuple(CONTENT_CODE_MODULES):
+        assert source_of(name)
