@@ -6,6 +6,7 @@ finishes with outputs byte-identical to a clean run's, within a bounded time."""
 
 from __future__ import annotations
 
+import csv
 import os
 import time
 
@@ -19,6 +20,7 @@ from transforms.inputs import storage
 
 BUCKET = "faults"
 RATE = 0.25
+FILE_TIMEOUT = 15
 TABLES = (".csv", ".errors.csv", ".skipped.csv")
 
 
@@ -71,7 +73,14 @@ def servers(archive):
         s3.stop()
 
 
-def run_through(scheme, endpoint, out_csv) -> float:
+def filled_rows(table: str) -> dict:
+    """{DicomPath: its non-empty cells}: a row, whatever columns the other files add."""
+    with open(table, newline="") as source:
+        return {row["DicomPath"]: {name: value for name, value in row.items() if value}
+                for row in csv.DictReader(source)}
+
+
+def run_through(scheme, endpoint, out_csv, *extra) -> float:
     """One run of the bucket archive via ``endpoint`` (listing and reading; the output
     is local); returns its seconds."""
     args = ss.s3_pipeline_args(endpoint) if scheme == "s3" else []
@@ -80,7 +89,8 @@ def run_through(scheme, endpoint, out_csv) -> float:
         os.environ["STORAGE_EMULATOR_HOST"] = endpoint
     started = time.monotonic()
     try:
-        assert run_cli(f"{scheme}://{BUCKET}/archive/", "-o", out_csv, "--quiet", *args) == 0
+        assert run_cli(f"{scheme}://{BUCKET}/archive/", "-o", out_csv, "--quiet", *args,
+                       *extra) == 0
         return time.monotonic() - started
     finally:
         if scheme == "gs":
@@ -109,3 +119,32 @@ def test_faulty_storage_gives_the_clean_runs_bytes(scheme, servers, tmp_path, ca
     # Every kind was injected, on a real share of the requests (13 objects, a listing).
     assert all(proxy.counts.values()), proxy.counts
     assert proxy.requests >= 15 and injected >= 0.15 * proxy.requests, proxy.counts
+
+
+@pytest.mark.parametrize("scheme", ["s3", "gs"])
+def test_an_object_that_always_fails_is_its_error_row(scheme, servers, tmp_path, capsys):
+    """One object answers 503 to every request: the client retries it until the
+    per-file limit (``--file-timeout``, shortened here from its 60 s default) and it is a
+    ``Timeout`` error row; every other file's row is the clean run's, the run ends."""
+    server, flavor = servers[scheme]
+    clean_out = str(tmp_path / "clean" / "scan.csv")
+    faulty_out = str(tmp_path / "faulty" / "scan.csv")
+    os.makedirs(os.path.dirname(clean_out))
+    os.makedirs(os.path.dirname(faulty_out))
+    clean_seconds = run_through(scheme, server.endpoint, clean_out)
+    with ss.FaultProxy(server.port, flavor, rate=0, always={"MR_small": "503"}) as proxy:
+        faulty_seconds = run_through(scheme, proxy.endpoint, faulty_out,
+                                     "--file-timeout", str(FILE_TIMEOUT))
+    with capsys.disabled():
+        print(f"\n{scheme}: {proxy.requests} requests, {proxy.always_counts['503']} of them "
+              f"503 for MR_small.dcm, clean {clean_seconds:.1f} s, "
+              f"faulty {faulty_seconds:.1f} s")
+    clean_rows, faulty_rows = filled_rows(clean_out), filled_rows(faulty_out)
+    assert [path for path in clean_rows if path not in faulty_rows] == [
+        f"{scheme}://{BUCKET}/archive/pydicom/MR_small.dcm"], faulty_rows.keys()
+    assert all(faulty_rows[path] == clean_rows[path] for path in faulty_rows)
+    with open(faulty_out[: -len(".csv")] + ".errors.csv") as errors:
+        rows = [row for row in errors.read().splitlines() if "MR_small.dcm" in row]
+    assert len(rows) == 1 and f"{scheme}://{BUCKET}/archive/pydicom/MR_small.dcm,Timeout," \
+        in rows[0], rows
+    assert proxy.always_counts["503"] > 1  # retried before giving up
