@@ -554,13 +554,14 @@ class FaultProxy:
     * ``delay``: the real response, ``delay`` seconds late.
 
     One request per connection (``Connection: close``). ``counts`` says what was
-    injected; ``requests`` how many were seen.
+    injected; ``requests`` how many were seen. ``always``: {part of a request line: kind}
+    for objects that fail on every request (``always_counts`` says how often).
     """
 
     KINDS = ("429", "503", "reset", "truncate", "delay")
 
     def __init__(self, target_port, flavor, rate=0.3, seed=24, delay=0.5, kinds=KINDS,
-                 target_host=LOOPBACK):
+                 target_host=LOOPBACK, always=None):
         import random
 
         self.target = (target_host, target_port)
@@ -569,6 +570,8 @@ class FaultProxy:
         self.random = random.Random(seed)
         self.counts = {kind: 0 for kind in self.KINDS}
         self.requests = 0
+        self.always = {part.encode(): kind for part, kind in (always or {}).items()}
+        self.always_counts = {kind: 0 for kind in self.KINDS}
         self._lock = threading.Lock()
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -648,11 +651,17 @@ class FaultProxy:
                 return
             with self._lock:
                 self.requests += 1
-                kind = (self.random.choice(self.kinds)
-                        if self.random.random() < self.rate else None)
+                line = request[0].split(b"\r\n", 1)[0]
+                kind = next((kind for part, kind in self.always.items() if part in line), None)
                 if kind:
-                    self.counts[kind] += 1
-                retry_after = self.counts.get(kind, 0) % 2 == 1
+                    self.always_counts[kind] += 1
+                    retry_after = self.always_counts[kind] % 2 == 1
+                else:
+                    kind = (self.random.choice(self.kinds)
+                            if self.random.random() < self.rate else None)
+                    if kind:
+                        self.counts[kind] += 1
+                    retry_after = self.counts.get(kind, 0) % 2 == 1
             if kind in ("429", "503"):
                 client.sendall(self._error(int(kind), retry_after))
                 return

@@ -1,12 +1,15 @@
 """Storage faults: a proxy on 127.0.0.1 in front of the GCS and S3 test servers answers
-a share of the requests (listing and reading; outputs are local, see README "What
-happens when things fail" for why writes are not faulted) with 429 or 503 (with and without
+a share of the requests (listing and reading; S3 writes too, see README "What happens
+when things fail" for why GCS writes are not faulted) with 429 or 503 (with and without
 Retry-After), resets the connection, cuts the body in half or answers late. The run
-finishes with outputs byte-identical to a clean run's, within a bounded time."""
+finishes with outputs byte-identical to a clean run's, within a bounded time; an object
+failing every request is its error row."""
 
 from __future__ import annotations
 
+import csv
 import os
+import re
 import time
 
 import pytest
@@ -19,6 +22,10 @@ from transforms.inputs import storage
 
 BUCKET = "faults"
 RATE = 0.25
+FILE_TIMEOUT = 15
+# A HEAD answer has no body, so botocore cannot see a 429 there is throttling and does
+# not retry it (README, "Storage faults"): writes are faulted with the other kinds.
+WRITE_KINDS = ("503", "reset", "truncate", "delay")
 TABLES = (".csv", ".errors.csv", ".skipped.csv")
 
 
@@ -71,7 +78,14 @@ def servers(archive):
         s3.stop()
 
 
-def run_through(scheme, endpoint, out_csv) -> float:
+def filled_rows(table: str) -> dict:
+    """{DicomPath: its non-empty cells}: a row, whatever columns the other files add."""
+    with open(table, newline="") as source:
+        return {row["DicomPath"]: {name: value for name, value in row.items() if value}
+                for row in csv.DictReader(source)}
+
+
+def run_through(scheme, endpoint, out_csv, *extra) -> float:
     """One run of the bucket archive via ``endpoint`` (listing and reading; the output
     is local); returns its seconds."""
     args = ss.s3_pipeline_args(endpoint) if scheme == "s3" else []
@@ -80,7 +94,8 @@ def run_through(scheme, endpoint, out_csv) -> float:
         os.environ["STORAGE_EMULATOR_HOST"] = endpoint
     started = time.monotonic()
     try:
-        assert run_cli(f"{scheme}://{BUCKET}/archive/", "-o", out_csv, "--quiet", *args) == 0
+        assert run_cli(f"{scheme}://{BUCKET}/archive/", "-o", out_csv, "--quiet", *args,
+                       *extra) == 0
         return time.monotonic() - started
     finally:
         if scheme == "gs":
@@ -109,3 +124,82 @@ def test_faulty_storage_gives_the_clean_runs_bytes(scheme, servers, tmp_path, ca
     # Every kind was injected, on a real share of the requests (13 objects, a listing).
     assert all(proxy.counts.values()), proxy.counts
     assert proxy.requests >= 15 and injected >= 0.15 * proxy.requests, proxy.counts
+
+
+@pytest.mark.parametrize("scheme", ["s3", "gs"])
+def test_an_object_that_always_fails_is_its_error_row(scheme, servers, tmp_path, capsys):
+    """One object answers 503 to every request: the client retries it until the
+    per-file limit (``--file-timeout``, shortened here from its 60 s default) and it is a
+    ``Timeout`` error row; every other file's row is the clean run's, the run ends."""
+    server, flavor = servers[scheme]
+    clean_out = str(tmp_path / "clean" / "scan.csv")
+    faulty_out = str(tmp_path / "faulty" / "scan.csv")
+    os.makedirs(os.path.dirname(clean_out))
+    os.makedirs(os.path.dirname(faulty_out))
+    clean_seconds = run_through(scheme, server.endpoint, clean_out)
+    with ss.FaultProxy(server.port, flavor, rate=0, always={"MR_small": "503"}) as proxy:
+        faulty_seconds = run_through(scheme, proxy.endpoint, faulty_out,
+                                     "--file-timeout", str(FILE_TIMEOUT))
+    with capsys.disabled():
+        print(f"\n{scheme}: {proxy.requests} requests, {proxy.always_counts['503']} of them "
+              f"503 for MR_small.dcm, clean {clean_seconds:.1f} s, "
+              f"faulty {faulty_seconds:.1f} s")
+    clean_rows, faulty_rows = filled_rows(clean_out), filled_rows(faulty_out)
+    assert [path for path in clean_rows if path not in faulty_rows] == [
+        f"{scheme}://{BUCKET}/archive/pydicom/MR_small.dcm"], faulty_rows.keys()
+    assert all(faulty_rows[path] == clean_rows[path] for path in faulty_rows)
+    with open(faulty_out[: -len(".csv")] + ".errors.csv") as errors:
+        rows = [row for row in errors.read().splitlines() if "MR_small.dcm" in row]
+    assert len(rows) == 1 and f"{scheme}://{BUCKET}/archive/pydicom/MR_small.dcm,Timeout," \
+        in rows[0], rows
+    assert proxy.always_counts["503"] > 1  # retried before giving up
+
+
+def bucket_objects(server, prefix: str) -> dict:
+    """{key below ``prefix``: bytes} of the S3 test bucket, read past the proxy."""
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=server.endpoint, region_name="us-east-1",
+                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    keys = [item["Key"] for page in s3.get_paginator("list_objects_v2").paginate(
+        Bucket=BUCKET, Prefix=prefix) for item in page.get("Contents", [])]
+    return {key[len(prefix):]: s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+            for key in keys}
+
+
+def shape(key: str) -> str:
+    """An output object's name without its generation's and shards' ids."""
+    return re.sub(r"gen-[0-9-]+-[0-9a-f]+|-[0-9a-f]{32}", "*", key)
+
+
+def test_faulty_s3_writes_give_the_clean_runs_bytes(archive, servers, capsys):
+    """The output goes to S3 through the proxy (a share of its uploads faulted): the
+    objects written are the clean run's, byte for byte, and nothing else is left."""
+    server, flavor = servers["s3"]
+    timings = {}
+    for name, endpoint, proxy in (("clean", server.endpoint, None),
+                                  ("faulty", None, ss.FaultProxy(server.port, flavor,
+                                                                 rate=RATE, seed=7,
+                                                                 kinds=WRITE_KINDS))):
+        endpoint = endpoint or proxy.endpoint
+        started = time.monotonic()
+        try:
+            assert run_cli(archive, "-o", f"s3://{BUCKET}/out-{name}/scan.csv", "--quiet",
+                           *ss.s3_pipeline_args(endpoint)) == 0
+        finally:
+            FileSystems.set_options(None)
+            if proxy:
+                proxy.close()
+        timings[name] = time.monotonic() - started
+    clean, faulty = bucket_objects(server, "out-clean/"), bucket_objects(server, "out-faulty/")
+    with capsys.disabled():
+        print(f"\ns3 writes: {proxy.requests} requests, faults injected {proxy.counts}, "
+              f"clean {timings['clean']:.1f} s, faulty {timings['faulty']:.1f} s, "
+              f"objects {sorted(faulty)}")
+    # The tables byte for byte; the state, report and summary name a generation and a
+    # time of their own, so only their shapes: one generation, no temporary or partial
+    # object left by a retried upload.
+    tables = [key for key in clean if key.endswith(".csv")]
+    assert len(tables) == 5 and all(faulty.get(key) == clean[key] for key in tables)
+    assert sorted(map(shape, faulty)) == sorted(map(shape, clean))
+    assert sum(proxy.counts.values()) >= 2, proxy.counts
