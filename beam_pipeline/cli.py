@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None, stdout=None, stderr=None) -> int:
     from beam_pipeline.arguments import UsageError, error_line, output_folder, parse
     from beam_pipeline.launch import describe, run
     from beam_pipeline.lock import OutputLocked
-    from beam_pipeline.stopping import Stopped, disk_full
+    from beam_pipeline.stopping import Stopped, disk_full, stopped_in
 
     options = None
     try:
@@ -65,7 +65,12 @@ def main(argv: list[str] | None = None, stdout=None, stderr=None) -> int:
         print(error_line(f"stopped by {stopped}; the previous outputs are unchanged"),
               file=stderr)
         return stopped.exit_status
-    except Exception as exc:  # pylint: disable=broad-except  # one case is ours
+    except Exception as exc:  # pylint: disable=broad-except  # two cases are ours
+        stopped = stopped_in(exc)
+        if stopped is not None:  # the signal came while Beam ran a bundle here
+            print(error_line(f"stopped by {stopped}; the previous outputs are unchanged"),
+                  file=stderr)
+            return stopped.exit_status
         full = disk_full(exc)
         if full is None:
             raise

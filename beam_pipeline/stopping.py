@@ -40,6 +40,18 @@ class Stopped(BaseException):
         return 128 + self.signum
 
 
+def stopped_in(exc: BaseException):
+    """The ``Stopped`` behind ``exc``: Beam wraps an exception raised while it runs a
+    bundle in this thread (``RuntimeError: ...Stopped: SIGINT [while running ...]``)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, Stopped):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 @contextlib.contextmanager
 def stop_on_signals():
     """SIGINT and SIGTERM raise ``Stopped`` while the block runs (main thread only:
