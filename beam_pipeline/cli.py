@@ -61,13 +61,11 @@ def main(argv: list[str] | None = None, stdout=None, stderr=None) -> int:
     except (UsageError, OutputLocked) as exc:
         print(error_line(exc), file=stderr)
         return EXIT_USAGE
-    except Stopped as stopped:  # Ctrl-C (130) or SIGTERM (143)
-        print(error_line(f"stopped by {stopped}; the previous outputs are unchanged"),
-              file=stderr)
-        return stopped.exit_status
-    except Exception as exc:  # pylint: disable=broad-except  # two cases are ours
+    except (Stopped, Exception) as exc:  # pylint: disable=broad-except  # two cases are ours
+        # Ctrl-C (130) or SIGTERM (143), raised as it is or, when the signal came while
+        # Beam ran a bundle in this thread, inside Beam's RuntimeError.
         stopped = stopped_in(exc)
-        if stopped is not None:  # the signal came while Beam ran a bundle here
+        if stopped is not None:
             print(error_line(f"stopped by {stopped}; the previous outputs are unchanged"),
                   file=stderr)
             return stopped.exit_status
