@@ -15,7 +15,7 @@ from beam_pipeline.lock import OutputLock, lock_path_for
 from beam_pipeline.options import DicomExtractOptions
 from beam_pipeline.pipeline import ExtractDicomMetadata, plan_run
 from beam_pipeline.stopping import (
-    discard_attempt, disk_full, end_children, quiet_disk_full, stop_on_signals,
+    discard_attempt, disk_full, end_children, quiet_endings, stop_on_signals,
 )
 from transforms.output.state import state_dir_for
 from beam_pipeline.progress import ProgressBar
@@ -38,7 +38,7 @@ def run(inputs: list[str], options: PipelineOptions, quiet: bool = True,
     lock = OutputLock(lock_path_for(paths.table), run_id, extract_options.wait_for_lock,
                       options)
     # Signals stop the run; an early end leaves no temp file (beam_pipeline/stopping.py).
-    with lock, stop_on_signals(), quiet_disk_full():
+    with lock, stop_on_signals(), quiet_endings():
         try:
             with ProgressBar(enabled=not quiet and is_local(options), stream=stderr) as bar:
                 progress = bar.reporter() if is_local(options) else None

@@ -112,20 +112,21 @@ def disk_full(exc: BaseException) -> str | None:
     return None
 
 
-class QuietDiskFull(logging.Filter):
-    """Drops the runner's ERROR record (a whole traceback) of a full disk: the launcher
-    says it in one line. Any other error is logged as before."""
+class QuietEndings(logging.Filter):
+    """Drops the runner's ERROR record (a whole traceback) of a full disk or a stop: the
+    launcher says each in one line. Any other error is logged as before."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return _NO_SPACE.search(record.getMessage()) is None and not (
-            record.exc_info and disk_full(record.exc_info[1]) is not None
-        )
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None and (stopped_in(error) or disk_full(error) is not None):
+            return False
+        return _NO_SPACE.search(record.getMessage()) is None
 
 
 @contextlib.contextmanager
-def quiet_disk_full(logger_name: str = "apache_beam.runners.common"):
+def quiet_endings(logger_name: str = "apache_beam.runners.common"):
     logger = logging.getLogger(logger_name)
-    quiet = QuietDiskFull()
+    quiet = QuietEndings()
     logger.addFilter(quiet)
     try:
         yield

@@ -16,6 +16,7 @@ import psutil
 import pytest
 
 from beam_pipeline.lock import LockNotWritable, OutputLock
+from beam_pipeline.stopping import Stopped, quiet_endings, stopped_in
 from tests.conftest import copy_pydicom_file
 
 IN_CI = os.environ.get("CI") == "true"
@@ -186,3 +187,34 @@ def test_ctrl_c_and_sigterm_stop_within_10_s_and_the_next_run_resumes(tmp_path):
     summary = json.loads((out_dir / "scan.summary.json").read_text())
     assert summary["rows"] == 1500
     assert summary["files_reused"] + summary["files_resumed"] >= committed > 0
+
+
+def _stop_inside_a_bundle():
+    """Run a pipeline in this thread whose DoFn is where the signal lands (as in the
+    launcher's thread, Ctrl-C with the in-process runner); returns what reached us."""
+    import apache_beam as beam
+
+    def stop(_element):
+        raise Stopped(signal.SIGINT)
+
+    try:
+        with beam.Pipeline() as pipeline:
+            _ = pipeline | beam.Create([1]) | "Stop" >> beam.Map(stop)
+    except BaseException as reached:  # pylint: disable=broad-except
+        return reached
+    raise AssertionError("the pipeline ran to its end")
+
+
+def test_a_stop_inside_a_bundle_is_found_and_beam_logs_no_traceback(caplog):
+    """Beam logs a bundle's error with its traceback before it re-raises it; for a stop
+    the launcher says one line instead, so the record is dropped (any other is kept)."""
+    runner_errors = lambda: [r for r in caplog.records  # noqa: E731
+                             if r.name == "apache_beam.runners.common" and r.levelname == "ERROR"]
+    reached = _stop_inside_a_bundle()
+    assert stopped_in(reached) is not None and stopped_in(reached).signum == signal.SIGINT
+    assert runner_errors(), "Beam no longer logs a bundle's error: the filter has nothing to do"
+    caplog.clear()
+    with quiet_endings():
+        reached = _stop_inside_a_bundle()
+    assert stopped_in(reached) is not None
+    assert not runner_errors()
