@@ -155,6 +155,29 @@ def test_an_object_that_always_fails_is_its_error_row(scheme, servers, tmp_path,
     assert proxy.always_counts["503"] > 1  # retried before giving up
 
 
+@pytest.mark.parametrize("scheme", ["s3", "gs"])
+def test_a_read_still_refused_after_the_retries_is_unreadable(scheme, servers, monkeypatch):
+    """Once the client's retries are spent (fewer here, to be quick: the per-file limit
+    usually comes first, as above), an object answering 503 to every request is an
+    ``Unreadable`` error that says the service refused, not a header that did not parse."""
+    from transforms.inputs.ranged import open_ranged
+    from transforms.reading.errors import classify
+
+    server, flavor = servers[scheme]
+    monkeypatch.setattr(storage, "S3_MAX_ATTEMPTS", 2)
+    monkeypatch.setattr(storage, "GCS_RETRY_SECONDS", 3.0)
+    with ss.FaultProxy(server.port, flavor, rate=0, always={"MR_small": "503"}) as proxy:
+        if scheme == "gs":
+            monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.endpoint)
+        options = PipelineOptions(ss.s3_pipeline_args(proxy.endpoint) if scheme == "s3" else [])
+        with pytest.raises(OSError) as refused:
+            open_ranged(f"{scheme}://{BUCKET}/archive/pydicom/MR_small.dcm", options).read(128)
+    record = classify(refused.value)
+    assert record.type == "Unreadable", record
+    assert "the storage service refused the read" in record.message and "503" in record.message
+    assert proxy.always_counts["503"] >= 2, proxy.always_counts  # retried, then gave up
+
+
 def bucket_objects(server, prefix: str) -> dict:
     """{key below ``prefix``: bytes} of the S3 test bucket, read past the proxy."""
     import boto3

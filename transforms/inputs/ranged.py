@@ -9,7 +9,10 @@ merge, so the merge holds at most ``MAX_BLOCK`` per shard in memory, not the tab
 
 Errors: a missing object or a refused read raise ``FileNotFoundError`` /
 ``PermissionError`` for both clouds (Beam raises Google's own exception types for GCS),
-so a vanished file lands in ``errors.csv`` with a readable reason.
+and any other refusal, such as one still there once the client's retries are spent
+(throttling, 5xx, resets, bodies cut short), raises ``OSError(EIO)`` saying so: each
+file lands in ``errors.csv`` as ``Unreadable`` with a readable reason, not as a header
+that failed to parse.
 """
 
 from __future__ import annotations
@@ -47,8 +50,24 @@ def _gcs_fetcher(path: str, options):
             raise FileNotFoundError(errno.ENOENT, f"no such object: {path}") from exc
         except google_errors.Forbidden as exc:
             raise PermissionError(errno.EACCES, f"permission denied: {path}") from exc
+        except (google_errors.GoogleAPICallError, google_errors.RetryError) as exc:
+            raise refused_read(path, exc) from exc
+        except OSError as exc:
+            # requests' errors (resets, bodies cut short) are OSErrors without an errno
+            if exc.errno is not None:
+                raise
+            raise refused_read(path, exc) from exc
 
     return fetch
+
+
+def refused_read(path: str, exc: BaseException, status: int | None = None) -> OSError:
+    """A read the storage service refused, after the client's retries where the answer
+    was one to retry (the client's message says how many it made)."""
+    reason = " ".join(str(exc).split())[:300]
+    answer = f"HTTP {status}, " if status else ""
+    return OSError(errno.EIO, f"the storage service refused the read: {answer}"
+                   f"{type(exc).__name__}: {reason}", path)
 
 
 def _s3_fetcher(path: str, options):
@@ -74,7 +93,7 @@ def _s3_fetcher(path: str, options):
                 raise FileNotFoundError(errno.ENOENT, f"no such object: {path}") from exc
             if status == 403 or code in ("AccessDenied", "403", "Forbidden"):
                 raise PermissionError(errno.EACCES, f"permission denied: {path}") from exc
-            raise
+            raise refused_read(path, exc, status) from exc
         with response["Body"] as body:
             return body.read()
 
@@ -85,9 +104,9 @@ def _s3_fetcher(path: str, options):
         for attempt in range(S3_MAX_ATTEMPTS):
             try:
                 return fetch(start, end)
-            except (IncompleteReadError, ResponseStreamingError, ProtocolError):
+            except (IncompleteReadError, ResponseStreamingError, ProtocolError) as exc:
                 if attempt == S3_MAX_ATTEMPTS - 1:
-                    raise
+                    raise refused_read(path, exc) from exc
                 time.sleep(min(20.0, 0.1 * 2 ** attempt))
         raise AssertionError("unreachable")
 
