@@ -12,15 +12,17 @@ except where Beam's defaults would cost too much: header-only reads
   adapter that touches Beam internals.
 * Checks before any work: ``transforms/inputs/checks.py``.
 * Retries (README, "What happens when things fail"), from the client libraries' own
-  settings: S3 through botocore's ``standard`` retry mode, ``S3_MAX_ATTEMPTS`` attempts
-  (throttling codes, 500/502/503/504, connection errors; exponential backoff with jitter,
-  at most 20 s apart), connect and read timeouts ``S3_TIMEOUTS``; Beam's own S3 client
-  gets the same mode and count through botocore's ``AWS_RETRY_MODE`` and
-  ``AWS_MAX_ATTEMPTS`` (set by ``prepare_filesystems`` unless the user set them). GCS
-  through google-cloud-storage's ``DEFAULT_RETRY`` (429, 500, 502, 503, 504, connection
-  resets, truncated bodies; 1 s doubling to 60 s, ``GCS_RETRY_SECONDS`` in all) with
-  ``GCS_TIMEOUTS``; Beam's gcsio uses the same library's retries. A read still failing
-  after them is the file's error row.
+  settings: S3 through botocore's ``legacy`` retry mode, ``S3_MAX_ATTEMPTS`` retries
+  (HTTP 429, 500, 502, 503, 504, 509, connection errors and timeouts; a random base
+  under 1 s doubling per retry), connect and read timeouts ``S3_TIMEOUTS``. Not the
+  ``standard`` mode: it knows throttling only by an error code in the body, and a
+  ``HEAD`` answer has none, so a bare 429 there failed Beam's ``exists()`` and the run.
+  Beam's own S3 client gets the same mode and count through botocore's
+  ``AWS_RETRY_MODE`` and ``AWS_MAX_ATTEMPTS`` (set by ``prepare_filesystems`` unless the
+  user set them). GCS through google-cloud-storage's ``DEFAULT_RETRY`` (429, 500, 502,
+  503, 504, connection resets, truncated bodies; 1 s doubling to 60 s,
+  ``GCS_RETRY_SECONDS`` in all) with ``GCS_TIMEOUTS``; Beam's gcsio uses the same
+  library's retries. A read still failing after them is the file's error row.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from transforms.common import beam_internals
 
 BUCKET_SCHEMES = ("gs", "s3")
 S3_MAX_ATTEMPTS = 8
+S3_RETRY_MODE = "legacy"  # retries a bare 429 too (standard does not): see above
 S3_TIMEOUTS = (10, 60)  # connect, read (seconds)
 GCS_RETRY_SECONDS = 120.0
 GCS_TIMEOUTS = (10, 60)
@@ -85,7 +88,7 @@ def prepare_filesystems(options=None) -> None:
     options = pipeline_options(options)
     # botocore reads these for every client it makes, Beam's included (a user's own
     # setting wins).
-    os.environ.setdefault("AWS_RETRY_MODE", "standard")
+    os.environ.setdefault("AWS_RETRY_MODE", S3_RETRY_MODE)
     os.environ.setdefault("AWS_MAX_ATTEMPTS", str(S3_MAX_ATTEMPTS))
     beam_internals.prepare_filesystems(
         [path_scheme for path_scheme in BUCKET_SCHEMES if anonymous(options, path_scheme)],
@@ -130,7 +133,7 @@ def s3_config(**settings):
     """botocore's retry and timeout settings of every S3 client this tool makes."""
     from botocore.config import Config
 
-    return Config(retries={"mode": "standard", "max_attempts": S3_MAX_ATTEMPTS},
+    return Config(retries={"mode": S3_RETRY_MODE, "max_attempts": S3_MAX_ATTEMPTS},
                   connect_timeout=S3_TIMEOUTS[0], read_timeout=S3_TIMEOUTS[1], **settings)
 
 
