@@ -185,8 +185,11 @@ def _check_output(output: str | None, options=None) -> None:
         return
     if "://" in output:
         return
-    if os.path.isdir(output):
-        raise UsageError(f"output {output!r} is a directory; name a file such as {output}/scan.csv")
+    if os.path.isdir(output) or output.endswith(os.sep):
+        # A trailing separator names a folder even before it exists; say so here rather
+        # than fail later on the lock file inside it.
+        example = os.path.join(output, "scan.csv")
+        raise UsageError(f"output {output!r} is a directory; name a file such as {example}")
     folder = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(folder):
         raise UsageError(f"output folder {folder!r} does not exist")

@@ -58,6 +58,20 @@ def test_output_folder_missing(archive, tmp_path):
     assert_usage_error(result, "does not exist", tmp_path)
 
 
+@pytest.mark.parametrize("exists", [True, False])
+def test_output_naming_a_folder(archive, tmp_path, exists):
+    """``-o out/`` names a folder, not a table, whether or not it exists yet."""
+    folder = tmp_path / "out"
+    if exists:
+        folder.mkdir()
+    result = cli(archive, "-o", f"{folder}/")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dicom-meta-extract: error:"), result.stderr
+    assert f"is a directory; name a file such as {folder}/scan.csv" in lines[0]
+    assert os.listdir(folder) == [] if exists else not folder.exists()
+
+
 def test_unwritable_output_folder(archive, tmp_path):
     locked = tmp_path / "locked"
     locked.mkdir()
