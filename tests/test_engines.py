@@ -3,10 +3,12 @@
 Each engine runs the command line exactly as docs/engines.md tells users to
 (``--config run_configs/<engine>.yaml`` plus the machine-specific flags), in a
 child process this test starts and waits for by PID. Its CSV, errors and skipped
-files must equal the local FnApiRunner's byte for byte.
+files must equal the local FnApiRunner's byte for byte. A DICOMweb source (Orthanc
+with its DICOMweb plugin on a free 127.0.0.1 port, ``tests/dicomweb_servers.py``) runs
+on Flink the same way: the LOOPBACK SDK harness reaches it on 127.0.0.1.
 
 The engines come from ``bash .ci/install_engines.sh`` (run by ``.ci/install``); when
-they are missing these tests fail, they never skip.
+they (or Orthanc) are missing these tests fail, they never skip.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import zipfile
 import pytest
 
 from tests.conftest import copy_pydicom_file, pydicom_file, run_cli, write_dicom
+from benchmarks.make_archive import generate
+from tests.dicomweb_servers import Orthanc, orthanc_installed
 from tests.engines import FlinkCluster, beam_flink_version, flink_job_server_jar, prism_binary
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -300,3 +304,47 @@ def _wait_for_shards(out, proc, log_path, timeout: float = 120.0) -> int:
             return len(found)
         time.sleep(0.1)
     raise TimeoutError(f"no row shard under {out} after {timeout}s")
+
+
+@pytest.fixture(scope="module")
+def orthanc(tmp_path_factory):
+    """Orthanc with its DICOMweb plugin on a free 127.0.0.1 port, holding a few
+    generated studies and three of pydicom's files; stopped by pid."""
+    if not orthanc_installed():
+        # Like the engines: missing means failing, here and in CI alike.
+        pytest.fail("Orthanc with the DICOMweb plugin is not installed (.ci/install)")
+    files = tmp_path_factory.mktemp("dicomweb-files")
+    generate(str(files), 6, small=True)
+    for name in ("CT_small.dcm", "MR_small.dcm", "rtplan.dcm"):
+        copy_pydicom_file(name, files)
+    server = Orthanc(str(tmp_path_factory.mktemp("orthanc")))
+    try:
+        for path in sorted(files.rglob("*")):
+            if path.is_file():
+                assert server.upload(path.read_bytes()) == "Success", path
+        yield server
+    finally:
+        server.stop()
+
+
+def test_flink_dicomweb_output_equals_local_runner(orthanc, flink_cluster, tmp_path):
+    """A DICOMweb source on the standalone cluster: listing (paged, two studies a page)
+    and fetching run in the SDK harness, and every output equals the local runner's."""
+    reference, out = tmp_path / "reference", tmp_path / "flink"
+    reference.mkdir()
+    out.mkdir()
+    assert run_cli(orthanc.input, "-o", reference / "scan.csv", "--quiet",
+                   "--dicomweb-page-size=2") == 0
+    summary = json.loads((reference / "scan.summary.json").read_text())
+    assert summary["rows"] == 9 and summary["errors"] == 0
+    finished = _finished_jobs(flink_cluster)
+    run_cli_process(
+        [orthanc.input, "-o", out / "scan.csv", "--quiet", "--dicomweb-page-size=2",
+         "--config", "run_configs/flink.yaml",
+         f"--flink_master={flink_cluster.flink_master}",
+         f"--flink_job_server_jar={flink_cluster.job_server_jar}",
+         "--parallelism=2", "--rows_per_shard=2"],
+        tmp_path / "run.log",
+    )
+    assert_same_output(reference, out)
+    assert _finished_jobs(flink_cluster) == finished + 1
