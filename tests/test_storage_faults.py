@@ -1,7 +1,7 @@
 """Storage faults: a proxy on 127.0.0.1 in front of the GCS and S3 test servers answers
-a share of the requests (listing and reading; S3 writes too, see README "What happens
-when things fail" for why GCS writes are not faulted) with 429 or 503 (with and without
-Retry-After), resets the connection, cuts the body in half or answers late. The run
+a share of the requests (listing, reading and writing) with 429 or 503 (with and without
+Retry-After), resets the connection, cuts the body in half or answers late (GCS writes:
+429, 503 and delays only, see README "What happens when things fail" for why). The run
 finishes with outputs byte-identical to a clean run's, within a bounded time; an object
 failing every request is its error row."""
 
@@ -222,3 +222,56 @@ def test_faulty_s3_writes_give_the_clean_runs_bytes(archive, servers, capsys):
     assert len(tables) == 5 and all(faulty.get(key) == clean[key] for key in tables)
     assert sorted(map(shape, faulty)) == sorted(map(shape, clean))
     assert sum(proxy.counts.values()) >= 2, proxy.counts
+
+
+# The GCS emulator answers the status query of an interrupted resumable upload with 404,
+# so a write the proxy resets or cuts cannot resume against it (README, "Storage faults").
+GCS_WRITE_KINDS = ("429", "503", "delay")
+
+
+def gcs_objects(endpoint: str, prefix: str) -> dict:
+    """{name below ``prefix``: bytes} of the GCS test bucket, read past the proxy."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage as gcs
+
+    client = gcs.Client(project="test", credentials=AnonymousCredentials(),
+                        client_options={"api_endpoint": endpoint})
+    bucket = client.bucket(BUCKET)
+    # Each object is fetched by name: the listing's media links name the host an object
+    # was uploaded through (the proxy, gone by now).
+    return {blob.name[len(prefix):]: bucket.blob(blob.name).download_as_bytes()
+            for blob in client.list_blobs(BUCKET, prefix=prefix)}
+
+
+def test_faulty_gcs_writes_give_the_clean_runs_bytes(archive, servers, capsys):
+    """The output goes to GCS through the proxy (a share of its requests throttled or
+    late): the objects written are the clean run's, byte for byte, and nothing else."""
+    server, flavor = servers["gs"]
+    previous = os.environ.get("STORAGE_EMULATOR_HOST")
+    timings = {}
+    try:
+        for name, proxy in (("clean", None),
+                            ("faulty", ss.FaultProxy(server.port, flavor, rate=RATE, seed=7,
+                                                     kinds=GCS_WRITE_KINDS))):
+            os.environ["STORAGE_EMULATOR_HOST"] = proxy.endpoint if proxy else server.endpoint
+            started = time.monotonic()
+            try:
+                assert run_cli(archive, "-o", f"gs://{BUCKET}/out-{name}/scan.csv",
+                               "--quiet") == 0
+            finally:
+                FileSystems.set_options(None)
+                if proxy:
+                    proxy.close()
+            timings[name] = time.monotonic() - started
+    finally:
+        os.environ["STORAGE_EMULATOR_HOST"] = previous
+    clean = gcs_objects(server.endpoint, "out-clean/")
+    faulty = gcs_objects(server.endpoint, "out-faulty/")
+    with capsys.disabled():
+        print(f"\ngcs writes: {proxy.requests} requests, faults injected {proxy.counts}, "
+              f"clean {timings['clean']:.1f} s, faulty {timings['faulty']:.1f} s, "
+              f"objects {sorted(faulty)}")
+    tables = [key for key in clean if key.endswith(".csv")]
+    assert len(tables) == 5 and all(faulty.get(key) == clean[key] for key in tables)
+    assert sorted(map(shape, faulty)) == sorted(map(shape, clean))
+    assert all(proxy.counts[kind] for kind in GCS_WRITE_KINDS), proxy.counts
