@@ -82,17 +82,18 @@ def filled_rows(table: str) -> dict:
                 for row in csv.DictReader(source)}
 
 
-def run_through(scheme, endpoint, out_csv, *extra) -> float:
-    """One run of the bucket archive via ``endpoint`` (listing and reading; the output
-    is local); returns its seconds."""
+def run_through(scheme, endpoint, out, *extra, source=None) -> float:
+    """One run that reaches the ``scheme`` test server via ``endpoint``: of the bucket
+    archive (listing and reading) into ``out``, or of ``source`` into ``out`` (writing,
+    when ``out`` is in the bucket); returns its seconds."""
     args = ss.s3_pipeline_args(endpoint) if scheme == "s3" else []
     previous = os.environ.get("STORAGE_EMULATOR_HOST")
     if scheme == "gs":
         os.environ["STORAGE_EMULATOR_HOST"] = endpoint
     started = time.monotonic()
     try:
-        assert run_cli(f"{scheme}://{BUCKET}/archive/", "-o", out_csv, "--quiet", *args,
-                       *extra) == 0
+        assert run_cli(source or f"{scheme}://{BUCKET}/archive/", "-o", out, "--quiet",
+                       *args, *extra) == 0
         return time.monotonic() - started
     finally:
         if scheme == "gs":
@@ -100,14 +101,19 @@ def run_through(scheme, endpoint, out_csv, *extra) -> float:
         FileSystems.set_options(None)
 
 
-@pytest.mark.parametrize("scheme", ["gs", "s3"])
-def test_faulty_storage_gives_the_clean_runs_bytes(scheme, servers, tmp_path, capsys):
-    server, flavor = servers[scheme]
+def clean_run(scheme, server, tmp_path) -> tuple[str, str, float]:
+    """(the clean run's table, where the faulty run's goes, the clean run's seconds)."""
     clean_out = str(tmp_path / "clean" / "scan.csv")
     faulty_out = str(tmp_path / "faulty" / "scan.csv")
     os.makedirs(os.path.dirname(clean_out))
     os.makedirs(os.path.dirname(faulty_out))
-    clean_seconds = run_through(scheme, server.endpoint, clean_out)
+    return clean_out, faulty_out, run_through(scheme, server.endpoint, clean_out)
+
+
+@pytest.mark.parametrize("scheme", ["gs", "s3"])
+def test_faulty_storage_gives_the_clean_runs_bytes(scheme, servers, tmp_path, capsys):
+    server, flavor = servers[scheme]
+    clean_out, faulty_out, clean_seconds = clean_run(scheme, server, tmp_path)
     with ss.FaultProxy(server.port, flavor, rate=RATE) as proxy:
         faulty_seconds = run_through(scheme, proxy.endpoint, faulty_out)
     injected = sum(proxy.counts.values())
@@ -129,11 +135,7 @@ def test_an_object_that_always_fails_is_its_error_row(scheme, servers, tmp_path,
     per-file limit (``--file-timeout``, shortened here from its 60 s default) and it is a
     ``Timeout`` error row; every other file's row is the clean run's, the run ends."""
     server, flavor = servers[scheme]
-    clean_out = str(tmp_path / "clean" / "scan.csv")
-    faulty_out = str(tmp_path / "faulty" / "scan.csv")
-    os.makedirs(os.path.dirname(clean_out))
-    os.makedirs(os.path.dirname(faulty_out))
-    clean_seconds = run_through(scheme, server.endpoint, clean_out)
+    clean_out, faulty_out, clean_seconds = clean_run(scheme, server, tmp_path)
     with ss.FaultProxy(server.port, flavor, rate=0, always={"MR_small": "503"}) as proxy:
         faulty_seconds = run_through(scheme, proxy.endpoint, faulty_out,
                                      "--file-timeout", str(FILE_TIMEOUT))
@@ -175,16 +177,32 @@ def test_a_read_still_refused_after_the_retries_is_unreadable(scheme, servers, m
     assert proxy.always_counts["503"] >= 2, proxy.always_counts  # retried, then gave up
 
 
-def bucket_objects(server, prefix: str) -> dict:
-    """{key below ``prefix``: bytes} of the S3 test bucket, read past the proxy."""
-    import boto3
+# The GCS emulator answers the status query of an interrupted resumable upload with 404,
+# so a write the proxy resets or cuts cannot resume against it (README, "Storage faults").
+WRITE_KINDS = {"s3": ss.FaultProxy.KINDS, "gs": ("429", "503", "delay")}
 
-    s3 = boto3.client("s3", endpoint_url=server.endpoint, region_name="us-east-1",
-                      aws_access_key_id="testing", aws_secret_access_key="testing")
-    keys = [item["Key"] for page in s3.get_paginator("list_objects_v2").paginate(
-        Bucket=BUCKET, Prefix=prefix) for item in page.get("Contents", [])]
-    return {key[len(prefix):]: s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
-            for key in keys}
+
+def bucket_objects(scheme, server, prefix: str) -> dict:
+    """{name below ``prefix``: bytes} of the test bucket, read past the proxy."""
+    if scheme == "s3":
+        import boto3
+
+        s3 = boto3.client("s3", endpoint_url=server.endpoint, region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+        keys = [item["Key"] for page in s3.get_paginator("list_objects_v2").paginate(
+            Bucket=BUCKET, Prefix=prefix) for item in page.get("Contents", [])]
+        return {key[len(prefix):]: s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+                for key in keys}
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage as gcs
+
+    client = gcs.Client(project="test", credentials=AnonymousCredentials(),
+                        client_options={"api_endpoint": server.endpoint})
+    bucket = client.bucket(BUCKET)
+    # By name: the listing's media links name the host an object was uploaded through
+    # (the proxy, gone by now).
+    return {blob.name[len(prefix):]: bucket.blob(blob.name).download_as_bytes()
+            for blob in client.list_blobs(BUCKET, prefix=prefix)}
 
 
 def shape(key: str) -> str:
@@ -192,28 +210,23 @@ def shape(key: str) -> str:
     return re.sub(r"gen-[0-9-]+-[0-9a-f]+|-[0-9a-f]{32}", "*", key)
 
 
-def test_faulty_s3_writes_give_the_clean_runs_bytes(archive, servers, capsys):
-    """The output goes to S3 through the proxy (a share of its uploads faulted): the
-    objects written are the clean run's, byte for byte, and nothing else is left."""
-    server, flavor = servers["s3"]
-    timings = {}
-    for name, endpoint, proxy in (("clean", server.endpoint, None),
-                                  ("faulty", None, ss.FaultProxy(server.port, flavor,
-                                                                 rate=RATE, seed=7))):
-        endpoint = endpoint or proxy.endpoint
-        started = time.monotonic()
-        try:
-            assert run_cli(archive, "-o", f"s3://{BUCKET}/out-{name}/scan.csv", "--quiet",
-                           *ss.s3_pipeline_args(endpoint)) == 0
-        finally:
-            FileSystems.set_options(None)
-            if proxy:
-                proxy.close()
-        timings[name] = time.monotonic() - started
-    clean, faulty = bucket_objects(server, "out-clean/"), bucket_objects(server, "out-faulty/")
+@pytest.mark.parametrize("scheme", ["s3", "gs"])
+def test_faulty_writes_give_the_clean_runs_bytes(scheme, archive, servers, capsys):
+    """The output goes to the bucket through the proxy (a share of its requests
+    faulted): the objects written are the clean run's, byte for byte, and nothing else
+    is left."""
+    server, flavor = servers[scheme]
+    clean_seconds = run_through(scheme, server.endpoint,
+                                f"{scheme}://{BUCKET}/out-clean/scan.csv", source=archive)
+    with ss.FaultProxy(server.port, flavor, rate=RATE, seed=7,
+                       kinds=WRITE_KINDS[scheme]) as proxy:
+        faulty_seconds = run_through(scheme, proxy.endpoint,
+                                     f"{scheme}://{BUCKET}/out-faulty/scan.csv", source=archive)
+    clean = bucket_objects(scheme, server, "out-clean/")
+    faulty = bucket_objects(scheme, server, "out-faulty/")
     with capsys.disabled():
-        print(f"\ns3 writes: {proxy.requests} requests, faults injected {proxy.counts}, "
-              f"clean {timings['clean']:.1f} s, faulty {timings['faulty']:.1f} s, "
+        print(f"\n{scheme} writes: {proxy.requests} requests, faults injected {proxy.counts}, "
+              f"clean {clean_seconds:.1f} s, faulty {faulty_seconds:.1f} s, "
               f"objects {sorted(faulty)}")
     # The tables byte for byte; the state, report and summary name a generation and a
     # time of their own, so only their shapes: one generation, no temporary or partial
@@ -221,57 +234,4 @@ def test_faulty_s3_writes_give_the_clean_runs_bytes(archive, servers, capsys):
     tables = [key for key in clean if key.endswith(".csv")]
     assert len(tables) == 5 and all(faulty.get(key) == clean[key] for key in tables)
     assert sorted(map(shape, faulty)) == sorted(map(shape, clean))
-    assert sum(proxy.counts.values()) >= 2, proxy.counts
-
-
-# The GCS emulator answers the status query of an interrupted resumable upload with 404,
-# so a write the proxy resets or cuts cannot resume against it (README, "Storage faults").
-GCS_WRITE_KINDS = ("429", "503", "delay")
-
-
-def gcs_objects(endpoint: str, prefix: str) -> dict:
-    """{name below ``prefix``: bytes} of the GCS test bucket, read past the proxy."""
-    from google.auth.credentials import AnonymousCredentials
-    from google.cloud import storage as gcs
-
-    client = gcs.Client(project="test", credentials=AnonymousCredentials(),
-                        client_options={"api_endpoint": endpoint})
-    bucket = client.bucket(BUCKET)
-    # Each object is fetched by name: the listing's media links name the host an object
-    # was uploaded through (the proxy, gone by now).
-    return {blob.name[len(prefix):]: bucket.blob(blob.name).download_as_bytes()
-            for blob in client.list_blobs(BUCKET, prefix=prefix)}
-
-
-def test_faulty_gcs_writes_give_the_clean_runs_bytes(archive, servers, capsys):
-    """The output goes to GCS through the proxy (a share of its requests throttled or
-    late): the objects written are the clean run's, byte for byte, and nothing else."""
-    server, flavor = servers["gs"]
-    previous = os.environ.get("STORAGE_EMULATOR_HOST")
-    timings = {}
-    try:
-        for name, proxy in (("clean", None),
-                            ("faulty", ss.FaultProxy(server.port, flavor, rate=RATE, seed=7,
-                                                     kinds=GCS_WRITE_KINDS))):
-            os.environ["STORAGE_EMULATOR_HOST"] = proxy.endpoint if proxy else server.endpoint
-            started = time.monotonic()
-            try:
-                assert run_cli(archive, "-o", f"gs://{BUCKET}/out-{name}/scan.csv",
-                               "--quiet") == 0
-            finally:
-                FileSystems.set_options(None)
-                if proxy:
-                    proxy.close()
-            timings[name] = time.monotonic() - started
-    finally:
-        os.environ["STORAGE_EMULATOR_HOST"] = previous
-    clean = gcs_objects(server.endpoint, "out-clean/")
-    faulty = gcs_objects(server.endpoint, "out-faulty/")
-    with capsys.disabled():
-        print(f"\ngcs writes: {proxy.requests} requests, faults injected {proxy.counts}, "
-              f"clean {timings['clean']:.1f} s, faulty {timings['faulty']:.1f} s, "
-              f"objects {sorted(faulty)}")
-    tables = [key for key in clean if key.endswith(".csv")]
-    assert len(tables) == 5 and all(faulty.get(key) == clean[key] for key in tables)
-    assert sorted(map(shape, faulty)) == sorted(map(shape, clean))
-    assert all(proxy.counts[kind] for kind in GCS_WRITE_KINDS), proxy.counts
+    assert all(proxy.counts[kind] for kind in WRITE_KINDS[scheme]), proxy.counts
