@@ -28,6 +28,7 @@ from transforms.inputs.checks import (
 from transforms.inputs.dicomweb import DicomWebError, DicomWebSettings, check_source, is_dicomweb
 from transforms.inputs.match import has_glob
 from transforms.inputs.storage import StorageError, is_bucket
+from transforms.output.nested_parts import folder_stem, foreign_files, is_folder_output
 
 PROG = "dicom-meta-extract"
 CLI_ONLY_OPTIONS = ("--config", "--quiet", "--verbose")
@@ -177,6 +178,9 @@ def _check_inputs(inputs: list[str], options=None) -> list[str]:
 def _check_output(output: str | None, options=None) -> None:
     if not output:
         raise UsageError("no output given: add -o OUT.csv")
+    if is_folder_output(output):
+        _check_output_folder(output, options)
+        output = folder_stem(output) + ".csv"  # the other outputs go beside the folder
     if is_bucket(output):
         try:
             check_output(output, options)
@@ -185,11 +189,6 @@ def _check_output(output: str | None, options=None) -> None:
         return
     if "://" in output:
         return
-    if os.path.isdir(output) or output.endswith(os.sep):
-        # A trailing separator names a folder even before it exists; say so here rather
-        # than fail later on the lock file inside it.
-        example = os.path.join(output, "scan.csv")
-        raise UsageError(f"output {output!r} is a directory; name a file such as {example}")
     folder = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(folder):
         raise UsageError(f"output folder {folder!r} does not exist")
@@ -197,6 +196,33 @@ def _check_output(output: str | None, options=None) -> None:
         check_local_output_folder(folder)
     except StorageError as exc:
         raise UsageError(str(exc)) from exc
+
+
+def _check_output_folder(output: str, options=None) -> None:
+    """``-o scan/`` (or a local folder that exists): the nested Parquet dataset's folder,
+    which must hold nothing but parts of one (its old parts are replaced)."""
+    formats = (options.view_as(DicomExtractOptions).format if options else "csv").split(",")
+    if "nested" not in formats:
+        # A trailing separator names a folder even before it exists; say so here rather
+        # than fail later on the lock file inside it.
+        example = FileSystems.join(output, "scan.csv") if "://" in output else \
+            os.path.join(output, "scan.csv")
+        raise UsageError(f"output {output!r} is a directory; name a file such as {example}, "
+                         "or write the nested Parquet dataset there with --format nested")
+    stem = folder_stem(output)
+    if is_bucket(output) and not storage.split_bucket(stem)[1]:
+        raise UsageError(f"output {output!r} is a whole bucket; name a folder in it, "
+                         f"such as {stem}/scan/")
+    if "://" not in output and os.path.exists(stem) and not os.path.isdir(stem):
+        raise UsageError(f"output {output!r}: {stem!r} is a file, not a folder")
+    try:
+        foreign = foreign_files(stem + "/")
+    except Exception as exc:  # pylint: disable=broad-except
+        raise UsageError(f"output {output!r} cannot be listed: {exc}") from exc
+    if foreign:
+        raise UsageError(f"output folder {output!r} holds files that are not parts of a "
+                         f"nested dataset (such as {foreign[0]!r}); name a new or empty "
+                         "folder")
 
 
 def parse(argv: list[str], stdout=None, stderr=None):

@@ -19,6 +19,16 @@ def non_negative_int(text: str) -> int:
 non_negative_int.__name__ = "non-negative integer"
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"{value} is not positive")
+    return value
+
+
+positive_int.__name__ = "positive integer"
+
+
 def non_negative_float(text: str) -> float:
     value = float(text)
     if not value >= 0:  # also refuses nan
@@ -52,6 +62,10 @@ OUTPUT = ("Output", (
      "scan.csv or -o scan.parquet: the CSV is scan.csv, the Parquet file scan.parquet, the "
      "keyword-named nested Parquet scan.nested.parquet, the DICOM JSON lines scan.jsonl.",
      dict(metavar="LIST", type=output_formats, default="csv")),
+    ("rows-per-part", "With -o FOLDER/ and --format nested: the nested table is the Parquet "
+     "dataset FOLDER/part-*.parquet, written in parallel, this many rows per part; the "
+     "other outputs go beside the folder (FOLDER.csv, FOLDER.summary.json, ...).",
+     dict(metavar="N", type=positive_int, default=10_000)),
     ("column-names", "seed (default: Patient's Name (0010,0010)) or keyword (PatientName, "
      "ReferencedImageSequence_2__ReferencedSOPInstanceUID): the names the CSV and Parquet "
      "columns are written with; keyword names load as they are into BigQuery, Delta Lake, "
@@ -183,6 +197,7 @@ class DicomExtractOptions(PipelineOptions):
             if title == OUTPUT[0]:
                 group.add_argument(
                     "-o", "--output", metavar="PATH",
-                    help="Output path, scan.csv or scan.parquet (local, gs:// or s3://).")
+                    help="Output path, scan.csv or scan.parquet (local, gs:// or s3://); "
+                    "with --format nested, a folder scan/ (see --rows-per-part).")
             for name, help_text, settings in options:
                 add_option(group, name, help_text, settings)

@@ -24,6 +24,7 @@ from transforms.inputs.dicomweb import DicomWebSettings, is_dicomweb
 from transforms.inputs.discover import MatchInputs
 from transforms.inputs.limits import FileLimits
 from transforms.output.commit import CommitRun
+from transforms.output.nested_parts import PartFiles
 from transforms.output.reuse import PlanReuse
 from transforms.output.spill import StoreRows
 from transforms.output.state import RunState, prepare_state
@@ -57,6 +58,7 @@ class RunPlan:
     # DICOMweb sources: their inputs, and how to reach them (secrets read).
     dicomweb_inputs: tuple = ()
     dicomweb: DicomWebSettings | None = None
+    rows_per_part: int = 10_000  # --rows-per-part: -o FOLDER/ (nested_parts.py)
 
     @property
     def table_files(self) -> TableFiles:
@@ -66,6 +68,13 @@ class RunPlan:
                           self.column_names,
                           self.paths.jsonl if "json" in formats else None,  # --format json
                           self.paths.nested if "nested" in formats else None)  # and nested
+
+    @property
+    def part_files(self) -> PartFiles | None:
+        """-o FOLDER/ with --format nested: the dataset's parts, written in parallel."""
+        if not self.paths.nested_parts:
+            return None
+        return PartFiles(self.paths.nested_parts, self.rows_per_part)
 
 
 def plan_run(inputs, options, paths: OutputPaths, started: float) -> RunPlan:
@@ -118,6 +127,7 @@ def plan_run(inputs, options, paths: OutputPaths, started: float) -> RunPlan:
         hidden_keys=tuple(content.hidden_columns),
         dicomweb_inputs=web_inputs,
         dicomweb=web,
+        rows_per_part=options.rows_per_part,
     )
 
 
@@ -143,7 +153,8 @@ class ExtractDicomMetadata(beam.PTransform):
             records = with_dicomweb(records, web)
         stored = records | "StoreRows" >> StoreRows(run.state.generation, run.rows_per_shard)
         tables = stored[SHARDS] | "WriteTables" >> WriteTables(
-            run.table_files, run.paths.temp_dir, csv_formula_guard=run.csv_formula_guard)
+            run.table_files, run.paths.temp_dir, csv_formula_guard=run.csv_formula_guard,
+            parts=run.part_files)
         if run.series_files is not None:
             tables.update({**stored, **tables} | "WriteSeriesTables" >> WriteSeriesTables(
                 run.series_files, run.paths.temp_dir, run.csv_formula_guard, run.hidden_keys))

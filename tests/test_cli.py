@@ -68,7 +68,8 @@ def test_output_naming_a_folder(archive, tmp_path, exists):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("dicom-meta-extract: error:"), result.stderr
-    assert f"is a directory; name a file such as {folder}/scan.csv" in lines[0]
+    assert f"is a directory; name a file such as {folder}/scan.csv, or write the nested" \
+        in lines[0]
     assert os.listdir(folder) == [] if exists else not folder.exists()
 
 

@@ -151,6 +151,28 @@ def test_flink_cluster_output_equals_local_runner(archive, reference, flink_clus
     assert _finished_jobs(flink_cluster) == finished + 1
 
 
+def test_flink_writes_the_local_runners_nested_dataset(archive, reference, flink_cluster,
+                                                        tmp_path):
+    """-o FOLDER/ --format nested: the parts are written by the cluster's subtasks."""
+    flags = ["--format", "csv,nested", "--rows-per-part", "2"]
+    local = tmp_path / "local"
+    assert run_cli(archive, "-o", f"{local}/", "--quiet", *flags) == 0
+    run_cli_process(
+        [archive, "-o", f"{tmp_path / 'scan'}/", "--quiet", *flags,
+         "--config", "run_configs/flink.yaml",
+         f"--flink_master={flink_cluster.flink_master}",
+         f"--flink_job_server_jar={flink_cluster.job_server_jar}",
+         "--parallelism=2", "--rows_per_shard=2"],
+        tmp_path / "run.log",
+    )
+    assert (tmp_path / "scan.csv").read_bytes() == (reference / "scan.csv").read_bytes()
+    names = sorted(os.listdir(local))
+    assert names == [f"part-0000{n}-of-00003.parquet" for n in range(3)]  # 5 rows
+    assert sorted(os.listdir(tmp_path / "scan")) == names
+    for name in names:
+        assert (tmp_path / "scan" / name).read_bytes() == (local / name).read_bytes(), name
+
+
 def _finished_jobs(cluster) -> int:
     return sum(job["state"] == "FINISHED" for job in cluster.rest("/jobs/overview")["jobs"])
 

@@ -86,6 +86,26 @@ class _Level:
                 for item in element.get("Value", ()):
                     level.add(item)
 
+    def merge(self, other: "_Level") -> None:
+        self.other = self.other or other.other
+        for key, vrs in other.vrs.items():
+            self.vrs.setdefault(key, set()).update(vrs)
+        for key, level in other.items.items():
+            self.items.setdefault(key, _Level()).merge(level)
+
+    def as_data(self) -> dict:
+        return {"vrs": {key: sorted(vrs) for key, vrs in sorted(self.vrs.items())},
+                "items": {key: level.as_data() for key, level in sorted(self.items.items())},
+                "other": self.other}
+
+    @classmethod
+    def from_data(cls, data: dict) -> "_Level":
+        level = cls()
+        level.vrs = {key: set(vrs) for key, vrs in data["vrs"].items()}
+        level.items = {key: cls.from_data(item) for key, item in data["items"].items()}
+        level.other = bool(data["other"])
+        return level
+
 
 class NestedSchema:
     """The union of documents' elements, and the Arrow schema it gives."""
@@ -96,6 +116,20 @@ class NestedSchema:
 
     def add(self, document: dict) -> None:
         self.root.add(document)
+
+    # As data (plain dicts and lists), so that partial unions travel between workers and
+    # combine in any order: the parts of a nested dataset (``nested_parts.py``).
+    def as_data(self) -> dict:
+        return self.root.as_data()
+
+    @classmethod
+    def from_data(cls, data: dict) -> "NestedSchema":
+        schema = cls()
+        schema.root = _Level.from_data(data)
+        return schema
+
+    def merge(self, other: "NestedSchema") -> None:
+        self.root.merge(other.root)
 
     def _type(self, key: str, vrs: set, level: _Level, path: str, depth: int):
         if vrs == {"SQ"}:

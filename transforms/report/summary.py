@@ -17,6 +17,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.common.atomic_files import write_atomically
+from transforms.output.nested_parts import folder_stem, is_folder_output
 
 
 class OutputPaths(NamedTuple):
@@ -32,9 +33,16 @@ class OutputPaths(NamedTuple):
     report: str = ""  # scan.report.html (transforms/report/html_report.py)
     jsonl: str = ""  # scan.jsonl: --format json (transforms/reading/dicom_json.py)
     nested: str = ""  # scan.nested.parquet: --format nested (transforms/output/nested.py)
+    # -o scan/: the nested table as the dataset scan/part-*.parquet, the rest beside it
+    # (transforms/output/nested_parts.py).
+    nested_parts: str = ""
 
     @classmethod
     def for_output(cls, output: str, run_id: str, formats=("csv",)) -> "OutputPaths":
+        folder = ""
+        if is_folder_output(output):
+            folder = folder_stem(output) + "/"
+            output = folder_stem(output) + ".csv"
         parquet = output.lower().endswith(".parquet")
         if parquet:
             stem = output[: -len(".parquet")]
@@ -51,14 +59,15 @@ class OutputPaths(NamedTuple):
             formats=tuple(formats),
             report=stem + ".report.html",
             jsonl=stem + ".jsonl",
-            nested=stem + ".nested.parquet",
+            nested=stem + ".nested.parquet" if not folder else "",
+            nested_parts=folder,
         )
 
     @property
     def outputs(self) -> list[str]:
         """The tables this run writes, in ``formats`` order."""
         files = {"csv": self.table, "parquet": self.parquet, "json": self.jsonl,
-                 "nested": self.nested}
+                 "nested": self.nested_parts or self.nested}
         return [files[fmt] for fmt in self.formats]
 
 

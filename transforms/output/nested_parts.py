@@ -1,0 +1,307 @@
+"""``--format nested`` with an output folder (``-o scan/``, ``-o gs://b/scan/``): the
+nested table as a Parquet dataset of parts, written by the workers in parallel.
+
+The folder holds only the parts, ``part-00000-of-00012.parquet`` and so on, so
+``scan/*.parquet`` is the table for DuckDB, pyarrow, Spark and BigQuery; every other
+output goes beside the folder (``scan.summary.json``, ``scan.csv``, ...). Every part has
+the same schema (``nested.py``); read in name order, the parts give the rows of the
+single file ``scan.nested.parquet`` in the same order.
+
+How a run writes them:
+
+1. ``ShardSchemas`` / ``UnionSchema``: each row shard gives the union of its rows' JSON
+   (``nested.NestedSchema`` as plain data); one combine makes the schema of every part.
+2. ``PlanParts``: one step reads only the ``DicomPath`` column of every shard and cuts the
+   path order into parts of ``--rows-per-part`` rows (part k holds the rows ranked
+   k*N .. (k+1)*N-1), each part a slice of every shard (shards are sorted by path). The
+   same rows give the same parts whatever the runner, the workers or the sharding, so
+   repeated and incremental runs write the same bytes.
+3. ``WritePart``, in parallel after a reshuffle: reads its slices (the one or two row
+   groups of each shard that hold them), sorts them by path and writes the part under a
+   name unique to its attempt in the run's temp dir. Memory: one part's JSON texts.
+4. ``FinalizeParts``: renames the parts into the folder ("already renamed" is done, as
+   ``common.atomic_files.finalize_tables``), then deletes the parts an earlier run left
+   with another count. The folder holds nothing else (checked before the run:
+   :func:`foreign_files`), so nothing but old parts is ever deleted.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import math
+import os
+import re
+import uuid
+from itertools import repeat
+from operator import itemgetter
+from typing import NamedTuple
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+
+from transforms.common.atomic_files import finalize_tables, open_write
+from transforms.common.rows import JSON_COLUMN, PATH_COLUMN
+from transforms.output import shard_format
+from transforms.output.nested import NestedRows, NestedSchema
+
+PART_NAME = re.compile(r"part-(\d{5})-of-(\d{5})\.parquet")
+WRITE_ROWS = 2048  # rows per write_batch, so per row group of a part
+PART_COMPRESSION = "zstd"
+
+
+def is_folder_output(output: str) -> bool:
+    """``-o`` names a folder: it ends with a separator, or is a local folder already."""
+    if output.endswith("/") or (os.sep != "/" and output.endswith(os.sep)):
+        return True
+    return "://" not in output and os.path.isdir(output)
+
+
+def folder_stem(output: str) -> str:
+    """``scan/`` -> ``scan``: the other outputs are named from it, beside the folder."""
+    return output.rstrip("/" + os.sep) if "://" not in output else output.rstrip("/")
+
+
+def part_name(number: int, parts: int) -> str:
+    return f"part-{number:05d}-of-{parts:05d}.parquet"
+
+
+def foreign_files(folder: str) -> list[str]:
+    """What ``folder`` holds besides parts of a nested dataset: the run refuses to write
+    into a folder that holds anything else (its stale parts are deleted)."""
+    pattern = FileSystems.join(folder, "*") if "://" in folder else os.path.join(folder, "*")
+    if "://" not in folder:
+        if not os.path.isdir(folder):
+            return []
+        return sorted(os.path.join(folder, name) for name in os.listdir(folder)
+                      if not PART_NAME.fullmatch(name))
+    found = FileSystems.match([pattern])[0].metadata_list
+    return sorted(item.path for item in found
+                  if not PART_NAME.fullmatch(item.path[len(folder):]))
+
+
+class PartFiles(NamedTuple):
+    """The dataset's folder and rows per part (``--rows-per-part``)."""
+
+    folder: str
+    rows_per_part: int
+
+
+class PartPlan(NamedTuple):
+    """One part: its number, the number of parts, and ``(shard path, shard size, start,
+    stop)`` of each shard slice it holds."""
+
+    number: int
+    parts: int
+    slices: tuple
+
+
+def _open(path: str, size):
+    from transforms.inputs.ranged import open_ranged
+
+    stream = open_ranged(path, size=size)
+    return stream, shard_format.open_shard(stream, path, pre_buffer=False)
+
+
+def _json_texts(batch: pa.RecordBatch, json_keys: list, path: str) -> list:
+    """The JSON text of each row of ``batch``; every row of a nested run has one."""
+    cells = shard_format.batch_cell_rows(batch, files=False)
+    rows = len(cells.paths)
+    row_of_cell = np.repeat(np.arange(rows), np.diff(cells.offsets))
+    is_json = np.isin(cells.keys, json_keys)
+    if np.bincount(row_of_cell[is_json], minlength=rows).tolist() != [1] * rows:
+        raise RuntimeError(f"{path}: a row has no DICOM JSON (or two)")
+    return cells.values.filter(pa.array(is_json)).to_pylist()
+
+
+def _json_keys(parquet: pq.ParquetFile, path: str) -> list:
+    _, keys = shard_format.check_keys(parquet.metadata.metadata, path)
+    return [number for number, (column, _) in enumerate(keys) if column == JSON_COLUMN]
+
+
+def read_slice(path: str, size, start: int, stop: int) -> list[tuple[str, str]]:
+    """``(DicomPath, JSON text)`` of rows ``start:stop`` of a shard; reads only the row
+    groups that hold them."""
+    stream, parquet = _open(path, size)
+    try:
+        keys = _json_keys(parquet, path)
+        found, first = [], 0
+        meta = parquet.metadata
+        for group in range(meta.num_row_groups):
+            rows = meta.row_group(group).num_rows
+            low, high = max(start, first), min(stop, first + rows)
+            if low < high:
+                table = parquet.read_row_group(group, columns=[
+                    shard_format.PATH_COLUMN, shard_format.CELLS_COLUMN,
+                    shard_format.VALUES_COLUMN])
+                batch = table.slice(low - first, high - low).combine_chunks().to_batches()
+                for piece in batch:
+                    found.extend(zip(piece.column(PATH_COLUMN).to_pylist(),
+                                     _json_texts(piece, keys, path)))
+            first += rows
+        return found
+    finally:
+        stream.close()
+
+
+def shard_schema(shard) -> dict:
+    """The union of one shard's rows' JSON, as data (``NestedSchema.as_data``)."""
+    union = NestedSchema()
+    for _, text in read_slice(shard.path, shard.size, 0, shard.rows):
+        union.add(json.loads(text))
+    return union.as_data()
+
+
+class UnionSchemas(beam.CombineFn):
+    """Shard schemas (data) -> the schema of every part (data); any order, any split."""
+
+    def create_accumulator(self):
+        return NestedSchema().as_data()
+
+    def add_input(self, accumulator, data):
+        union = NestedSchema.from_data(accumulator)
+        union.merge(NestedSchema.from_data(data))
+        return union.as_data()
+
+    def merge_accumulators(self, accumulators):
+        union = NestedSchema()
+        for data in accumulators:
+            union.merge(NestedSchema.from_data(data))
+        return union.as_data()
+
+    def extract_output(self, accumulator):
+        return accumulator
+
+
+def _shard_paths(shard) -> list[str]:
+    stream, parquet = _open(shard.path, shard.size)
+    try:
+        paths = parquet.read(columns=[PATH_COLUMN]).column(0).to_pylist()
+    finally:
+        stream.close()
+    if len(paths) != shard.rows:
+        raise RuntimeError(f"{shard.path} holds {len(paths)} rows, not {shard.rows}")
+    return paths
+
+
+def plan_parts(_, shards, rows_per_part: int) -> list[PartPlan]:
+    """Cut the rows of ``shards``, in path order, into parts of ``rows_per_part`` rows."""
+    from transforms.inputs import storage
+
+    storage.prepare_filesystems()
+    shards = sorted(shards, key=lambda shard: shard.path)
+    paths = [_shard_paths(shard) for shard in shards]
+    total = sum(map(len, paths))
+    parts = max(1, math.ceil(total / rows_per_part))
+    position = [0] * len(shards)
+    cuts = [list(position)]
+    merged = heapq.merge(*(zip(shard_paths, repeat(number))
+                           for number, shard_paths in enumerate(paths)))
+    for rank, (_, number) in enumerate(merged):
+        if rank and rank % rows_per_part == 0:
+            cuts.append(list(position))
+        position[number] += 1
+    cuts.append(position)  # no rows: one part, empty
+    return [
+        PartPlan(number, parts, tuple(
+            (shard.path, shard.size, cuts[number][index], cuts[number + 1][index])
+            for index, shard in enumerate(shards)
+            if cuts[number][index] < cuts[number + 1][index]))
+        for number in range(parts)
+    ]
+
+
+def write_part(plan: PartPlan, schema_data: dict, folder: str, temp_dir: str) -> dict:
+    """Write one part under a name of this attempt; return its figures and rename."""
+    from transforms.inputs import storage
+
+    storage.prepare_filesystems()
+    rows = []
+    for path, size, start, stop in plan.slices:
+        rows.extend(read_slice(path, size, start, stop))
+    rows.sort(key=itemgetter(0))
+    union = NestedSchema.from_data(schema_data)
+    schema = union.arrow_schema()
+    converter = NestedRows(schema, union)
+    temp = FileSystems.join(temp_dir, f"part-{uuid.uuid4().hex}-{plan.number:05d}.parquet")
+    out = open_write(temp)
+    writer = pq.ParquetWriter(out, schema, compression=PART_COMPRESSION)
+    for start in range(0, len(rows), WRITE_ROWS):
+        batch = [converter.row(path, json.loads(text))
+                 for path, text in rows[start: start + WRITE_ROWS]]
+        writer.write_batch(pa.RecordBatch.from_pylist(batch, schema=schema))
+    writer.close()
+    out.close()
+    return {"renames": {temp: FileSystems.join(folder, part_name(plan.number, plan.parts))},
+            "rows": len(rows), "unparseable": dict(converter.unparseable),
+            "columns": len(schema), "json_columns": union.json_columns()}
+
+
+def finalize_parts(written: list, folder: str) -> dict:
+    """Rename every part into ``folder``, delete older parts; return the figures."""
+    from transforms.inputs import storage
+
+    storage.prepare_filesystems()
+    if "://" not in folder:
+        os.makedirs(folder, exist_ok=True)
+    renames = {}
+    for figures in written:
+        renames.update(figures["renames"])
+    finalize_tables(renames)
+    kept = set(renames.values())
+    stale = [path for path in _parts_in(folder) if path not in kept]
+    if stale:
+        FileSystems.delete(stale)
+    unparseable: dict = {}
+    for figures in written:
+        for column, count in figures["unparseable"].items():
+            unparseable[column] = unparseable.get(column, 0) + count
+    return {
+        "nested_rows": sum(figures["rows"] for figures in written),
+        "nested_parts": len(written),
+        "nested_columns": written[0]["columns"],
+        "nested_json_columns": written[0]["json_columns"],
+        "nested_unparseable_values": sum(unparseable.values()),
+        "nested_unparseable_by_column": dict(sorted(unparseable.items())),
+    }
+
+
+def _parts_in(folder: str) -> list[str]:
+    if "://" not in folder:
+        return [os.path.join(folder, name) for name in os.listdir(folder)
+                if PART_NAME.fullmatch(name)]
+    found = FileSystems.match([FileSystems.join(folder, "part-*")])[0].metadata_list
+    return [item.path for item in found if PART_NAME.fullmatch(item.path[len(folder):])]
+
+
+def with_parts(table_figures: dict, part_figures: dict) -> dict:
+    return {**table_figures, **part_figures}
+
+
+class WriteNestedParts(beam.PTransform):
+    """Row shards -> one dict of the dataset's figures (``nested_rows``, ``nested_parts``,
+    ...), emitted once every part is in place."""
+
+    def __init__(self, files: PartFiles, temp_dir: str):
+        super().__init__()
+        self.files = files
+        self.temp_dir = temp_dir
+
+    def expand(self, shards):
+        schema = (shards
+                  | "ShardSchemas" >> beam.Map(shard_schema)
+                  | "UnionSchema" >> beam.CombineGlobally(UnionSchemas()))
+        return (
+            shards.pipeline
+            | "Once" >> beam.Create([None])
+            | "PlanParts" >> beam.FlatMap(plan_parts, beam.pvalue.AsList(shards),
+                                          self.files.rows_per_part)
+            | "Spread" >> beam.Reshuffle()
+            | "WritePart" >> beam.Map(write_part, beam.pvalue.AsSingleton(schema),
+                                      self.files.folder, self.temp_dir)
+            | "AllParts" >> beam.combiners.ToList()
+            | "FinalizeParts" >> beam.Map(finalize_parts, self.files.folder)
+        )
