@@ -123,7 +123,10 @@ def write_quoting_zip(path) -> None:
     shutil.rmtree(staging)
 
 
-def plain_and_deidentified(inputs, out_dir, *flags) -> tuple[list, list, dict]:
+def plain_and_deidentified(inputs, out_dir, *flags, every_format=False
+                           ) -> tuple[list, list, dict]:
+    """``every_format``: the de-identified run also writes the DICOM JSON lines and the
+    nested table as a folder of parts (``-o deid/scan/``), the rest beside it."""
     key = os.path.join(str(out_dir), "site.key")
     with open(key, "w", encoding="utf-8") as stream:
         stream.write(KEY)
@@ -132,7 +135,9 @@ def plain_and_deidentified(inputs, out_dir, *flags) -> tuple[list, list, dict]:
     os.makedirs(os.path.dirname(plain))
     os.makedirs(os.path.dirname(deid))
     assert run_cli(inputs, "-o", plain, "--include-private", "--quiet") == 0
-    assert run_cli(inputs, "-o", deid, "--format", "csv,parquet", "--quiet", "--include-private",
+    target, formats = (deid[: -len(".csv")] + "/", "csv,parquet,nested,json") if every_format \
+        else (deid, "csv,parquet")
+    assert run_cli(inputs, "-o", target, "--format", formats, "--quiet", "--include-private",
                    "--deidentify", "--pseudonym-key-file", key, "--pseudonymize-paths",
                    *flags) == 0
     header, plain_rows = read_csv(plain)
@@ -203,7 +208,9 @@ def test_file_set_and_quoting_archive_leak_nothing(generated):
 def test_every_pydicom_file_leaks_nothing(tmp_path):
     """All of pydicom's bundled files (190 DICOM files of every kind, DICOMDIRs whose
     folders are named after the patient included)."""
-    plain_rows, column_names, summary = plain_and_deidentified(PYDICOM_DATA, tmp_path)
+    plain_rows, column_names, summary = plain_and_deidentified(PYDICOM_DATA, tmp_path,
+                                                               every_format=True)
+    assert summary["nested_parts"] == 1 and summary["json_rows"] == summary["rows"]
     needles = originals(plain_rows, column_names)
     assert len(needles) > 500 and "77654033" in needles  # a DICOMDIR's patient folder
     found = leaks(tmp_path / "deid", needles)
