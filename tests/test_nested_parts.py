@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import uuid
 
 import duckdb
@@ -23,8 +24,10 @@ import storage_servers as ss
 from beam_pipeline.cli import main
 from tests.conftest import CHARSET_FILES, TEST_FILES
 from tests.test_nested import ITEMS, long_sequence_file
+from transforms.common.rows import JSON_COLUMN, PATH_COLUMN, Row
 from transforms.inputs import storage
-from transforms.output.nested_parts import PART_NAME, part_name
+from transforms.output import shard_format
+from transforms.output.nested_parts import PART_NAME, part_name, plan_parts, read_slice
 
 BUCKET = "nested-parts"
 ROWS_PER_PART = 16
@@ -166,6 +169,36 @@ def test_a_folder_holding_other_files_is_refused(tmp_path, capsys):
     file.write_text("x")
     line = usage_error(capsys, CHARSET_FILES, "-o", f"{file}/", "--format", "nested")
     assert "is a file, not a folder" in line
+
+
+def _row(number: int):
+    """A row as the reading step stores it, with its DICOM JSON cell."""
+    path = f"/archive/{number % 7}/file{number:05d}.dcm"
+    document = json.dumps({"00100020": {"vr": "LO", "Value": [f"P{number}"]}})
+    return Row(path, {PATH_COLUMN: path, "Patient ID (0010,0020)": f"P{number}",
+                      JSON_COLUMN: document}, {"Patient ID (0010,0020)": "LO",
+                                               JSON_COLUMN: None})
+
+
+@pytest.mark.parametrize("shard_count", [1, 3, 8])
+def test_any_sharding_gives_the_same_parts(tmp_path, shard_count):
+    """Rows spread over shards at random (as bundles do) give parts holding the same
+    rows: the path order cut every N rows, read from a slice of each shard."""
+    numbers = list(range(3 * shard_format.ROW_GROUP_ROWS + 17))  # several row groups
+    random.Random(shard_count).shuffle(numbers)
+    shards = [shard_format.write_shard(str(tmp_path / f"rows-{n}.parquet"),
+                                       [_row(number) for number in numbers[n::shard_count]])
+              for n in range(shard_count)]
+    plans = plan_parts(None, shards, 1000)
+    everything = sorted(_row(number).path for number in numbers)
+    assert [plan.number for plan in plans] == list(range(4))
+    assert {plan.parts for plan in plans} == {4}
+    for plan in plans:
+        rows = sorted(row for path, size, start, stop in plan.slices
+                      for row in read_slice(path, size, start, stop))
+        assert [path for path, _ in rows] == everything[plan.number * 1000:][:1000]
+        assert all(json.loads(text)["00100020"]["Value"] == [f"P{int(path[-9:-4])}"]
+                   for path, text in rows)
 
 
 def test_part_names_are_the_only_ones_replaced():

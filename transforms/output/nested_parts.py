@@ -27,19 +27,18 @@ How a run writes them:
 
 from __future__ import annotations
 
-import heapq
 import json
 import math
 import os
 import re
 import uuid
-from itertools import repeat
 from operator import itemgetter
 from typing import NamedTuple
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
@@ -72,13 +71,12 @@ def part_name(number: int, parts: int) -> str:
 def foreign_files(folder: str) -> list[str]:
     """What ``folder`` holds besides parts of a nested dataset: the run refuses to write
     into a folder that holds anything else (its stale parts are deleted)."""
-    pattern = FileSystems.join(folder, "*") if "://" in folder else os.path.join(folder, "*")
     if "://" not in folder:
         if not os.path.isdir(folder):
             return []
         return sorted(os.path.join(folder, name) for name in os.listdir(folder)
                       if not PART_NAME.fullmatch(name))
-    found = FileSystems.match([pattern])[0].metadata_list
+    found = FileSystems.match([FileSystems.join(folder, "*")])[0].metadata_list
     return sorted(item.path for item in found
                   if not PART_NAME.fullmatch(item.path[len(folder):]))
 
@@ -176,10 +174,10 @@ class UnionSchemas(beam.CombineFn):
         return accumulator
 
 
-def _shard_paths(shard) -> list[str]:
+def _shard_paths(shard) -> pa.Array:
     stream, parquet = _open(shard.path, shard.size)
     try:
-        paths = parquet.read(columns=[PATH_COLUMN]).column(0).to_pylist()
+        paths = parquet.read(columns=[PATH_COLUMN]).column(0).combine_chunks()
     finally:
         stream.close()
     if len(paths) != shard.rows:
@@ -196,18 +194,19 @@ def plan_parts(_, shards, rows_per_part: int) -> list[PartPlan]:
     paths = [_shard_paths(shard) for shard in shards]
     total = sum(map(len, paths))
     parts = max(1, math.ceil(total / rows_per_part))
-    position = [0] * len(shards)
-    cuts = [list(position)]
-    merged = heapq.merge(*(zip(shard_paths, repeat(number))
-                           for number, shard_paths in enumerate(paths)))
-    for rank, (_, number) in enumerate(merged):
-        if rank and rank % rows_per_part == 0:
-            cuts.append(list(position))
-        position[number] += 1
-    cuts.append(position)  # no rows: one part, empty
+    # Every row's shard, in path order. Arrow compares UTF-8 bytes, which is code point
+    # order, as the shards are sorted; the sort is stable, so equal paths keep the
+    # order of the shards (by name), as the single file's merge does.
+    shard_of = np.repeat(np.arange(len(shards)), [len(array) for array in paths])
+    if total:
+        shard_of = shard_of[pc.sort_indices(pa.chunked_array(paths)).to_numpy()]
+    cuts = np.zeros((parts + 1, len(shards)), np.int64)
+    for number in range(parts):
+        ranked = shard_of[number * rows_per_part: (number + 1) * rows_per_part]
+        cuts[number + 1] = cuts[number] + np.bincount(ranked, minlength=len(shards))
     return [
         PartPlan(number, parts, tuple(
-            (shard.path, shard.size, cuts[number][index], cuts[number + 1][index])
+            (shard.path, shard.size, int(cuts[number][index]), int(cuts[number + 1][index]))
             for index, shard in enumerate(shards)
             if cuts[number][index] < cuts[number + 1][index]))
         for number in range(parts)
