@@ -24,7 +24,7 @@ from transforms.inputs.dicomweb import DicomWebSettings, is_dicomweb
 from transforms.inputs.discover import MatchInputs
 from transforms.inputs.limits import FileLimits
 from transforms.output.commit import CommitRun
-from transforms.output.nested_parts import PartFiles
+from transforms.output.nested_parts import PartFiles, WriteTablesAndParts
 from transforms.output.reuse import PlanReuse
 from transforms.output.spill import StoreRows
 from transforms.output.state import RunState, prepare_state
@@ -152,9 +152,11 @@ class ExtractDicomMetadata(beam.PTransform):
                 self.progress)
             records = with_dicomweb(records, web)
         stored = records | "StoreRows" >> StoreRows(run.state.generation, run.rows_per_shard)
-        tables = stored[SHARDS] | "WriteTables" >> WriteTables(
-            run.table_files, run.paths.temp_dir, csv_formula_guard=run.csv_formula_guard,
-            parts=run.part_files)
+        tables = stored[SHARDS] | "WriteTables" >> (
+            WriteTables(run.table_files, run.paths.temp_dir, run.csv_formula_guard)
+            if run.part_files is None else  # -o FOLDER/: the nested table as parts
+            WriteTablesAndParts(run.table_files, run.part_files, run.paths.temp_dir,
+                                run.csv_formula_guard))
         if run.series_files is not None:
             tables.update({**stored, **tables} | "WriteSeriesTables" >> WriteSeriesTables(
                 run.series_files, run.paths.temp_dir, run.csv_formula_guard, run.hidden_keys))

@@ -9,6 +9,7 @@ import json
 import math
 import os
 import random
+import re
 import uuid
 
 import duckdb
@@ -108,6 +109,37 @@ def test_duckdb_pyarrow_and_delta_read_the_folder_as_one_table(runs, tmp_path):
     assert back.column("DicomPath").to_pylist() == table.column("DicomPath").to_pylist()
     assert back.column("ReferencedImageSequence").to_pylist() == \
         table.column("ReferencedImageSequence").to_pylist()
+
+
+def _report_lines(stem, *outputs: str) -> list[str]:
+    """The HTML report, a tag a line, with what differs between two runs of the same
+    rows made the same: the output's names, the state's, the times."""
+    text = open(f"{stem}.report.html", encoding="utf-8").read()
+    for output in outputs:
+        text = text.replace(output, "OUT")
+    text = text.replace(f"{stem}.", "STEM.")
+    text = re.sub(r"STEM\.state/gen-[0-9a-f-]+", "STATE", text)
+    text = re.sub(r"generated [0-9: -]+UTC", "", text)
+    text = re.sub(r'"(seconds|files_per_second)" data-value="[0-9.]+">[0-9.]+<', "", text)
+    text = re.sub(r"<dd>[0-9.,]+ (s|files/s)</dd>", "", text)
+    return text.replace("><", ">\n<").splitlines()
+
+
+def test_nested_alone_counts_the_report_figures_shard_by_shard(tmp_path):
+    """-o FOLDER/ --format nested alone: no step merges the table, the figures are
+    counted per shard and merged; the report is the single-file run's."""
+    flags = ("--format", "nested", "--rows-per-shard", "20", "--rows-per-part", "50")
+    assert run(TEST_FILES, "-o", tmp_path / "one.csv", *flags) == 0
+    assert run(TEST_FILES, "-o", f"{tmp_path / 'scan'}/", *flags) == 0
+    single = _report_lines(tmp_path / "one", str(tmp_path / "one.nested.parquet"),
+                           str(tmp_path / "one.csv"))
+    parts = _report_lines(tmp_path / "scan", f"{tmp_path / 'scan'}/")
+    at = parts.index("<dt>nested_parts</dt>")  # the one figure a single file has not
+    count = math.ceil(summary_of(tmp_path / "scan")["rows"] / 50)
+    assert parts[at + 1] == f"<dd>{count}</dd>" and count > 1
+    del parts[at: at + 2]
+    assert len(single) > 1000 and parts == single
+    assert 'data-figure="series" data-value="0"' not in "".join(parts)
 
 
 def test_reruns_give_the_same_parts_and_replace_old_ones(tmp_path):

@@ -23,7 +23,8 @@ from tests.conftest import make_dataset, pydicom_file, read_csv, run_cli, write_
 from transforms.report.series_section import FIGURES
 from transforms.report.html_report import write_html_report
 from transforms.report.summary import OutputPaths
-from transforms.output.table_stats import DistinctCount, ValueCounts, column_of
+from transforms.output.counters import DistinctCount, ValueCounts
+from transforms.output.table_stats import column_of
 
 INJECTED = "<script>document.title=1</script><img src=x onerror=alert(1)>"
 HOSTILE_NAME = '<img src=x onerror=alert(1)>&amp;.dcm'
@@ -271,6 +272,34 @@ def test_distinct_counts_exact_then_estimated():
     small.add_array(pa.array(["a", "b", None, "a"]))
     assert small.count() == 2 and not small.estimated
     assert sketch.estimated and abs(sketch.count() - 150_000) / 150_000 < 0.03
+
+
+def test_counters_counted_apart_merge_as_data():
+    """Counted on several workers (stable hashes), sent as data, merged in any order:
+    the counts of one counter that saw everything (shard_stats.py)."""
+    import pyarrow as pa
+
+    batches = [pa.array([f"1.2.3.{n % 150_000}" for n in range(start, start + 50_000)])
+               for start in range(0, 200_000, 50_000)]
+    for limit, estimated in ((1_000_000, False), (1000, True)):
+        apart = []
+        for batch in batches:
+            counter = DistinctCount(exact_limit=limit, stable=True)
+            counter.add_array(batch)
+            apart.append(counter.as_data())
+        for order in (apart, apart[::-1]):
+            merged = DistinctCount.from_data(order[0])
+            for data in order[1:]:
+                merged.merge(DistinctCount.from_data(data))
+            assert merged.estimated is estimated
+            assert abs(merged.count() - 150_000) / 150_000 < (0.03 if estimated else 1e-9)
+    left, right = ValueCounts(cap=10), ValueCounts(cap=10)
+    for value in range(30):
+        (left if value % 2 else right).add(f"v{value}", 100 + value)
+    merged = ValueCounts.from_data(left.as_data())
+    merged.merge(ValueCounts.from_data(right.as_data()))
+    assert merged.total() == sum(100 + value for value in range(30))
+    assert merged.most_common(2) == [("v29", 129), ("v28", 128)]
 
 
 def test_a_row_larger_than_the_first_block_is_read(tmp_path):

@@ -44,8 +44,12 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms.common.atomic_files import finalize_tables, open_write
 from transforms.common.rows import JSON_COLUMN, PATH_COLUMN
+from transforms.common.tags import COLUMNS, TABLE_FIGURES
 from transforms.output import shard_format
+from transforms.output.columns import ComputeColumns
 from transforms.output.nested import NestedRows, NestedSchema
+from transforms.output.shard_stats import CountTableFigures
+from transforms.output.tables import TableFiles, WriteTables
 
 PART_NAME = re.compile(r"part-(\d{5})-of-(\d{5})\.parquet")
 WRITE_ROWS = 2048  # rows per write_batch, so per row group of a part
@@ -304,3 +308,32 @@ class WriteNestedParts(beam.PTransform):
             | "AllParts" >> beam.combiners.ToList()
             | "FinalizeParts" >> beam.Map(finalize_parts, self.files.folder)
         )
+
+
+class WriteTablesAndParts(beam.PTransform):
+    """``tables.WriteTables`` for ``-o FOLDER/``: the CSV, flat Parquet and JSON lines
+    (those asked for) merged as ever, and the nested table as parts in parallel; with
+    none of the former, no step reads every shard on one worker: the report's figures
+    are counted shard by shard (``shard_stats.py``). Same outputs as ``WriteTables``,
+    the parts' figures joined to ``TABLE_FIGURES``."""
+
+    def __init__(self, final: TableFiles, parts: PartFiles, temp_dir: str,
+                 csv_formula_guard: bool = False):
+        super().__init__()
+        self.final = final
+        self.parts = parts
+        self.temp_dir = temp_dir
+        self.csv_formula_guard = csv_formula_guard
+
+    def expand(self, shards):
+        if any(self.final.files()):
+            tables = shards | "Merge" >> WriteTables(self.final, self.temp_dir,
+                                                     self.csv_formula_guard)
+        else:
+            columns = shards | "Columns" >> ComputeColumns()
+            tables = {COLUMNS: columns, TABLE_FIGURES: shards | "TableFigures" >>
+                      CountTableFigures(self.final, columns)}
+        parts = shards | "NestedParts" >> WriteNestedParts(self.parts, self.temp_dir)
+        figures = tables[TABLE_FIGURES] | "WithParts" >> beam.Map(
+            with_parts, beam.pvalue.AsSingleton(parts))
+        return {COLUMNS: tables[COLUMNS], TABLE_FIGURES: figures}

@@ -16,14 +16,14 @@ bounded whatever the number of rows:
   flagged as an estimate.
 
 So the figures cost O(columns + KEPT_VALUES + EXACT_DISTINCT) memory, not O(rows):
-``benchmarks/report_memory.py`` measures it on a 10-million-row table.
+``benchmarks/report_memory.py`` measures it on a 10-million-row table. The counters live
+in ``counters.py``; stats counted apart merge (``shard_stats.py``).
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,11 +35,9 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from pydicom.datadict import tag_for_keyword
 
+from transforms.output.counters import DistinctCount, ValueCounts
 from transforms.reading.naming import public_name
 
-KEPT_VALUES = 2000
-EXACT_DISTINCT = 1 << 21
-HLL_BITS = 14
 # pyarrow parses a CSV block at a time, a row must fit in one. Memory follows the block
 # size (1 MiB: ~150 MiB peak for the whole process, 16 MiB: ~750 MiB), so the pass starts
 # small and starts over with larger blocks only if a row does not fit.
@@ -70,109 +68,6 @@ DISTINCT = (
 PAIR_SEPARATOR = "\x1f"  # between manufacturer and model in the "models" counter
 
 
-class ValueCounts:
-    """Counts per value, keeping at most ``2 * cap`` values between prunes."""
-
-    def __init__(self, cap: int = KEPT_VALUES):
-        self.cap = cap
-        self.counts: dict[str, int] = {}
-        self.other = 0  # values folded away when pruning
-        self.approximate = False
-
-    def add_array(self, array) -> None:
-        if len(array) == array.null_count:
-            return
-        counted = pc.value_counts(array)
-        for value, count in zip(counted.field("values").to_pylist(),
-                                counted.field("counts").to_pylist()):
-            if value is not None:
-                self.add(value, count)
-
-    def add(self, value: str, count: int = 1) -> None:
-        self.counts[value] = self.counts.get(value, 0) + count
-        if len(self.counts) > 2 * self.cap:
-            self._prune()
-
-    def _prune(self) -> None:
-        kept = sorted(self.counts.items(), key=lambda item: (-item[1], item[0]))
-        self.other += sum(count for _, count in kept[self.cap:])
-        self.counts = dict(kept[: self.cap])
-        self.approximate = True
-
-    def most_common(self, limit: int | None = None) -> list[tuple[str, int]]:
-        ordered = sorted(self.counts.items(), key=lambda item: (-item[1], item[0]))
-        return ordered if limit is None else ordered[:limit]
-
-    def total(self) -> int:
-        return sum(self.counts.values()) + self.other
-
-    def as_dict(self) -> dict:
-        return {"counts": self.most_common(), "other": self.other,
-                "approximate": self.approximate}
-
-
-class DistinctCount:
-    """Distinct strings: an exact set of 64-bit hashes, then a HyperLogLog sketch."""
-
-    def __init__(self, exact_limit: int = EXACT_DISTINCT):
-        self.exact_limit = exact_limit
-        self.hashes = np.empty(0, dtype=np.uint64)  # sorted, unique
-        self.pending: list[np.ndarray] = []
-        self.pending_size = 0
-        self.registers: np.ndarray | None = None  # the sketch, once exact_limit is passed
-
-    def add_array(self, array) -> None:
-        if len(array) == array.null_count:
-            return
-        values = pc.unique(array.drop_null()).to_pylist()
-        # hash() of str is 64-bit SipHash, salted per process: consistent within this pass.
-        hashed = np.fromiter((hash(value) for value in values), dtype=np.int64,
-                             count=len(values)).view(np.uint64)
-        if self.registers is not None:
-            self._sketch(hashed)
-            return
-        self.pending.append(hashed)
-        self.pending_size += len(hashed)
-        if self.pending_size > max(1 << 16, len(self.hashes)):
-            self._merge()
-
-    def _merge(self) -> None:
-        if self.pending:
-            self.hashes = np.unique(np.concatenate([self.hashes, *self.pending]))
-            self.pending, self.pending_size = [], 0
-        if len(self.hashes) > self.exact_limit:
-            self.registers = np.zeros(1 << HLL_BITS, dtype=np.uint8)
-            self._sketch(self.hashes)
-            self.hashes = np.empty(0, dtype=np.uint64)
-
-    def _sketch(self, hashed: np.ndarray) -> None:
-        index = (hashed >> np.uint64(64 - HLL_BITS)).astype(np.intp)
-        rest_bits = 64 - HLL_BITS
-        rest = hashed & np.uint64((1 << rest_bits) - 1)
-        # rank = position of the leftmost 1 in the remaining bits (all zero: rest_bits + 1)
-        with np.errstate(divide="ignore"):
-            top = np.floor(np.log2(rest.astype(np.float64)))
-        rank = np.where(rest == 0, rest_bits + 1, rest_bits - top).astype(np.uint8)
-        np.maximum.at(self.registers, index, rank)
-
-    @property
-    def estimated(self) -> bool:
-        self._merge()
-        return self.registers is not None
-
-    def count(self) -> int:
-        self._merge()
-        if self.registers is None:
-            return int(len(self.hashes))
-        m = float(len(self.registers))
-        alpha = 0.7213 / (1 + 1.079 / m)
-        raw = alpha * m * m / float(np.sum(np.power(2.0, -self.registers.astype(np.float64))))
-        zeros = int(np.count_nonzero(self.registers == 0))
-        if raw <= 2.5 * m and zeros:
-            return int(round(m * math.log(m / zeros)))  # linear counting for small sets
-        return int(round(raw))
-
-
 def _text(array):
     """A column as strings (Parquet types such as date32 cast to text), or None."""
     if isinstance(array, pa.ChunkedArray):
@@ -197,10 +92,47 @@ class TableStats:
     study_months: ValueCounts = field(default_factory=lambda: ValueCounts(cap=100_000))
     distinct: dict = field(default_factory=dict)
     source: str = ""
+    stable_hashes: bool = False  # distinct counts that can merge with another's
 
     def __post_init__(self):
         self.distributions = {key: ValueCounts() for key, _ in DISTRIBUTIONS}
-        self.distinct = {key: DistinctCount() for key, _ in DISTINCT}
+        self.distinct = {key: DistinctCount(stable=self.stable_hashes) for key, _ in DISTINCT}
+
+    # As data (plain values and bytes), so that stats counted apart travel between
+    # workers and merge in any order (shard_stats.py); needs ``stable_hashes``.
+    def as_data(self) -> dict:
+        return {
+            "columns": self.columns, "filled": self.filled, "rows": self.rows,
+            "source": self.source,
+            "distributions": {key: counts.as_data()
+                              for key, counts in self.distributions.items()},
+            "models": self.models.as_data(), "study_months": self.study_months.as_data(),
+            "distinct": {key: counter.as_data() for key, counter in self.distinct.items()},
+        }
+
+    @classmethod
+    def from_data(cls, data: dict) -> "TableStats":
+        stats = cls(columns=list(data["columns"]), filled=list(data["filled"]),
+                    rows=data["rows"], source=data["source"], stable_hashes=True)
+        stats.distributions = {key: ValueCounts.from_data(counts)
+                               for key, counts in data["distributions"].items()}
+        stats.models = ValueCounts.from_data(data["models"])
+        stats.study_months = ValueCounts.from_data(data["study_months"])
+        stats.distinct = {key: DistinctCount.from_data(counter)
+                          for key, counter in data["distinct"].items()}
+        return stats
+
+    def merge(self, other: "TableStats") -> None:
+        if other.columns != self.columns:
+            raise ValueError("table stats of different columns")
+        self.rows += other.rows
+        self.filled = [mine + theirs for mine, theirs in zip(self.filled, other.filled)]
+        for key, counts in other.distributions.items():
+            self.distributions[key].merge(counts)
+        self.models.merge(other.models)
+        self.study_months.merge(other.study_months)
+        for key, counter in other.distinct.items():
+            self.distinct[key].merge(counter)
 
     def start(self, columns: list[str], source: str) -> None:
         self.columns = list(columns)

@@ -39,7 +39,6 @@ from transforms.common.atomic_files import finalize_tables, open_write
 from transforms.common.tags import COLUMNS, TABLE_FIGURES
 from transforms.output.columns import ComputeColumns, UnionColumns
 from transforms.output.documents import DocumentWriters, nested_schema, split_json
-from transforms.output.nested_parts import PartFiles, WriteNestedParts, with_parts
 from transforms.output.keyword_names import SEED, output_names, renamed
 from transforms.content.csv_safety import guarded_columns
 from transforms.common.rows import JSON_COLUMN, PATH_COLUMN, is_grouping
@@ -372,16 +371,13 @@ def finalize_step(figures: dict) -> dict:
 class WriteTables(beam.PTransform):
     """Row shards -> {COLUMNS: the table's columns, TABLE_FIGURES: one dict of figures
     (``rows``, ``parquet_*``, and the report's ``TABLE_STATS``), emitted once the tables
-    are in place}. With ``parts`` (``-o FOLDER/``), the nested table is written as a
-    dataset of parts in parallel (``nested_parts.py``) and its figures join the rest."""
+    are in place}."""
 
-    def __init__(self, final: TableFiles, temp_dir: str, csv_formula_guard: bool = False,
-                 parts: PartFiles | None = None):
+    def __init__(self, final: TableFiles, temp_dir: str, csv_formula_guard: bool = False):
         super().__init__()
         self.final = final
         self.temp_dir = temp_dir
         self.csv_formula_guard = csv_formula_guard
-        self.parts = parts
 
     def expand(self, shards):
         columns = shards | "Columns" >> ComputeColumns()
@@ -393,8 +389,4 @@ class WriteTables(beam.PTransform):
                                   self.csv_formula_guard)
             | "Finalize" >> beam.Map(finalize_step)
         )
-        if self.parts is not None:
-            parts = shards | "NestedParts" >> WriteNestedParts(self.parts, self.temp_dir)
-            figures = figures | "WithParts" >> beam.Map(with_parts,
-                                                        beam.pvalue.AsSingleton(parts))
         return {COLUMNS: columns, TABLE_FIGURES: figures}

@@ -28,7 +28,8 @@ from transforms.common.beam_internals import add_option_arguments
 from transforms.output.series_tables import SERIES_REPORT
 from transforms.output.tables import TABLE_STATS
 from transforms.report.page import render
-from transforms.output.table_stats import ValueCounts, scan_csv, scan_parquet
+from transforms.output.counters import ValueCounts
+from transforms.output.table_stats import scan_csv, scan_parquet
 
 ERROR_SAMPLE_PER_TYPE = 10
 ERROR_SAMPLE = 100
