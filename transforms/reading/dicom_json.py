@@ -45,9 +45,9 @@ from pydicom.tag import BaseTag
 from transforms.common.rows import BINARY_VRS, JSON_COLUMN, PATH_COLUMN, Row
 from transforms.content.selection import SKIPPED
 from transforms.reading.flatten import element_name, is_skipped_group
+from transforms.reading.json_values import LEFT_OUT_KEY, element_json, supported
 
 PATH_KEY = PATH_COLUMN
-LEFT_OUT_KEY = "LeftOutBytes"
 STORED_TEXT_KEY = "StoredText"
 SEQUENCE_COUNT = " #items"  # the name of a sequence's own judgement (as the table's count)
 NUMBER_VRS = frozenset({"US", "SS", "UL", "SL", "UV", "SV", "FL", "FD", "IS", "DS"})
@@ -105,9 +105,10 @@ def _text(element: dict, vr: str) -> str:
 
 
 class _Walker:
-    def __init__(self, max_binary_bytes: int, include_private: bool):
+    def __init__(self, max_binary_bytes: int, include_private: bool, fast: bool):
         self.max_binary_bytes = max_binary_bytes
         self.include_private = include_private
+        self.fast = fast  # values from their bytes where json_values can (else pydicom's)
         self.entries: list[_Entry] = []
 
     def walk(self, dataset, selector, prefix: str, into: dict) -> None:
@@ -129,7 +130,11 @@ class _Walker:
                 # Deferred and too long: never read.
                 element = {"vr": raw.VR or "UN", LEFT_OUT_KEY: raw.length}
             else:
-                element = self._element(dataset, tag, raw, below, name)
+                element = None
+                if self.fast and isinstance(raw, RawDataElement):
+                    element = element_json(raw, tag, self.max_binary_bytes)
+                if element is None:
+                    element = self._element(dataset, tag, raw, below, name)
             into[key] = element
             vr = element["vr"]
             if vr == "SQ":
@@ -169,10 +174,13 @@ class _Walker:
             return {"vr": "UN", "InlineBinary": base64.b64encode(stored).decode("ascii")}
 
 
-def draft(dataset, settings) -> JsonDraft:
+def draft(dataset, settings, reference: bool = False) -> JsonDraft:
     """The JSON of ``dataset`` (its File Meta first) under ``settings``
-    (``FlattenSettings``); read while the file is open (deferred values are read)."""
-    walker = _Walker(settings.max_binary_bytes, settings.include_private)
+    (``FlattenSettings``); read while the file is open (deferred values are read).
+    ``reference=True`` converts every element with pydicom (``json_values`` makes the
+    common ones from their bytes): slower, there for the test that both agree."""
+    walker = _Walker(settings.max_binary_bytes, settings.include_private,
+                     not reference and supported())
     document: dict = {}
     selector = settings.selection.root() if settings.selection else None
     file_meta = getattr(dataset, "file_meta", None)

@@ -1,0 +1,142 @@
+"""The DICOM JSON of an element straight from its stored bytes, for the common cases.
+
+``dicom_json`` used to convert every element with pydicom (``Dataset[tag]``: a
+``DataElement``, its ``DSfloat``/``IS``/``PersonName`` values, then
+``DataElement.to_json_dict``); an RT Structure Set's contour data alone is hundreds of
+thousands of ``DSfloat``. ``element_json`` makes the same dict from the raw element's
+bytes for the values whose conversion it reproduces exactly, and returns ``None`` for
+everything else, which pydicom converts as before:
+
+* numbers (US SS UL SL UV SV FL FD): little endian, a whole number of values; not the
+  LUT descriptors (pydicom fixes their first value);
+* DS and IS whose every value is a plain decimal number (no empty value, no NaN);
+* text of the default character set (AE AS CS DA DT TM UI UR), ASCII only;
+* text of the item's character set (SH LO UC LT ST UT PN), ASCII only and without
+  escape sequences (every character set pydicom knows reads ASCII as ASCII); person
+  names only with one component group each and no empty name;
+* binary (OB OD OF OL OV OW): inline, or left out past ``--max-binary-bytes``;
+* no implicit VR that the dictionary does not give one VR for, no UN, no AT, no SQ.
+
+``tests/test_json_values.py`` checks that every file of pydicom's test set gives the
+same JSON either way (``dicom_json.draft(..., reference=True)`` converts every element
+with pydicom).
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import re
+import struct
+
+from pydicom import config
+from pydicom.datadict import dictionary_VR
+from pydicom.tag import _LUT_DESCRIPTOR_TAGS
+
+from transforms.common.rows import NUMBER_FORMATS
+
+LEFT_OUT_KEY = "LeftOutBytes"
+UNDEFINED = 0xFFFFFFFF
+_NUMBER = r" *[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]{1,3})? *"
+_DECIMALS = re.compile(rf"{_NUMBER}(?:\\{_NUMBER})*")
+# At most 15 digits: IS keeps a value as int only when float(text) equals it.
+_INTEGER = r" *[+-]?[0-9]{1,15} *"
+_INTEGERS = re.compile(rf"{_INTEGER}(?:\\{_INTEGER})*")
+_SIZES = {vr: struct.calcsize("<" + fmt) for vr, fmt in NUMBER_FORMATS.items()}
+_BINARY = frozenset({"OB", "OD", "OF", "OL", "OV", "OW"})
+_STRIPPED_EACH = frozenset({"AE"})
+_MULTI = frozenset({"AS", "CS", "DA", "DT", "TM"})
+_CHARSET_MULTI = frozenset({"SH", "LO", "UC"})
+_CHARSET_SINGLE = frozenset({"LT", "ST", "UT"})
+_LUT_DESCRIPTORS = frozenset(int(tag) for tag in _LUT_DESCRIPTOR_TAGS)
+
+
+def supported() -> bool:
+    """Whether pydicom's configuration converts values as this module assumes."""
+    return not (config.use_DS_numpy or config.use_IS_numpy or config.use_DS_decimal
+                or config.datetime_conversion or config.use_none_as_empty_text_VR_value
+                or config.settings.reading_validation_mode == config.RAISE)
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def implicit_vr(tag: int) -> str | None:
+    """The dictionary's one VR of a public tag, else None (pydicom decides)."""
+    if (tag >> 16) & 1:
+        return None
+    try:
+        vr = dictionary_VR(tag)
+    except KeyError:
+        return None
+    return None if " or " in vr else vr
+
+
+def _texts(vr: str, value: bytes) -> list | None:
+    """The values of a text element as pydicom converts them; None: not here."""
+    if not value.isascii():
+        return None
+    if vr in _MULTI:
+        return value.decode("ascii").rstrip(" \0").split("\\")
+    if vr == "UI":
+        return [item.strip() for item in
+                value.decode("ascii").rstrip("\0 ").rstrip(" \0").split("\\")]
+    if vr in _STRIPPED_EACH:
+        return [item.strip() for item in value.decode("ascii").split("\\")]
+    if vr == "UR":
+        return [value.decode("ascii").rstrip()]
+    if b"\x1b" in value:
+        return None  # an escape sequence: the character set's decoder decides
+    if vr in _CHARSET_MULTI:
+        return [item.rstrip("\0 ") for item in value.decode("ascii").split("\\")]
+    if vr in _CHARSET_SINGLE:
+        return [value.decode("ascii").rstrip("\0 ")]
+    return None
+
+
+def element_json(raw, tag: int, max_binary_bytes: int) -> dict | None:
+    """``raw`` (a ``RawDataElement`` whose value was read) as pydicom's
+    ``to_json_dict`` gives it, or None when pydicom must convert it."""
+    value = raw.value
+    if not raw.is_little_endian or raw.length == UNDEFINED or not isinstance(value, bytes):
+        return None
+    vr = raw.VR
+    if vr is None:
+        vr = implicit_vr(tag)
+        if vr is None:
+            return None
+    if not value:
+        return None if vr == "SQ" or vr == "UN" or vr == "AT" else {"vr": vr}
+    if vr == "DS":
+        text = value.decode("latin-1").strip().rstrip(" \0")
+        if not text.isascii() or not _DECIMALS.fullmatch(text):
+            return None
+        return {"vr": vr, "Value": [float(item) for item in text.split("\\")]}
+    if vr == "IS":
+        text = value.decode("latin-1").rstrip(" \0")
+        if not text.isascii() or not _INTEGERS.fullmatch(text):
+            return None
+        return {"vr": vr, "Value": [int(item) for item in text.split("\\")]}
+    size = _SIZES.get(vr)
+    if size is not None:
+        count, rest = divmod(len(value), size)
+        if rest or tag in _LUT_DESCRIPTORS:
+            return None
+        return {"vr": vr, "Value": list(struct.unpack(f"<{count}{NUMBER_FORMATS[vr]}", value))}
+    if vr in _BINARY:
+        if len(value) > max_binary_bytes:
+            return {"vr": vr, LEFT_OUT_KEY: len(value)}
+        return {"vr": vr, "InlineBinary": base64.b64encode(value).decode("ascii")}
+    if vr == "PN":
+        if not value.isascii() or b"\x1b" in value or b"=" in value:
+            return None
+        names = value.rstrip(b"\0 ").decode("ascii").split("\\")
+        if len(names) == 1 and not names[0]:
+            return {"vr": vr}
+        if not all(names):
+            return None
+        return {"vr": vr, "Value": [{"Alphabetic": name} for name in names]}
+    texts = _texts(vr, value)
+    if texts is None:
+        return None
+    if len(texts) == 1 and not texts[0]:
+        return {"vr": vr}
+    return {"vr": vr, "Value": texts}
