@@ -54,13 +54,26 @@ NUMBER_VRS = frozenset({"US", "SS", "UL", "SL", "UV", "SV", "FL", "FD", "IS", "D
 
 
 class _Entry(NamedTuple):
-    """One element of the JSON as the table would name it, and where it sits."""
+    """One element of the JSON, and where it sits; its column name and text are only
+    made when the content step judges them (most runs never do)."""
 
-    name: str
+    prefix: str
+    tag: BaseTag
+    dataset: object
     vr: str
-    text: str
     parent: dict
     key: str
+
+    @property
+    def name(self) -> str:
+        name = self.prefix + element_name(self.tag, self.dataset)
+        return name + SEQUENCE_COUNT if self.vr == "SQ" else name
+
+    def text(self) -> str:
+        element = self.parent[self.key]
+        if self.vr == "SQ":
+            return str(len(element.get("Value", [])))
+        return _text(element, self.vr)
 
 
 class JsonDraft:
@@ -122,7 +135,6 @@ class _Walker:
                 if below is SKIPPED:
                     continue
             key = f"{tag:08X}"
-            name = prefix + element_name(tag, dataset)
             raw = dataset.get_item(tag)
             if (isinstance(raw, RawDataElement) and raw.value is None
                     and raw.length != 0xFFFFFFFF and raw.length > self.max_binary_bytes
@@ -134,19 +146,15 @@ class _Walker:
                 if self.fast and isinstance(raw, RawDataElement):
                     element = element_json(raw, tag, self.max_binary_bytes)
                 if element is None:
-                    element = self._element(dataset, tag, raw, below, name)
+                    element = self._element(dataset, tag, raw, below, prefix)
             into[key] = element
-            vr = element["vr"]
-            if vr == "SQ":
-                self.entries.append(_Entry(name + SEQUENCE_COUNT, "IS",
-                                           str(len(element.get("Value", []))), into, key))
-            else:
-                self.entries.append(_Entry(name, vr, _text(element, vr), into, key))
+            self.entries.append(_Entry(prefix, tag, dataset, element["vr"], into, key))
 
-    def _element(self, dataset, tag: BaseTag, raw, below, name: str) -> dict:
+    def _element(self, dataset, tag: BaseTag, raw, below, prefix: str) -> dict:
         try:
             elem = dataset[tag]
             if elem.VR == "SQ":
+                name = prefix + element_name(tag, dataset)
                 items = []
                 for index, item in enumerate(elem.value, start=1):
                     document: dict = {}
@@ -208,20 +216,21 @@ def _value(vr: str, text: str) -> list:
 def _deidentify(draft_: JsonDraft, row: Row, content) -> None:
     """Apply to the draft what ``content`` does to the row of the same elements."""
     judged = Row(row.path, {PATH_COLUMN: row.values[PATH_COLUMN]}, {PATH_COLUMN: "UR"})
-    for entry in draft_.entries:
-        judged.values[entry.name] = entry.text
-        judged.vrs[entry.name] = entry.vr
+    judgements = [(entry, entry.name, entry.text()) for entry in draft_.entries]
+    for entry, name, text in judgements:
+        judged.values[name] = text
+        judged.vrs[name] = "IS" if entry.vr == "SQ" else entry.vr
     kept = content.apply(judged).values
-    for entry in reversed(draft_.entries):  # items before their sequence
+    for entry, name, text in reversed(judgements):  # items before their sequence
         if entry.key not in entry.parent:
             continue
-        if entry.name not in kept:
+        if name not in kept:
             del entry.parent[entry.key]
-        elif not entry.name.endswith(SEQUENCE_COUNT) and kept[entry.name] != entry.text:
+        elif entry.vr != "SQ" and kept[name] != text:
             element = entry.parent[entry.key]
             for key in (LEFT_OUT_KEY, STORED_TEXT_KEY, "InlineBinary"):
                 element.pop(key, None)
-            element["Value"] = _value(entry.vr, kept[entry.name])
+            element["Value"] = _value(entry.vr, kept[name])
 
 
 def apply_content(row, content):
