@@ -44,8 +44,11 @@ from pydicom.tag import BaseTag
 
 from transforms.common.rows import BINARY_VRS, JSON_COLUMN, PATH_COLUMN, Row
 from transforms.content.selection import SKIPPED
-from transforms.reading.flatten import element_name, is_skipped_group
-from transforms.reading.json_values import LEFT_OUT_KEY, element_json, supported
+from transforms.reading.flatten import (
+    _ParsedSequence, _pixel_representation_converts, element_name, is_skipped_group,
+    parse_sequence)
+from transforms.reading.json_values import LEFT_OUT_KEY, element_json, implicit_vr, supported
+from transforms.reading.naming import public_name
 
 PATH_KEY = PATH_COLUMN
 STORED_TEXT_KEY = "StoredText"
@@ -117,6 +120,10 @@ def _text(element: dict, vr: str) -> str:
     return "\\".join("" if value is None else str(value) for value in values)
 
 
+class _Unparsed(Exception):
+    """An element of a parsed sequence that only pydicom's conversion can make."""
+
+
 class _Walker:
     def __init__(self, max_binary_bytes: int, include_private: bool, fast: bool):
         self.max_binary_bytes = max_binary_bytes
@@ -144,11 +151,50 @@ class _Walker:
             else:
                 element = None
                 if self.fast and isinstance(raw, RawDataElement):
-                    element = element_json(raw, tag, self.max_binary_bytes)
+                    if (raw.VR or implicit_vr(tag)) == "SQ":
+                        if selector is None:
+                            element = self._parsed(dataset, tag, raw, prefix)
+                    else:
+                        element = element_json(raw, tag, self.max_binary_bytes)
                 if element is None:
                     element = self._element(dataset, tag, raw, below, prefix)
             into[key] = element
             self.entries.append(_Entry(prefix, tag, dataset, element["vr"], into, key))
+
+    def _parsed(self, dataset, tag: BaseTag, raw, prefix: str) -> dict | None:
+        """A sequence read as ``flatten`` reads it (items as dicts of raw elements, no
+        pydicom ``Dataset``), when each of its elements is one ``element_json`` makes;
+        None: pydicom converts it."""
+        parsed = parse_sequence(raw, self.include_private)
+        if parsed is None or not _pixel_representation_converts(dataset):
+            return None
+        judged = len(self.entries)
+        try:
+            return self._items(parsed, prefix + element_name(tag, dataset))
+        except _Unparsed:
+            del self.entries[judged:]
+            return None
+
+    def _items(self, sequence: _ParsedSequence, name: str) -> dict:
+        items = []
+        for index, item in enumerate(sequence.items, start=1):
+            document: dict = {}
+            item_prefix = (name if index == 1 else f"{name} [{index}]") + " - "
+            for tag, raw in item.items():
+                if is_skipped_group(tag >> 16) or (tag >> 16) % 2 and not self.include_private:
+                    continue
+                if isinstance(raw, _ParsedSequence):
+                    element = self._items(raw, item_prefix + public_name(tag))
+                else:
+                    element = element_json(raw, tag, self.max_binary_bytes)
+                    if element is None:
+                        raise _Unparsed()
+                key = f"{tag:08X}"
+                document[key] = element
+                self.entries.append(_Entry(item_prefix, BaseTag(tag), item, element["vr"],
+                                           document, key))
+            items.append(document)
+        return {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
 
     def _element(self, dataset, tag: BaseTag, raw, below, prefix: str) -> dict:
         try:
