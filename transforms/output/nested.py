@@ -34,6 +34,7 @@ the workers (the table step reads every row's JSON once to build it, then writes
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from collections import Counter
 
@@ -53,11 +54,13 @@ OTHER_TYPE = pa.list_(pa.struct([("Tag", pa.string()), ("Creator", pa.string()),
 _PARSERS = {"DA": parse_da, "DT": parse_dt}
 
 
+@functools.lru_cache(maxsize=1 << 14)
 def _keyword(key: str) -> str:
     tag = int(key, 16)
     return "" if (tag >> 16) % 2 else keyword_for_tag(tag)
 
 
+@functools.lru_cache(maxsize=1 << 14)
 def _vm(key: str) -> str:
     try:
         return dictionary_VM(int(key, 16))
@@ -200,36 +203,66 @@ def _sequences(fields, path: str):
             yield from _sequences([struct.field(i) for i in range(struct.num_fields)], child)
 
 
+# How a field's value is made (``NestedRows``): kept as JSON text, a sequence's items,
+# bytes, DICOM text, or parsed values (a list of them, or one).
+_AS_JSON, _ITEMS, _BYTES, _TEXT, _LIST, _ONE = range(6)
+
+
 class NestedRows:
-    """Documents -> Python rows of ``schema`` (``pa.RecordBatch.from_pylist``)."""
+    """Documents -> Python rows of ``schema`` (``pa.RecordBatch.from_pylist``).
+
+    The schema is compiled once into one ``{tag key: (name, how, detail)}`` table per
+    nesting level, so a row costs a dict look-up per element, not a pass over the
+    level's fields."""
 
     def __init__(self, schema: pa.Schema, nested: NestedSchema):
         self.schema = schema
         self.as_json = nested.as_json
         self.unparseable: Counter = Counter()
+        self.plan = self._compile(list(schema), "")
+
+    def _compile(self, fields, path: str) -> dict:
+        plan = {}
+        for field in fields:
+            key = (field.metadata or {}).get(b"dicom_tag")
+            if key is None:
+                continue
+            key = key.decode()
+            kind, child = field.type, f"{path}/{key}"
+            if child in self.as_json:
+                how, detail = _AS_JSON, None
+            elif pa.types.is_list(kind) and pa.types.is_struct(kind.value_type):
+                struct = kind.value_type
+                how, detail = _ITEMS, self._compile(
+                    [struct.field(i) for i in range(struct.num_fields)], child)
+            elif pa.types.is_binary(kind):
+                how, detail = _BYTES, None
+            elif pa.types.is_string(kind):
+                how, detail = _TEXT, None
+            elif pa.types.is_list(kind):
+                how, detail = _LIST, kind.value_type
+            else:
+                how, detail = _ONE, kind
+            plan[key] = (field.name, how, detail)
+        return plan
 
     def row(self, path: str, document: dict) -> dict:
-        row = self._struct(document, self.schema, "")
+        row = self._struct(document, self.plan)
         row[PATH_COLUMN] = path
         return row
 
-    def _struct(self, document: dict, fields, path: str) -> dict:
+    def _struct(self, document: dict, plan: dict) -> dict:
         out: dict = {}
-        by_name = {}
-        for field in fields:
-            key = (field.metadata or {}).get(b"dicom_tag")
-            if key is not None:
-                by_name[key.decode()] = field
         others = []
         for key, element in sorted(document.items()):
             if len(key) != 8:
                 continue
-            field = by_name.get(key)
-            if field is None:
+            entry = plan.get(key)
+            if entry is None:
                 if not _keyword(key):
                     others.append(self._other(key, element, document))
                 continue
-            out[field.name] = self._value(element, field, f"{path}/{key}")
+            out[entry[0]] = self._value(element, *entry)
         if others:
             out[OTHER] = others
         return out
@@ -246,38 +279,34 @@ class NestedRows:
                 "Value": None if value is None else json.dumps(value, ensure_ascii=False,
                                                                sort_keys=True)}
 
-    def _value(self, element: dict, field: pa.Field, path: str):
-        kind = field.type
+    def _value(self, element: dict, name: str, how: int, detail):
         values = element.get("Value")
-        if path in self.as_json:
+        if how == _AS_JSON:
             return None if values is None else json.dumps(values, ensure_ascii=False,
                                                           sort_keys=True)
-        if pa.types.is_list(kind) and pa.types.is_struct(kind.value_type):
-            struct = kind.value_type
-            fields = [struct.field(i) for i in range(struct.num_fields)]
-            return [self._struct(item, fields, path) for item in values or ()]
-        if pa.types.is_binary(kind):
+        if how == _ITEMS:
+            return [self._struct(item, detail) for item in values or ()]
+        if how == _BYTES:
             inline = element.get("InlineBinary")
             return None if inline is None else base64.b64decode(inline)
         if values is None:
             if "StoredText" in element:
-                self.unparseable[field.name] += 1
+                self.unparseable[name] += 1
             return None
         vr = element.get("vr")
-        texts = [_text(vr, value) for value in values]
-        if pa.types.is_string(kind):
-            return "\\".join("" if text is None else text for text in texts)
-        item_type = kind.value_type if pa.types.is_list(kind) else kind
+        if how == _TEXT:
+            return "\\".join("" if text is None else text
+                              for text in (_text(vr, value) for value in values))
+        parse = _parser(detail, vr)
         try:
-            parsed = [None if value is None else _parse(item_type, vr, value)
-                      for value in values]
+            parsed = [None if value is None else parse(value) for value in values]
         except (ValueError, OverflowError, TypeError):
-            self.unparseable[field.name] += 1
+            self.unparseable[name] += 1
             return None
-        if pa.types.is_list(kind):
+        if how == _LIST:
             return parsed
         if len(parsed) != 1:
-            self.unparseable[field.name] += 1
+            self.unparseable[name] += 1
             return None
         return parsed[0]
 
@@ -291,14 +320,20 @@ def _text(vr: str, value):
     return str(value)
 
 
-def _parse(kind: pa.DataType, vr: str, value):
+def _parse_int(value) -> int:
+    number = int(value)
+    if number != value or not -(1 << 63) <= number < (1 << 63):
+        raise ValueError(value)
+    return number
+
+
+def _parser(kind: pa.DataType, vr: str):
+    """The function that parses one JSON value of ``vr`` as ``kind``."""
     if vr in _PARSERS:
-        return _PARSERS[vr](value.strip())
+        parse = _PARSERS[vr]
+        return lambda value: parse(value.strip())
     if pa.types.is_integer(kind):
-        number = int(value)
-        if number != value or not -(1 << 63) <= number < (1 << 63):
-            raise ValueError(value)
-        return number
+        return _parse_int
     if pa.types.is_floating(kind):
-        return float(value)
-    return _text(vr, value)
+        return float
+    return lambda value: _text(vr, value)
