@@ -19,6 +19,7 @@ read; ``ARCHIVES`` gets the zip and tar files (``ArchiveFound``), whose members
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import warnings
 
@@ -34,6 +35,7 @@ from transforms.reading.dicom_json import apply_content, draft
 from transforms.reading.errors import CorruptFileError, NotDicomError, TruncatedFileError, classify
 from transforms.common.rows import JSON_COLUMN, NUMBER_SIZES, TEXT_VRS
 from transforms.reading.flatten import FlattenSettings, flatten
+from transforms.reading.naming import is_skipped_group
 from transforms.reading.header_reader import HeaderReader
 from transforms.inputs.limits import FileGuard, FileLimitExceeded, FileLimits, check_inflated_size
 from transforms.common.paths import unescape
@@ -171,7 +173,10 @@ class ExtractHeaders(beam.DoFn):
         self.guard = FileGuard(self.limits)
         if self.progress is not None:
             self.progress.connect()
-        self.reader = HeaderReader(self.settings) if self.lean else None
+        # With --format json/nested the lean reader still makes the row; the JSON is
+        # made from pydicom's dataset (read_dicom).
+        self.reader = HeaderReader(dataclasses.replace(self.settings, dicom_json=False)
+                                   ) if self.lean else None
 
     def process(self, files):
         batch = files if isinstance(files, list) else [files]
@@ -262,6 +267,24 @@ def sniff_stream(stream, path: str, prefix: bytes) -> str | None:
     return sniff_archive(sniffed, path, trust_name=kind is None)
 
 
+def _read_deferred(dataset, settings: FlattenSettings, read_deferred) -> None:
+    """Read into ``dataset`` the deferred values that ``flatten`` reads (the elements it
+    shows), as it does, so that the JSON is made from the same elements either way."""
+    include_private = settings.include_private
+    for tag, raw in list(dataset.items()):
+        if not isinstance(raw, RawDataElement) or raw.value is not None or not raw.length:
+            continue
+        group = tag >> 16
+        if group % 2 and not include_private or is_skipped_group(group):
+            continue
+        try:
+            read = read_deferred(raw)
+        except Exception:  # pylint: disable=broad-except  # as flatten: the element decides
+            continue
+        if read.value is not None:
+            dataset[tag] = read
+
+
 def read_dicom(stream, path: str, size: int | None, prefix: bytes, settings: FlattenSettings,
                reader: HeaderReader | None = None, counts: list | None = None):
     """One file's header as ``(row, number of elements kept raw)``.
@@ -280,14 +303,14 @@ gets its ``[rows, files left to pydicom]`` added. Raises
     if kind == "part10" and size is not None and size <= PREAMBLE_LENGTH + len(MAGIC):
         raise TruncatedFileError("ends right after the preamble and 'DICM': "
                                  "no File Meta, no data set")
-    if reader is not None and not settings.dicom_json:  # JSON is made from pydicom's dataset
-        row = reader.read(stream, path, size, prefix) if kind == "part10" else None
-        if row is not None:
-            if counts is not None:
-                counts[0] += 1
-            return row, 0
+    lean_row = None
+    if reader is not None:
+        lean_row = reader.read(stream, path, size, prefix) if kind == "part10" else None
         if counts is not None:
-            counts[1] += 1  # raw datasets (no File Meta) always go to pydicom
+            # raw datasets (no File Meta) always go to pydicom
+            counts[0 if lean_row is not None else 1] += 1
+        if lean_row is not None and not settings.dicom_json:
+            return lean_row, 0
     stream.seek(0)
     if kind == "part10":
         check_inflated_size(stream)  # a deflated data set inflates in one call
@@ -327,7 +350,11 @@ gets its ``[rows, files left to pydicom]`` added. Raises
             )
         return raw._replace(value=value)
 
-    row, bad_elements = flatten(dataset, path, settings, read_deferred)
+    if lean_row is not None:  # the JSON is still to make: read what flatten would read
+        row, bad_elements = lean_row, ()
+        _read_deferred(dataset, settings, read_deferred)
+    else:
+        row, bad_elements = flatten(dataset, path, settings, read_deferred)
     if settings.dicom_json:
         row.values[JSON_COLUMN] = draft(dataset, settings)  # while the file is open
     return row, len(bad_elements)
