@@ -89,3 +89,27 @@ def test_pydicom_configuration_other_than_defaults_is_left_to_pydicom(monkeypatc
 def test_settings_are_all_known():
     # A new FlattenSettings field that changes the JSON must be thought about here.
     assert {field.name for field in dataclasses.fields(FlattenSettings)} >= {"dicom_json"}
+
+
+def outcomes(paths, settings) -> dict:
+    extract = ExtractHeaders(settings)
+    extract.setup()
+    found = {}
+    for path in paths:
+        metadata = FileSystems.match([path])[0].metadata_list[0]
+        result = next(iter(extract.process([metadata])))
+        if isinstance(result, Row):
+            values = {k: v for k, v in result.values.items() if k != JSON_COLUMN}
+            found[path] = ("row", values, {k: v for k, v in result.vrs.items() if k != JSON_COLUMN})
+        else:
+            found[path] = (result.tag, result.value)
+    return found
+
+
+@pytest.mark.parametrize("private", [False, True], ids=["default", "private"])
+def test_json_changes_no_row_error_or_skip(private):
+    # With --format json the lean reader still makes the row and pydicom reads the
+    # header from memory: every file gives the row, error or skip it gives without.
+    plain = FlattenSettings(include_private=private)
+    with_json = dataclasses.replace(plain, dicom_json=True)
+    assert outcomes(PYDICOM_FILES, with_json) == outcomes(PYDICOM_FILES, plain)

@@ -53,6 +53,9 @@ from transforms.reading.naming import public_name
 PATH_KEY = PATH_COLUMN
 STORED_TEXT_KEY = "StoredText"
 SEQUENCE_COUNT = " #items"  # the name of a sequence's own judgement (as the table's count)
+# Sorted keys, compact, UTF-8; made once (no per-line set-up; a draft has no cycles).
+_ENCODER = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"),
+                            check_circular=False)
 NUMBER_VRS = frozenset({"US", "SS", "UL", "SL", "UV", "SV", "FL", "FD", "IS", "DS"})
 
 
@@ -132,17 +135,22 @@ class _Walker:
         self.entries: list[_Entry] = []
 
     def walk(self, dataset, selector, prefix: str, into: dict) -> None:
-        for tag in list(dataset.keys()):
-            tag = BaseTag(tag)
-            if is_skipped_group(tag.group) or (tag.is_private and not self.include_private):
+        include_private = self.include_private
+        # items(): the elements as stored, without get_item's per-tag look-up; a
+        # deferred one is read (and converted) by get_item, as before.
+        for tag, raw in list(dataset.items()):
+            group = tag >> 16
+            if group & 1 and not include_private or group >= 0x6000 and is_skipped_group(group):
                 continue
+            tag = BaseTag(tag)
             below = None
             if selector is not None:
                 below = selector.select(tag, dataset)
                 if below is SKIPPED:
                     continue
             key = f"{tag:08X}"
-            raw = dataset.get_item(tag)
+            if raw.__class__ is not RawDataElement or raw.value is None:
+                raw = dataset.get_item(tag)
             if (isinstance(raw, RawDataElement) and raw.value is None
                     and raw.length != 0xFFFFFFFF and raw.length > self.max_binary_bytes
                     and _binary_vr(raw.VR, tag)):
@@ -294,7 +302,6 @@ def apply_content(row, content):
         _deidentify(pending, row, content)
     document = dict(pending.document)
     document[PATH_KEY] = row.values.get(PATH_COLUMN, row.path)
-    row.values[JSON_COLUMN] = json.dumps(document, sort_keys=True, ensure_ascii=False,
-                                         separators=(",", ":"))
+    row.values[JSON_COLUMN] = _ENCODER.encode(document)
     row.vrs[JSON_COLUMN] = "JSON"
     return row

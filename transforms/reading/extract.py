@@ -20,6 +20,7 @@ read; ``ARCHIVES`` gets the zip and tar files (``ArchiveFound``), whose members
 from __future__ import annotations
 
 import dataclasses
+import io
 import logging
 import warnings
 
@@ -267,6 +268,11 @@ def sniff_stream(stream, path: str, prefix: bytes) -> str | None:
     return sniff_archive(sniffed, path, trust_name=kind is None)
 
 
+# With --format json, a header the lean reader read is handed to pydicom in memory up
+# to this size (larger ones, with long values it skips, are read from the file).
+IN_MEMORY_HEADER = 1 << 20
+
+
 def _read_deferred(dataset, settings: FlattenSettings, read_deferred) -> None:
     """Read into ``dataset`` the deferred values that ``flatten`` reads (the elements it
     shows), as it does, so that the JSON is made from the same elements either way."""
@@ -314,8 +320,16 @@ gets its ``[rows, files left to pydicom]`` added. Raises
     stream.seek(0)
     if kind == "part10":
         check_inflated_size(stream)  # a deflated data set inflates in one call
+    source = stream
+    end = getattr(reader, "header_end", None) if lean_row is not None else None
+    if end is not None and end <= IN_MEMORY_HEADER:
+        # The lean reader found where the header ends: pydicom reads it from memory
+        # (its many small reads are what it costs), up to the pixel data's element
+        # header, where it stops as on the file.
+        stream.seek(0)
+        source = io.BytesIO(stream.read(end + 12))
     dataset = dcmread(
-        stream,
+        source,
         stop_before_pixels=True,
         defer_size=DEFER_SIZE,
         force=kind == "raw",

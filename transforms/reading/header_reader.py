@@ -187,10 +187,14 @@ class HeaderReader:
 
     def read(self, stream, path: str, size: int | None, prefix: bytes) -> Row | None:
         """``stream`` is positioned after ``prefix``, the file's first 132 bytes."""
+        self.header_end = None  # where the header read ended (the pixel data, or the end)
         if not self.enabled or size is None or not pydicom_defaults():
             return None
         try:
-            return _File(self, stream, path, size, prefix).read()
+            file = _File(self, stream, path, size, prefix)
+            row = file.read()
+            self.header_end = file.end
+            return row
         except (Decline, _NeedMore):
             return None
         except Exception:  # pylint: disable=broad-except  # any doubt: pydicom decides
@@ -246,7 +250,8 @@ class _File:
         p = self._file_meta(PREAMBLE_END)
         implicit = self._transfer_syntax()
         self._check_first(p, implicit)
-        self._elements(p, None, implicit, DEFAULT_ENCODINGS, "")
+        p = self._elements(p, None, implicit, DEFAULT_ENCODINGS, "")
+        self.end = self.base + p  # base moves as long values are skipped
         return Row(self.path, self.values, self.vrs)
 
     def _file_meta(self, p: int) -> int:
