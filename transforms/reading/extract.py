@@ -32,7 +32,7 @@ from pydicom.dataelem import RawDataElement
 
 from transforms.common.tags import ARCHIVES, CONTENT_COUNTS, ERRORS, READER_COUNTS, SKIPPED
 from transforms.inputs.archive_members import SNIFF_LENGTH, ArchiveFound, sniff_archive
-from transforms.reading.dicom_json import apply_content, draft
+from transforms.reading.dicom_json import apply_content, collection_paused, draft
 from transforms.reading.errors import CorruptFileError, NotDicomError, TruncatedFileError, classify
 from transforms.common.rows import JSON_COLUMN, NUMBER_SIZES, TEXT_VRS
 from transforms.reading.flatten import FlattenSettings, flatten
@@ -216,7 +216,12 @@ class ExtractHeaders(beam.DoFn):
             self.progress.flush()
 
     def _read_row(self, path: str, size: int, mtime: float):
-        outcome = self._read(path, size, mtime)
+        if self.settings.dicom_json:
+            with collection_paused():
+                return self._content(self._read(path, size, mtime))
+        return self._content(self._read(path, size, mtime))
+
+    def _content(self, outcome):
         # The one place rows change after reading (whichever reader read them): nothing
         # downstream (shards, state, reports) ever sees an original value of a
         # de-identified column.
