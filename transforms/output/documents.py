@@ -12,8 +12,6 @@ the JSON cells of every shard once before the merge writes.
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -74,8 +72,8 @@ def nested_schema(shards) -> NestedSchema:
                 continue
             for batch in parquet.iter_batches(columns=None, use_threads=False):
                 cells = shard_format.batch_cell_rows(batch)
-                for text in cells.values.filter(pa.array(np.isin(cells.keys, wanted))).to_pylist():
-                    union.add(json.loads(text))
+                union.add_texts(
+                    cells.values.filter(pa.array(np.isin(cells.keys, wanted))).to_pylist())
         finally:
             stream.close()
     return union
@@ -108,8 +106,7 @@ class DocumentWriters:
         if self.jsonl is not None:
             self.jsonl.write(texts)
         if self.nested is not None:
-            rows = [self.rows.row(path, json.loads(text)) for path, text in zip(paths, texts)]
-            self.nested.write_batch(pa.RecordBatch.from_pylist(rows, schema=self.schema))
+            self.nested.write_batch(self.rows.batch(paths, texts))
         self.written += len(paths)
 
     def close(self) -> None:

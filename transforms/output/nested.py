@@ -43,6 +43,7 @@ from pydicom.datadict import dictionary_VM, keyword_for_tag
 
 from transforms.common.rows import PATH_COLUMN
 from transforms.output.types import parse_da, parse_dt, vr_type
+from transforms.reading.dicom_json import collection_paused
 
 MAX_DEPTH = 15  # BigQuery: nested levels of RECORD columns
 MAX_LEAVES = 10_000  # BigQuery: columns in a table, nested fields included
@@ -119,6 +120,13 @@ class NestedSchema:
 
     def add(self, document: dict) -> None:
         self.root.add(document)
+
+    def add_texts(self, texts) -> None:
+        """``add`` each JSON text (no garbage collection meanwhile: see
+        ``collection_paused``)."""
+        with collection_paused():
+            for text in texts:
+                self.root.add(json.loads(text))
 
     # As data (plain dicts and lists), so that partial unions travel between workers and
     # combine in any order: the parts of a nested dataset (``nested_parts.py``).
@@ -250,6 +258,13 @@ class NestedRows:
         row = self._struct(document, self.plan)
         row[PATH_COLUMN] = path
         return row
+
+    def batch(self, paths: list, texts: list) -> pa.RecordBatch:
+        """The rows of the JSON ``texts`` as one batch of ``schema`` (no garbage
+        collection while they are built: see ``collection_paused``)."""
+        with collection_paused():
+            rows = [self.row(path, json.loads(text)) for path, text in zip(paths, texts)]
+            return pa.RecordBatch.from_pylist(rows, schema=self.schema)
 
     def _struct(self, document: dict, plan: dict) -> dict:
         out: dict = {}
