@@ -66,7 +66,7 @@ class _Entry(NamedTuple):
     made when the content step judges them (most runs never do)."""
 
     prefix: str
-    tag: BaseTag
+    tag: int
     dataset: object
     vr: str
     parent: dict
@@ -74,7 +74,7 @@ class _Entry(NamedTuple):
 
     @property
     def name(self) -> str:
-        name = self.prefix + element_name(self.tag, self.dataset)
+        name = self.prefix + element_name(BaseTag(self.tag), self.dataset)
         return name + SEQUENCE_COUNT if self.vr == "SQ" else name
 
     def text(self) -> str:
@@ -186,12 +186,14 @@ class _Walker:
             return None
 
     def _items(self, sequence: _ParsedSequence, name: str) -> dict:
+        include_private, entries = self.include_private, self.entries
         items = []
         for index, item in enumerate(sequence.items, start=1):
             document: dict = {}
             item_prefix = (name if index == 1 else f"{name} [{index}]") + " - "
             for tag, raw in item.items():
-                if is_skipped_group(tag >> 16) or (tag >> 16) % 2 and not self.include_private:
+                group = tag >> 16
+                if group & 1 and not include_private or group >= 0x6000 and is_skipped_group(group):
                     continue
                 if isinstance(raw, _ParsedSequence):
                     element = self._items(raw, item_prefix + public_name(tag))
@@ -201,8 +203,7 @@ class _Walker:
                         raise _Unparsed()
                 key = f"{tag:08X}"
                 document[key] = element
-                self.entries.append(_Entry(item_prefix, BaseTag(tag), item, element["vr"],
-                                           document, key))
+                entries.append(_Entry(item_prefix, tag, item, element["vr"], document, key))
             items.append(document)
         return {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
 

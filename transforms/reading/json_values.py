@@ -44,10 +44,6 @@ _INTEGER = r" *[+-]?[0-9]{1,15} *"
 _INTEGERS = re.compile(rf"{_INTEGER}(?:\\{_INTEGER})*")
 _SIZES = {vr: struct.calcsize("<" + fmt) for vr, fmt in NUMBER_FORMATS.items()}
 _BINARY = frozenset({"OB", "OD", "OF", "OL", "OV", "OW"})
-_STRIPPED_EACH = frozenset({"AE"})
-_MULTI = frozenset({"AS", "CS", "DA", "DT", "TM"})
-_CHARSET_MULTI = frozenset({"SH", "LO", "UC"})
-_CHARSET_SINGLE = frozenset({"LT", "ST", "UT"})
 _LUT_DESCRIPTORS = frozenset(int(tag) for tag in _LUT_DESCRIPTOR_TAGS)
 
 
@@ -70,73 +66,113 @@ def implicit_vr(tag: int) -> str | None:
     return None if " or " in vr else vr
 
 
-def _texts(vr: str, value: bytes) -> list | None:
-    """The values of a text element as pydicom converts them; None: not here."""
+def _values(vr: str, values: list) -> dict:
+    # One empty text is no value (pydicom's VM 0); several keep their empty ones.
+    if len(values) == 1 and not values[0]:
+        return {"vr": vr}
+    return {"vr": vr, "Value": values}
+
+
+def _multi(vr, value, tag, max_binary_bytes):  # AS CS DA DT TM
     if not value.isascii():
         return None
-    if vr in _MULTI:
-        return value.decode("ascii").rstrip(" \0").split("\\")
-    if vr == "UI":
-        return [item.strip() for item in
-                value.decode("ascii").rstrip("\0 ").rstrip(" \0").split("\\")]
-    if vr in _STRIPPED_EACH:
-        return [item.strip() for item in value.decode("ascii").split("\\")]
-    if vr == "UR":
-        return [value.decode("ascii").rstrip()]
-    if b"\x1b" in value:
-        return None  # an escape sequence: the character set's decoder decides
-    if vr in _CHARSET_MULTI:
-        return [item.rstrip("\0 ") for item in value.decode("ascii").split("\\")]
-    if vr in _CHARSET_SINGLE:
-        return [value.decode("ascii").rstrip("\0 ")]
-    return None
+    return _values(vr, value.decode("ascii").rstrip(" \0").split("\\"))
+
+
+def _ui(vr, value, tag, max_binary_bytes):
+    if not value.isascii():
+        return None
+    text = value.decode("ascii").rstrip("\0 ")
+    return _values(vr, [item.strip() for item in text.split("\\")])
+
+
+def _ae(vr, value, tag, max_binary_bytes):
+    if not value.isascii():
+        return None
+    return _values(vr, [item.strip() for item in value.decode("ascii").split("\\")])
+
+
+def _ur(vr, value, tag, max_binary_bytes):
+    if not value.isascii():
+        return None
+    return _values(vr, [value.decode("ascii").rstrip()])
+
+
+def _charset_multi(vr, value, tag, max_binary_bytes):  # SH LO UC
+    # An escape sequence: the character set's decoder decides.
+    if not value.isascii() or b"\x1b" in value:
+        return None
+    return _values(vr, [item.rstrip("\0 ") for item in value.decode("ascii").split("\\")])
+
+
+def _charset_single(vr, value, tag, max_binary_bytes):  # LT ST UT
+    if not value.isascii() or b"\x1b" in value:
+        return None
+    return _values(vr, [value.decode("ascii").rstrip("\0 ")])
+
+
+def _pn(vr, value, tag, max_binary_bytes):
+    if not value.isascii() or b"\x1b" in value or b"=" in value:
+        return None
+    names = value.rstrip(b"\0 ").decode("ascii").split("\\")
+    if len(names) == 1 and not names[0]:
+        return {"vr": vr}
+    if not all(names):
+        return None
+    return {"vr": vr, "Value": [{"Alphabetic": name} for name in names]}
+
+
+def _ds(vr, value, tag, max_binary_bytes):
+    text = value.decode("latin-1").strip().rstrip(" \0")
+    if not text.isascii() or not _DECIMALS.fullmatch(text):
+        return None
+    return {"vr": vr, "Value": [float(item) for item in text.split("\\")]}
+
+
+def _is(vr, value, tag, max_binary_bytes):
+    text = value.decode("latin-1").rstrip(" \0")
+    if not text.isascii() or not _INTEGERS.fullmatch(text):
+        return None
+    return {"vr": vr, "Value": [int(item) for item in text.split("\\")]}
+
+
+def _numbers(vr, value, tag, max_binary_bytes):
+    count, rest = divmod(len(value), _SIZES[vr])
+    if rest or tag in _LUT_DESCRIPTORS:
+        return None
+    return {"vr": vr, "Value": list(struct.unpack(f"<{count}{NUMBER_FORMATS[vr]}", value))}
+
+
+def _binary(vr, value, tag, max_binary_bytes):
+    if len(value) > max_binary_bytes:
+        return {"vr": vr, LEFT_OUT_KEY: len(value)}
+    return {"vr": vr, "InlineBinary": base64.b64encode(value).decode("ascii")}
+
+
+_MAKERS = {
+    **{vr: _multi for vr in ("AS", "CS", "DA", "DT", "TM")},
+    "UI": _ui, "AE": _ae, "UR": _ur, "PN": _pn, "DS": _ds, "IS": _is,
+    **{vr: _charset_multi for vr in ("SH", "LO", "UC")},
+    **{vr: _charset_single for vr in ("LT", "ST", "UT")},
+    **{vr: _numbers for vr in NUMBER_FORMATS},
+    **{vr: _binary for vr in _BINARY},
+}
 
 
 def element_json(raw, tag: int, max_binary_bytes: int) -> dict | None:
     """``raw`` (a ``RawDataElement`` whose value was read) as pydicom's
     ``to_json_dict`` gives it, or None when pydicom must convert it."""
     value = raw.value
-    if not raw.is_little_endian or raw.length == UNDEFINED or not isinstance(value, bytes):
+    if not raw.is_little_endian or raw.length == UNDEFINED or value.__class__ is not bytes:
         return None
     vr = raw.VR
     if vr is None:
         vr = implicit_vr(tag)
         if vr is None:
             return None
-    if not value:
-        return None if vr == "SQ" or vr == "UN" or vr == "AT" else {"vr": vr}
-    if vr == "DS":
-        text = value.decode("latin-1").strip().rstrip(" \0")
-        if not text.isascii() or not _DECIMALS.fullmatch(text):
-            return None
-        return {"vr": vr, "Value": [float(item) for item in text.split("\\")]}
-    if vr == "IS":
-        text = value.decode("latin-1").rstrip(" \0")
-        if not text.isascii() or not _INTEGERS.fullmatch(text):
-            return None
-        return {"vr": vr, "Value": [int(item) for item in text.split("\\")]}
-    size = _SIZES.get(vr)
-    if size is not None:
-        count, rest = divmod(len(value), size)
-        if rest or tag in _LUT_DESCRIPTORS:
-            return None
-        return {"vr": vr, "Value": list(struct.unpack(f"<{count}{NUMBER_FORMATS[vr]}", value))}
-    if vr in _BINARY:
-        if len(value) > max_binary_bytes:
-            return {"vr": vr, LEFT_OUT_KEY: len(value)}
-        return {"vr": vr, "InlineBinary": base64.b64encode(value).decode("ascii")}
-    if vr == "PN":
-        if not value.isascii() or b"\x1b" in value or b"=" in value:
-            return None
-        names = value.rstrip(b"\0 ").decode("ascii").split("\\")
-        if len(names) == 1 and not names[0]:
-            return {"vr": vr}
-        if not all(names):
-            return None
-        return {"vr": vr, "Value": [{"Alphabetic": name} for name in names]}
-    texts = _texts(vr, value)
-    if texts is None:
+    maker = _MAKERS.get(vr)
+    if maker is None:  # SQ UN AT
         return None
-    if len(texts) == 1 and not texts[0]:
+    if not value:
         return {"vr": vr}
-    return {"vr": vr, "Value": texts}
+    return maker(vr, value, tag, max_binary_bytes)
