@@ -60,6 +60,7 @@ ROW_CODE_MODULES = (
     "transforms.reading.header_reader", "transforms.reading.cells", "transforms.common.paths",
     "transforms.inputs.archive_members", "transforms.reading.archives",
     "transforms.common.rows", "transforms.reading.dicom_json",
+    "transforms.reading.json_values",
 )
 
 
