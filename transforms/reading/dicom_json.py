@@ -1,9 +1,11 @@
 """``--format json``: each file's header as the DICOM JSON Model (PS3.18 Annex F), one
 line per file, made while the file is read.
 
-Each element is converted by pydicom's own ``DataElement.to_json_dict`` (keys
+Each element is as pydicom's own ``DataElement.to_json_dict`` makes it (keys
 ``GGGGEEEE``, ``vr``, ``Value``, person names as ``Alphabetic``/``Ideographic``/
-``Phonetic``, AT as ``GGGGEEEE``, binary as base64 ``InlineBinary``); this module only
+``Phonetic``, AT as ``GGGGEEEE``, binary as base64 ``InlineBinary``): the common values
+straight from their bytes (``json_values``; sequences read as ``flatten`` reads them),
+any other by pydicom (``tests/test_json_values.py`` checks both agree). This module
 decides which elements go in, by the rules the table follows:
 
 * File Meta and data set at the top level, every item of every sequence (no item cut:
