@@ -14,7 +14,6 @@ from typing import NamedTuple
 
 import apache_beam as beam
 import numpy as np
-import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms.common.rows import grouping_name
@@ -106,9 +105,14 @@ class _Cells:
             np.zeros(0, np.int64)
         self.row = np.repeat(np.arange(self.rows), np.diff(cells.offsets))
         self.numbers = {name: number for number, name in enumerate(columns.names)}
+        self._python = None
 
     def text(self, codes: np.ndarray) -> list:
-        return self.texts.take(pa.array(codes)).to_pylist() if len(codes) else []
+        if not len(codes):
+            return []
+        if self._python is None:  # every distinct text as a Python str, made once
+            self._python = self.texts.to_numpy(zero_copy_only=False)
+        return self._python[codes].tolist()
 
     def per_row(self, name: str) -> np.ndarray:
         """Each row's code in column ``name`` (a key the tag selection leaves out: its
