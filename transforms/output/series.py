@@ -34,9 +34,11 @@ from __future__ import annotations
 
 import functools
 import math
+import pickle
 import re
 
 import apache_beam as beam
+import pyarrow as pa
 from pydicom.datadict import dictionary_VR
 
 from transforms.output.types import FLOAT_VRS, INT_VRS, column_vm
@@ -54,6 +56,7 @@ DISTINCT_CAP = 1000  # distinct values kept per column and series; beyond: "more
 RANGE_CAP = 4096  # ranges of instance numbers kept per series
 POSITION_CAP = 4096  # distinct slice positions kept per series
 POSITION_DECIMALS = 4  # mm: positions equal to 0.1 µm are the same position
+_CODEC = pa.Codec("zstd", 1)  # packed summaries (``pack``): fast, and small enough
 DATE_TIME_VRS = frozenset({"DA", "TM", "DT"})
 _LAST_TAG = re.compile(r"\(([0-9A-F]{4}),([0-9A-F]{4})\)$")
 
@@ -290,21 +293,50 @@ class SeriesSummary:
             column.count = counts[name]
 
 
+def pack(summary: SeriesSummary) -> tuple:
+    """A summary as the runner moves it: ``(size, zstd of its pickle)``. Most of a
+    summary is column names and values, which compress several times over; a tuple of an
+    int and bytes is coded without pickle, and the runner, which decodes what it groups,
+    only copies the bytes."""
+    raw = pickle.dumps(summary, protocol=pickle.HIGHEST_PROTOCOL)
+    return len(raw), _CODEC.compress(raw, asbytes=True)
+
+
+def unpack(summary) -> SeriesSummary:
+    """A ``SeriesSummary`` from itself or its ``pack``."""
+    if isinstance(summary, SeriesSummary):
+        return summary
+    size, blob = summary
+    return pickle.loads(_CODEC.decompress(blob, size, asbytes=True))
+
+
 class CombineSeries(beam.CombineFn):
-    """Partial ``SeriesSummary``s of one series -> the series' summary."""
+    """Partial summaries of one series (``SeriesSummary`` or their ``pack``) -> the
+    series' summary, packed. A series found in one shard only (most are) is passed on
+    packed, never decoded; partials are decoded only to be merged."""
 
     def create_accumulator(self):
         return SeriesSummary()
 
     def add_input(self, accumulator, summary):
-        return accumulator.merge(summary)
+        return self.merge_accumulators([accumulator, summary])
 
     def merge_accumulators(self, accumulators):
-        accumulators = iter(accumulators)
-        merged = next(accumulators)
-        for accumulator in accumulators:
-            merged.merge(accumulator)
+        found = [accumulator for accumulator in accumulators
+                 if not (isinstance(accumulator, SeriesSummary) and not accumulator.files)]
+        if not found:
+            return SeriesSummary()
+        if len(found) == 1:
+            return found[0]
+        merged = unpack(found[0])
+        for accumulator in found[1:]:
+            merged.merge(unpack(accumulator))
         return merged
 
-    def extract_output(self, accumulator):
+    def compact(self, accumulator):
+        if isinstance(accumulator, SeriesSummary) and accumulator.files:
+            return pack(accumulator)
         return accumulator
+
+    def extract_output(self, accumulator):
+        return self.compact(accumulator)

@@ -1,5 +1,5 @@
 """Series and study records: a series' ``SeriesSummary`` as the row of ``scan.series.csv``,
-and the per-study combine of those rows into ``scan.studies.csv``'s rows.
+and the study rows of ``scan.studies.csv`` made from those rows.
 
 A series row's fixed figures (``SERIES_FIELDS``):
 
@@ -32,11 +32,9 @@ from __future__ import annotations
 
 import statistics
 
-import apache_beam as beam
-
 from transforms.common.rows import is_grouping
 from transforms.output.series import (
-    DISTINCT_CAP, IMAGE_ORIENTATION, KEY_COLUMNS, NO_POSITION, SeriesSummary,
+    DISTINCT_CAP, IMAGE_ORIENTATION, KEY_COLUMNS, NO_POSITION, SeriesSummary, unpack,
 )
 from transforms.output.types import parse_tm
 from transforms.reading.naming import public_name
@@ -153,8 +151,9 @@ def column_cells(summary: SeriesSummary) -> dict:
 
 
 def series_record(keyed) -> dict:
-    """``(key, SeriesSummary)`` -> the series row: ``SERIES_FIELDS`` and ``columns``."""
+    """``(key, SeriesSummary or its pack)`` -> the series row: ``SERIES_FIELDS`` and ``columns``."""
     (patient, study, series), summary = keyed
+    summary = unpack(summary)
     missing, duplicates = summary.instances.missing_and_duplicates()
     geometry, uneven = _geometry_figures(summary)
     record = {
@@ -185,38 +184,22 @@ def varying_attributes(record: dict) -> list[str]:
             if name in record["columns"] and record["columns"][name][0] is None]
 
 
-class CombineStudy(beam.CombineFn):
-    """Series rows of one study -> the study's figures."""
-
-    def create_accumulator(self):
-        return {"series": 0, "files": 0, "bytes": 0, "dates": set(), "descriptions": set(),
-                "modalities": set(), "incomplete": set()}
-
-    def add_input(self, accumulator, record):
-        accumulator["series"] += 1
-        accumulator["files"] += record["Files"]
-        accumulator["bytes"] += record["Bytes"]
+def _study_figures(records) -> dict:
+    """The figures of one study's series rows: sums and sets, whatever their order."""
+    figures = {"series": 0, "files": 0, "bytes": 0, "dates": set(), "descriptions": set(),
+               "modalities": set(), "incomplete": set()}
+    for record in records:
+        figures["series"] += 1
+        figures["files"] += record["Files"]
+        figures["bytes"] += record["Bytes"]
         for field, column in (("dates", STUDY_DATE), ("descriptions", STUDY_DESCRIPTION),
                               ("modalities", MODALITY)):
             value = constant(record, column)
             if value is not None:
-                accumulator[field].add(value)
+                figures[field].add(value)
         if record["Incomplete"]:
-            accumulator["incomplete"].add(record["SeriesInstanceUID"])
-        return accumulator
-
-    def merge_accumulators(self, accumulators):
-        merged = self.create_accumulator()
-        for accumulator in accumulators:
-            for field, value in accumulator.items():
-                if isinstance(value, set):
-                    merged[field] |= value
-                else:
-                    merged[field] += value
-        return merged
-
-    def extract_output(self, accumulator):
-        return accumulator
+            figures["incomplete"].add(record["SeriesInstanceUID"])
+    return figures
 
 
 def study_record(keyed) -> dict:
@@ -232,16 +215,12 @@ def study_record(keyed) -> dict:
     }
 
 
-class SeriesAndStudies(beam.PTransform):
-    """``(series key, SeriesSummary)`` -> {"series": series rows, "studies": study rows}."""
+def study_records(series: list) -> list:
+    """The study rows of all series rows, one per (PatientID, StudyInstanceUID).
 
-    def expand(self, summaries):
-        series = summaries | "SeriesRows" >> beam.Map(series_record)
-        studies = (
-            series
-            | "ByStudy" >> beam.Map(lambda record: (
-                (record["PatientID"], record["StudyInstanceUID"]), record))
-            | "CombineStudy" >> beam.CombinePerKey(CombineStudy())
-            | "StudyRows" >> beam.Map(study_record)
-        )
-        return {"series": series, "studies": studies}
+    Made where the series rows are written, from them: a study row is a few sums and
+    sets over its series, and the series rows are all there."""
+    by_study: dict = {}
+    for record in series:
+        by_study.setdefault((record["PatientID"], record["StudyInstanceUID"]), []).append(record)
+    return [study_record((key, _study_figures(records))) for key, records in by_study.items()]

@@ -21,7 +21,7 @@ from transforms.output import shard_format
 from transforms.output.series import (
     IMAGE_ORIENTATION, IMAGE_POSITION, INSTANCE_NUMBER, KEY_COLUMNS,
     NO_POSITION, POSITION_DECIMALS, ColumnSummary, CombineSeries, Geometry, InstanceNumbers,
-    SeriesSummary,
+    SeriesSummary, pack,
 )
 
 # Rows summarised at once (a shard holds --rows-per-shard rows, 5,000 by default): the
@@ -235,7 +235,7 @@ def shard_summaries(path: str, size: int | None = None) -> dict:
 
 
 class SeriesParts(beam.DoFn):
-    """``ShardInfo`` -> ``(series key, SeriesSummary)`` for each series in the shard."""
+    """``ShardInfo`` -> ``(series key, packed SeriesSummary)`` for each series in the shard."""
 
     def setup(self):
         from transforms.inputs import storage
@@ -243,11 +243,12 @@ class SeriesParts(beam.DoFn):
         storage.prepare_filesystems()
 
     def process(self, shard):
-        yield from shard_summaries(shard.path, shard.size).items()
+        for key, summary in shard_summaries(shard.path, shard.size).items():
+            yield key, pack(summary)
 
 
 class SummarizeSeries(beam.PTransform):
-    """Shards -> ``(series key, SeriesSummary)``, one per series of the table."""
+    """Shards -> ``(series key, packed SeriesSummary)``, one per series of the table."""
 
     def expand(self, shards):
         return (

@@ -36,7 +36,7 @@ from transforms.common.tags import COLUMNS, SERIES_FIGURES, SHARDS
 from transforms.content.csv_safety import guard_cell, guarded_columns
 from transforms.output.series import KEY_COLUMNS, bound_kind
 from transforms.output.series_records import (
-    MODALITY, SERIES_FIELDS, STUDY_FIELDS, SeriesAndStudies, varying_attributes,
+    MODALITY, SERIES_FIELDS, STUDY_FIELDS, series_record, study_records, varying_attributes,
 )
 from transforms.output.series_shards import SummarizeSeries
 from transforms.common.atomic_files import open_write
@@ -268,11 +268,13 @@ def _hide(records: list, hidden: list) -> list:
     return [{**record, **dict.fromkeys(fields, "")} for record in records]
 
 
-def _write_step(_, series, studies, table_columns, final: SeriesFiles, temp_dir: str,
+def _write_step(_, summaries, table_columns, final: SeriesFiles, temp_dir: str,
                 formula_guard: bool = False, hidden: tuple = ()) -> dict:
     from transforms.inputs import storage
 
     storage.prepare_filesystems()
+    series = [series_record(keyed) for keyed in summaries]
+    studies = study_records(series)
     # Sorted by the keys as read, so the order is the same whether they are shown or not.
     series = _hide(sorted(series, key=_key), hidden)
     studies = _hide(sorted(studies, key=_key), hidden)
@@ -294,7 +296,8 @@ def _write_step(_, series, studies, table_columns, final: SeriesFiles, temp_dir:
 class WriteSeriesTables(beam.PTransform):
     """{SHARDS, COLUMNS} -> {SERIES_FIGURES: one dict of figures (``SERIES_REPORT``),
     emitted once the series and study tables are in place}. The shards are read again,
-    one partial summary per series each, combined per series and per study."""
+    one partial summary per series each, combined per series; the one step that writes
+    the tables makes the series rows, and the study rows from them."""
 
     def __init__(self, final: SeriesFiles, temp_dir: str, csv_formula_guard: bool = False,
                  hidden_keys=()):
@@ -305,17 +308,12 @@ class WriteSeriesTables(beam.PTransform):
         self.hidden_keys = tuple(hidden_keys)  # key columns read only for grouping
 
     def expand(self, records):
-        rows = (
-            records[SHARDS]
-            | "Summarize" >> SummarizeSeries()
-            | "Combine" >> SeriesAndStudies()
-        )
+        summaries = records[SHARDS] | "Summarize" >> SummarizeSeries()
         columns = records[COLUMNS]
         figures = (
             columns.pipeline
             | "Once" >> beam.Create([None])
-            | "Write" >> beam.Map(_write_step, beam.pvalue.AsList(rows["series"]),
-                                  beam.pvalue.AsList(rows["studies"]),
+            | "Write" >> beam.Map(_write_step, beam.pvalue.AsList(summaries),
                                   beam.pvalue.AsSingleton(columns), self.final,
                                   self.temp_dir, self.csv_formula_guard, self.hidden_keys)
             | "Finalize" >> beam.Map(finalize_step)
