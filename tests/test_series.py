@@ -24,7 +24,9 @@ from transforms.output.series import (
 )
 from transforms.output.series_records import series_record
 from transforms.output.series_shards import shard_summaries
-from transforms.output.series_tables import keyword_name
+from transforms.output.columns import Column
+from transforms.output.series_records import SERIES_FIELDS
+from transforms.output.series_tables import dense_csv, keyword_name, series_layout, sparse_csv
 
 REPEAT = "--direct_runner_bundle_repeat=1"
 ALL_DEFECTS = ("missing instance numbers; duplicate instance numbers; slice gaps; "
@@ -231,6 +233,37 @@ def test_the_summary_does_not_depend_on_how_rows_are_split(tmp_path):
         groups = [shuffled[a:b] for a, b in zip([0] + cuts, cuts + [len(rows)])]
         (tmp_path / str(seed)).mkdir()
         assert _summary(tmp_path / str(seed), groups) == expected
+
+
+def test_the_sparse_csv_is_what_python_csv_writes():
+    """The series writer lays out only the cells that have a value: the same bytes as
+    ``csv`` over every cell, quotes, formula guard, numbers and booleans included."""
+    texts = ["plain", 'say "hi"', "a,b", "two\nlines", "cr\r", "=1+1", "-3", "@x", "\tt",
+             "", "é ü", "+"]
+    columns = [Column(f"Text {number} (0009,10{number:02d})", frozenset({"LO"}))
+               for number in range(4)] + [Column("Slice Thickness (0018,0050)",
+                                                 frozenset({"DS"}))]
+    columns[1] = Column("Acquisition Date (0008,0022)", frozenset({"DA"}))  # has min/max
+    records = []
+    for number, text in enumerate(texts):
+        record = dict.fromkeys(SERIES_FIELDS)
+        record.update({"PatientID": texts[-1 - number], "StudyInstanceUID": text,
+                       "SeriesInstanceUID": "", "Files": number, "Bytes": 10 ** number,
+                       "SliceSpacing": number / 3, "EvenlySpaced": number % 2 == 0,
+                       "Incomplete": False, "Defects": text})
+        record["columns"] = {
+            columns[0].name: (text, None, None, None),
+            columns[1].name: (None, number + 2, text or None, texts[number - 1]),
+            columns[4].name: (None, 3, "-1.5", "2") if number % 3 else ("0.5", None, None, None),
+            "not in the table (0009,1099)": ("x", None, None, None),
+        }
+        if number % 4 == 1:
+            record["columns"][columns[2].name] = (text, None, None, None)
+        records.append(record)
+    layout = series_layout(records, columns)
+    for guard in (False, True):
+        assert sparse_csv(records, layout, guard) == dense_csv(records, layout, guard)
+    assert sparse_csv(records[:0], layout) == dense_csv(records[:0], layout)
 
 
 def test_keyword_names():

@@ -26,6 +26,7 @@ import uuid
 from typing import NamedTuple
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
@@ -39,6 +40,8 @@ from transforms.output.series_records import (
     MODALITY, SERIES_FIELDS, STUDY_FIELDS, series_record, study_records, varying_attributes,
 )
 from transforms.output.series_shards import SummarizeSeries
+from transforms.output.shard_format import CellRows
+from transforms.output.table_chunks import csv_record, csv_text
 from transforms.common.atomic_files import open_write
 from transforms.output.tables import OUTPUT_COMPRESSION, finalize_step
 from transforms.output.types import ColumnConverter, column_type
@@ -198,21 +201,76 @@ def _csv_column(values: list, arrow_type, guard: bool) -> list:
     return values  # csv writes None as empty, numbers with str()
 
 
+def dense_csv(records: list, layout: _Layout, formula_guard: bool = False) -> bytes:
+    """The table's CSV by Python's ``csv``, every cell of every row (``sparse_csv``'s
+    reference, and its fallback)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(layout.names)
+    writer.writerows(zip(*(_csv_column(values, arrow_type, formula_guard and guard)
+                           for values, arrow_type, guard
+                           in zip(_columns(records, layout), layout.types, layout.guarded))))
+    return buffer.getvalue().encode("utf-8", "backslashreplace")
+
+
+def _text(value, boolean: bool) -> str:
+    if boolean:
+        return "true" if value else "false"
+    return value if isinstance(value, str) else str(value)  # as csv writes it
+
+
+def sparse_csv(records: list, layout: _Layout, formula_guard: bool = False) -> bytes:
+    """The same bytes as ``dense_csv``, from the cells that have a value: a series row
+    fills a few hundred of thousands of columns, and the empty ones cost only their
+    commas (``table_chunks.csv_text`` lays the rows out, quotes and guards)."""
+    booleans = [arrow_type == pa.bool_() for arrow_type in layout.types]
+    fixed = [(index, field, booleans[index]) for index, field in enumerate(layout.fields)
+             if field and index]
+    slots = layout.slots
+    paths, keys, texts, counts = [], [], [], []
+    for record in records:
+        start = len(keys)
+        paths.append(_text(record[layout.fields[0]], booleans[0]))
+        for index, field, boolean in fixed:
+            value = record[field]
+            if value is not None:
+                keys.append(index)
+                texts.append(_text(value, boolean))
+        for name, cell in record["columns"].items() if slots else ():
+            slot = slots.get(name)
+            if slot is None:
+                continue
+            for index, value in (((slot[0], cell[0]),) if cell[1] is None else
+                                 zip(slot[1:], cell[1:])):
+                if index is not None and value is not None:
+                    keys.append(index)
+                    texts.append(_text(value, booleans[index]))
+        counts.append(len(keys) - start)
+    rows = np.repeat(np.arange(len(records), dtype=np.int64), counts)
+    order = np.argsort(rows * len(layout.names) + np.asarray(keys, np.int64), kind="stable")
+    offsets = np.zeros(len(records) + 1, np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    cells = CellRows(paths, None, None, offsets, np.asarray(keys, np.int32)[order],
+                     pa.array(texts, pa.large_string()).take(pa.array(order)))
+    guarded = np.array([formula_guard and guard for guard in layout.guarded]) \
+        if formula_guard else None
+    return (csv_record(layout.names).encode("utf-8", "backslashreplace")
+            + csv_text(cells, len(layout.names), guarded))
+
+
 def write_table(records: list, layout: _Layout, csv_path: str | None,
                 parquet_path: str | None, formula_guard: bool = False) -> None:
-    columns = _columns(records, layout)
     if csv_path:
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\r\n")
-        writer.writerow(layout.names)
-        writer.writerows(zip(*(_csv_column(values, arrow_type, formula_guard and guard)
-                               for values, arrow_type, guard
-                               in zip(columns, layout.types, layout.guarded))))
+        try:
+            text = sparse_csv(records, layout, formula_guard)
+        except (pa.ArrowException, UnicodeError):  # a lone surrogate: csv escapes it
+            text = dense_csv(records, layout, formula_guard)
         with open_write(csv_path) as out:
-            out.write(buffer.getvalue().encode("utf-8", "backslashreplace"))
+            out.write(text)
     if parquet_path:
         arrays = []
-        for values, arrow_type, source in zip(columns, layout.types, layout.sources):
+        for values, arrow_type, source in zip(_columns(records, layout), layout.types,
+                                              layout.sources):
             if source is None:
                 arrays.append(pa.array(values, type=arrow_type))
             elif all(value is None for value in values):
