@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import statistics
 
-from transforms.common.rows import is_grouping
+from transforms.common.rows import GROUPING_PREFIX
 from transforms.output.series import (
     DISTINCT_CAP, IMAGE_ORIENTATION, KEY_COLUMNS, NO_POSITION, SeriesSummary, unpack,
 )
@@ -132,13 +132,12 @@ def _seconds(column) -> float | None:
 def column_cells(summary: SeriesSummary) -> dict:
     """``{column: (constant value or None, distinct count or None, low, high)}``; low and
     high as the DICOM text of the smallest and largest value."""
-    cells = {}
-    files = summary.files
-    for name, count in summary.counts.items():
-        if name in KEY_COLUMNS or is_grouping(name):
-            continue
-        if name in summary.constant and count == files:
-            cells[name] = (summary.constant[name], None, None, None)
+    files, counts = summary.files, summary.counts
+    # Most cells: a value every file of the series has (one pass, no per-cell calls).
+    cells = {name: (value, None, None, None) for name, value in summary.constant.items()
+             if counts[name] == files}
+    for name, count in counts.items():
+        if name in cells:
             continue
         column = summary.column(name)
         distinct = DISTINCT_CAP + 1 if column.values is None else \
@@ -147,6 +146,9 @@ def column_cells(summary: SeriesSummary) -> dict:
         if isinstance(low, tuple):  # numbers: (value, text)
             low, high = low[1], high[1]
         cells[name] = (None, distinct, low, high)
+    for name in [name for name in cells
+                 if name in KEY_COLUMNS or name.startswith(GROUPING_PREFIX)]:
+        del cells[name]  # keys, and those read only for grouping, are not columns here
     return cells
 
 

@@ -240,8 +240,12 @@ def sparse_csv(records: list, layout: _Layout, formula_guard: bool = False) -> b
             slot = slots.get(name)
             if slot is None:
                 continue
-            for index, value in (((slot[0], cell[0]),) if cell[1] is None else
-                                 zip(slot[1:], cell[1:])):
+            value = cell[0]
+            if value is not None:  # most cells: the series' one value, DICOM text
+                keys.append(slot[0])
+                texts.append(value if value.__class__ is str else _text(value, False))
+                continue
+            for index, value in zip(slot[1:], cell[1:]):
                 if index is not None and value is not None:
                     keys.append(index)
                     texts.append(_text(value, booleans[index]))
