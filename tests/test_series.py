@@ -18,14 +18,13 @@ import pytest
 from benchmarks.make_archive import generate
 from tests.conftest import TEST_FILES, read_csv, run_cli
 from transforms.output import shard_format
+from transforms.output.columns import Column
 from transforms.output.series import (
     DISTINCT_CAP, IMAGE_ORIENTATION, IMAGE_POSITION, INSTANCE_NUMBER, PATIENT_ID,
-    POSITION_CAP, SERIES_UID, STUDY_UID, CombineSeries,
+    POSITION_CAP, SERIES_UID, STUDY_UID, CombineSeries, column_numbers, pack, unpack,
 )
-from transforms.output.series_records import series_record
+from transforms.output.series_records import SERIES_FIELDS, series_record
 from transforms.output.series_shards import shard_summaries
-from transforms.output.columns import Column
-from transforms.output.series_records import SERIES_FIELDS
 from transforms.output.series_tables import dense_csv, keyword_name, series_layout, sparse_csv
 
 REPEAT = "--direct_runner_bundle_repeat=1"
@@ -233,6 +232,30 @@ def test_the_summary_does_not_depend_on_how_rows_are_split(tmp_path):
         groups = [shuffled[a:b] for a, b in zip([0] + cuts, cuts + [len(rows)])]
         (tmp_path / str(seed)).mkdir()
         assert _summary(tmp_path / str(seed), groups) == expected
+
+
+def test_packed_partials_give_the_same_series(tmp_path):
+    """Partials travel packed, their columns numbered by the table's columns (a column
+    the table lacks keeps its name): merged and named again, the same series row."""
+    rows = _rows(1500)  # past DISTINCT_CAP once merged: bounds from numbered columns
+    del rows[100:104]
+    expected = _summary(tmp_path / "plain", [rows[:700], rows[700:]])
+    names = sorted({name for row in rows for name in row.values} - {STUDY_UID})
+    columns = [Column(name, frozenset({"CS"})) for name in names]
+    numbers = column_numbers(columns)
+    combine = CombineSeries()
+    (tmp_path / "packed").mkdir()
+    accumulators = []
+    for number, part in enumerate((rows[:500], rows[500:1000], rows[1000:])):
+        path = str(tmp_path / "packed" / f"rows-{number}.parquet")
+        shard_format.write_shard(path, part)
+        for key, summary in shard_summaries(path).items():
+            accumulators.append(combine.add_input(combine.create_accumulator(),
+                                                  pack(summary, numbers)))
+    merged = combine.extract_output(combine.merge_accumulators(accumulators))
+    assert isinstance(merged, tuple)  # packed
+    names = {number: name for name, number in numbers.items()}
+    assert series_record((key, unpack(merged, names))) == expected
 
 
 def test_the_sparse_csv_is_what_python_csv_writes():

@@ -59,13 +59,17 @@ POSITION_DECIMALS = 4  # mm: positions equal to 0.1 µm are the same position
 _CODEC = pa.Codec("zstd", 1)  # packed summaries (``pack``): fast, and small enough
 DATE_TIME_VRS = frozenset({"DA", "TM", "DT"})
 _LAST_TAG = re.compile(r"\(([0-9A-F]{4}),([0-9A-F]{4})\)$")
+KINDS = (None, "number", "text")  # bound kinds, as the low bits of a column number
 
 
 @functools.lru_cache(maxsize=1 << 14)
-def bound_kind(name: str) -> str | None:
+def bound_kind(name: str | int) -> str | None:
     """How a column's smallest and largest values are compared: "number", "text" (dates
     and times, whose DICOM text sorts in time order) or None (no min/max). From the
-    dictionary VR and VM of the column's (last) tag: single-valued public elements only."""
+    dictionary VR and VM of the column's (last) tag: single-valued public elements only.
+    A column number (``column_numbers``) carries its kind."""
+    if isinstance(name, int):
+        return KINDS[name & 3]
     match = _LAST_TAG.search(name)
     if match is None or column_vm(name) != "1" or int(match.group(1), 16) % 2:
         return None
@@ -293,21 +297,46 @@ class SeriesSummary:
             column.count = counts[name]
 
 
-def pack(summary: SeriesSummary) -> tuple:
-    """A summary as the runner moves it: ``(size, zstd of its pickle)``. Most of a
-    summary is column names and values, which compress several times over; a tuple of an
-    int and bytes is coded without pickle, and the runner, which decodes what it groups,
-    only copies the bytes."""
+def column_numbers(columns) -> dict:
+    """``{name: number}`` for the table's columns: packed summaries name a column by its
+    place in the table times four plus its bound kind (``KINDS``), so that merges
+    still know how to bound it, and the writer, which has the columns, its name."""
+    return {column.name: place * 4 + KINDS.index(bound_kind(column.name))
+            for place, column in enumerate(columns)}
+
+
+def _renamed(summary: SeriesSummary, names: dict) -> SeriesSummary:
+    """A shallow copy of ``summary`` whose columns are renamed by ``names`` (a column
+    not in it keeps its name)."""
+    copy = SeriesSummary.__new__(SeriesSummary)
+    for slot in SeriesSummary.__slots__:
+        setattr(copy, slot, getattr(summary, slot))
+    get = names.get
+    copy.counts = {get(name, name): count for name, count in summary.counts.items()}
+    copy.constant = {get(name, name): value for name, value in summary.constant.items()}
+    copy.varying = {get(name, name): column for name, column in summary.varying.items()}
+    return copy
+
+
+def pack(summary: SeriesSummary, numbers: dict | None = None) -> tuple:
+    """A summary as the runner moves it: ``(size, zstd of its pickle)``, its columns
+    named by their ``numbers`` (``column_numbers``) where given. Most of a summary is
+    column names and values; numbered and compressed it is about a sixth of its pickle.
+    A tuple of an int and bytes is coded without pickle, and the runner, which decodes
+    what it groups, only copies the bytes."""
+    if numbers:
+        summary = _renamed(summary, numbers)
     raw = pickle.dumps(summary, protocol=pickle.HIGHEST_PROTOCOL)
     return len(raw), _CODEC.compress(raw, asbytes=True)
 
 
-def unpack(summary) -> SeriesSummary:
-    """A ``SeriesSummary`` from itself or its ``pack``."""
-    if isinstance(summary, SeriesSummary):
-        return summary
-    size, blob = summary
-    return pickle.loads(_CODEC.decompress(blob, size, asbytes=True))
+def unpack(summary, names: dict | None = None) -> SeriesSummary:
+    """A ``SeriesSummary`` from itself or its ``pack``; ``names``: ``{number: name}``,
+    to name numbered columns again."""
+    if not isinstance(summary, SeriesSummary):
+        size, blob = summary
+        summary = pickle.loads(_CODEC.decompress(blob, size, asbytes=True))
+    return _renamed(summary, names) if names else summary
 
 
 class CombineSeries(beam.CombineFn):

@@ -21,7 +21,7 @@ from transforms.output import shard_format
 from transforms.output.series import (
     IMAGE_ORIENTATION, IMAGE_POSITION, INSTANCE_NUMBER, KEY_COLUMNS,
     NO_POSITION, POSITION_DECIMALS, ColumnSummary, CombineSeries, Geometry, InstanceNumbers,
-    SeriesSummary, pack,
+    SeriesSummary, column_numbers, pack,
 )
 
 # Rows summarised at once (a shard holds --rows-per-shard rows, 5,000 by default): the
@@ -235,24 +235,33 @@ def shard_summaries(path: str, size: int | None = None) -> dict:
 
 
 class SeriesParts(beam.DoFn):
-    """``ShardInfo`` -> ``(series key, packed SeriesSummary)`` for each series in the shard."""
+    """``ShardInfo``, the table's columns -> ``(series key, packed SeriesSummary)`` for
+    each series in the shard, its columns numbered (``series.column_numbers``)."""
 
     def setup(self):
         from transforms.inputs import storage
 
         storage.prepare_filesystems()
+        self._columns = self._numbers = None
 
-    def process(self, shard):
+    def process(self, shard, columns):
+        if columns is not self._columns:  # the table's columns, as a side input
+            self._columns, self._numbers = columns, column_numbers(columns)
         for key, summary in shard_summaries(shard.path, shard.size).items():
-            yield key, pack(summary)
+            yield key, pack(summary, self._numbers)
 
 
 class SummarizeSeries(beam.PTransform):
-    """Shards -> ``(series key, packed SeriesSummary)``, one per series of the table."""
+    """Shards -> ``(series key, packed SeriesSummary)``, one per series of the table;
+    ``columns``: the table's columns (one list)."""
+
+    def __init__(self, columns):
+        super().__init__()
+        self.columns = columns
 
     def expand(self, shards):
         return (
             shards
-            | "Read" >> beam.ParDo(SeriesParts())
+            | "Read" >> beam.ParDo(SeriesParts(), beam.pvalue.AsSingleton(self.columns))
             | "Combine" >> beam.CombinePerKey(CombineSeries())
         )
