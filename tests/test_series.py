@@ -249,9 +249,8 @@ def test_packed_partials_give_the_same_series(tmp_path):
     for number, part in enumerate((rows[:500], rows[500:1000], rows[1000:])):
         path = str(tmp_path / "packed" / f"rows-{number}.parquet")
         shard_format.write_shard(path, part)
-        for key, summary in shard_summaries(path).items():
-            accumulators.append(combine.add_input(combine.create_accumulator(),
-                                                  pack(summary, numbers)))
+        for key, summary in shard_summaries(path, numbers=numbers).items():
+            accumulators.append(combine.add_input(combine.create_accumulator(), pack(summary)))
     merged = combine.extract_output(combine.merge_accumulators(accumulators))
     assert isinstance(merged, tuple)  # packed
     names = {number: name for name, number in numbers.items()}

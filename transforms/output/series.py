@@ -327,14 +327,12 @@ def _renamed(summary: SeriesSummary, names: dict) -> SeriesSummary:
     return copy
 
 
-def pack(summary: SeriesSummary, numbers: dict | None = None) -> tuple:
-    """A summary as the runner moves it: ``(size, zstd of its pickle)``, its columns
-    named by their ``numbers`` (``column_numbers``) where given. Most of a summary is
-    column names and values; numbered and compressed it is about a sixth of its pickle.
+def pack(summary: SeriesSummary) -> tuple:
+    """A summary as the runner moves it: ``(size, zstd of its pickle)``. Most of a
+    summary is column names (numbers, once ``series_shards`` numbers them by
+    ``column_numbers``) and values; compressed it is a fifth of its pickle or less.
     A tuple of an int and bytes is coded without pickle, and the runner, which decodes
     what it groups, only copies the bytes."""
-    if numbers:
-        summary = _renamed(summary, numbers)
     raw = pickle.dumps(summary, protocol=pickle.HIGHEST_PROTOCOL)
     return len(raw), _CODEC.compress(raw, asbytes=True)
 

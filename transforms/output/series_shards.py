@@ -85,12 +85,15 @@ def _instance_number(text: str | None):
 class _ShardColumns(NamedTuple):
     names: list  # column number -> name
     name_of_key: np.ndarray  # shard key number -> column number
+    labels: list  # column number -> what the summaries call it: its name or table number
 
 
-def _shard_columns(keys: list) -> _ShardColumns:
+def _shard_columns(keys: list, numbers: dict | None = None) -> _ShardColumns:
     names = list(dict.fromkeys(name for name, _ in keys))
     number = {name: index for index, name in enumerate(names)}
-    return _ShardColumns(names, np.array([number[name] for name, _ in keys] or [0], np.int32))
+    labels = [numbers.get(name, name) for name in names] if numbers else names
+    return _ShardColumns(names, np.array([number[name] for name, _ in keys] or [0], np.int32),
+                         labels)
 
 
 class _Cells:
@@ -190,7 +193,7 @@ def batch_summaries(cells: shard_format.CellRows, columns: _ShardColumns) -> dic
         np.zeros(0, np.int64)
     ends = np.r_[first[1:], len(pairs)].astype(np.int64)
     group_of_pair, column_of_pair = np.divmod(pairs[first], width)
-    names = np.array(columns.names + [""], dtype=object)
+    names = np.array(columns.labels + [""], dtype=object)
     counts = np.add.reduceat(files, first) if len(first) else files
     constant = ends - first == 1
     per_group = np.searchsorted(group_of_pair, np.arange(len(keys) + 1))
@@ -217,13 +220,14 @@ def batch_summaries(cells: shard_format.CellRows, columns: _ShardColumns) -> dic
     return dict(zip(keys, summaries))
 
 
-def shard_summaries(path: str, size: int | None = None) -> dict:
-    """``{series key: SeriesSummary}`` of every row of one shard."""
+def shard_summaries(path: str, size: int | None = None, numbers: dict | None = None) -> dict:
+    """``{series key: SeriesSummary}`` of every row of one shard; ``numbers``: the
+    table's ``series.column_numbers``, to name the columns by (else by their names)."""
     merged: dict = {}
     with shard_format.open_stream(path, size) as stream:
         parquet = shard_format.open_shard(stream, path)
         _, keys = shard_format.check_keys(parquet.metadata.metadata, path)
-        columns = _shard_columns(keys)
+        columns = _shard_columns(keys, numbers)
         for batch in parquet.iter_batches(batch_size=BATCH_ROWS, use_threads=False):
             cells = shard_format.batch_cell_rows(batch)
             for key, summary in batch_summaries(cells, columns).items():
@@ -247,8 +251,8 @@ class SeriesParts(beam.DoFn):
     def process(self, shard, columns):
         if columns is not self._columns:  # the table's columns, as a side input
             self._columns, self._numbers = columns, column_numbers(columns)
-        for key, summary in shard_summaries(shard.path, shard.size).items():
-            yield key, pack(summary, self._numbers)
+        for key, summary in shard_summaries(shard.path, shard.size, self._numbers).items():
+            yield key, pack(summary)
 
 
 class SummarizeSeries(beam.PTransform):
