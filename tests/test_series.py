@@ -21,7 +21,7 @@ from transforms.output import shard_format
 from transforms.output.columns import Column
 from transforms.output.series import (
     DISTINCT_CAP, IMAGE_ORIENTATION, IMAGE_POSITION, INSTANCE_NUMBER, PATIENT_ID,
-    POSITION_CAP, SERIES_UID, STUDY_UID, CombineSeries, column_numbers, pack, unpack,
+    POSITION_CAP, SERIES_UID, STUDY_UID, CombineSeries, column_numbers, pack,
 )
 from transforms.output.series_records import SERIES_FIELDS, series_record
 from transforms.output.series_shards import shard_summaries
@@ -254,7 +254,7 @@ def test_packed_partials_give_the_same_series(tmp_path):
     merged = combine.extract_output(combine.merge_accumulators(accumulators))
     assert isinstance(merged, tuple)  # packed
     names = {number: name for name, number in numbers.items()}
-    assert series_record((key, unpack(merged, names))) == expected
+    assert series_record((key, merged), numbers, names) == expected
 
 
 def test_the_sparse_csv_is_what_python_csv_writes():

@@ -309,22 +309,10 @@ class SeriesSummary:
 def column_numbers(columns) -> dict:
     """``{name: number}`` for the table's columns: packed summaries name a column by its
     place in the table times four plus its bound kind (``KINDS``), so that merges
-    still know how to bound it, and the writer, which has the columns, its name."""
+    still know how to bound it, and the writer, which has the columns, its name
+    (``series_records.series_record``)."""
     return {column.name: place * 4 + KINDS.index(bound_kind(column.name))
             for place, column in enumerate(columns)}
-
-
-def _renamed(summary: SeriesSummary, names: dict) -> SeriesSummary:
-    """A shallow copy of ``summary`` whose columns are renamed by ``names`` (a column
-    not in it keeps its name)."""
-    copy = SeriesSummary.__new__(SeriesSummary)
-    for slot in SeriesSummary.__slots__:
-        setattr(copy, slot, getattr(summary, slot))
-    get = names.get
-    copy.counts = {get(name, name): count for name, count in summary.counts.items()}
-    copy.constant = {get(name, name): value for name, value in summary.constant.items()}
-    copy.varying = {get(name, name): column for name, column in summary.varying.items()}
-    return copy
 
 
 def pack(summary: SeriesSummary) -> tuple:
@@ -337,13 +325,12 @@ def pack(summary: SeriesSummary) -> tuple:
     return len(raw), _CODEC.compress(raw, asbytes=True)
 
 
-def unpack(summary, names: dict | None = None) -> SeriesSummary:
-    """A ``SeriesSummary`` from itself or its ``pack``; ``names``: ``{number: name}``,
-    to name numbered columns again."""
-    if not isinstance(summary, SeriesSummary):
-        size, blob = summary
-        summary = pickle.loads(_CODEC.decompress(blob, size, asbytes=True))
-    return _renamed(summary, names) if names else summary
+def unpack(summary) -> SeriesSummary:
+    """A ``SeriesSummary`` from itself or its ``pack``."""
+    if isinstance(summary, SeriesSummary):
+        return summary
+    size, blob = summary
+    return pickle.loads(_CODEC.decompress(blob, size, asbytes=True))
 
 
 class CombineSeries(beam.CombineFn):

@@ -129,15 +129,17 @@ def _seconds(column) -> float | None:
     return round(seconds(high) - seconds(low), 6)
 
 
-def column_cells(summary: SeriesSummary) -> dict:
+def column_cells(summary: SeriesSummary, names: dict | None = None) -> dict:
     """``{column: (constant value or None, distinct count or None, low, high)}``; low and
-    high as the DICOM text of the smallest and largest value."""
-    files, counts = summary.files, summary.counts
+    high as the DICOM text of the smallest and largest value. ``names``: ``{number:
+    name}`` of columns the summary numbers (``series.column_numbers``)."""
+    files, counts, constant = summary.files, summary.counts, summary.constant
+    get = (names or {}).get
     # Most cells: a value every file of the series has (one pass, no per-cell calls).
-    cells = {name: (value, None, None, None) for name, value in summary.constant.items()
+    cells = {get(name, name): (value, None, None, None) for name, value in constant.items()
              if counts[name] == files}
     for name, count in counts.items():
-        if name in cells:
+        if count == files and name in constant:
             continue
         column = summary.column(name)
         distinct = DISTINCT_CAP + 1 if column.values is None else \
@@ -145,15 +147,17 @@ def column_cells(summary: SeriesSummary) -> dict:
         low, high = column.bounds()
         if isinstance(low, tuple):  # numbers: (value, text)
             low, high = low[1], high[1]
-        cells[name] = (None, distinct, low, high)
+        cells[get(name, name)] = (None, distinct, low, high)
     for name in [name for name in cells
                  if name in KEY_COLUMNS or name.startswith(GROUPING_PREFIX)]:
         del cells[name]  # keys, and those read only for grouping, are not columns here
     return cells
 
 
-def series_record(keyed) -> dict:
-    """``(key, SeriesSummary or its pack)`` -> the series row: ``SERIES_FIELDS`` and ``columns``."""
+def series_record(keyed, numbers: dict | None = None, names: dict | None = None) -> dict:
+    """``(key, SeriesSummary or its pack)`` -> the series row: ``SERIES_FIELDS`` and
+    ``columns``. ``numbers`` (``series.column_numbers``) and ``names`` (its inverse):
+    for a summary whose columns are numbered; the row names them."""
     (patient, study, series), summary = keyed
     summary = unpack(summary)
     missing, duplicates = summary.instances.missing_and_duplicates()
@@ -165,13 +169,14 @@ def series_record(keyed) -> dict:
         "InstanceNumberMin": summary.instances.low, "InstanceNumberMax": summary.instances.high,
         "MissingInstanceNumbers": missing, "DuplicateInstanceNumbers": duplicates,
         **geometry,
-        "AcquisitionSeconds": _seconds(summary.column(ACQUISITION_TIME)),
+        "AcquisitionSeconds": _seconds(summary.column(
+            (numbers or {}).get(ACQUISITION_TIME, ACQUISITION_TIME))),
     }
     found = (missing, duplicates, record["SliceGaps"], record["DuplicatePositions"], uneven)
     defects = [name for name, value in zip(DEFECTS, found) if value]
     record["Incomplete"] = bool(defects)
     record["Defects"] = "; ".join(defects)
-    record["columns"] = column_cells(summary)
+    record["columns"] = column_cells(summary, names)
     return record
 
 

@@ -35,7 +35,7 @@ from pydicom.datadict import keyword_for_tag
 from transforms.common.rows import PATH_COLUMN
 from transforms.common.tags import COLUMNS, SERIES_FIGURES, SHARDS
 from transforms.content.csv_safety import guard_cell, guarded_columns
-from transforms.output.series import KEY_COLUMNS, bound_kind, column_numbers, unpack
+from transforms.output.series import KEY_COLUMNS, bound_kind, column_numbers
 from transforms.output.series_records import (
     MODALITY, SERIES_FIELDS, STUDY_FIELDS, series_record, study_records, varying_attributes,
 )
@@ -335,8 +335,9 @@ def _write_step(_, summaries, table_columns, final: SeriesFiles, temp_dir: str,
     from transforms.inputs import storage
 
     storage.prepare_filesystems()
-    names = {number: name for name, number in column_numbers(table_columns).items()}
-    series = [series_record((key, unpack(summary, names))) for key, summary in summaries]
+    numbers = column_numbers(table_columns)  # packed summaries number their columns
+    names = {number: name for name, number in numbers.items()}
+    series = [series_record(keyed, numbers, names) for keyed in summaries]
     studies = study_records(series)
     # Sorted by the keys as read, so the order is the same whether they are shown or not.
     series = _hide(sorted(series, key=_key), hidden)
