@@ -23,7 +23,7 @@ from transforms.output.series import (
     DISTINCT_CAP, IMAGE_ORIENTATION, IMAGE_POSITION, INSTANCE_NUMBER, PATIENT_ID,
     POSITION_CAP, SERIES_UID, STUDY_UID, CombineSeries, column_numbers, pack,
 )
-from transforms.output.series_records import SERIES_FIELDS, series_record
+from transforms.output.series_records import SERIES_FIELDS, series_record, set_cells
 from transforms.output.series_shards import shard_summaries
 from transforms.output.series_tables import dense_csv, keyword_name, series_layout, sparse_csv
 
@@ -273,14 +273,15 @@ def test_the_sparse_csv_is_what_python_csv_writes():
                        "SeriesInstanceUID": "", "Files": number, "Bytes": 10 ** number,
                        "SliceSpacing": number / 3, "EvenlySpaced": number % 2 == 0,
                        "Incomplete": False, "Defects": text})
-        record["columns"] = {
-            columns[0].name: (text, None, None, None),
-            columns[1].name: (None, number + 2, text or None, texts[number - 1]),
-            columns[4].name: (None, 3, "-1.5", "2") if number % 3 else ("0.5", None, None, None),
-            "not in the table (0009,1099)": ("x", None, None, None),
-        }
+        constant = {columns[0].name: text, "not in the table (0009,1099)": "x"}
+        varying = {columns[1].name: (None, number + 2, text or None, texts[number - 1])}
+        if number % 3:
+            varying[columns[4].name] = (None, 3, "-1.5", "2")
+        else:
+            constant[columns[4].name] = "0.5"
         if number % 4 == 1:
-            record["columns"][columns[2].name] = (text, None, None, None)
+            constant[columns[2].name] = text
+        set_cells(record, constant, varying)
         records.append(record)
     layout = series_layout(records, columns)
     for guard in (False, True):

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import statistics
 
-from transforms.common.rows import GROUPING_PREFIX
+from transforms.common.rows import grouping_name
 from transforms.output.series import (
     DISTINCT_CAP, IMAGE_ORIENTATION, KEY_COLUMNS, NO_POSITION, SeriesSummary, unpack,
 )
@@ -129,29 +129,41 @@ def _seconds(column) -> float | None:
     return round(seconds(high) - seconds(low), 6)
 
 
-def column_cells(summary: SeriesSummary, names: dict | None = None) -> dict:
-    """``{column: (constant value or None, distinct count or None, low, high)}``; low and
-    high as the DICOM text of the smallest and largest value. ``names``: ``{number:
-    name}`` of columns the summary numbers (``series.column_numbers``)."""
+def column_cells(summary: SeriesSummary, names: dict | None = None) -> tuple[dict, dict]:
+    """``({column: value}, {column: (None, distinct count, low, high)})``: the columns
+    with one value in every file of the series, and the others (low and high as the
+    DICOM text of the smallest and largest value). ``names``: ``{number: name}`` of
+    columns the summary numbers (``series.column_numbers``)."""
     files, counts, constant = summary.files, summary.counts, summary.constant
     get = (names or {}).get
     # Most cells: a value every file of the series has (one pass, no per-cell calls).
-    cells = {get(name, name): (value, None, None, None) for name, value in constant.items()
-             if counts[name] == files}
-    for name, count in counts.items():
-        if count == files and name in constant:
-            continue
-        column = summary.column(name)
+    same = {get(name, name): value for name, value in constant.items()
+            if counts[name] == files}
+    varying = {}
+    # Every column of a summary is in ``constant`` or in ``varying`` (series.py).
+    for name in [*summary.varying, *(name for name in constant if counts[name] != files)]:
+        count, column = counts[name], summary.column(name)
         distinct = DISTINCT_CAP + 1 if column.values is None else \
             len(column.values) + (count < files)
         low, high = column.bounds()
         if isinstance(low, tuple):  # numbers: (value, text)
             low, high = low[1], high[1]
-        cells[get(name, name)] = (None, distinct, low, high)
-    for name in [name for name in cells
-                 if name in KEY_COLUMNS or name.startswith(GROUPING_PREFIX)]:
-        del cells[name]  # keys, and those read only for grouping, are not columns here
-    return cells
+        varying[get(name, name)] = (None, distinct, low, high)
+    # The keys are not columns here, nor the keys read only for grouping (the only
+    # cells a tag selection keeps under grouping names: content/settings.py).
+    for name in (*KEY_COLUMNS, *map(grouping_name, KEY_COLUMNS)):
+        same.pop(name, None)
+        varying.pop(name, None)
+    return same, varying
+
+
+def set_cells(record: dict, constant: dict, varying: dict) -> None:
+    """A series row's file-table cells (``column_cells``): ``columns`` holds them all,
+    as ``(value or None, distinct count, low, high)``; ``constant`` and ``varying``
+    split them, for the writer."""
+    record["constant"], record["varying"] = constant, varying
+    record["columns"] = {**{name: (value, None, None, None) for name, value in constant.items()},
+                         **varying}
 
 
 def series_record(keyed, numbers: dict | None = None, names: dict | None = None) -> dict:
@@ -176,7 +188,7 @@ def series_record(keyed, numbers: dict | None = None, names: dict | None = None)
     defects = [name for name, value in zip(DEFECTS, found) if value]
     record["Incomplete"] = bool(defects)
     record["Defects"] = "; ".join(defects)
-    record["columns"] = column_cells(summary, names)
+    set_cells(record, *column_cells(summary, names))
     return record
 
 

@@ -227,6 +227,7 @@ def sparse_csv(records: list, layout: _Layout, formula_guard: bool = False) -> b
     fixed = [(index, field, booleans[index]) for index, field in enumerate(layout.fields)
              if field and index]
     slots = layout.slots
+    value_slot = {name: slot[0] for name, slot in slots.items()}.get
     paths, keys, texts, counts = [], [], [], []
     for record in records:
         start = len(keys)
@@ -236,25 +237,23 @@ def sparse_csv(records: list, layout: _Layout, formula_guard: bool = False) -> b
             if value is not None:
                 keys.append(index)
                 texts.append(_text(value, boolean))
-        for name, cell in record["columns"].items() if slots else ():
-            slot = slots.get(name)
-            if slot is None:
-                continue
-            value = cell[0]
-            if value is not None:  # most cells: the series' one value, DICOM text
-                keys.append(slot[0])
-                texts.append(value if value.__class__ is str else _text(value, False))
-                continue
-            for index, value in zip(slot[1:], cell[1:]):
-                if index is not None and value is not None:
-                    keys.append(index)
-                    texts.append(_text(value, booleans[index]))
+        if slots:
+            # Most cells: the series' one value, DICOM text; -1: not a column shown.
+            keys.extend([value_slot(name, -1) for name in record["constant"]])
+            texts.extend(record["constant"].values())
+            for name, cell in record["varying"].items():
+                for index, value in zip(slots.get(name, ()), cell):
+                    if index is not None and value is not None:
+                        keys.append(index)
+                        texts.append(_text(value, booleans[index]))
         counts.append(len(keys) - start)
     rows = np.repeat(np.arange(len(records), dtype=np.int64), counts)
-    order = np.argsort(rows * len(layout.names) + np.asarray(keys, np.int64), kind="stable")
+    keys = np.asarray(keys, np.int64)
+    shown = np.flatnonzero(keys >= 0)
+    order = shown[np.argsort(rows[shown] * len(layout.names) + keys[shown], kind="stable")]
     offsets = np.zeros(len(records) + 1, np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    cells = CellRows(paths, None, None, offsets, np.asarray(keys, np.int32)[order],
+    np.cumsum(np.bincount(rows[shown], minlength=len(records)), out=offsets[1:])
+    cells = CellRows(paths, None, None, offsets, keys[order].astype(np.int32),
                      pa.array(texts, pa.large_string()).take(pa.array(order)))
     guarded = np.array([formula_guard and guard for guard in layout.guarded]) \
         if formula_guard else None
