@@ -18,13 +18,14 @@ import pytest
 from benchmarks.make_archive import generate
 from tests.conftest import TEST_FILES, read_csv, run_cli
 from transforms.output import shard_format
+from transforms.output.columns import Column
 from transforms.output.series import (
     DISTINCT_CAP, IMAGE_ORIENTATION, IMAGE_POSITION, INSTANCE_NUMBER, PATIENT_ID,
-    POSITION_CAP, SERIES_UID, STUDY_UID, CombineSeries,
+    POSITION_CAP, SERIES_UID, STUDY_UID, CombineSeries, column_numbers, pack,
 )
-from transforms.output.series_records import series_record
+from transforms.output.series_records import SERIES_FIELDS, series_record, set_cells
 from transforms.output.series_shards import shard_summaries
-from transforms.output.series_tables import keyword_name
+from transforms.output.series_tables import dense_csv, keyword_name, series_layout, sparse_csv
 
 REPEAT = "--direct_runner_bundle_repeat=1"
 ALL_DEFECTS = ("missing instance numbers; duplicate instance numbers; slice gaps; "
@@ -231,6 +232,61 @@ def test_the_summary_does_not_depend_on_how_rows_are_split(tmp_path):
         groups = [shuffled[a:b] for a, b in zip([0] + cuts, cuts + [len(rows)])]
         (tmp_path / str(seed)).mkdir()
         assert _summary(tmp_path / str(seed), groups) == expected
+
+
+def test_packed_partials_give_the_same_series(tmp_path):
+    """Partials travel packed, their columns numbered by the table's columns (a column
+    the table lacks keeps its name): merged and named again, the same series row."""
+    rows = _rows(1500)  # past DISTINCT_CAP once merged: bounds from numbered columns
+    del rows[100:104]
+    expected = _summary(tmp_path / "plain", [rows[:700], rows[700:]])
+    names = sorted({name for row in rows for name in row.values} - {STUDY_UID})
+    columns = [Column(name, frozenset({"CS"})) for name in names]
+    numbers = column_numbers(columns)
+    combine = CombineSeries()
+    (tmp_path / "packed").mkdir()
+    accumulators = []
+    for number, part in enumerate((rows[:500], rows[500:1000], rows[1000:])):
+        path = str(tmp_path / "packed" / f"rows-{number}.parquet")
+        shard_format.write_shard(path, part)
+        for key, summary in shard_summaries(path, numbers=numbers).items():
+            accumulators.append(combine.add_input(combine.create_accumulator(), pack(summary)))
+    merged = combine.extract_output(combine.merge_accumulators(accumulators))
+    assert isinstance(merged, tuple)  # packed
+    names = {number: name for name, number in numbers.items()}
+    assert series_record((key, merged), numbers, names) == expected
+
+
+def test_the_sparse_csv_is_what_python_csv_writes():
+    """The series writer lays out only the cells that have a value: the same bytes as
+    ``csv`` over every cell, quotes, formula guard, numbers and booleans included."""
+    texts = ["plain", 'say "hi"', "a,b", "two\nlines", "cr\r", "=1+1", "-3", "@x", "\tt",
+             "", "é ü", "+"]
+    columns = [Column(f"Text {number} (0009,10{number:02d})", frozenset({"LO"}))
+               for number in range(4)] + [Column("Slice Thickness (0018,0050)",
+                                                 frozenset({"DS"}))]
+    columns[1] = Column("Acquisition Date (0008,0022)", frozenset({"DA"}))  # has min/max
+    records = []
+    for number, text in enumerate(texts):
+        record = dict.fromkeys(SERIES_FIELDS)
+        record.update({"PatientID": texts[-1 - number], "StudyInstanceUID": text,
+                       "SeriesInstanceUID": "", "Files": number, "Bytes": 10 ** number,
+                       "SliceSpacing": number / 3, "EvenlySpaced": number % 2 == 0,
+                       "Incomplete": False, "Defects": text})
+        constant = {columns[0].name: text, "not in the table (0009,1099)": "x"}
+        varying = {columns[1].name: (None, number + 2, text or None, texts[number - 1])}
+        if number % 3:
+            varying[columns[4].name] = (None, 3, "-1.5", "2")
+        else:
+            constant[columns[4].name] = "0.5"
+        if number % 4 == 1:
+            constant[columns[2].name] = text
+        set_cells(record, constant, varying)
+        records.append(record)
+    layout = series_layout(records, columns)
+    for guard in (False, True):
+        assert sparse_csv(records, layout, guard) == dense_csv(records, layout, guard)
+    assert sparse_csv(records[:0], layout) == dense_csv(records[:0], layout)
 
 
 def test_keyword_names():

@@ -34,9 +34,11 @@ from __future__ import annotations
 
 import functools
 import math
+import pickle
 import re
 
 import apache_beam as beam
+import pyarrow as pa
 from pydicom.datadict import dictionary_VR
 
 from transforms.output.types import FLOAT_VRS, INT_VRS, column_vm
@@ -54,15 +56,23 @@ DISTINCT_CAP = 1000  # distinct values kept per column and series; beyond: "more
 RANGE_CAP = 4096  # ranges of instance numbers kept per series
 POSITION_CAP = 4096  # distinct slice positions kept per series
 POSITION_DECIMALS = 4  # mm: positions equal to 0.1 µm are the same position
+# Packed summaries (``pack``): LZ4 compresses a pickle at twice zstd's speed and
+# decompresses it at twice again (0.11 s and 0.04 s for the 46 MB of the 50,000-file
+# benchmark archive's partials, against 0.20 s and 0.08 s), for 27 MB instead of 19 MB.
+_CODEC = pa.Codec("lz4")
 DATE_TIME_VRS = frozenset({"DA", "TM", "DT"})
 _LAST_TAG = re.compile(r"\(([0-9A-F]{4}),([0-9A-F]{4})\)$")
+KINDS = (None, "number", "text")  # bound kinds, as the low bits of a column number
 
 
 @functools.lru_cache(maxsize=1 << 14)
-def bound_kind(name: str) -> str | None:
+def bound_kind(name: str | int) -> str | None:
     """How a column's smallest and largest values are compared: "number", "text" (dates
     and times, whose DICOM text sorts in time order) or None (no min/max). From the
-    dictionary VR and VM of the column's (last) tag: single-valued public elements only."""
+    dictionary VR and VM of the column's (last) tag: single-valued public elements only.
+    A column number (``column_numbers``) carries its kind."""
+    if isinstance(name, int):
+        return KINDS[name & 3]
     match = _LAST_TAG.search(name)
     if match is None or column_vm(name) != "1" or int(match.group(1), 16) % 2:
         return None
@@ -98,9 +108,18 @@ class ColumnSummary:
     """One column in one series: files with a value, distinct values (``None`` once more
     than ``DISTINCT_CAP``) and, for a column with a ``bound_kind``, the smallest and
     largest value of those no longer in ``values`` (so a value is parsed only when the
-    set overflows, or once at the end: ``bounds``)."""
+    set overflows, or once at the end: ``bounds``). Pickled, the values are a tuple, and
+    stay one until a merge needs the set: a tuple of strings is unpickled in a third of
+    the time a frozenset takes, and most columns are never merged."""
 
     __slots__ = ("count", "values", "kind", "low", "high")
+
+    def __getstate__(self):
+        values = self.values if self.values is None else tuple(self.values)
+        return self.count, values, self.kind, self.low, self.high
+
+    def __setstate__(self, state):
+        self.count, self.values, self.kind, self.low, self.high = state
 
     def __init__(self, count: int, values: frozenset, name: str = ""):
         self.count = count
@@ -131,7 +150,7 @@ class ColumnSummary:
         if self.values is None:
             self._widen(*value_bounds(self.kind, other.values))
             return
-        self.values = self.values | other.values
+        self.values = frozenset(self.values).union(other.values)  # either may be a tuple
         if len(self.values) > DISTINCT_CAP:
             self._fold()
 
@@ -290,21 +309,60 @@ class SeriesSummary:
             column.count = counts[name]
 
 
+def column_numbers(columns) -> dict:
+    """``{name: number}`` for the table's columns: packed summaries name a column by its
+    place in the table times four plus its bound kind (``KINDS``), so that merges
+    still know how to bound it, and the writer, which has the columns, its name
+    (``series_records.series_record``)."""
+    return {column.name: place * 4 + KINDS.index(bound_kind(column.name))
+            for place, column in enumerate(columns)}
+
+
+def pack(summary: SeriesSummary) -> tuple:
+    """A summary as the runner moves it: ``(size, LZ4 of its pickle)``. Most of a
+    summary is column names (numbers, once ``series_shards`` numbers them by
+    ``column_numbers``) and values; compressed it is a fifth to a third of its pickle.
+    A tuple of an int and bytes is coded without pickle, and the runner, which decodes
+    what it groups, only copies the bytes."""
+    raw = pickle.dumps(summary, protocol=pickle.HIGHEST_PROTOCOL)
+    return len(raw), _CODEC.compress(raw, asbytes=True)
+
+
+def unpack(summary) -> SeriesSummary:
+    """A ``SeriesSummary`` from itself or its ``pack``."""
+    if isinstance(summary, SeriesSummary):
+        return summary
+    size, blob = summary
+    return pickle.loads(_CODEC.decompress(blob, size, asbytes=True))
+
+
 class CombineSeries(beam.CombineFn):
-    """Partial ``SeriesSummary``s of one series -> the series' summary."""
+    """Partial summaries of one series (``SeriesSummary`` or their ``pack``) -> the
+    series' summary, packed. A series found in one shard only (most are) is passed on
+    packed, never decoded; partials are decoded only to be merged."""
 
     def create_accumulator(self):
         return SeriesSummary()
 
     def add_input(self, accumulator, summary):
-        return accumulator.merge(summary)
+        return self.merge_accumulators([accumulator, summary])
 
     def merge_accumulators(self, accumulators):
-        accumulators = iter(accumulators)
-        merged = next(accumulators)
-        for accumulator in accumulators:
-            merged.merge(accumulator)
+        found = [accumulator for accumulator in accumulators
+                 if not (isinstance(accumulator, SeriesSummary) and not accumulator.files)]
+        if not found:
+            return SeriesSummary()
+        if len(found) == 1:
+            return found[0]
+        merged = unpack(found[0])
+        for accumulator in found[1:]:
+            merged.merge(unpack(accumulator))
         return merged
 
-    def extract_output(self, accumulator):
+    def compact(self, accumulator):
+        if isinstance(accumulator, SeriesSummary) and accumulator.files:
+            return pack(accumulator)
         return accumulator
+
+    def extract_output(self, accumulator):
+        return self.compact(accumulator)

@@ -1,5 +1,5 @@
 """Series and study records: a series' ``SeriesSummary`` as the row of ``scan.series.csv``,
-and the per-study combine of those rows into ``scan.studies.csv``'s rows.
+and the study rows of ``scan.studies.csv`` made from those rows.
 
 A series row's fixed figures (``SERIES_FIELDS``):
 
@@ -32,11 +32,9 @@ from __future__ import annotations
 
 import statistics
 
-import apache_beam as beam
-
-from transforms.common.rows import is_grouping
+from transforms.common.rows import grouping_name
 from transforms.output.series import (
-    DISTINCT_CAP, IMAGE_ORIENTATION, KEY_COLUMNS, NO_POSITION, SeriesSummary,
+    DISTINCT_CAP, IMAGE_ORIENTATION, KEY_COLUMNS, NO_POSITION, SeriesSummary, unpack,
 )
 from transforms.output.types import parse_tm
 from transforms.reading.naming import public_name
@@ -131,30 +129,49 @@ def _seconds(column) -> float | None:
     return round(seconds(high) - seconds(low), 6)
 
 
-def column_cells(summary: SeriesSummary) -> dict:
-    """``{column: (constant value or None, distinct count or None, low, high)}``; low and
-    high as the DICOM text of the smallest and largest value."""
-    cells = {}
-    files = summary.files
-    for name, count in summary.counts.items():
-        if name in KEY_COLUMNS or is_grouping(name):
-            continue
-        if name in summary.constant and count == files:
-            cells[name] = (summary.constant[name], None, None, None)
-            continue
-        column = summary.column(name)
+def column_cells(summary: SeriesSummary, names: dict | None = None) -> tuple[dict, dict]:
+    """``({column: value}, {column: (None, distinct count, low, high)})``: the columns
+    with one value in every file of the series, and the others (low and high as the
+    DICOM text of the smallest and largest value). ``names``: ``{number: name}`` of
+    columns the summary numbers (``series.column_numbers``)."""
+    files, counts, constant = summary.files, summary.counts, summary.constant
+    get = (names or {}).get
+    # Most cells: a value every file of the series has (one pass, no per-cell calls).
+    same = {get(name, name): value for name, value in constant.items()
+            if counts[name] == files}
+    varying = {}
+    # Every column of a summary is in ``constant`` or in ``varying`` (series.py).
+    for name in [*summary.varying, *(name for name in constant if counts[name] != files)]:
+        count, column = counts[name], summary.column(name)
         distinct = DISTINCT_CAP + 1 if column.values is None else \
             len(column.values) + (count < files)
         low, high = column.bounds()
         if isinstance(low, tuple):  # numbers: (value, text)
             low, high = low[1], high[1]
-        cells[name] = (None, distinct, low, high)
-    return cells
+        varying[get(name, name)] = (None, distinct, low, high)
+    # The keys are not columns here, nor the keys read only for grouping (the only
+    # cells a tag selection keeps under grouping names: content/settings.py).
+    for name in (*KEY_COLUMNS, *map(grouping_name, KEY_COLUMNS)):
+        same.pop(name, None)
+        varying.pop(name, None)
+    return same, varying
 
 
-def series_record(keyed) -> dict:
-    """``(key, SeriesSummary)`` -> the series row: ``SERIES_FIELDS`` and ``columns``."""
+def set_cells(record: dict, constant: dict, varying: dict) -> None:
+    """A series row's file-table cells (``column_cells``): ``columns`` holds them all,
+    as ``(value or None, distinct count, low, high)``; ``constant`` and ``varying``
+    split them, for the writer."""
+    record["constant"], record["varying"] = constant, varying
+    record["columns"] = {**{name: (value, None, None, None) for name, value in constant.items()},
+                         **varying}
+
+
+def series_record(keyed, numbers: dict | None = None, names: dict | None = None) -> dict:
+    """``(key, SeriesSummary or its pack)`` -> the series row: ``SERIES_FIELDS`` and
+    ``columns``. ``numbers`` (``series.column_numbers``) and ``names`` (its inverse):
+    for a summary whose columns are numbered; the row names them."""
     (patient, study, series), summary = keyed
+    summary = unpack(summary)
     missing, duplicates = summary.instances.missing_and_duplicates()
     geometry, uneven = _geometry_figures(summary)
     record = {
@@ -164,13 +181,14 @@ def series_record(keyed) -> dict:
         "InstanceNumberMin": summary.instances.low, "InstanceNumberMax": summary.instances.high,
         "MissingInstanceNumbers": missing, "DuplicateInstanceNumbers": duplicates,
         **geometry,
-        "AcquisitionSeconds": _seconds(summary.column(ACQUISITION_TIME)),
+        "AcquisitionSeconds": _seconds(summary.column(
+            (numbers or {}).get(ACQUISITION_TIME, ACQUISITION_TIME))),
     }
     found = (missing, duplicates, record["SliceGaps"], record["DuplicatePositions"], uneven)
     defects = [name for name, value in zip(DEFECTS, found) if value]
     record["Incomplete"] = bool(defects)
     record["Defects"] = "; ".join(defects)
-    record["columns"] = column_cells(summary)
+    set_cells(record, *column_cells(summary, names))
     return record
 
 
@@ -185,38 +203,22 @@ def varying_attributes(record: dict) -> list[str]:
             if name in record["columns"] and record["columns"][name][0] is None]
 
 
-class CombineStudy(beam.CombineFn):
-    """Series rows of one study -> the study's figures."""
-
-    def create_accumulator(self):
-        return {"series": 0, "files": 0, "bytes": 0, "dates": set(), "descriptions": set(),
-                "modalities": set(), "incomplete": set()}
-
-    def add_input(self, accumulator, record):
-        accumulator["series"] += 1
-        accumulator["files"] += record["Files"]
-        accumulator["bytes"] += record["Bytes"]
+def _study_figures(records) -> dict:
+    """The figures of one study's series rows: sums and sets, whatever their order."""
+    figures = {"series": 0, "files": 0, "bytes": 0, "dates": set(), "descriptions": set(),
+               "modalities": set(), "incomplete": set()}
+    for record in records:
+        figures["series"] += 1
+        figures["files"] += record["Files"]
+        figures["bytes"] += record["Bytes"]
         for field, column in (("dates", STUDY_DATE), ("descriptions", STUDY_DESCRIPTION),
                               ("modalities", MODALITY)):
             value = constant(record, column)
             if value is not None:
-                accumulator[field].add(value)
+                figures[field].add(value)
         if record["Incomplete"]:
-            accumulator["incomplete"].add(record["SeriesInstanceUID"])
-        return accumulator
-
-    def merge_accumulators(self, accumulators):
-        merged = self.create_accumulator()
-        for accumulator in accumulators:
-            for field, value in accumulator.items():
-                if isinstance(value, set):
-                    merged[field] |= value
-                else:
-                    merged[field] += value
-        return merged
-
-    def extract_output(self, accumulator):
-        return accumulator
+            figures["incomplete"].add(record["SeriesInstanceUID"])
+    return figures
 
 
 def study_record(keyed) -> dict:
@@ -232,16 +234,12 @@ def study_record(keyed) -> dict:
     }
 
 
-class SeriesAndStudies(beam.PTransform):
-    """``(series key, SeriesSummary)`` -> {"series": series rows, "studies": study rows}."""
+def study_records(series: list) -> list:
+    """The study rows of all series rows, one per (PatientID, StudyInstanceUID).
 
-    def expand(self, summaries):
-        series = summaries | "SeriesRows" >> beam.Map(series_record)
-        studies = (
-            series
-            | "ByStudy" >> beam.Map(lambda record: (
-                (record["PatientID"], record["StudyInstanceUID"]), record))
-            | "CombineStudy" >> beam.CombinePerKey(CombineStudy())
-            | "StudyRows" >> beam.Map(study_record)
-        )
-        return {"series": series, "studies": studies}
+    Made where the series rows are written, from them: a study row is a few sums and
+    sets over its series, and the series rows are all there."""
+    by_study: dict = {}
+    for record in series:
+        by_study.setdefault((record["PatientID"], record["StudyInstanceUID"]), []).append(record)
+    return [study_record((key, _study_figures(records))) for key, records in by_study.items()]

@@ -14,7 +14,6 @@ from typing import NamedTuple
 
 import apache_beam as beam
 import numpy as np
-import pyarrow as pa
 import pyarrow.compute as pc
 
 from transforms.common.rows import grouping_name
@@ -22,7 +21,7 @@ from transforms.output import shard_format
 from transforms.output.series import (
     IMAGE_ORIENTATION, IMAGE_POSITION, INSTANCE_NUMBER, KEY_COLUMNS,
     NO_POSITION, POSITION_DECIMALS, ColumnSummary, CombineSeries, Geometry, InstanceNumbers,
-    SeriesSummary,
+    SeriesSummary, column_numbers, pack,
 )
 
 # Rows summarised at once (a shard holds --rows-per-shard rows, 5,000 by default): the
@@ -86,12 +85,15 @@ def _instance_number(text: str | None):
 class _ShardColumns(NamedTuple):
     names: list  # column number -> name
     name_of_key: np.ndarray  # shard key number -> column number
+    labels: list  # column number -> what the summaries call it: its name or table number
 
 
-def _shard_columns(keys: list) -> _ShardColumns:
+def _shard_columns(keys: list, numbers: dict | None = None) -> _ShardColumns:
     names = list(dict.fromkeys(name for name, _ in keys))
     number = {name: index for index, name in enumerate(names)}
-    return _ShardColumns(names, np.array([number[name] for name, _ in keys] or [0], np.int32))
+    labels = [numbers.get(name, name) for name in names] if numbers else names
+    return _ShardColumns(names, np.array([number[name] for name, _ in keys] or [0], np.int32),
+                         labels)
 
 
 class _Cells:
@@ -106,9 +108,14 @@ class _Cells:
             np.zeros(0, np.int64)
         self.row = np.repeat(np.arange(self.rows), np.diff(cells.offsets))
         self.numbers = {name: number for number, name in enumerate(columns.names)}
+        self._python = None
 
     def text(self, codes: np.ndarray) -> list:
-        return self.texts.take(pa.array(codes)).to_pylist() if len(codes) else []
+        if not len(codes):
+            return []
+        if self._python is None:  # every distinct text as a Python str, made once
+            self._python = self.texts.to_numpy(zero_copy_only=False)
+        return self._python[codes].tolist()
 
     def per_row(self, name: str) -> np.ndarray:
         """Each row's code in column ``name`` (a key the tag selection leaves out: its
@@ -186,7 +193,7 @@ def batch_summaries(cells: shard_format.CellRows, columns: _ShardColumns) -> dic
         np.zeros(0, np.int64)
     ends = np.r_[first[1:], len(pairs)].astype(np.int64)
     group_of_pair, column_of_pair = np.divmod(pairs[first], width)
-    names = np.array(columns.names + [""], dtype=object)
+    names = np.array(columns.labels + [""], dtype=object)
     counts = np.add.reduceat(files, first) if len(first) else files
     constant = ends - first == 1
     per_group = np.searchsorted(group_of_pair, np.arange(len(keys) + 1))
@@ -213,13 +220,14 @@ def batch_summaries(cells: shard_format.CellRows, columns: _ShardColumns) -> dic
     return dict(zip(keys, summaries))
 
 
-def shard_summaries(path: str, size: int | None = None) -> dict:
-    """``{series key: SeriesSummary}`` of every row of one shard."""
+def shard_summaries(path: str, size: int | None = None, numbers: dict | None = None) -> dict:
+    """``{series key: SeriesSummary}`` of every row of one shard; ``numbers``: the
+    table's ``series.column_numbers``, to name the columns by (else by their names)."""
     merged: dict = {}
     with shard_format.open_stream(path, size) as stream:
         parquet = shard_format.open_shard(stream, path)
         _, keys = shard_format.check_keys(parquet.metadata.metadata, path)
-        columns = _shard_columns(keys)
+        columns = _shard_columns(keys, numbers)
         for batch in parquet.iter_batches(batch_size=BATCH_ROWS, use_threads=False):
             cells = shard_format.batch_cell_rows(batch)
             for key, summary in batch_summaries(cells, columns).items():
@@ -231,23 +239,33 @@ def shard_summaries(path: str, size: int | None = None) -> dict:
 
 
 class SeriesParts(beam.DoFn):
-    """``ShardInfo`` -> ``(series key, SeriesSummary)`` for each series in the shard."""
+    """``ShardInfo``, the table's columns -> ``(series key, packed SeriesSummary)`` for
+    each series in the shard, its columns numbered (``series.column_numbers``)."""
 
     def setup(self):
         from transforms.inputs import storage
 
         storage.prepare_filesystems()
+        self._columns = self._numbers = None
 
-    def process(self, shard):
-        yield from shard_summaries(shard.path, shard.size).items()
+    def process(self, shard, columns):
+        if columns is not self._columns:  # the table's columns, as a side input
+            self._columns, self._numbers = columns, column_numbers(columns)
+        for key, summary in shard_summaries(shard.path, shard.size, self._numbers).items():
+            yield key, pack(summary)
 
 
 class SummarizeSeries(beam.PTransform):
-    """Shards -> ``(series key, SeriesSummary)``, one per series of the table."""
+    """Shards -> ``(series key, packed SeriesSummary)``, one per series of the table;
+    ``columns``: the table's columns (one list)."""
+
+    def __init__(self, columns):
+        super().__init__()
+        self.columns = columns
 
     def expand(self, shards):
         return (
             shards
-            | "Read" >> beam.ParDo(SeriesParts())
+            | "Read" >> beam.ParDo(SeriesParts(), beam.pvalue.AsSingleton(self.columns))
             | "Combine" >> beam.CombinePerKey(CombineSeries())
         )

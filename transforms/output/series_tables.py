@@ -26,6 +26,7 @@ import uuid
 from typing import NamedTuple
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
@@ -34,11 +35,13 @@ from pydicom.datadict import keyword_for_tag
 from transforms.common.rows import PATH_COLUMN
 from transforms.common.tags import COLUMNS, SERIES_FIGURES, SHARDS
 from transforms.content.csv_safety import guard_cell, guarded_columns
-from transforms.output.series import KEY_COLUMNS, bound_kind
+from transforms.output.series import KEY_COLUMNS, bound_kind, column_numbers
 from transforms.output.series_records import (
-    MODALITY, SERIES_FIELDS, STUDY_FIELDS, SeriesAndStudies, varying_attributes,
+    MODALITY, SERIES_FIELDS, STUDY_FIELDS, series_record, study_records, varying_attributes,
 )
 from transforms.output.series_shards import SummarizeSeries
+from transforms.output.shard_format import CellRows
+from transforms.output.table_chunks import csv_record, csv_text
 from transforms.common.atomic_files import open_write
 from transforms.output.tables import OUTPUT_COMPRESSION, finalize_step
 from transforms.output.types import ColumnConverter, column_type
@@ -198,21 +201,79 @@ def _csv_column(values: list, arrow_type, guard: bool) -> list:
     return values  # csv writes None as empty, numbers with str()
 
 
+def dense_csv(records: list, layout: _Layout, formula_guard: bool = False) -> bytes:
+    """The table's CSV by Python's ``csv``, every cell of every row (``sparse_csv``'s
+    reference, and its fallback)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(layout.names)
+    writer.writerows(zip(*(_csv_column(values, arrow_type, formula_guard and guard)
+                           for values, arrow_type, guard
+                           in zip(_columns(records, layout), layout.types, layout.guarded))))
+    return buffer.getvalue().encode("utf-8", "backslashreplace")
+
+
+def _text(value, boolean: bool) -> str:
+    if boolean:
+        return "true" if value else "false"
+    return value if isinstance(value, str) else str(value)  # as csv writes it
+
+
+def sparse_csv(records: list, layout: _Layout, formula_guard: bool = False) -> bytes:
+    """The same bytes as ``dense_csv``, from the cells that have a value: a series row
+    fills a few hundred of thousands of columns, and the empty ones cost only their
+    commas (``table_chunks.csv_text`` lays the rows out, quotes and guards)."""
+    booleans = [arrow_type == pa.bool_() for arrow_type in layout.types]
+    fixed = [(index, field, booleans[index]) for index, field in enumerate(layout.fields)
+             if field and index]
+    slots = layout.slots
+    value_slot = {name: slot[0] for name, slot in slots.items()}.get
+    paths, keys, texts, counts = [], [], [], []
+    for record in records:
+        start = len(keys)
+        paths.append(_text(record[layout.fields[0]], booleans[0]))
+        for index, field, boolean in fixed:
+            value = record[field]
+            if value is not None:
+                keys.append(index)
+                texts.append(_text(value, boolean))
+        if slots:
+            # Most cells: the series' one value, DICOM text; -1: not a column shown.
+            keys.extend([value_slot(name, -1) for name in record["constant"]])
+            texts.extend(record["constant"].values())
+            for name, cell in record["varying"].items():
+                for index, value in zip(slots.get(name, ()), cell):
+                    if index is not None and value is not None:
+                        keys.append(index)
+                        texts.append(_text(value, booleans[index]))
+        counts.append(len(keys) - start)
+    rows = np.repeat(np.arange(len(records), dtype=np.int64), counts)
+    keys = np.asarray(keys, np.int64)
+    shown = np.flatnonzero(keys >= 0)
+    order = shown[np.argsort(rows[shown] * len(layout.names) + keys[shown], kind="stable")]
+    offsets = np.zeros(len(records) + 1, np.int64)
+    np.cumsum(np.bincount(rows[shown], minlength=len(records)), out=offsets[1:])
+    cells = CellRows(paths, None, None, offsets, keys[order].astype(np.int32),
+                     pa.array(texts, pa.large_string()).take(pa.array(order)))
+    guarded = np.array([formula_guard and guard for guard in layout.guarded]) \
+        if formula_guard else None
+    return (csv_record(layout.names).encode("utf-8", "backslashreplace")
+            + csv_text(cells, len(layout.names), guarded))
+
+
 def write_table(records: list, layout: _Layout, csv_path: str | None,
                 parquet_path: str | None, formula_guard: bool = False) -> None:
-    columns = _columns(records, layout)
     if csv_path:
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\r\n")
-        writer.writerow(layout.names)
-        writer.writerows(zip(*(_csv_column(values, arrow_type, formula_guard and guard)
-                               for values, arrow_type, guard
-                               in zip(columns, layout.types, layout.guarded))))
+        try:
+            text = sparse_csv(records, layout, formula_guard)
+        except (pa.ArrowException, UnicodeError):  # a lone surrogate: csv escapes it
+            text = dense_csv(records, layout, formula_guard)
         with open_write(csv_path) as out:
-            out.write(buffer.getvalue().encode("utf-8", "backslashreplace"))
+            out.write(text)
     if parquet_path:
         arrays = []
-        for values, arrow_type, source in zip(columns, layout.types, layout.sources):
+        for values, arrow_type, source in zip(_columns(records, layout), layout.types,
+                                              layout.sources):
             if source is None:
                 arrays.append(pa.array(values, type=arrow_type))
             elif all(value is None for value in values):
@@ -268,11 +329,15 @@ def _hide(records: list, hidden: list) -> list:
     return [{**record, **dict.fromkeys(fields, "")} for record in records]
 
 
-def _write_step(_, series, studies, table_columns, final: SeriesFiles, temp_dir: str,
+def _write_step(_, summaries, table_columns, final: SeriesFiles, temp_dir: str,
                 formula_guard: bool = False, hidden: tuple = ()) -> dict:
     from transforms.inputs import storage
 
     storage.prepare_filesystems()
+    numbers = column_numbers(table_columns)  # packed summaries number their columns
+    names = {number: name for name, number in numbers.items()}
+    series = [series_record(keyed, numbers, names) for keyed in summaries]
+    studies = study_records(series)
     # Sorted by the keys as read, so the order is the same whether they are shown or not.
     series = _hide(sorted(series, key=_key), hidden)
     studies = _hide(sorted(studies, key=_key), hidden)
@@ -294,7 +359,8 @@ def _write_step(_, series, studies, table_columns, final: SeriesFiles, temp_dir:
 class WriteSeriesTables(beam.PTransform):
     """{SHARDS, COLUMNS} -> {SERIES_FIGURES: one dict of figures (``SERIES_REPORT``),
     emitted once the series and study tables are in place}. The shards are read again,
-    one partial summary per series each, combined per series and per study."""
+    one partial summary per series each, combined per series; the one step that writes
+    the tables makes the series rows, and the study rows from them."""
 
     def __init__(self, final: SeriesFiles, temp_dir: str, csv_formula_guard: bool = False,
                  hidden_keys=()):
@@ -305,17 +371,12 @@ class WriteSeriesTables(beam.PTransform):
         self.hidden_keys = tuple(hidden_keys)  # key columns read only for grouping
 
     def expand(self, records):
-        rows = (
-            records[SHARDS]
-            | "Summarize" >> SummarizeSeries()
-            | "Combine" >> SeriesAndStudies()
-        )
         columns = records[COLUMNS]
+        summaries = records[SHARDS] | "Summarize" >> SummarizeSeries(columns)
         figures = (
             columns.pipeline
             | "Once" >> beam.Create([None])
-            | "Write" >> beam.Map(_write_step, beam.pvalue.AsList(rows["series"]),
-                                  beam.pvalue.AsList(rows["studies"]),
+            | "Write" >> beam.Map(_write_step, beam.pvalue.AsList(summaries),
                                   beam.pvalue.AsSingleton(columns), self.final,
                                   self.temp_dir, self.csv_formula_guard, self.hidden_keys)
             | "Finalize" >> beam.Map(finalize_step)

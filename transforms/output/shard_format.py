@@ -31,6 +31,7 @@ callers decide (the state treats it as unusable and re-extracts).
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Iterable, Iterator, NamedTuple
 
@@ -273,6 +274,9 @@ def check_metadata(metadata: dict | None, path: str = "") -> tuple[int, dict]:
     return rows, columns_of(keys)
 
 
+_parsed = functools.lru_cache(maxsize=4)(json.loads)  # a wide shard's keys: parsed once
+
+
 def check_keys(metadata: dict | None, path: str = "") -> tuple[int, list]:
     """``(rows, [(column, VR), ...])`` from a shard's key-value metadata."""
     metadata = metadata or {}
@@ -283,7 +287,7 @@ def check_keys(metadata: dict | None, path: str = "") -> tuple[int, list]:
         raise ShardFormatError(f"{path}: {FORMAT_NAME} version {version!r}, "
                                f"this code reads {FORMAT_VERSION}")
     try:
-        keys = [(name, vr) for name, vr in json.loads(metadata[_KEY_KEYS])]
+        keys = [(name, vr) for name, vr in _parsed(metadata[_KEY_KEYS])]
         rows = int(metadata[_KEY_ROWS])
     except (KeyError, ValueError, TypeError) as exc:
         raise ShardFormatError(f"{path}: unreadable shard metadata") from exc
