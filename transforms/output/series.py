@@ -33,8 +33,8 @@ not depend on the runner, the bundles or the order of the shards.
 from __future__ import annotations
 
 import functools
+import json
 import math
-import pickle
 import re
 
 import apache_beam as beam
@@ -56,9 +56,8 @@ DISTINCT_CAP = 1000  # distinct values kept per column and series; beyond: "more
 RANGE_CAP = 4096  # ranges of instance numbers kept per series
 POSITION_CAP = 4096  # distinct slice positions kept per series
 POSITION_DECIMALS = 4  # mm: positions equal to 0.1 µm are the same position
-# Packed summaries (``pack``): LZ4 compresses a pickle at twice zstd's speed and
-# decompresses it at twice again (0.11 s and 0.04 s for the 46 MB of the 50,000-file
-# benchmark archive's partials, against 0.20 s and 0.08 s), for 27 MB instead of 19 MB.
+# Packed summaries (``pack``): LZ4, which compressed the benchmark archive's partials
+# at about twice zstd's speed and decompressed them at four times (27 MB, not 19).
 _CODEC = pa.Codec("lz4")
 DATE_TIME_VRS = frozenset({"DA", "TM", "DT"})
 _LAST_TAG = re.compile(r"\(([0-9A-F]{4}),([0-9A-F]{4})\)$")
@@ -108,18 +107,10 @@ class ColumnSummary:
     """One column in one series: files with a value, distinct values (``None`` once more
     than ``DISTINCT_CAP``) and, for a column with a ``bound_kind``, the smallest and
     largest value of those no longer in ``values`` (so a value is parsed only when the
-    set overflows, or once at the end: ``bounds``). Pickled, the values are a tuple, and
-    stay one until a merge needs the set: a tuple of strings is unpickled in a third of
-    the time a frozenset takes, and most columns are never merged."""
+    set overflows, or once at the end: ``bounds``). Unpacked (``unpack``), the values are
+    a tuple, and stay one until a merge needs the set: most columns are never merged."""
 
     __slots__ = ("count", "values", "kind", "low", "high")
-
-    def __getstate__(self):
-        values = self.values if self.values is None else tuple(self.values)
-        return self.count, values, self.kind, self.low, self.high
-
-    def __setstate__(self, state):
-        self.count, self.values, self.kind, self.low, self.high = state
 
     def __init__(self, count: int, values: frozenset, name: str = ""):
         self.count = count
@@ -319,12 +310,12 @@ def column_numbers(columns) -> dict:
 
 
 def pack(summary: SeriesSummary) -> tuple:
-    """A summary as the runner moves it: ``(size, LZ4 of its pickle)``. Most of a
-    summary is column names (numbers, once ``series_shards`` numbers them by
-    ``column_numbers``) and values; compressed it is a fifth to a third of its pickle.
-    A tuple of an int and bytes is coded without pickle, and the runner, which decodes
+    """A summary as the runner moves it: ``(size, LZ4 of its JSON)``, data, never a
+    pickle. Most of a summary is column names (numbers, once ``series_shards`` numbers
+    them by ``column_numbers``) and values; compressed it is a fifth to a third of its
+    text. A tuple of an int and bytes is coded as it is, and the runner, which decodes
     what it groups, only copies the bytes."""
-    raw = pickle.dumps(summary, protocol=pickle.HIGHEST_PROTOCOL)
+    raw = json.dumps(_as_data(summary), separators=(",", ":")).encode("ascii")
     return len(raw), _CODEC.compress(raw, asbytes=True)
 
 
@@ -333,7 +324,47 @@ def unpack(summary) -> SeriesSummary:
     if isinstance(summary, SeriesSummary):
         return summary
     size, blob = summary
-    return pickle.loads(_CODEC.decompress(blob, size, asbytes=True))
+    return _from_data(json.loads(_CODEC.decompress(blob, size, asbytes=True)))
+
+
+def _as_data(summary: SeriesSummary) -> list:
+    """Plain lists, numbers and strings (dict keys may be numbers: pairs, not objects)."""
+    numbers, geometry = summary.instances, summary.geometry
+    return [
+        summary.files, summary.bytes, summary.first_path, summary.last_path,
+        list(summary.counts.items()), list(summary.constant.items()),
+        [[name, column.count, None if column.values is None else list(column.values),
+          column.kind, column.low, column.high] for name, column in summary.varying.items()],
+        [numbers.files, numbers.ranges, numbers.low, numbers.high],
+        None if geometry is None else [
+            geometry.orientation, None if geometry.positions is None
+            else list(geometry.positions.items()), geometry.note],
+    ]
+
+
+def _pair(value):  # a number's bound, (number, text), comes back from JSON a list
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _from_data(data: list) -> SeriesSummary:
+    summary = SeriesSummary()
+    (summary.files, summary.bytes, summary.first_path, summary.last_path, counts, constant,
+     varying, numbers, geometry) = data
+    summary.counts, summary.constant = dict(counts), dict(constant)
+    for name, count, values, kind, low, high in varying:
+        column = ColumnSummary.__new__(ColumnSummary)
+        column.count, column.kind = count, kind
+        column.values = None if values is None else tuple(values)
+        column.low, column.high = _pair(low), _pair(high)
+        summary.varying[name] = column
+    instances = summary.instances
+    instances.files, ranges, instances.low, instances.high = numbers
+    instances.ranges = None if ranges is None else [tuple(pair) for pair in ranges]
+    if geometry is not None:
+        orientation, positions, note = geometry
+        summary.geometry = Geometry(orientation, None if positions is None
+                                    else dict(positions), note)
+    return summary
 
 
 class CombineSeries(beam.CombineFn):
