@@ -33,12 +33,10 @@ not depend on the runner, the bundles or the order of the shards.
 from __future__ import annotations
 
 import functools
-import json
 import math
 import re
 
 import apache_beam as beam
-import pyarrow as pa
 from pydicom.datadict import dictionary_VR
 
 from transforms.output.types import FLOAT_VRS, INT_VRS, column_vm
@@ -56,9 +54,6 @@ DISTINCT_CAP = 1000  # distinct values kept per column and series; beyond: "more
 RANGE_CAP = 4096  # ranges of instance numbers kept per series
 POSITION_CAP = 4096  # distinct slice positions kept per series
 POSITION_DECIMALS = 4  # mm: positions equal to 0.1 µm are the same position
-# Packed summaries (``pack``): LZ4, which compressed the benchmark archive's partials
-# at about twice zstd's speed and decompressed them at four times (27 MB, not 19).
-_CODEC = pa.Codec("lz4")
 DATE_TIME_VRS = frozenset({"DA", "TM", "DT"})
 _LAST_TAG = re.compile(r"\(([0-9A-F]{4}),([0-9A-F]{4})\)$")
 KINDS = (None, "number", "text")  # bound kinds, as the low bits of a column number
@@ -309,26 +304,23 @@ def column_numbers(columns) -> dict:
             for place, column in enumerate(columns)}
 
 
-def pack(summary: SeriesSummary) -> tuple:
-    """A summary as the runner moves it: ``(size, LZ4 of its JSON)``, data, never a
-    pickle. Most of a summary is column names (numbers, once ``series_shards`` numbers
-    them by ``column_numbers``) and values; compressed it is a fifth to a third of its
-    text. A tuple of an int and bytes is coded as it is, and the runner, which decodes
-    what it groups, only copies the bytes."""
-    raw = json.dumps(_as_data(summary), separators=(",", ":")).encode("ascii")
-    return len(raw), _CODEC.compress(raw, asbytes=True)
+def pack(summary: SeriesSummary) -> list:
+    """A summary as the runner moves it: plain lists, numbers and strings, which Beam's
+    coder for primitive values encodes as they are (no pickle, no per-object state).
+    Most of a summary is column names (numbers, once ``series_shards`` numbers them by
+    ``column_numbers``) and values."""
+    return _as_data(summary)
 
 
 def unpack(summary) -> SeriesSummary:
     """A ``SeriesSummary`` from itself or its ``pack``."""
     if isinstance(summary, SeriesSummary):
         return summary
-    size, blob = summary
-    return _from_data(json.loads(_CODEC.decompress(blob, size, asbytes=True)))
+    return _from_data(summary)
 
 
 def _as_data(summary: SeriesSummary) -> list:
-    """Plain lists, numbers and strings (dict keys may be numbers: pairs, not objects)."""
+    """Plain lists, numbers and strings (dict keys may be numbers: pairs, not dicts)."""
     numbers, geometry = summary.instances, summary.geometry
     return [
         summary.files, summary.bytes, summary.first_path, summary.last_path,
@@ -342,7 +334,7 @@ def _as_data(summary: SeriesSummary) -> list:
     ]
 
 
-def _pair(value):  # a number's bound, (number, text), comes back from JSON a list
+def _pair(value):  # a number's bound, (number, text), may come back as a list
     return tuple(value) if isinstance(value, list) else value
 
 
