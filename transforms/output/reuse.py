@@ -131,19 +131,23 @@ class Classify(beam.DoFn):
     def process(self, joined):
         path, groups = joined
         files, entries = list(groups["file"]), list(groups["old"])
-        if not files:
+        if files:
+            yield from self._extract_or_reuse(path, files[0], entries)
+        elif self.incremental and not is_dicomweb_row(path) and any(
+                entry.rank == 0 for entry in entries):
             # DICOMweb rows are never reused (their series are read again): not dropped.
-            if self.incremental and not is_dicomweb_row(path) and any(
-                    entry.rank == 0 for entry in entries):
-                yield beam.pvalue.TaggedOutput(COUNTS, "files_dropped")
-            return
-        file_metadata = files[0]
+            yield beam.pvalue.TaggedOutput(COUNTS, "files_dropped")
+
+    def _extract_or_reuse(self, path, file_metadata, entries):
         size, mtime = file_metadata.size_in_bytes, file_metadata.last_updated_in_seconds
         kept = reusable_outcomes(path, entries, size, mtime)
         if kept is None:
             yield beam.pvalue.TaggedOutput(COUNTS, "files_extracted")
             yield file_metadata
-            return
+        else:
+            yield from self._reused(kept, size, mtime)
+
+    def _reused(self, kept, size, mtime):
         yield beam.pvalue.TaggedOutput(
             COUNTS, "files_reused" if kept[0].rank == 0 else "files_resumed"
         )
@@ -186,13 +190,15 @@ class RespillRows(Buffered):
             new = new_shard_path(self.generation)
             FileSystems.copy([old_shard], [new])
             yield info._replace(path=new)
-            return
+        else:
+            yield from self._repacked(old_shard, keep)
+
+    def _repacked(self, old_shard, keep):
         found = 0
         for row in shard_format.read_rows(old_shard):
-            if row.path not in keep:
-                continue
-            found += 1
-            yield from self.add(StoredRow(*row))
+            if row.path in keep:
+                found += 1
+                yield from self.add(StoredRow(*row))
         if found != len(keep):
             raise RuntimeError(f"{old_shard} holds {found} of the {len(keep)} rows to reuse")
 

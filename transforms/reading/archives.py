@@ -320,9 +320,10 @@ class ExtractZipMembers(_MemberDoFn):
                 raise zipfile.BadZipFile("archive changed since it was listed")
         except Exception as exc:  # pylint: disable=broad-except
             yield self._error(ref.dicom_path, exc)
-            return
-        yield self._member(lambda: open_zip_member(archive, info), ref.dicom_path, info.file_size)
-        yield from self._content_counts()
+        else:
+            yield self._member(lambda: open_zip_member(archive, info), ref.dicom_path,
+                               info.file_size)
+            yield from self._content_counts()
 
 
 OUTCOMES = (ROWS, ERRORS, SKIPPED, MANIFEST)
