@@ -53,6 +53,21 @@ def test_a_quiet_run_prints_nothing(samples, tmp_path):
     assert run_cli(samples, "-o", tmp_path / "out.csv", "--quiet") == ""
 
 
+def test_a_quiet_incremental_run_over_an_archive_prints_nothing(samples, tmp_path):
+    """Every step such a run builds (reuse, archive members) passes Beam's checks
+    silently: Beam warns on construction about a ``process`` with yield and return."""
+    import zipfile
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    with zipfile.ZipFile(inputs / "scans.zip", "w") as archive:
+        for path in sorted(samples.iterdir()):
+            archive.write(path, path.name)
+    copy_pydicom_file("CT_small.dcm", inputs)
+    for _ in range(2):  # the second run reuses the first one's state
+        assert run_cli(inputs, "-o", tmp_path / "out.csv", "--quiet", "--incremental") == ""
+
+
 def test_verbose_brings_beams_own_lines_back(samples, tmp_path):
     stderr = run_cli(samples, "-o", tmp_path / "out.csv", "--quiet", "--verbose")
     assert re.search(r"^INFO:apache_beam\.", stderr, re.M), stderr[-3000:]
