@@ -2,7 +2,8 @@
 
 * SIGINT and SIGTERM end this process's children (the runner's SDK workers, by pid) and
   raise ``Stopped`` in the launcher's thread (SIGTERM would otherwise end the process at
-  once, lock held); the runner unwinds, the lock is released.
+  once, lock held); the runner unwinds, the lock is released. What its threads then
+  log about the streams they lost is not shown: the launcher says the stop in one line.
 * Whatever ends the run early, ``discard_attempt`` deletes its temp dir (``.scan.tmp-<run>``)
   and the ``*.partial`` files of its generation. The generation's finished shards stay:
   the next run resumes them (``transforms/output/__init__.py``), and its cleanup deletes
@@ -24,6 +25,11 @@ import signal
 import threading
 
 CHILD_GRACE_SECONDS = 3.0
+# Loggers of the runner whose records, once a stop has ended its workers, only report
+# that: its data and control planes lose their streams ("Failed to read inputs in the
+# data plane", a grpc.RpcError traceback) at a moment that depends on the scheduler.
+RUNNER_LOGGERS = "apache_beam.runners"
+_STOP_BEGAN = threading.Event()
 _NO_SPACE = re.compile(r"No space left on device(?:: '([^']*)')?")
 
 
@@ -59,12 +65,15 @@ def stop_on_signals():
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    _STOP_BEGAN.clear()
 
     def _raise(signum, _frame):
         # The runner, unwinding, waits for its SDK worker processes to exit, and they
         # wait for it (Beam 2.70's SubprocessSdkWorkerHandler.stop_worker joins with no
-        # timeout): they are ended first. Their reader threads' errors then say nothing new.
+        # timeout): they are ended first. Their reader threads' errors and the runner's
+        # records of its lost streams then say nothing new.
         threading.excepthook = _quiet_after_stop
+        quiet_runner_after_stop()
         end_children()
         raise Stopped(signum)
 
@@ -79,6 +88,28 @@ def stop_on_signals():
 def _quiet_after_stop(args) -> None:
     """Threads of the runner that fail because its workers were ended: not reported."""
     del args
+
+
+class AfterStop(logging.Filter):
+    """Drops the runner's records once a stop has begun (``_STOP_BEGAN``, cleared when
+    the next run starts). A handler's filter, because records of the runner's many
+    loggers reach the handlers by propagation, where a logger's own filter never runs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (_STOP_BEGAN.is_set() and (
+            record.name == RUNNER_LOGGERS or record.name.startswith(RUNNER_LOGGERS + ".")))
+
+
+_AFTER_STOP = AfterStop()
+
+
+def quiet_runner_after_stop() -> None:
+    """From now until the next run starts, the runner's records are not shown (on every
+    handler of the root logger, and on the one logging falls back to without any)."""
+    _STOP_BEGAN.set()
+    for handler in [*logging.getLogger().handlers, logging.lastResort]:
+        if handler is not None:
+            handler.addFilter(_AFTER_STOP)  # the same filter once: addFilter skips repeats
 
 
 def end_children(grace: float = CHILD_GRACE_SECONDS) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -16,7 +17,9 @@ import psutil
 import pytest
 
 from beam_pipeline.lock import LockNotWritable, OutputLock
-from beam_pipeline.stopping import Stopped, quiet_endings, stopped_in
+from beam_pipeline.stopping import (
+    Stopped, quiet_endings, quiet_runner_after_stop, stop_on_signals, stopped_in,
+)
 from tests.conftest import copy_pydicom_file
 
 IN_CI = os.environ.get("CI") == "true"
@@ -218,3 +221,40 @@ def test_a_stop_inside_a_bundle_is_found_and_beam_logs_no_traceback(caplog):
         reached = _stop_inside_a_bundle()
     assert stopped_in(reached) is not None
     assert not runner_errors()
+
+
+def test_after_a_stop_the_runners_lost_streams_are_not_reported():
+    """Once a stop has ended the workers, the runner's planes lose their streams and log
+    it with a traceback, at a moment the scheduler picks: such records are dropped until
+    the next run starts; our own lines and other loggers' are kept."""
+    import io
+
+    shown = io.StringIO()
+    handler = logging.StreamHandler(shown)  # as a basicConfig'd root logger has
+    logging.getLogger().addHandler(handler)
+    data_plane = logging.getLogger("apache_beam.runners.worker.data_plane")
+    ours = logging.getLogger("beam_pipeline.test")
+
+    def log_both():
+        shown.seek(0)
+        shown.truncate()
+        try:
+            raise ConnectionError("stream lost")
+        except ConnectionError:
+            data_plane.exception("Failed to read inputs in the data plane.")
+        ours.error("still shown")
+        return shown.getvalue()
+
+    try:
+        with stop_on_signals():
+            before = log_both()
+            assert "Failed to read inputs" in before and "Traceback" in before
+            quiet_runner_after_stop()
+            after = log_both()
+        assert "still shown" in after and "Failed to read inputs" not in after
+        assert "Traceback" not in after
+        assert "Failed to read inputs" not in log_both()  # the run ended: still quiet
+        with stop_on_signals():  # the next run starts: its runner's records show again
+            assert "Failed to read inputs" in log_both()
+    finally:
+        logging.getLogger().removeHandler(handler)
