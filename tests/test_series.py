@@ -21,7 +21,8 @@ from transforms.output import shard_format
 from transforms.output.columns import Column
 from transforms.output.series import (
     DISTINCT_CAP, IMAGE_ORIENTATION, IMAGE_POSITION, INSTANCE_NUMBER, PATIENT_ID,
-    POSITION_CAP, SERIES_UID, STUDY_UID, CombineSeries, column_numbers, pack,
+    PLAIN_DATA, POSITION_CAP, SERIES_UID, STUDY_UID, CombineSeries, SeriesSummary,
+    column_numbers, pack,
 )
 from transforms.output.series_records import SERIES_FIELDS, series_record, set_cells
 from transforms.output.series_shards import shard_summaries
@@ -252,9 +253,23 @@ def test_packed_partials_give_the_same_series(tmp_path):
         for key, summary in shard_summaries(path, numbers=numbers).items():
             accumulators.append(combine.add_input(combine.create_accumulator(), pack(summary)))
     merged = combine.extract_output(combine.merge_accumulators(accumulators))
-    assert isinstance(merged, list)  # packed: plain data
+    assert isinstance(merged, bytes)  # packed: one value the runner moves as it is
+    assert isinstance(PLAIN_DATA.decode(merged), list)  # of plain data
     names = {number: name for name, number in numbers.items()}
     assert series_record((key, merged), numbers, names) == expected
+
+
+def test_packing_refuses_what_is_not_plain_data():
+    """No pickle: a summary holding anything but lists, numbers and strings is refused
+    where it is packed, not pickled by the coder's fallback."""
+    summary = SeriesSummary()
+    summary.files, summary.constant = 1, {"Modality (0008,0060)": object()}
+    with pytest.raises(TypeError, match="not plain data"):
+        pack(summary)
+    # The combine's accumulators travel as the same bytes.
+    coder = CombineSeries().get_accumulator_coder()
+    summary.constant = {"Modality (0008,0060)": "CT"}
+    assert coder.decode(coder.encode(summary)) == pack(summary)
 
 
 def test_the_sparse_csv_is_what_python_csv_writes():
