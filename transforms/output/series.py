@@ -343,17 +343,21 @@ def unpack(summary) -> SeriesSummary:
 
 
 def _as_data(summary: SeriesSummary) -> list:
-    """Plain lists, numbers and strings (dict keys may be numbers: pairs, not dicts)."""
+    """Plain lists, numbers and strings. A dict is its keys and its values as two flat
+    lists (keys may be numbers), not a list of pairs: a pair per cell would be an object
+    more to encode and to make again on every decode."""
     numbers, geometry = summary.instances, summary.geometry
+    counts, constant = summary.counts, summary.constant
     return [
         summary.files, summary.bytes, summary.first_path, summary.last_path,
-        list(summary.counts.items()), list(summary.constant.items()),
+        list(counts), list(counts.values()), list(constant), list(constant.values()),
         [[name, column.count, None if column.values is None else list(column.values),
           column.kind, column.low, column.high] for name, column in summary.varying.items()],
         [numbers.files, numbers.ranges, numbers.low, numbers.high],
         None if geometry is None else [
             geometry.orientation, None if geometry.positions is None
-            else list(geometry.positions.items()), geometry.note],
+            else [list(geometry.positions), list(geometry.positions.values())],
+            geometry.note],
     ]
 
 
@@ -363,9 +367,10 @@ def _pair(value):  # a number's bound, (number, text), may come back as a list
 
 def _from_data(data: list) -> SeriesSummary:
     summary = SeriesSummary()
-    (summary.files, summary.bytes, summary.first_path, summary.last_path, counts, constant,
-     varying, numbers, geometry) = data
-    summary.counts, summary.constant = dict(counts), dict(constant)
+    (summary.files, summary.bytes, summary.first_path, summary.last_path, count_names,
+     counts, constant_names, constant, varying, numbers, geometry) = data
+    summary.counts = dict(zip(count_names, counts))
+    summary.constant = dict(zip(constant_names, constant))
     for name, count, values, kind, low, high in varying:
         column = ColumnSummary.__new__(ColumnSummary)
         column.count, column.kind = count, kind
@@ -378,7 +383,7 @@ def _from_data(data: list) -> SeriesSummary:
     if geometry is not None:
         orientation, positions, note = geometry
         summary.geometry = Geometry(orientation, None if positions is None
-                                    else dict(positions), note)
+                                    else dict(zip(*positions)), note)
     return summary
 
 
