@@ -24,7 +24,7 @@ from transforms.output.series import (
     PLAIN_DATA, POSITION_CAP, SERIES_UID, STUDY_UID, CombineSeries, SeriesSummary,
     column_numbers, pack,
 )
-from transforms.output.series_records import SERIES_FIELDS, series_record, set_cells
+from transforms.output.series_records import SERIES_FIELDS, cell, series_record, set_cells
 from transforms.output.series_shards import shard_summaries
 from transforms.output.series_tables import dense_csv, keyword_name, series_layout, sparse_csv
 
@@ -213,9 +213,9 @@ def test_a_series_of_100000_files_is_held_in_bounded_memory(tmp_path):
     assert (record["Files"], record["MissingInstanceNumbers"], record["InstanceNumberMax"]) \
         == (100_000, 0, 100_000)
     assert record["GeometryNote"] == f"more than {POSITION_CAP} slice positions"
-    assert record["columns"]["SOP Instance UID (0008,0018)"][1] == DISTINCT_CAP + 1
+    assert cell(record, "SOP Instance UID (0008,0018)")[1] == DISTINCT_CAP + 1
     # Past the cap, a number's bounds are still exact.
-    assert record["columns"][INSTANCE_NUMBER] == (None, DISTINCT_CAP + 1, "1", "100000")
+    assert cell(record, INSTANCE_NUMBER) == (None, DISTINCT_CAP + 1, "1", "100000")
     assert record["Bytes"] == 100 * 100_000 and record["CommonFolder"] == "/a/b/"
 
 

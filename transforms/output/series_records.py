@@ -158,12 +158,16 @@ def column_cells(summary: SeriesSummary, names: dict | None = None) -> tuple[dic
 
 
 def set_cells(record: dict, constant: dict, varying: dict) -> None:
-    """A series row's file-table cells (``column_cells``): ``columns`` holds them all,
-    as ``(value or None, distinct count, low, high)``; ``constant`` and ``varying``
-    split them, for the writer."""
+    """A series row's file-table cells (``column_cells``): ``constant`` (value) and
+    ``varying`` (``(None, distinct count, low, high)``); ``cell`` reads either."""
     record["constant"], record["varying"] = constant, varying
-    record["columns"] = {**{name: (value, None, None, None) for name, value in constant.items()},
-                         **varying}
+
+
+def cell(record: dict, column: str) -> tuple | None:
+    """A column of a series row as ``(value or None, distinct count, low, high)``; None
+    when no file of the series has it."""
+    value = record["constant"].get(column)
+    return (value, None, None, None) if value is not None else record["varying"].get(column)
 
 
 def series_record(keyed, numbers: dict | None = None, names: dict | None = None) -> dict:
@@ -193,14 +197,12 @@ def series_record(keyed, numbers: dict | None = None, names: dict | None = None)
 
 
 def constant(record: dict, column: str) -> str | None:
-    value = record["columns"].get(column)
-    return value[0] if value else None
+    return record["constant"].get(column)
 
 
 def varying_attributes(record: dict) -> list[str]:
     """The should-be-constant columns whose value varies in the series."""
-    return [name for name in SHOULD_BE_CONSTANT
-            if name in record["columns"] and record["columns"][name][0] is None]
+    return [name for name in SHOULD_BE_CONSTANT if name in record["varying"]]
 
 
 def _study_figures(records) -> dict:

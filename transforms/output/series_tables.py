@@ -39,7 +39,8 @@ from transforms.common.tags import COLUMNS, SERIES_FIGURES, SHARDS
 from transforms.content.csv_safety import guard_cell, guarded_columns
 from transforms.output.series import KEY_COLUMNS, bound_kind, column_numbers
 from transforms.output.series_records import (
-    MODALITY, SERIES_FIELDS, STUDY_FIELDS, series_record, study_records, varying_attributes,
+    MODALITY, SERIES_FIELDS, STUDY_FIELDS, constant, series_record, study_records,
+    varying_attributes,
 )
 from transforms.output.series_shards import SummarizeSeries
 from transforms.output.shard_format import CellRows
@@ -141,9 +142,8 @@ def series_layout(records: list, table_columns) -> _Layout:
     vrs = {column.name: column.vrs for column in table_columns}
     shown = [column.name for column in table_columns
              if column.name != PATH_COLUMN and column.name not in KEY_COLUMNS]
-    varying = {name for record in records for name, cell in record["columns"].items()
-               if cell[0] is None}
-    bounded = {name for record in records for name, cell in record["columns"].items()
+    varying = {name for record in records for name in record["varying"]}
+    bounded = {name for record in records for name, cell in record["varying"].items()
                if cell[2] is not None}
     keywords = unique_names(shown, taken=layout.names)
     text_guard = guarded_columns(shown, table_columns)
@@ -181,12 +181,13 @@ def _columns(records: list, layout: _Layout) -> list[list]:
     if not slots:  # no file-table columns (the studies table)
         return columns
     for row, record in enumerate(records):
-        for name, cell in record["columns"].items():
+        for name, value in record["constant"].items():  # the same value in every file
+            slot = slots.get(name)
+            if slot is not None:
+                columns[slot[0]][row] = value
+        for name, cell in record["varying"].items():
             slot = slots.get(name)
             if slot is None:
-                continue
-            if cell[1] is None:  # the same value in every file
-                columns[slot[0]][row] = cell[0]
                 continue
             for index in (1, 2, 3):
                 if slot[index] is not None:
@@ -294,7 +295,7 @@ def report_figures(series: list, studies: list) -> dict:
     by_modality: dict = {}
     incomplete, varying = [], []
     for record in series:
-        modality = (record["columns"].get(MODALITY) or (None,))[0] or "(varies or none)"
+        modality = constant(record, MODALITY) or "(varies or none)"
         by_modality[modality] = by_modality.get(modality, 0) + 1
         if record["Incomplete"]:
             incomplete.append(record)
@@ -305,7 +306,7 @@ def report_figures(series: list, studies: list) -> dict:
     def brief(record):
         return {"series": record["SeriesInstanceUID"], "folder": record["CommonFolder"],
                 "files": record["Files"], "defects": record["Defects"],
-                "modality": (record["columns"].get(MODALITY) or (None,))[0] or ""}
+                "modality": constant(record, MODALITY) or ""}
 
     return {
         "series": len(series), "studies": len(studies),
