@@ -21,9 +21,9 @@ from transforms.output import shard_format
 from transforms.output.columns import Column
 from transforms.output.series import (
     DISTINCT_CAP, IMAGE_ORIENTATION, IMAGE_POSITION, INSTANCE_NUMBER, PATIENT_ID,
-    PLAIN_DATA, POSITION_CAP, SERIES_UID, STUDY_UID, CombineSeries, SeriesSummary,
-    column_numbers, pack,
+    POSITION_CAP, SERIES_UID, STUDY_UID, SeriesSummary, column_numbers,
 )
+from transforms.output.series_packing import PLAIN_DATA, CombineSeries, pack
 from transforms.output.series_records import SERIES_FIELDS, cell, series_record, set_cells
 from transforms.output.series_shards import shard_summaries
 from transforms.output.series_tables import dense_csv, keyword_name, series_layout, sparse_csv

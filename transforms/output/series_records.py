@@ -22,10 +22,12 @@ A series row's fixed figures (``SERIES_FIELDS``):
   positions, uneven spacing. ``Incomplete`` is true when there is any.
 
 Then, for each column of the file table: its value when every file of the series has
-the same one (``columns``), else the number of distinct values (a file without the
-column counts as one more value; ``DISTINCT_CAP + 1`` means more than ``DISTINCT_CAP``)
-and, for single-valued numbers, dates and times (``series.bound_kind``), the smallest and
-largest value.
+the same one (``constant``), else (``varying``) the number of distinct values (a file
+without the column counts as one more value; ``DISTINCT_CAP + 1`` means more than
+``DISTINCT_CAP``) and, for single-valued numbers, dates and times (``series.bound_kind``),
+the smallest and largest value.
+
+``report_figures``: what the HTML report's series section shows, from these rows.
 """
 
 from __future__ import annotations
@@ -34,8 +36,9 @@ import statistics
 
 from transforms.common.rows import grouping_name
 from transforms.output.series import (
-    DISTINCT_CAP, IMAGE_ORIENTATION, KEY_COLUMNS, NO_POSITION, SeriesSummary, unpack,
+    DISTINCT_CAP, IMAGE_ORIENTATION, KEY_COLUMNS, NO_POSITION, SeriesSummary,
 )
+from transforms.output.series_packing import unpack
 from transforms.output.types import parse_tm
 from transforms.reading.naming import public_name
 
@@ -245,3 +248,35 @@ def study_records(series: list) -> list:
     for record in series:
         by_study.setdefault((record["PatientID"], record["StudyInstanceUID"]), []).append(record)
     return [study_record((key, _study_figures(records))) for key, records in by_study.items()]
+
+
+REPORT_SAMPLE = 100  # incomplete / varying series listed in the report
+
+
+def report_figures(series: list, studies: list) -> dict:
+    """What the HTML report's series section shows (``transforms/report/series_section.py``)."""
+    by_modality: dict = {}
+    incomplete, varying = [], []
+    for record in series:
+        modality = constant(record, MODALITY) or "(varies or none)"
+        by_modality[modality] = by_modality.get(modality, 0) + 1
+        if record["Incomplete"]:
+            incomplete.append(record)
+        attributes = varying_attributes(record)
+        if attributes:
+            varying.append((record, [name.rsplit(" (", 1)[0] for name in attributes]))
+
+    def brief(record):
+        return {"series": record["SeriesInstanceUID"], "folder": record["CommonFolder"],
+                "files": record["Files"], "defects": record["Defects"],
+                "modality": constant(record, MODALITY) or ""}
+
+    return {
+        "series": len(series), "studies": len(studies),
+        "by_modality": sorted(by_modality.items(), key=lambda item: (-item[1], item[0])),
+        "incomplete_count": len(incomplete),
+        "incomplete": [brief(record) for record in incomplete[:REPORT_SAMPLE]],
+        "varying_count": len(varying),
+        "varying": [dict(brief(record), attributes=attributes)
+                    for record, attributes in varying[:REPORT_SAMPLE]],
+    }

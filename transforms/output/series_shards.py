@@ -20,9 +20,10 @@ from transforms.common.rows import grouping_name
 from transforms.output import shard_format
 from transforms.output.series import (
     IMAGE_ORIENTATION, IMAGE_POSITION, INSTANCE_NUMBER, KEY_COLUMNS,
-    NO_POSITION, POSITION_DECIMALS, ColumnSummary, CombineSeries, Geometry, InstanceNumbers,
-    SeriesSummary, column_numbers, pack,
+    NO_POSITION, POSITION_DECIMALS, ColumnSummary, Geometry, InstanceNumbers, SeriesSummary,
+    column_numbers,
 )
+from transforms.output.series_packing import CombineSeries, pack
 
 # Rows summarised at once (a shard holds --rows-per-shard rows, 5,000 by default): the
 # fewer batches a series spans, the fewer (series, column) pairs Python sees.

@@ -39,8 +39,7 @@ from transforms.common.tags import COLUMNS, SERIES_FIGURES, SHARDS
 from transforms.content.csv_safety import guard_cell, guarded_columns
 from transforms.output.series import KEY_COLUMNS, bound_kind, column_numbers
 from transforms.output.series_records import (
-    MODALITY, SERIES_FIELDS, STUDY_FIELDS, constant, series_record, study_records,
-    varying_attributes,
+    SERIES_FIELDS, STUDY_FIELDS, report_figures, series_record, study_records,
 )
 from transforms.output.series_shards import SummarizeSeries
 from transforms.output.shard_format import CellRows
@@ -51,7 +50,6 @@ from transforms.output.types import ColumnConverter, column_type
 
 KEY_FIELDS = dict(zip(KEY_COLUMNS, ("PatientID", "StudyInstanceUID", "SeriesInstanceUID")))
 SERIES_REPORT = "series_report"  # the figures' key of the HTML report's series section
-REPORT_SAMPLE = 100  # incomplete / varying series listed in the report
 _SEGMENT = re.compile(r"(?:\[(?P<creator>[^\]]*)\] )?[^()]*\((?P<group>[0-9A-F]{4}),"
                       r"(?P<element>[0-9A-F]{4})\)(?: \[(?P<item>\d+)\]| (?P<items>#items))?")
 MAX_NAME = 300  # BigQuery's limit on a column name
@@ -288,35 +286,6 @@ def write_table(records: list, layout: _Layout, csv_path: str | None,
         with open_write(parquet_path) as out:
             pq.write_table(pa.Table.from_arrays(arrays, schema=schema), out,
                            compression=OUTPUT_COMPRESSION)
-
-
-def report_figures(series: list, studies: list) -> dict:
-    """What the HTML report's series section shows (``transforms/report/series_section.py``)."""
-    by_modality: dict = {}
-    incomplete, varying = [], []
-    for record in series:
-        modality = constant(record, MODALITY) or "(varies or none)"
-        by_modality[modality] = by_modality.get(modality, 0) + 1
-        if record["Incomplete"]:
-            incomplete.append(record)
-        attributes = varying_attributes(record)
-        if attributes:
-            varying.append((record, [name.rsplit(" (", 1)[0] for name in attributes]))
-
-    def brief(record):
-        return {"series": record["SeriesInstanceUID"], "folder": record["CommonFolder"],
-                "files": record["Files"], "defects": record["Defects"],
-                "modality": constant(record, MODALITY) or ""}
-
-    return {
-        "series": len(series), "studies": len(studies),
-        "by_modality": sorted(by_modality.items(), key=lambda item: (-item[1], item[0])),
-        "incomplete_count": len(incomplete),
-        "incomplete": [brief(record) for record in incomplete[:REPORT_SAMPLE]],
-        "varying_count": len(varying),
-        "varying": [dict(brief(record), attributes=attributes)
-                    for record, attributes in varying[:REPORT_SAMPLE]],
-    }
 
 
 def _key(record: dict) -> tuple:

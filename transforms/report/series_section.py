@@ -1,5 +1,5 @@
 """The HTML report's series section, from the series tables' figures
-(``transforms/output/series_tables.report_figures``): series by modality, the series
+(``transforms/output/series_records.report_figures``): series by modality, the series
 that look incomplete (gaps, duplicates, uneven spacing) and the series whose
 should-be-constant attributes (modality, rows, columns, orientation, pixel spacing)
 vary, each with its files' common folder. Every value is escaped."""
