@@ -367,10 +367,11 @@ def changing_server(tmp_path):
 
 
 def test_incremental_reuses_unchanged_series(changing_server, tmp_path):
-    """--incremental reads only the series whose instances changed: unchanged, no series
-    metadata is requested; after one instance is deleted and a study added, only those
-    two series are read, the deleted instance's row is gone, and every output equals a
-    fresh full run's byte for byte (with bundles run twice too)."""
+    """--incremental reads only the series that failed or whose instances changed: a
+    series that failed is read again; then, unchanged, no series metadata is requested;
+    after one instance is deleted and a study added, only those two series are read, the
+    deleted instance's row is gone. Every output equals a fresh full run's byte for byte
+    (with bundles run twice too)."""
     server, proxy, patient = changing_server
     study = upload_folder(server, patient / "ST01")
     source = f"dicomweb+{proxy.url}/dicom-web"
@@ -389,17 +390,26 @@ def test_incremental_reuses_unchanged_series(changing_server, tmp_path):
                 if path.endswith("/metadata")}
         return outputs(out), summary, read, seconds
 
-    full, summary, read, full_seconds = run("out")
-    assert len(read) == 4 and summary["rows"] == 41
+    failing = next(ds for ds in study if ds.Modality == "RTPLAN").SeriesInstanceUID
+    proxy.always_fail = f"{failing}/metadata"  # the first run: one error row
+    first, summary, read, _ = run("out", "--dicomweb-retries=0")
+    assert len(read) == 4 and summary["rows"] == 40 and summary["dicomweb_series_failed"] == 1
+    proxy.always_fail = None
+    retried, summary, read, _ = run("out", "--incremental")
+    assert read == {failing}  # errors are always retried
+    assert summary["dicomweb_series_read"] == 1 and summary["dicomweb_series_reused"] == 3
+    assert summary["rows"] == 41 and first["scan.errors.csv"] != retried["scan.errors.csv"]
     again, summary, read, again_seconds = run("out", "--incremental")
-    print(f"DICOMweb, 41 instances in 4 series: full run {full_seconds:.1f} s, "
-          f"incremental run with nothing changed {again_seconds:.1f} s")
-    assert again == full and read == set()  # no series metadata fetched again
+    assert again == retried and read == set()  # no series metadata fetched again
     assert summary["dicomweb_series_read"] == 0 and summary["dicomweb_series_reused"] == 4
     assert summary["dicomweb_instances_reused"] == 41 and summary["files_dropped"] == 0
     assert summary["files_matched"] == summary["rows"] == 41
     # The instance searches were paged (three a page) like the other searches.
     assert any("/instances?" in path and "offset=3" in path for path in proxy.requests)
+    full, _, _, full_seconds = run("full")
+    assert full == again
+    print(f"DICOMweb, 41 instances in 4 series: full run {full_seconds:.1f} s, "
+          f"incremental run with nothing changed {again_seconds:.1f} s")
 
     gone = next(ds for ds in study if ds.Modality == "CT")
     server.delete_instance(gone.SOPInstanceUID)
