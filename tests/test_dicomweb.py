@@ -9,7 +9,10 @@ on a free 127.0.0.1 port, stopped by pid; ``tests/dicomweb_servers.py``).
   every seventh connection, one series that always fails, a bearer token checked by
   the proxy; a server that never answers; an unreachable server and wrong credentials
   (one line, exit status 2, before any work); unknown URL schemes;
-* secrets: the password and the token appear in no output, state file or log.
+* secrets: the password and the token appear in no output, state file or log;
+* ``--incremental``: a series that failed is read again, unchanged series are kept
+  without a metadata request, a deleted instance and a new study read only their
+  series, each output equal to a fresh full run's.
 
 Without Orthanc the tests skip, except under CI=true, where they fail.
 """
