@@ -104,7 +104,7 @@ class CheckSeries(beam.DoFn):
             if ref.root not in self.clients:  # sessions are thread-safe for GET
                 self.clients[ref.root] = self.web.client(ref.root)
             uids = instance_uids(self.clients[ref.root], ref, self.web.page_size)
-        except Exception:  # pylint: disable=broad-except  # read again: its error says why
+        except Exception:  # pylint: disable=broad-except  # read again, as if changed
             return None
         return [f"{url}/instances/{uid}" for uid in uids]
 
