@@ -90,7 +90,8 @@ RUNS = ("Runs", (
     ("rows-per-shard", "Rows per temporary shard (bounds each worker's memory).",
      dict(type=non_negative_int, default=5000)),
     ("incremental", "Reuse the rows of the previous output for files whose size and "
-     "modification time are unchanged; extract only new or changed files.",
+     "modification time are unchanged, and for DICOMweb series whose SOP Instance UIDs "
+     "are unchanged; extract only new or changed files and series.",
      dict(action="store_true", default=False)),
     # Output lifecycle (transforms/output): one writer per output.
     ("wait-for-lock", "When another run holds the output's lock, wait up to SECONDS for it "

@@ -18,9 +18,11 @@ from dataclasses import dataclass
 
 import apache_beam as beam
 
-from transforms.common.tags import MATCHED, SHARDS, TO_EXTRACT
+from transforms.common.tags import (
+    ERRORS, MATCHED, SHARDS, TO_EXTRACT, WEB_REUSED_UNITS, WEB_SERIES, WEB_TO_READ,
+)
 from transforms.content.settings import ContentSettings, RowContent, TablePath
-from transforms.inputs.dicomweb import DicomWebSettings, is_dicomweb
+from transforms.inputs.dicomweb import DicomWebSettings, ListDicomWeb, is_dicomweb
 from transforms.inputs.discover import MatchInputs
 from transforms.inputs.limits import FileLimits
 from transforms.output.commit import CommitRun
@@ -143,13 +145,18 @@ class ExtractDicomMetadata(beam.PTransform):
     def expand(self, pbegin):
         run = self.run
         files = pbegin | "Discover" >> MatchInputs(run.inputs, self.progress)
-        planned = files | "PlanReuse" >> PlanReuse(run.state, run.rows_per_shard, self.progress)
+        found = files
+        if run.dicomweb_inputs:  # their series are listed, then reused or read
+            listed = pbegin | "ListDicomWeb" >> ListDicomWeb(run.dicomweb_inputs, run.dicomweb)
+            found = {MATCHED: files, WEB_SERIES: listed["series"]}
+        planned = found | "PlanReuse" >> PlanReuse(
+            run.state, run.rows_per_shard, self.progress, run.dicomweb)
         extracted = planned[TO_EXTRACT] | "Extract" >> ExtractRows(run.reading, self.progress)
         records = {MATCHED: files, **planned, **extracted}
         if run.dicomweb_inputs:  # their rows, errors and counts join the files'.
-            web = pbegin | "DicomWeb" >> ReadDicomWeb(
-                run.dicomweb_inputs, run.dicomweb, run.reading.flatten, run.reading.content,
-                self.progress)
+            web = {WEB_TO_READ: planned[WEB_TO_READ], WEB_REUSED_UNITS: planned[WEB_REUSED_UNITS],
+                   ERRORS: listed[ERRORS]} | "DicomWeb" >> ReadDicomWeb(
+                run.dicomweb, run.reading.flatten, run.reading.content, self.progress)
             records = with_dicomweb(records, web)
         stored = records | "StoreRows" >> StoreRows(run.state.generation, run.rows_per_shard)
         tables = stored[SHARDS] | "WriteTables" >> (

@@ -113,6 +113,20 @@ class Orthanc:
         with urllib.request.urlopen(request, timeout=60) as response:
             return json.loads(response.read())
 
+    def delete_instance(self, sop_instance_uid: str) -> None:
+        """Delete the instance of that SOP Instance UID (Orthanc's REST API: its own id
+        looked up, then ``DELETE /instances/{id}``)."""
+        request = urllib.request.Request(self.url + "/tools/lookup", method="POST",
+                                         data=sop_instance_uid.encode(), headers=self._headers())
+        with urllib.request.urlopen(request, timeout=60) as response:
+            found = [item["ID"] for item in json.loads(response.read())
+                     if item["Type"] == "Instance"]
+        assert len(found) == 1, found
+        request = urllib.request.Request(f"{self.url}/instances/{found[0]}", method="DELETE",
+                                         headers=self._headers())
+        with urllib.request.urlopen(request, timeout=60):
+            pass
+
     def stop(self) -> None:
         if self.process.poll() is None:
             os.kill(self.process.pid, signal.SIGTERM)

@@ -58,3 +58,10 @@ HTML_REPORT = "html_report"  # the HTML report's path, once written
 # series, instances of failed series as listed), and the instances' bounded StoredRows.
 SERIES_FIGURES = "series_figures"
 WEB_ROWS = "web_rows"
+# DICOMweb reuse (transforms/output/web_reuse.py): the SeriesRef of every listed series,
+# the previous output's DICOMweb outcomes as (series URL, Entry), the series left to read,
+# and each reused series' instance count (the summary's matched count).
+WEB_SERIES = "web_series"
+WEB_ENTRIES = "web_entries"
+WEB_TO_READ = "web_to_read"
+WEB_REUSED_UNITS = "web_reused_units"

@@ -4,7 +4,8 @@ service root of a PACS or VNA (Orthanc: ``.../dicom-web``), listed with QIDO-RS.
 Listing: the studies (``/studies``, paged with ``limit``/``offset``, every page followed
 until an empty one), then each study's series (``/studies/{uid}/series``), each step
 reshuffled so that the series spread over the workers; each series is then read with
-one WADO-RS metadata request (``transforms.reading.dicomweb_rows``). Nothing is kept on
+one WADO-RS metadata request (``transforms.reading.dicomweb_rows``), unless
+``--incremental`` reuses it (``transforms.output.web_reuse``). Nothing is kept on
 the launching machine: the listing runs on the workers, on any runner.
 
 HTTP goes through ``dicomweb-client`` on a ``requests`` session whose adapter retries

@@ -19,8 +19,8 @@ A run, step by step (``beam_pipeline/pipeline.py`` shows the same in order):
 1. Lock (launcher, before any work): create ``scan.lock`` if absent, atomically; a held
    lock means exit 2 naming the holder (or wait), a stale one is taken over.
 2. Plan (``state.py``, ``reuse.py``): read ``CURRENT`` and earlier generations; with
-   ``--incremental`` reuse rows of unchanged files, always resume what an interrupted run
-   completed. Anything untrusted: a note and a full re-extraction.
+   ``--incremental`` reuse rows of unchanged files and DICOMweb series
+   (``web_reuse.py``), always resume what an interrupted run completed. Anything untrusted: a note and a full re-extraction.
 3. Spill (``spill.py``): rows -> sorted Parquet shards in this generation, errors/skips
    -> outcome parts. Names are unique per attempt; only ``ShardInfo`` records flow on.
 4. Tables (``tables.py``): one k-way merge reads the shards whose records reached it and

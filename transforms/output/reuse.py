@@ -15,6 +15,10 @@ manifest would have to fit in every worker's memory). Row values never go throug
 shuffle: reused rows are grouped as (shard, path) and each old shard is read once and
 its kept rows re-spilled into the new generation; a shard whose rows are all kept and
 that is at least half full is copied whole.
+
+DICOMweb instances are not files: their outcomes are kept apart from the files' join and
+reused series by series (``web_reuse.py``, with ``--incremental`` only); their kept rows
+join the files' in the same re-spill, so a shard is read once.
 """
 
 from __future__ import annotations
@@ -26,8 +30,9 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms.common.batches import Buffered
 from transforms.common.tags import (
-    ARCHIVE_ENTRY, ARCHIVE_UNITS, COUNTS, MANIFEST, REUSE_COUNTS, REUSE_ROWS, REUSED_ARCHIVE_UNITS,
-    REUSED_MANIFEST, REUSED_SHARDS, TO_EXTRACT,
+    ARCHIVE_ENTRY, ARCHIVE_UNITS, COUNTS, MANIFEST, MATCHED, REUSE_COUNTS, REUSE_ROWS,
+    REUSED_ARCHIVE_UNITS, REUSED_MANIFEST, REUSED_SHARDS, TO_EXTRACT, WEB_ENTRIES,
+    WEB_REUSED_UNITS, WEB_SERIES, WEB_TO_READ,
 )
 from transforms.inputs.archive_members import archive_of
 from transforms.inputs.dicomweb import is_dicomweb_row
@@ -35,6 +40,7 @@ from transforms.output import shard_format
 from transforms.output.spill import new_shard_path
 from transforms.reading.file_outcomes import StoredRow
 from transforms.output.state import RunState, read_outcomes
+from transforms.output.web_reuse import PlanSeriesReuse, series_key
 
 
 
@@ -99,7 +105,8 @@ def reusable_outcomes(key: str, entries: list, size: int, mtime: float):
 
 
 class ReadEntries(beam.DoFn):
-    """(rank, shard or outcome part) -> (path, Entry) for every file it lists."""
+    """(rank, shard or outcome part) -> (path, Entry) for every file it lists;
+    ``WEB_ENTRIES`` (series URL, Entry) for the previous output's DICOMweb outcomes."""
 
     def setup(self):
         from transforms.inputs import storage
@@ -108,13 +115,22 @@ class ReadEntries(beam.DoFn):
 
     def process(self, rank_part):
         rank, part = rank_part
-        # Keyed by the matched file: archive members by their archive.
         if _is_shard(part):
             for row in shard_format.read_manifest(part):
-                yield archive_of(row[0]), Entry(rank, row[1], row[2], "row", part, row[0])
+                yield from _keyed(Entry(rank, row[1], row[2], "row", part, row[0]))
         else:
             for path, size, mtime, kind, record in read_outcomes(part):
-                yield archive_of(path), Entry(rank, size, mtime, kind, record, path)
+                yield from _keyed(Entry(rank, size, mtime, kind, record, path))
+
+
+def _keyed(entry: Entry):
+    """A file's entry keyed by the matched file (archive members by their archive); a
+    DICOMweb outcome's by its series, apart. Those of interrupted runs are never reused
+    (``web_reuse.py``), nor are listing errors (which name no series)."""
+    if not is_dicomweb_row(entry.path):
+        yield archive_of(entry.path), entry
+    elif entry.rank == 0 and series_key(entry.path):
+        yield beam.pvalue.TaggedOutput(WEB_ENTRIES, (series_key(entry.path), entry))
 
 
 class Classify(beam.DoFn):
@@ -133,9 +149,7 @@ class Classify(beam.DoFn):
         files, entries = list(groups["file"]), list(groups["old"])
         if files:
             yield from self._extract_or_reuse(path, files[0], entries)
-        elif self.incremental and not is_dicomweb_row(path) and any(
-                entry.rank == 0 for entry in entries):
-            # DICOMweb rows are never reused (their series are read again): not dropped.
+        elif self.incremental and any(entry.rank == 0 for entry in entries):
             yield beam.pvalue.TaggedOutput(COUNTS, "files_dropped")
 
     def _extract_or_reuse(self, path, file_metadata, entries):
@@ -209,14 +223,16 @@ class RespillRows(Buffered):
 class CountOutcomes(beam.CombineFn):
     """Count tags -> the summary's reuse figures."""
 
-    def __init__(self, state: RunState):
+    def __init__(self, state: RunState, web: bool = False):
         self.state = state
+        self.web = web  # DICOMweb sources: their series' figures too
 
     def create_accumulator(self):
         return {}
 
     def add_input(self, accumulator, tag):
-        accumulator[tag] = accumulator.get(tag, 0) + 1
+        tag, count = tag if isinstance(tag, tuple) else (tag, 1)  # (name, count) or a name
+        accumulator[tag] = accumulator.get(tag, 0) + count
         return accumulator
 
     def merge_accumulators(self, accumulators):
@@ -227,54 +243,81 @@ class CountOutcomes(beam.CombineFn):
         return merged
 
     def extract_output(self, accumulator):
+        web = {name: accumulator.get(name, 0) for name in WEB_COUNTS} if self.web else {}
         return {
             "incremental": self.state.incremental,
             "files_extracted": accumulator.get("files_extracted", 0),
             "files_reused": accumulator.get("files_reused", 0),
             "files_resumed": accumulator.get("files_resumed", 0),
             "files_dropped": accumulator.get("files_dropped", 0),
+            **web,
             "state": self.state.generation,
             "state_note": self.state.note,
         }
 
 
-class PlanReuse(beam.PTransform):
-    """FileMetadata -> {TO_EXTRACT: FileMetadata, REUSED_SHARDS: reused rows' ShardInfo,
-    REUSED_MANIFEST: reused skip (and archive listing) entries, REUSED_ARCHIVE_UNITS: each
-    reused archive's count of outcomes, REUSE_COUNTS: one dict of reuse figures}."""
+# The summary's DICOMweb reuse figures: series whose metadata this run requested, series
+# kept from the previous output, and their instances (web_reuse.py).
+WEB_COUNTS = ("dicomweb_series_read", "dicomweb_series_reused", "dicomweb_instances_reused")
 
-    def __init__(self, state: RunState, rows_per_shard: int, progress=None):
+
+class PlanReuse(beam.PTransform):
+    """FileMetadata, or {MATCHED: FileMetadata, WEB_SERIES: listed ``SeriesRef``} ->
+    {TO_EXTRACT: FileMetadata, REUSED_SHARDS: reused rows' ShardInfo, REUSED_MANIFEST:
+    reused skip (and archive listing) entries, REUSED_ARCHIVE_UNITS: each reused archive's
+    count of outcomes, REUSE_COUNTS: one dict of reuse figures}; with DICOMweb series
+    also WEB_TO_READ: the series to read, WEB_REUSED_UNITS: each reused series'
+    instance count (``web_reuse.py``, given ``web``: how to reach the servers)."""
+
+    def __init__(self, state: RunState, rows_per_shard: int, progress=None, web=None):
         super().__init__()
         self.state = state
         self.rows_per_shard = rows_per_shard
         self.progress = progress
+        self.web = web  # DicomWebSettings
 
-    def expand(self, files):
+    def expand(self, inputs):
+        files, series = (inputs[MATCHED], inputs.get(WEB_SERIES)) \
+            if isinstance(inputs, dict) else (inputs, None)
         pipeline = files.pipeline
+        count = CountOutcomes(self.state, web=series is not None)
         if not self.state.reusing:
             tags = files | "AllExtracted" >> beam.Map(lambda _: "files_extracted")
-            return {
+            planned = {
                 TO_EXTRACT: files,
                 REUSED_SHARDS: pipeline | "NoShards" >> beam.Create([]),
                 REUSED_MANIFEST: pipeline | "NoEntries" >> beam.Create([]),
                 REUSED_ARCHIVE_UNITS: pipeline | "NoArchives" >> beam.Create([]),
-                REUSE_COUNTS: tags | "Count" >> beam.CombineGlobally(CountOutcomes(self.state)),
             }
+            if series is not None:  # every series is read
+                tags = (tags, series | "AllRead" >> beam.Map(lambda _: "dicomweb_series_read")
+                        ) | "AllTags" >> beam.Flatten()
+                planned[WEB_TO_READ] = series
+                planned[WEB_REUSED_UNITS] = pipeline | "NoSeries" >> beam.Create([])
+            return {**planned, REUSE_COUNTS: tags | "Count" >> beam.CombineGlobally(count)}
         entries = (
             pipeline
             | "Parts" >> beam.Create(list(self.state.sources))
             | "Spread" >> beam.Reshuffle()
-            | "ReadParts" >> beam.ParDo(ReadEntries())
+            | "ReadParts" >> beam.ParDo(ReadEntries()).with_outputs(WEB_ENTRIES, main="files")
         )
         keyed = files | "KeyByPath" >> beam.Map(lambda metadata: (metadata.path, metadata))
         split = (
-            {"file": keyed, "old": entries}
+            {"file": keyed, "old": entries.files}
             | "Join" >> beam.CoGroupByKey()
             | "Classify" >> beam.ParDo(Classify(self.state.incremental, self.progress))
             .with_outputs(REUSE_ROWS, MANIFEST, COUNTS, ARCHIVE_UNITS, main="extract")
         )
+        kept, counts, web = [split[REUSE_ROWS]], [split[COUNTS]], {}
+        if series is not None:
+            checked = {"series": series, "old": entries[WEB_ENTRIES]} \
+                | "PlanSeries" >> PlanSeriesReuse(self.web, self.progress)
+            kept.append(checked[REUSE_ROWS])
+            counts.append(checked[COUNTS])
+            web = {WEB_TO_READ: checked.read, WEB_REUSED_UNITS: checked[WEB_REUSED_UNITS]}
         shards = (
-            split[REUSE_ROWS]
+            kept
+            | "AllKept" >> beam.Flatten()
             | "ByShard" >> beam.GroupByKey()
             | "Respill" >> beam.ParDo(RespillRows(self.state.generation, self.rows_per_shard))
         )
@@ -283,8 +326,9 @@ class PlanReuse(beam.PTransform):
             REUSED_SHARDS: shards,
             REUSED_MANIFEST: split[MANIFEST],
             REUSED_ARCHIVE_UNITS: split[ARCHIVE_UNITS],
-            REUSE_COUNTS: split[COUNTS]
-            | "Count" >> beam.CombineGlobally(CountOutcomes(self.state)),
+            REUSE_COUNTS: counts | "AllCounts" >> beam.Flatten()
+            | "Count" >> beam.CombineGlobally(count),
+            **web,
         }
 
 

@@ -61,6 +61,9 @@ ROW_CODE_MODULES = (
     "transforms.inputs.archive_members", "transforms.reading.archives",
     "transforms.common.rows", "transforms.reading.dicom_json",
     "transforms.reading.json_values",
+    # DICOMweb instances' rows (DS/IS text, left-out values), reused by web_reuse.py;
+    # their DicomPath is built there too, so a changed URL reads the series again anyway.
+    "transforms.reading.dicomweb_rows",
 )
 
 

@@ -30,10 +30,11 @@ from pydicom.tag import Tag
 from transforms.common.batches import BatchFiles
 from transforms.common.rows import BulkData
 from transforms.common.tags import (
-    BOUNDED, CELL_COUNTS, ERRORS, MANIFEST, MATCHED, READER_TOTALS, ROWS, SERIES_FIGURES, WEB_ROWS,
+    BOUNDED, CELL_COUNTS, ERRORS, MANIFEST, MATCHED, READER_TOTALS, ROWS, SERIES_FIGURES,
+    WEB_REUSED_UNITS, WEB_ROWS, WEB_TO_READ,
 )
 from transforms.inputs.dicomweb import (
-    DicomWebSettings, ListDicomWeb, SeriesRef, first_value, http_reason,
+    DicomWebSettings, SeriesRef, first_value, http_reason,
 )
 from transforms.reading.cells import BoundCells, CountBoundedCells
 from transforms.reading.extract import quiet_pydicom
@@ -250,23 +251,24 @@ def add_cell_counts(counts) -> dict:
 
 
 class ReadDicomWeb(beam.PTransform):
-    """DICOMweb inputs -> {WEB_ROWS: bounded ``StoredRow``s, ERRORS, MANIFEST, MATCHED:
-    one ``None`` per outcome (the summary's matched count), READER_TOTALS: the failed
-    series' figures, CELL_COUNTS: the bounded cells' figures}."""
+    """{WEB_TO_READ: the ``SeriesRef`` to read, ERRORS: the listing's errors,
+    WEB_REUSED_UNITS: each reused series' instance count} -> {WEB_ROWS: bounded
+    ``StoredRow``s, ERRORS, MANIFEST, MATCHED: one ``None`` per outcome, reused ones
+    included (the summary's matched count), READER_TOTALS: the failed series' figures,
+    CELL_COUNTS: the bounded cells' figures}. The listing (``ListDicomWeb``) and the
+    choice of the series to read (``output.reuse.PlanReuse``) come before."""
 
-    def __init__(self, roots, web: DicomWebSettings, settings: FlattenSettings,
+    def __init__(self, web: DicomWebSettings, settings: FlattenSettings,
                  content=None, progress=None):
         super().__init__()
-        self.roots = list(roots)
         self.web = web
         self.settings = settings
         self.content = content
         self.progress = progress
 
-    def expand(self, pbegin):
-        listed = pbegin | "List" >> ListDicomWeb(self.roots, self.web)
+    def expand(self, listed):
         read = (
-            listed["series"]
+            listed[WEB_TO_READ]
             | "Batch" >> BatchFiles(CONCURRENT_SERIES)
             | "ReadSeries" >> beam.ParDo(ReadSeries(self.web, self.settings, self.content,
                                                      self.progress))
@@ -284,6 +286,8 @@ class ReadDicomWeb(beam.PTransform):
             MATCHED: (
                 figures | "Outcomes" >> beam.FlatMap(lambda figure: [None] * figure[0]),
                 listed[ERRORS] | "ListingOutcomes" >> beam.Map(lambda _: None),
+                listed[WEB_REUSED_UNITS] | "ReusedOutcomes" >> beam.FlatMap(
+                    lambda units: [None] * units),
             ) | "AllOutcomes" >> beam.Flatten(),
             READER_TOTALS: figures
             | "Sum" >> beam.CombineGlobally(_sum_figures)
