@@ -1,0 +1,226 @@
+"""``--format json`` without ``dcmread``: a file's DICOM JSON (PS3.18 Annex F) straight
+from its header's bytes, in one pass, for the files the lean header reader has read.
+
+``dicom_json.draft`` walks pydicom's dataset: ``dcmread`` of the header (every element
+a ``RawDataElement``, every undefined-length sequence a ``Dataset`` per item), then
+each sequence's bytes parsed once more (``flatten.parse_sequence``). Once the lean
+reader has accepted a file its header is known to be plain Part 10 (explicit VR little
+endian File Meta, a data set in explicit or implicit VR little endian, tags in order,
+no value past its item or the file): ``header_draft`` reads those bytes as
+``dcmread(stop_before_pixels=True)`` would (PS3.5 7.1 elements, 7.5 sequences and
+items, an item switching to implicit VR as pydicom allows, PS3.5 6.2.2) and makes each
+element's JSON on the spot, as the pydicom walk makes it:
+
+* values ``json_values`` makes from their bytes; text of the item's character set that
+  it declines (non-ASCII, escape sequences) converted by pydicom's own
+  ``convert_raw_data_element`` with the encodings pydicom's ``Dataset`` would use (its
+  (0008,0005), else its parent's), then as ``dicom_json`` converts any element;
+* left out as there: private elements, overlays, the FFFA/FFFC/FFFE groups, pixel data.
+
+Anything else (an element only pydicom's ``Dataset`` can convert: UN, AT, ambiguous VRs,
+LUT descriptors, odd person names; a private element of undefined length; an item that
+is not an item; ``--include-private`` or ``--tags``; another pydicom configuration):
+``None``, and the file's JSON is made by ``dicom_json.draft`` exactly as before.
+``tests/test_json_values.py`` checks that every file of pydicom's test set and a
+generated archive give the same line either way.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from pydicom.charset import convert_encodings, default_encoding
+from pydicom.dataelem import RawDataElement, convert_raw_data_element
+from pydicom.tag import BaseTag
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
+from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, VR
+
+from transforms.common.rows import CHARSET_TEXT_VRS
+from transforms.reading.dicom_json import JsonDraft, _Entry, converted_json, kept_raw
+from transforms.reading.json_values import VALUE_MAKERS, implicit_vr, supported
+from transforms.reading.naming import element_name, is_skipped_group, public_name
+
+ITEM = 0xFFFEE000
+ITEM_DELIMITER = 0xFFFEE00D
+SEQUENCE_DELIMITER = 0xFFFEE0DD
+UNDEFINED = 0xFFFFFFFF
+CHARSET = 0x00080005
+PIXEL_REPRESENTATION = 0x00280103
+STOP_TAGS = frozenset({0x7FE00010, 0x7FE00009, 0x7FE00008})  # stop_before_pixels
+PREAMBLE_END = 132  # 128-byte preamble + "DICM"
+# Explicit VR bytes -> (VR, whether its length has 32 bits: PS3.5 Table 7.1-1).
+_EXPLICIT = {vr.value.encode(): (vr.value, vr in EXPLICIT_VR_LENGTH_32)
+             for vr in VR if len(vr.value) == 2}
+# Read as the lean reader reads them; big endian and deflated ones it declines.
+_NOT_READ = frozenset({ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian})
+_TAG_LENGTH = struct.Struct("<HHL").unpack_from
+_EXPLICIT_HEADER = struct.Struct("<HH2sH").unpack_from
+_LENGTH = struct.Struct("<L").unpack_from
+
+
+class _Declined(Exception):
+    """The file's JSON is ``dicom_json.draft``'s to make."""
+
+
+def header_draft(data: bytes, settings) -> JsonDraft | None:
+    """The JSON draft of the Part 10 header ``data`` (from the file's first byte to
+    where the lean reader found its header to end), or None: ``dicom_json.draft``."""
+    if settings.include_private or settings.selection or not supported():
+        return None
+    reader = _Reader(data, settings.max_binary_bytes)
+    try:
+        return reader.draft()
+    except Exception:  # pylint: disable=broad-except  # any doubt: the pydicom walk decides
+        return None
+
+
+class _Reader:
+    def __init__(self, data: bytes, max_binary_bytes: int):
+        self.data = data
+        self.max_binary_bytes = max_binary_bytes
+        self.entries: list = []
+
+    def draft(self) -> JsonDraft:
+        data = self.data
+        document: dict = {}
+        # File Meta (PS3.10 7.1): explicit VR little endian, group 0002 only.
+        pos = self._elements(PREAMBLE_END, len(data), False, default_encoding, "",
+                             document, meta=True)
+        syntax = document.get("00020010", {}).get("Value")
+        if not syntax or syntax[0] in _NOT_READ:
+            raise _Declined("transfer syntax")
+        self._elements(pos, len(data), syntax[0] == ImplicitVRLittleEndian,
+                       default_encoding, "", document, top=True)
+        return JsonDraft(document, self.entries)
+
+    def _elements(self, pos: int, end: int | None, implicit: bool, encodings, prefix: str,
+                  into: dict, meta: bool = False, top: bool = False) -> int:
+        """Read elements from ``pos`` into ``into`` up to ``end`` (None: up to an Item
+        Delimitation Item); the position after them."""
+        data, max_binary_bytes, entries = self.data, self.max_binary_bytes, self.entries
+        limit = len(data) if end is None else end
+        nested = not (meta or top)
+        pixel_representation = raw_vrs = False  # parse_sequence's Dataset rule, below
+        while True:
+            if pos >= limit:
+                if end is None or pos > limit:
+                    raise _Declined("runs past its item")
+                return pos
+            if implicit:
+                group, number, length = _TAG_LENGTH(data, pos)
+                tag = group << 16 | number
+                if tag == ITEM_DELIMITER and end is None:
+                    return pos + 8
+                vr = implicit_vr(tag)
+                pos += 8
+            else:
+                group, number, vr_bytes, length = _EXPLICIT_HEADER(data, pos)
+                tag = group << 16 | number
+                if meta and group != 2:
+                    return pos
+                if tag == ITEM_DELIMITER and end is None:
+                    return pos + 8
+                vr, long = _EXPLICIT.get(vr_bytes, (None, False))
+                if vr is None:
+                    raise _Declined("VR")
+                if long:
+                    length = _LENGTH(data, pos + 8)[0]
+                    pos += 12
+                else:
+                    pos += 8
+            if top and tag in STOP_TAGS:
+                return pos
+            if vr is None or vr in ("SQ", "UN") or implicit:
+                raw_vrs = True
+            if tag == PIXEL_REPRESENTATION:
+                pixel_representation = True
+                if length not in (0, 2):
+                    raise _Declined("Pixel Representation that may not convert")
+            if nested and pixel_representation and raw_vrs:
+                # A Dataset converts its Pixel Representation with any of its sequences
+                # (flatten.parse_sequence leaves such items to pydicom; so does this).
+                raise _Declined("Pixel Representation next to a sequence")
+            if group & 1 or group >= 0x6000 and is_skipped_group(group):
+                if length == UNDEFINED:
+                    raise _Declined("undefined length left out")
+                pos += length
+                continue
+            if vr is None:
+                raise _Declined("implicit VR the dictionary does not give")
+            key = f"{tag:08X}"
+            if vr == "SQ":
+                name = (prefix + element_name(BaseTag(tag), None) if top
+                        else prefix + public_name(tag))
+                element, pos = self._sequence(pos, length, implicit, encodings, name)
+            else:
+                if length == UNDEFINED:
+                    raise _Declined("undefined length, not a sequence")
+                value = data[pos:pos + length]
+                pos += length
+                if len(value) < length:
+                    raise _Declined("runs past the header")
+                if not value:
+                    element = {"vr": vr}
+                else:
+                    maker = VALUE_MAKERS.get(vr)
+                    element = None if maker is None else maker(
+                        vr, value, tag, max_binary_bytes)
+                    if element is None:
+                        element = self._converted(tag, vr, value, pos - length, implicit,
+                                                  encodings)
+                if tag == CHARSET:
+                    encodings = _encodings(tag, vr, value, implicit)
+            into[key] = element
+            entries.append(_Entry(prefix, tag, None, element["vr"], into, key))
+
+    def _converted(self, tag: int, vr: str, value: bytes, tell: int, implicit: bool,
+                   encodings) -> dict:
+        """Text of the item's character set, converted by pydicom as its ``Dataset``
+        converts it (``Dataset.__getitem__``), and any failure kept as there."""
+        if vr not in CHARSET_TEXT_VRS:
+            raise _Declined("only pydicom's Dataset converts it")
+        raw = RawDataElement(BaseTag(tag), None if implicit else vr, len(value), value,
+                             tell, implicit, True)
+        try:
+            return converted_json(convert_raw_data_element(raw, encoding=encodings),
+                                  self.max_binary_bytes)
+        except Exception:  # pylint: disable=broad-except  # as dicom_json: kept raw
+            return kept_raw(raw, self.max_binary_bytes)
+
+    def _sequence(self, pos: int, length: int, implicit: bool, encodings, name: str):
+        """A sequence's JSON and the position after it (PS3.5 7.5: items of defined or
+        undefined length, in a sequence of defined or undefined length)."""
+        data = self.data
+        end = None if length == UNDEFINED else pos + length
+        items = []
+        while True:
+            if end is not None and pos >= end:
+                if pos > end:
+                    raise _Declined("item runs past its sequence")
+                break
+            group, number, item_length = _TAG_LENGTH(data, pos)
+            tag = group << 16 | number
+            pos += 8
+            if tag == SEQUENCE_DELIMITER and end is None:
+                break
+            if tag != ITEM:
+                raise _Declined("not an item")
+            # pydicom's item_is_implicit_vr: an item of an explicit VR data set may be
+            # in implicit VR (its first VR bytes not two capitals), never the reverse.
+            item_implicit = implicit or len(data) - pos >= 6 and not (
+                0x40 < data[pos + 4] < 0x5B and 0x40 < data[pos + 5] < 0x5B)
+            index = len(items) + 1
+            item_prefix = (name if index == 1 else f"{name} [{index}]") + " - "
+            document: dict = {}
+            item_end = None if item_length == UNDEFINED else pos + item_length
+            pos = self._elements(pos, item_end, item_implicit, encodings, item_prefix,
+                                 document)
+            items.append(document)
+        return ({"vr": "SQ", "Value": items} if items else {"vr": "SQ"}), pos
+
+
+def _encodings(tag: int, vr: str, value: bytes, implicit: bool):
+    """A data set's encodings from its (0008,0005), as pydicom's ``read_dataset``."""
+    raw = RawDataElement(BaseTag(tag), None if implicit else vr, len(value), value, 0,
+                         implicit, True)
+    return convert_encodings(convert_raw_data_element(raw).value)
