@@ -93,6 +93,12 @@ class JsonDraft:
         self.document = document
         self.entries = entries
 
+    def line(self, path: str) -> str:
+        """The JSON line, with ``path`` as its ``DicomPath``."""
+        document = dict(self.document)
+        document[PATH_KEY] = path
+        return _ENCODER.encode(document)
+
 
 def _binary_vr(vr: str | None, tag: int) -> bool:
     if vr is None:
@@ -332,8 +338,6 @@ def apply_content(row, content):
         return row
     if active:
         _deidentify(pending, row, content)
-    document = dict(pending.document)
-    document[PATH_KEY] = row.values.get(PATH_COLUMN, row.path)
-    row.values[JSON_COLUMN] = _ENCODER.encode(document)
+    row.values[JSON_COLUMN] = pending.line(row.values.get(PATH_COLUMN, row.path))
     row.vrs[JSON_COLUMN] = "JSON"
     return row

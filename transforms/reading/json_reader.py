@@ -27,6 +27,7 @@ generated archive give the same line either way.
 
 from __future__ import annotations
 
+import json
 import struct
 
 from pydicom.charset import convert_encodings, default_encoding
@@ -36,7 +37,8 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, Imp
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, VR
 
 from transforms.common.rows import CHARSET_TEXT_VRS
-from transforms.reading.dicom_json import JsonDraft, _Entry, converted_json, kept_raw
+from transforms.reading.dicom_json import (
+    _ENCODER, PATH_KEY, JsonDraft, _Entry, converted_json, kept_raw)
 from transforms.reading.json_values import VALUE_MAKERS, implicit_vr, supported
 from transforms.reading.naming import element_name, is_skipped_group, public_name
 
@@ -45,6 +47,7 @@ ITEM_DELIMITER = 0xFFFEE00D
 SEQUENCE_DELIMITER = 0xFFFEE0DD
 UNDEFINED = 0xFFFFFFFF
 CHARSET = 0x00080005
+TRANSFER_SYNTAX = 0x00020010
 PIXEL_REPRESENTATION = 0x00280103
 STOP_TAGS = frozenset({0x7FE00010, 0x7FE00009, 0x7FE00008})  # stop_before_pixels
 PREAMBLE_END = 132  # 128-byte preamble + "DICM"
@@ -56,13 +59,20 @@ _NOT_READ = frozenset({ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian})
 _TAG_LENGTH = struct.Struct("<HHL").unpack_from
 _EXPLICIT_HEADER = struct.Struct("<HH2sH").unpack_from
 _LENGTH = struct.Struct("<L").unpack_from
+_ENCODE = _ENCODER.encode
+_BINARY = frozenset({"OB", "OD", "OF", "OL", "OV", "OW"})
+# The text of short values seen before, by (tag, VR, bytes): the headers of a series
+# repeat most of theirs (names, UIDs, dates, geometry). Emptied when full.
+_PIECES: dict = {}
+CACHED_BYTES = 64
+CACHED_PIECES = 1 << 16
 
 
 class _Declined(Exception):
     """The file's JSON is ``dicom_json.draft``'s to make."""
 
 
-def header_draft(data: bytes, settings) -> JsonDraft | None:
+def header_draft(data: bytes, settings) -> "TextDraft | None":
     """The JSON draft of the Part 10 header ``data`` (from the file's first byte to
     where the lean reader found its header to end), or None: ``dicom_json.draft``."""
     if settings.include_private or settings.selection or not supported():
@@ -74,33 +84,86 @@ def header_draft(data: bytes, settings) -> JsonDraft | None:
         return None
 
 
+class TextDraft:
+    """A file's JSON as text: ``pieces``, its top-level ``"GGGGEEEE":{...}`` members in
+    key order, each as ``dicom_json``'s encoder writes it (keys sorted, compact): the
+    line is them joined, with ``DicomPath`` in its sorted place. The content step's
+    ``document`` and ``entries`` (de-identification) are the parsed text, made when
+    asked for: ``JsonDraft``'s, the same line once re-encoded (JSON numbers, strings and
+    floats read back exactly)."""
+
+    def __init__(self, pieces: list):
+        self.pieces = pieces
+        self._parsed = None
+
+    def _draft(self) -> JsonDraft:
+        if self._parsed is None:
+            document = json.loads("{" + ",".join(self.pieces) + "}")
+            entries: list = []
+            _entries(document, "", entries, True)
+            self._parsed = JsonDraft(document, entries)
+        return self._parsed
+
+    @property
+    def document(self) -> dict:
+        return self._draft().document
+
+    @property
+    def entries(self) -> list:
+        return self._draft().entries
+
+    def line(self, path: str) -> str:
+        if self._parsed is not None:  # the content step may have changed it
+            return self._parsed.line(path)
+        pieces = self.pieces
+        place = len(pieces)
+        while place and pieces[place - 1][1:9] > PATH_KEY:  # keys from "E..." on
+            place -= 1
+        member = f'"{PATH_KEY}":{_ENCODE(path)}'
+        return "{" + ",".join([*pieces[:place], member, *pieces[place:]]) + "}"
+
+
+def _entries(document: dict, prefix: str, entries: list, top: bool) -> None:
+    """``dicom_json``'s entries of a parsed document, in its order: an item's elements
+    before their sequence."""
+    for key, element in document.items():
+        tag = int(key, 16)
+        if element["vr"] == "SQ":
+            name = prefix + (element_name(BaseTag(tag), None) if top else public_name(tag))
+            for index, item in enumerate(element.get("Value", ()), start=1):
+                _entries(item, (name if index == 1 else f"{name} [{index}]") + " - ",
+                         entries, False)
+        entries.append(_Entry(prefix, tag, None, element["vr"], document, key))
+
+
 class _Reader:
     def __init__(self, data: bytes, max_binary_bytes: int):
         self.data = data
         self.max_binary_bytes = max_binary_bytes
-        self.entries: list = []
+        self.syntax = None  # the File Meta's Transfer Syntax UID
 
-    def draft(self) -> JsonDraft:
+    def draft(self) -> TextDraft:
         data = self.data
-        document: dict = {}
+        pieces: list = []
         # File Meta (PS3.10 7.1): explicit VR little endian, group 0002 only.
         pos = self._elements(PREAMBLE_END, len(data), False, default_encoding, "",
-                             document, meta=True)
-        syntax = document.get("00020010", {}).get("Value")
-        if not syntax or syntax[0] in _NOT_READ:
+                             pieces, meta=True)
+        syntax = self.syntax
+        if syntax is None or syntax in _NOT_READ:
             raise _Declined("transfer syntax")
-        self._elements(pos, len(data), syntax[0] == ImplicitVRLittleEndian,
-                       default_encoding, "", document, top=True)
-        return JsonDraft(document, self.entries)
+        self._elements(pos, len(data), syntax == ImplicitVRLittleEndian,
+                       default_encoding, "", pieces, top=True)
+        return TextDraft(pieces)
 
     def _elements(self, pos: int, end: int | None, implicit: bool, encodings, prefix: str,
-                  into: dict, meta: bool = False, top: bool = False) -> int:
-        """Read elements from ``pos`` into ``into`` up to ``end`` (None: up to an Item
-        Delimitation Item); the position after them."""
-        data, max_binary_bytes, entries = self.data, self.max_binary_bytes, self.entries
+                  out: list, meta: bool = False, top: bool = False) -> int:
+        """Read elements from ``pos`` up to ``end`` (None: up to an Item Delimitation
+        Item), their members into ``out``; the position after them."""
+        data, max_binary_bytes, pieces = self.data, self.max_binary_bytes, _PIECES
         limit = len(data) if end is None else end
         nested = not (meta or top)
         pixel_representation = raw_vrs = False  # parse_sequence's Dataset rule, below
+        previous = 0x0002FFFF if top else -1  # members in key order: tags ascending
         while True:
             if pos >= limit:
                 if end is None or pos > limit:
@@ -130,6 +193,9 @@ class _Reader:
                     pos += 8
             if top and tag in STOP_TAGS:
                 return pos
+            if tag <= previous:
+                raise _Declined("tags out of order")
+            previous = tag
             if vr is None or vr in ("SQ", "UN") or implicit:
                 raw_vrs = True
             if tag == PIXEL_REPRESENTATION:
@@ -147,31 +213,43 @@ class _Reader:
                 continue
             if vr is None:
                 raise _Declined("implicit VR the dictionary does not give")
-            key = f"{tag:08X}"
             if vr == "SQ":
                 name = (prefix + element_name(BaseTag(tag), None) if top
                         else prefix + public_name(tag))
-                element, pos = self._sequence(pos, length, implicit, encodings, name)
+                text, pos = self._sequence(pos, length, implicit, encodings, name)
+                out.append(f'"{tag:08X}":{text}')
+                continue
+            if length == UNDEFINED:
+                raise _Declined("undefined length, not a sequence")
+            value = data[pos:pos + length]
+            pos += length
+            if len(value) < length:
+                raise _Declined("runs past the header")
+            if tag == CHARSET:
+                encodings = _encodings(tag, vr, value, implicit)
+            if meta and tag == TRANSFER_SYNTAX:
+                self.syntax = value.decode("ascii").rstrip("\0 ")
+            cached = length <= CACHED_BYTES and vr not in _BINARY
+            if cached:
+                piece = pieces.get((tag, vr, value))
+                if piece is not None:
+                    out.append(piece)
+                    continue
+            if not value:
+                element = {"vr": vr}
             else:
-                if length == UNDEFINED:
-                    raise _Declined("undefined length, not a sequence")
-                value = data[pos:pos + length]
-                pos += length
-                if len(value) < length:
-                    raise _Declined("runs past the header")
-                if not value:
-                    element = {"vr": vr}
-                else:
-                    maker = VALUE_MAKERS.get(vr)
-                    element = None if maker is None else maker(
-                        vr, value, tag, max_binary_bytes)
-                    if element is None:
-                        element = self._converted(tag, vr, value, pos - length, implicit,
-                                                  encodings)
-                if tag == CHARSET:
-                    encodings = _encodings(tag, vr, value, implicit)
-            into[key] = element
-            entries.append(_Entry(prefix, tag, None, element["vr"], into, key))
+                maker = VALUE_MAKERS.get(vr)
+                element = None if maker is None else maker(vr, value, tag, max_binary_bytes)
+                if element is None:
+                    cached = False  # pydicom's conversion, by the item's character set
+                    element = self._converted(tag, vr, value, pos - length, implicit,
+                                              encodings)
+            piece = f'"{tag:08X}":{_ENCODE(element)}'
+            out.append(piece)
+            if cached:
+                if len(pieces) >= CACHED_PIECES:
+                    pieces.clear()
+                pieces[tag, vr, value] = piece
 
     def _converted(self, tag: int, vr: str, value: bytes, tell: int, implicit: bool,
                    encodings) -> dict:
@@ -188,8 +266,8 @@ class _Reader:
             return kept_raw(raw, self.max_binary_bytes)
 
     def _sequence(self, pos: int, length: int, implicit: bool, encodings, name: str):
-        """A sequence's JSON and the position after it (PS3.5 7.5: items of defined or
-        undefined length, in a sequence of defined or undefined length)."""
+        """A sequence's JSON text and the position after it (PS3.5 7.5: items of
+        defined or undefined length, in a sequence of defined or undefined length)."""
         data = self.data
         end = None if length == UNDEFINED else pos + length
         items = []
@@ -211,12 +289,14 @@ class _Reader:
                 0x40 < data[pos + 4] < 0x5B and 0x40 < data[pos + 5] < 0x5B)
             index = len(items) + 1
             item_prefix = (name if index == 1 else f"{name} [{index}]") + " - "
-            document: dict = {}
+            members: list = []
             item_end = None if item_length == UNDEFINED else pos + item_length
             pos = self._elements(pos, item_end, item_implicit, encodings, item_prefix,
-                                 document)
-            items.append(document)
-        return ({"vr": "SQ", "Value": items} if items else {"vr": "SQ"}), pos
+                                 members)
+            items.append("{" + ",".join(members) + "}")
+        if not items:
+            return '{"vr":"SQ"}', pos
+        return '{"Value":[' + ",".join(items) + '],"vr":"SQ"}', pos
 
 
 def _encodings(tag: int, vr: str, value: bytes, implicit: bool):
