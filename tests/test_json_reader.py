@@ -100,3 +100,20 @@ def test_left_to_the_pydicom_walk():
                   dataclasses.replace(settings, selection=object())):
         assert json_reader.header_draft(header, other) is None
     assert json_reader.header_draft(b"\0" * 140, settings) is None  # no File Meta
+
+
+def test_numbers_as_written_are_the_encoders_text():
+    # The DS/IS text put into the JSON as it is equals Python's repr of its number,
+    # which the encoder writes; the rest goes the json_values way.
+    texts = [b"-176.80", b"100.00", b"0.0", b"-0.0", b"0.0001", b"1234567.12345678",
+             b"60.37\\-171.03\\-100.0", b"7.50"]
+    for text in texts:
+        stripped = json_reader._TRAILING_ZEROS(rb"\1", text)
+        assert json_reader._AS_WRITTEN["DS"](stripped), text
+        assert stripped.decode().split("\\") == [repr(float(v)) for v in text.split(b"\\")]
+    for text in (b"0.00001", b"1e5", b"+1.5", b".5", b"12", b"007.5", b"1.5 \\2",
+                 b"12345678.5", b"1.123456789"):
+        assert not json_reader._AS_WRITTEN["DS"](json_reader._TRAILING_ZEROS(rb"\1", text))
+    assert json_reader._AS_WRITTEN["IS"](b"-12\\0\\7")
+    for text in (b"-0", b"007", b"+1", b"1234567890123456"):
+        assert not json_reader._AS_WRITTEN["IS"](text)

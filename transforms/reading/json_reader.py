@@ -28,6 +28,7 @@ generated archive give the same line either way.
 from __future__ import annotations
 
 import json
+import re
 import struct
 
 from pydicom.charset import convert_encodings, default_encoding
@@ -66,6 +67,20 @@ _BINARY = frozenset({"OB", "OD", "OF", "OL", "OV", "OW"})
 _PIECES: dict = {}
 CACHED_BYTES = 64
 CACHED_PIECES = 1 << 16
+# DS and IS values in the form the encoder writes their numbers (Python's float and
+# int repr), once a DS's fraction has lost its trailing zeros ("-176.80" is written
+# -176.8, "100.00" 100.0), so that their text goes into the JSON as it is: a DS of at
+# most 15 significant digits (DBL_DIG: the double nearest it gives them back as its
+# shortest repr), no exponent and within repr's fixed notation (1e-4 <= |x| < 1e16);
+# an IS without sign or leading zero but "-". Contour Data and leaf positions are
+# mostly such text: no float and no repr per value.
+_TRAILING_ZEROS = re.compile(rb"(\.[0-9]*?[0-9])0+(?=\\|$)").sub
+_DS_VALUE = rb"-?(?:[1-9][0-9]{0,6}\.(?:0|[0-9]{0,7}[1-9])|0\.(?!0000)(?:0|[0-9]{0,7}[1-9]))"
+_IS_VALUE = rb"(?:0|-?[1-9][0-9]{0,14})"
+_AS_WRITTEN = {
+    "DS": re.compile(rb"%s(?:\\%s)*" % (_DS_VALUE, _DS_VALUE)).fullmatch,
+    "IS": re.compile(rb"%s(?:\\%s)*" % (_IS_VALUE, _IS_VALUE)).fullmatch,
+}
 
 
 class _Declined(Exception):
@@ -235,6 +250,18 @@ class _Reader:
                 if piece is not None:
                     out.append(piece)
                     continue
+            as_written = _AS_WRITTEN.get(vr)
+            if as_written is not None:
+                numbers = value.rstrip(b" \0")  # padding, as pydicom strips it
+                if vr == "DS":
+                    numbers = _TRAILING_ZEROS(rb"\1", numbers)
+                if as_written(numbers):
+                    listed = numbers.replace(b"\\", b",").decode()
+                    piece = f'"{tag:08X}":{{"Value":[{listed}],"vr":"{vr}"}}'
+                    out.append(piece)
+                    if cached:
+                        _cache(pieces, (tag, vr, value), piece)
+                    continue
             if not value:
                 element = {"vr": vr}
             else:
@@ -247,9 +274,7 @@ class _Reader:
             piece = f'"{tag:08X}":{_ENCODE(element)}'
             out.append(piece)
             if cached:
-                if len(pieces) >= CACHED_PIECES:
-                    pieces.clear()
-                pieces[tag, vr, value] = piece
+                _cache(pieces, (tag, vr, value), piece)
 
     def _converted(self, tag: int, vr: str, value: bytes, tell: int, implicit: bool,
                    encodings) -> dict:
@@ -297,6 +322,12 @@ class _Reader:
         if not items:
             return '{"vr":"SQ"}', pos
         return '{"Value":[' + ",".join(items) + '],"vr":"SQ"}', pos
+
+
+def _cache(pieces: dict, key: tuple, piece: str) -> None:
+    if len(pieces) >= CACHED_PIECES:
+        pieces.clear()
+    pieces[key] = piece
 
 
 def _encodings(tag: int, vr: str, value: bytes, implicit: bool):
