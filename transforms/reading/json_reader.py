@@ -62,9 +62,12 @@ _EXPLICIT_HEADER = struct.Struct("<HH2sH").unpack_from
 _LENGTH = struct.Struct("<L").unpack_from
 _ENCODE = _ENCODER.encode
 _BINARY = frozenset({"OB", "OD", "OF", "OL", "OV", "OW"})
-# The text of short values seen before, by (tag, VR, bytes): the headers of a series
-# repeat most of theirs (names, UIDs, dates, geometry). Emptied when full.
-_PIECES: dict = {}
+# The text of short elements seen before, by their bytes (header and value), in
+# explicit and in implicit VR: the headers of a series repeat most of theirs (names,
+# UIDs, dates, geometry), and a repeated one costs one look-up. Emptied when full.
+_PIECES: tuple = ({}, {})
+# Never taken from there: elements whose reading does more than give their text.
+_NOT_CACHED = frozenset({0x00020010, 0x00080005, 0x00280103})
 CACHED_BYTES = 64
 CACHED_PIECES = 1 << 16
 # DS and IS values in the form the encoder writes their numbers (Python's float and
@@ -174,16 +177,18 @@ class _Reader:
                   out: list, meta: bool = False, top: bool = False) -> int:
         """Read elements from ``pos`` up to ``end`` (None: up to an Item Delimitation
         Item), their members into ``out``; the position after them."""
-        data, max_binary_bytes, pieces = self.data, self.max_binary_bytes, _PIECES
+        data, max_binary_bytes, pieces = self.data, self.max_binary_bytes, _PIECES[implicit]
         limit = len(data) if end is None else end
         nested = not (meta or top)
-        pixel_representation = raw_vrs = False  # parse_sequence's Dataset rule, below
+        # parse_sequence's Dataset rule, below (in an implicit VR item every VR is None).
+        pixel_representation, raw_vrs = False, implicit
         previous = 0x0002FFFF if top else -1  # members in key order: tags ascending
         while True:
             if pos >= limit:
                 if end is None or pos > limit:
                     raise _Declined("runs past its item")
                 return pos
+            start = pos
             if implicit:
                 group, number, length = _TAG_LENGTH(data, pos)
                 tag = group << 16 | number
@@ -206,12 +211,23 @@ class _Reader:
                     pos += 12
                 else:
                     pos += 8
+            key = None
+            if length <= CACHED_BYTES:
+                key = data[start:pos + length]
+                piece = pieces.get(key)
+                if piece is not None:
+                    if tag <= previous:
+                        raise _Declined("tags out of order")
+                    previous = tag
+                    out.append(piece)
+                    pos += length
+                    continue
             if top and tag in STOP_TAGS:
                 return pos
             if tag <= previous:
                 raise _Declined("tags out of order")
             previous = tag
-            if vr is None or vr in ("SQ", "UN") or implicit:
+            if vr is None or vr in ("SQ", "UN"):
                 raw_vrs = True
             if tag == PIXEL_REPRESENTATION:
                 pixel_representation = True
@@ -244,12 +260,7 @@ class _Reader:
                 encodings = _encodings(tag, vr, value, implicit)
             if meta and tag == TRANSFER_SYNTAX:
                 self.syntax = value.decode("ascii").rstrip("\0 ")
-            cached = length <= CACHED_BYTES and vr not in _BINARY
-            if cached:
-                piece = pieces.get((tag, vr, value))
-                if piece is not None:
-                    out.append(piece)
-                    continue
+            cached = key is not None and vr not in _BINARY and tag not in _NOT_CACHED
             as_written = _AS_WRITTEN.get(vr)
             if as_written is not None:
                 numbers = value.rstrip(b" \0")  # padding, as pydicom strips it
@@ -260,7 +271,7 @@ class _Reader:
                     piece = f'"{tag:08X}":{{"Value":[{listed}],"vr":"{vr}"}}'
                     out.append(piece)
                     if cached:
-                        _cache(pieces, (tag, vr, value), piece)
+                        _cache(pieces, key, piece)
                     continue
             if not value:
                 element = {"vr": vr}
@@ -274,7 +285,7 @@ class _Reader:
             piece = f'"{tag:08X}":{_ENCODE(element)}'
             out.append(piece)
             if cached:
-                _cache(pieces, (tag, vr, value), piece)
+                _cache(pieces, key, piece)
 
     def _converted(self, tag: int, vr: str, value: bytes, tell: int, implicit: bool,
                    encodings) -> dict:
