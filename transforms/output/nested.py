@@ -277,7 +277,9 @@ class NestedRows:
     def _struct(self, document: dict, plan: dict) -> dict:
         out: dict = {}
         others = []
-        for key, element in sorted(document.items()):
+        # A line's keys are sorted (dicom_json's encoder; json_reader's members in tag
+        # order), and json.loads keeps their order: no sort per item.
+        for key, element in document.items():
             if len(key) != 8:
                 continue
             entry = plan.get(key)
