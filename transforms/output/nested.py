@@ -79,14 +79,22 @@ class _Level:
         self.other = False
 
     def add(self, document: dict) -> None:
+        # Once per element of every file: no set or level made for a key seen before.
+        vrs_of, keyword = self.vrs, _keyword
         for key, element in document.items():
-            if len(key) != 8 or not _keyword(key):
+            if len(key) != 8 or not keyword(key):
                 self.other = self.other or len(key) == 8
                 continue
             vr = element.get("vr", "UN")
-            self.vrs.setdefault(key, set()).add(vr)
+            vrs = vrs_of.get(key)
+            if vrs is None:
+                vrs_of[key] = {vr}
+            elif vr not in vrs:
+                vrs.add(vr)
             if vr == "SQ":
-                level = self.items.setdefault(key, _Level())
+                level = self.items.get(key)
+                if level is None:
+                    level = self.items[key] = _Level()
                 for item in element.get("Value", ()):
                     level.add(item)
 
@@ -269,7 +277,9 @@ class NestedRows:
     def _struct(self, document: dict, plan: dict) -> dict:
         out: dict = {}
         others = []
-        for key, element in sorted(document.items()):
+        # A line's keys are sorted (dicom_json's encoder; json_reader's members in tag
+        # order), and json.loads keeps their order: no sort per item.
+        for key, element in document.items():
             if len(key) != 8:
                 continue
             entry = plan.get(key)
@@ -310,8 +320,10 @@ class NestedRows:
             return None
         vr = element.get("vr")
         if how == _TEXT:
-            return "\\".join("" if text is None else text
-                              for text in (_text(vr, value) for value in values))
+            if vr != "PN":  # _text of any other value: str(value)
+                return "\\".join(["" if value is None else str(value) for value in values])
+            return "\\".join(["" if text is None else text
+                               for text in [_text(vr, value) for value in values]])
         parse = _parser(detail, vr)
         try:
             parsed = [None if value is None else parse(value) for value in values]
@@ -342,6 +354,7 @@ def _parse_int(value) -> int:
     return number
 
 
+@functools.lru_cache(maxsize=1024)
 def _parser(kind: pa.DataType, vr: str):
     """The function that parses one JSON value of ``vr`` as ``kind``."""
     if vr in _PARSERS:

@@ -16,8 +16,9 @@ import apache_beam as beam
 import numpy as np
 import pyarrow.compute as pc
 
-from transforms.common.rows import grouping_name
+from transforms.common.rows import JSON_COLUMN, grouping_name
 from transforms.output import shard_format
+from transforms.output.table_chunks import without_keys
 from transforms.output.series import (
     IMAGE_ORIENTATION, IMAGE_POSITION, INSTANCE_NUMBER, KEY_COLUMNS,
     NO_POSITION, POSITION_DECIMALS, ColumnSummary, Geometry, InstanceNumbers, SeriesSummary,
@@ -229,8 +230,13 @@ def shard_summaries(path: str, size: int | None = None, numbers: dict | None = N
         parquet = shard_format.open_shard(stream, path)
         _, keys = shard_format.check_keys(parquet.metadata.metadata, path)
         columns = _shard_columns(keys, numbers)
+        # The DICOM JSON (--format json/nested) is no column of the series tables: its
+        # cells, the largest of a row by far, are left out before they are summarized.
+        dropped = np.array([column == JSON_COLUMN for column, _ in keys] or [False])
         for batch in parquet.iter_batches(batch_size=BATCH_ROWS, use_threads=False):
             cells = shard_format.batch_cell_rows(batch)
+            if dropped.any():
+                cells = without_keys(cells, dropped)
             for key, summary in batch_summaries(cells, columns).items():
                 if key in merged:
                     merged[key].merge(summary)

@@ -93,6 +93,12 @@ class JsonDraft:
         self.document = document
         self.entries = entries
 
+    def line(self, path: str) -> str:
+        """The JSON line, with ``path`` as its ``DicomPath``."""
+        document = dict(self.document)
+        document[PATH_KEY] = path
+        return _ENCODER.encode(document)
+
 
 def _binary_vr(vr: str | None, tag: int) -> bool:
     if vr is None:
@@ -221,24 +227,34 @@ class _Walker:
                     self.walk(item, below, item_name + " - ", document)
                     items.append(document)
                 return {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
-            if elem.VR in BINARY_VRS and not elem.is_empty and len(elem.value) > self.max_binary_bytes:
-                return {"vr": elem.VR, LEFT_OUT_KEY: len(elem.value)}
-            if elem.VR in ("IS", "DS") and not elem.is_empty and _not_numbers(elem.value):
-                # PS3.18 writes IS and DS as JSON numbers: a text that is none has no
-                # form there (and pydicom reads none back), so it is kept aside.
-                return {"vr": elem.VR, STORED_TEXT_KEY: _joined(elem.value)}
-            return elem.to_json_dict(None, 0)
+            return converted_json(elem, self.max_binary_bytes)
         except Exception:  # pylint: disable=broad-except  # a value pydicom cannot convert
-            stored = getattr(raw, "value", None)
-            if not isinstance(stored, bytes) and raw is not None and not isinstance(
-                    getattr(raw, "value", None), (bytes, type(None))):
-                # Converted earlier by the flattener: its text as stored (ASCII VRs).
-                stored = _joined(raw.value).encode("ascii", "replace")
-            if not isinstance(stored, bytes):
-                return {"vr": "UN"}
-            if len(stored) > self.max_binary_bytes:
-                return {"vr": "UN", LEFT_OUT_KEY: len(stored)}
-            return {"vr": "UN", "InlineBinary": base64.b64encode(stored).decode("ascii")}
+            return kept_raw(raw, self.max_binary_bytes)
+
+
+def converted_json(elem, max_binary_bytes: int) -> dict:
+    """A non-sequence element pydicom converted, as the JSON holds it."""
+    if elem.VR in BINARY_VRS and not elem.is_empty and len(elem.value) > max_binary_bytes:
+        return {"vr": elem.VR, LEFT_OUT_KEY: len(elem.value)}
+    if elem.VR in ("IS", "DS") and not elem.is_empty and _not_numbers(elem.value):
+        # PS3.18 writes IS and DS as JSON numbers: a text that is none has no
+        # form there (and pydicom reads none back), so it is kept aside.
+        return {"vr": elem.VR, STORED_TEXT_KEY: _joined(elem.value)}
+    return elem.to_json_dict(None, 0)
+
+
+def kept_raw(raw, max_binary_bytes: int) -> dict:
+    """An element pydicom cannot convert: its stored bytes, as UN binary."""
+    stored = getattr(raw, "value", None)
+    if not isinstance(stored, bytes) and raw is not None and not isinstance(
+            getattr(raw, "value", None), (bytes, type(None))):
+        # Converted earlier by the flattener: its text as stored (ASCII VRs).
+        stored = _joined(raw.value).encode("ascii", "replace")
+    if not isinstance(stored, bytes):
+        return {"vr": "UN"}
+    if len(stored) > max_binary_bytes:
+        return {"vr": "UN", LEFT_OUT_KEY: len(stored)}
+    return {"vr": "UN", "InlineBinary": base64.b64encode(stored).decode("ascii")}
 
 
 @contextlib.contextmanager
@@ -322,8 +338,6 @@ def apply_content(row, content):
         return row
     if active:
         _deidentify(pending, row, content)
-    document = dict(pending.document)
-    document[PATH_KEY] = row.values.get(PATH_COLUMN, row.path)
-    row.values[JSON_COLUMN] = _ENCODER.encode(document)
+    row.values[JSON_COLUMN] = pending.line(row.values.get(PATH_COLUMN, row.path))
     row.vrs[JSON_COLUMN] = "JSON"
     return row

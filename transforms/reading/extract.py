@@ -38,6 +38,7 @@ from transforms.common.rows import JSON_COLUMN, NUMBER_SIZES, TEXT_VRS
 from transforms.reading.flatten import FlattenSettings, flatten
 from transforms.reading.naming import is_skipped_group
 from transforms.reading.header_reader import HeaderReader
+from transforms.reading.json_reader import header_draft
 from transforms.inputs.limits import FileGuard, FileLimitExceeded, FileLimits, check_inflated_size
 from transforms.common.paths import unescape
 from transforms.inputs.special_files import SpecialFile, open_regular
@@ -332,7 +333,14 @@ gets its ``[rows, files left to pydicom]`` added. Raises
         # (its many small reads are what it costs), up to the pixel data's element
         # header, where it stops as on the file.
         stream.seek(0)
-        source = io.BytesIO(stream.read(end + 12))
+        header = stream.read(end + 12)
+        if settings.dicom_json:
+            # Its JSON straight from these bytes, where json_reader can make it all.
+            json_draft = header_draft(header, settings)
+            if json_draft is not None:
+                lean_row.values[JSON_COLUMN] = json_draft
+                return lean_row, 0
+        source = io.BytesIO(header)
     dataset = dcmread(
         source,
         stop_before_pixels=True,

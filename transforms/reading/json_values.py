@@ -157,6 +157,9 @@ _MAKERS = {
     **{vr: _numbers for vr in NUMBER_FORMATS},
     **{vr: _binary for vr in _BINARY},
 }
+# VR -> maker(vr, value, tag, max_binary_bytes) of a non-empty value's dict (or None):
+# also ``json_reader``'s, which has the bytes without a RawDataElement.
+VALUE_MAKERS = _MAKERS
 
 
 def element_json(raw, tag: int, max_binary_bytes: int) -> dict | None:

@@ -1,0 +1,348 @@
+"""``--format json`` without ``dcmread``: a file's DICOM JSON (PS3.18 Annex F) straight
+from its header's bytes, in one pass, for the files the lean header reader has read.
+
+``dicom_json.draft`` walks pydicom's dataset: ``dcmread`` of the header (every element
+a ``RawDataElement``, every undefined-length sequence a ``Dataset`` per item), then
+each sequence's bytes parsed once more (``flatten.parse_sequence``). Once the lean
+reader has accepted a file its header is known to be plain Part 10 (explicit VR little
+endian File Meta, a data set in explicit or implicit VR little endian, tags in order,
+no value past its item or the file): ``header_draft`` reads those bytes as
+``dcmread(stop_before_pixels=True)`` would (PS3.5 7.1 elements, 7.5 sequences and
+items, an item switching to implicit VR as pydicom allows, PS3.5 6.2.2) and makes each
+element's JSON on the spot, as the pydicom walk makes it:
+
+* values ``json_values`` makes from their bytes; text of the item's character set that
+  it declines (non-ASCII, escape sequences) converted by pydicom's own
+  ``convert_raw_data_element`` with the encodings pydicom's ``Dataset`` would use (its
+  (0008,0005), else its parent's), then as ``dicom_json`` converts any element;
+* left out as there: private elements, overlays, the FFFA/FFFC/FFFE groups, pixel data.
+
+Anything else (an element only pydicom's ``Dataset`` can convert: UN, AT, ambiguous VRs,
+LUT descriptors, odd person names; a private element of undefined length; an item that
+is not an item; ``--include-private`` or ``--tags``; another pydicom configuration):
+``None``, and the file's JSON is made by ``dicom_json.draft`` exactly as before.
+``tests/test_json_values.py`` checks that every file of pydicom's test set and a
+generated archive give the same line either way.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+
+from pydicom.charset import convert_encodings, default_encoding
+from pydicom.dataelem import RawDataElement, convert_raw_data_element
+from pydicom.tag import BaseTag
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
+from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, VR
+
+from transforms.common.rows import CHARSET_TEXT_VRS
+from transforms.reading.dicom_json import (
+    _ENCODER, PATH_KEY, JsonDraft, _Entry, converted_json, kept_raw)
+from transforms.reading.json_values import VALUE_MAKERS, implicit_vr, supported
+from transforms.reading.naming import element_name, is_skipped_group, public_name
+
+ITEM = 0xFFFEE000
+ITEM_DELIMITER = 0xFFFEE00D
+SEQUENCE_DELIMITER = 0xFFFEE0DD
+UNDEFINED = 0xFFFFFFFF
+CHARSET = 0x00080005
+TRANSFER_SYNTAX = 0x00020010
+PIXEL_REPRESENTATION = 0x00280103
+STOP_TAGS = frozenset({0x7FE00010, 0x7FE00009, 0x7FE00008})  # stop_before_pixels
+PREAMBLE_END = 132  # 128-byte preamble + "DICM"
+# Explicit VR bytes -> (VR, whether its length has 32 bits: PS3.5 Table 7.1-1).
+_EXPLICIT = {vr.value.encode(): (vr.value, vr in EXPLICIT_VR_LENGTH_32)
+             for vr in VR if len(vr.value) == 2}
+# Read as the lean reader reads them; big endian and deflated ones it declines.
+_NOT_READ = frozenset({ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian})
+_TAG_LENGTH = struct.Struct("<HHL").unpack_from
+_EXPLICIT_HEADER = struct.Struct("<HH2sH").unpack_from
+_LENGTH = struct.Struct("<L").unpack_from
+_ENCODE = _ENCODER.encode
+_BINARY = frozenset({"OB", "OD", "OF", "OL", "OV", "OW"})
+# The text of short elements seen before, by their bytes (header and value), in
+# explicit and in implicit VR: the headers of a series repeat most of theirs (names,
+# UIDs, dates, geometry), and a repeated one costs one look-up. Emptied when full.
+_PIECES: tuple = ({}, {})
+# Never taken from there: elements whose reading does more than give their text.
+_NOT_CACHED = frozenset({0x00020010, 0x00080005, 0x00280103})
+CACHED_BYTES = 64
+CACHED_PIECES = 1 << 16
+# DS and IS values in the form the encoder writes their numbers (Python's float and
+# int repr), once a DS's fraction has lost its trailing zeros ("-176.80" is written
+# -176.8, "100.00" 100.0), so that their text goes into the JSON as it is: a DS of at
+# most 15 significant digits (DBL_DIG: the double nearest it gives them back as its
+# shortest repr), no exponent and within repr's fixed notation (1e-4 <= |x| < 1e16);
+# an IS without sign or leading zero but "-". Contour Data and leaf positions are
+# mostly such text: no float and no repr per value.
+_TRAILING_ZEROS = re.compile(rb"(\.[0-9]*?[0-9])0+(?=\\|$)").sub
+_DS_VALUE = rb"-?(?:[1-9][0-9]{0,6}\.(?:0|[0-9]{0,7}[1-9])|0\.(?!0000)(?:0|[0-9]{0,7}[1-9]))"
+_IS_VALUE = rb"(?:0|-?[1-9][0-9]{0,14})"
+_AS_WRITTEN = {
+    "DS": re.compile(rb"%s(?:\\%s)*" % (_DS_VALUE, _DS_VALUE)).fullmatch,
+    "IS": re.compile(rb"%s(?:\\%s)*" % (_IS_VALUE, _IS_VALUE)).fullmatch,
+}
+
+
+class _Declined(Exception):
+    """The file's JSON is ``dicom_json.draft``'s to make."""
+
+
+def header_draft(data: bytes, settings) -> "TextDraft | None":
+    """The JSON draft of the Part 10 header ``data`` (from the file's first byte to
+    where the lean reader found its header to end), or None: ``dicom_json.draft``."""
+    if settings.include_private or settings.selection or not supported():
+        return None
+    reader = _Reader(data, settings.max_binary_bytes)
+    try:
+        return reader.draft()
+    except Exception:  # pylint: disable=broad-except  # any doubt: the pydicom walk decides
+        return None
+
+
+class TextDraft:
+    """A file's JSON as text: ``pieces``, its top-level ``"GGGGEEEE":{...}`` members in
+    key order, each as ``dicom_json``'s encoder writes it (keys sorted, compact): the
+    line is them joined, with ``DicomPath`` in its sorted place. The content step's
+    ``document`` and ``entries`` (de-identification) are the parsed text, made when
+    asked for: ``JsonDraft``'s, the same line once re-encoded (JSON numbers, strings and
+    floats read back exactly)."""
+
+    def __init__(self, pieces: list):
+        self.pieces = pieces
+        self._parsed = None
+
+    def _draft(self) -> JsonDraft:
+        if self._parsed is None:
+            document = json.loads("{" + ",".join(self.pieces) + "}")
+            entries: list = []
+            _entries(document, "", entries, True)
+            self._parsed = JsonDraft(document, entries)
+        return self._parsed
+
+    @property
+    def document(self) -> dict:
+        return self._draft().document
+
+    @property
+    def entries(self) -> list:
+        return self._draft().entries
+
+    def line(self, path: str) -> str:
+        if self._parsed is not None:  # the content step may have changed it
+            return self._parsed.line(path)
+        pieces = self.pieces
+        place = len(pieces)
+        while place and pieces[place - 1][1:9] > PATH_KEY:  # keys from "E..." on
+            place -= 1
+        member = f'"{PATH_KEY}":{_ENCODE(path)}'
+        return "{" + ",".join([*pieces[:place], member, *pieces[place:]]) + "}"
+
+
+def _entries(document: dict, prefix: str, entries: list, top: bool) -> None:
+    """``dicom_json``'s entries of a parsed document, in its order: an item's elements
+    before their sequence."""
+    for key, element in document.items():
+        tag = int(key, 16)
+        if element["vr"] == "SQ":
+            name = prefix + (element_name(BaseTag(tag), None) if top else public_name(tag))
+            for index, item in enumerate(element.get("Value", ()), start=1):
+                _entries(item, (name if index == 1 else f"{name} [{index}]") + " - ",
+                         entries, False)
+        entries.append(_Entry(prefix, tag, None, element["vr"], document, key))
+
+
+class _Reader:
+    def __init__(self, data: bytes, max_binary_bytes: int):
+        self.data = data
+        self.max_binary_bytes = max_binary_bytes
+        self.syntax = None  # the File Meta's Transfer Syntax UID
+
+    def draft(self) -> TextDraft:
+        data = self.data
+        pieces: list = []
+        # File Meta (PS3.10 7.1): explicit VR little endian, group 0002 only.
+        pos = self._elements(PREAMBLE_END, len(data), False, default_encoding, "",
+                             pieces, meta=True)
+        syntax = self.syntax
+        if syntax is None or syntax in _NOT_READ:
+            raise _Declined("transfer syntax")
+        self._elements(pos, len(data), syntax == ImplicitVRLittleEndian,
+                       default_encoding, "", pieces, top=True)
+        return TextDraft(pieces)
+
+    def _elements(self, pos: int, end: int | None, implicit: bool, encodings, prefix: str,
+                  out: list, meta: bool = False, top: bool = False) -> int:
+        """Read elements from ``pos`` up to ``end`` (None: up to an Item Delimitation
+        Item), their members into ``out``; the position after them."""
+        data, max_binary_bytes, pieces = self.data, self.max_binary_bytes, _PIECES[implicit]
+        limit = len(data) if end is None else end
+        nested = not (meta or top)
+        # parse_sequence's Dataset rule, below (in an implicit VR item every VR is None).
+        pixel_representation, raw_vrs = False, implicit
+        previous = 0x0002FFFF if top else -1  # members in key order: tags ascending
+        while True:
+            if pos >= limit:
+                if end is None or pos > limit:
+                    raise _Declined("runs past its item")
+                return pos
+            start = pos
+            if implicit:
+                group, number, length = _TAG_LENGTH(data, pos)
+                tag = group << 16 | number
+                if tag == ITEM_DELIMITER and end is None:
+                    return pos + 8
+                vr = implicit_vr(tag)
+                pos += 8
+            else:
+                group, number, vr_bytes, length = _EXPLICIT_HEADER(data, pos)
+                tag = group << 16 | number
+                if meta and group != 2:
+                    return pos
+                if tag == ITEM_DELIMITER and end is None:
+                    return pos + 8
+                vr, long = _EXPLICIT.get(vr_bytes, (None, False))
+                if vr is None:
+                    raise _Declined("VR")
+                if long:
+                    length = _LENGTH(data, pos + 8)[0]
+                    pos += 12
+                else:
+                    pos += 8
+            key = None
+            if length <= CACHED_BYTES:
+                key = data[start:pos + length]
+                piece = pieces.get(key)
+                if piece is not None:
+                    if tag <= previous:
+                        raise _Declined("tags out of order")
+                    previous = tag
+                    out.append(piece)
+                    pos += length
+                    continue
+            if top and tag in STOP_TAGS:
+                return pos
+            if tag <= previous:
+                raise _Declined("tags out of order")
+            previous = tag
+            if vr is None or vr in ("SQ", "UN"):
+                raw_vrs = True
+            if tag == PIXEL_REPRESENTATION:
+                pixel_representation = True
+                if length not in (0, 2):
+                    raise _Declined("Pixel Representation that may not convert")
+            if nested and pixel_representation and raw_vrs:
+                # A Dataset converts its Pixel Representation with any of its sequences
+                # (flatten.parse_sequence leaves such items to pydicom; so does this).
+                raise _Declined("Pixel Representation next to a sequence")
+            if group & 1 or group >= 0x6000 and is_skipped_group(group):
+                if length == UNDEFINED:
+                    raise _Declined("undefined length left out")
+                pos += length
+                continue
+            if vr is None:
+                raise _Declined("implicit VR the dictionary does not give")
+            if vr == "SQ":
+                name = (prefix + element_name(BaseTag(tag), None) if top
+                        else prefix + public_name(tag))
+                text, pos = self._sequence(pos, length, implicit, encodings, name)
+                out.append(f'"{tag:08X}":{text}')
+                continue
+            if length == UNDEFINED:
+                raise _Declined("undefined length, not a sequence")
+            value = data[pos:pos + length]
+            pos += length
+            if len(value) < length:
+                raise _Declined("runs past the header")
+            if tag == CHARSET:
+                encodings = _encodings(tag, vr, value, implicit)
+            if meta and tag == TRANSFER_SYNTAX:
+                self.syntax = value.decode("ascii").rstrip("\0 ")
+            cached = key is not None and vr not in _BINARY and tag not in _NOT_CACHED
+            as_written = _AS_WRITTEN.get(vr)
+            if as_written is not None:
+                numbers = value.rstrip(b" \0")  # padding, as pydicom strips it
+                if vr == "DS":
+                    numbers = _TRAILING_ZEROS(rb"\1", numbers)
+                if as_written(numbers):
+                    listed = numbers.replace(b"\\", b",").decode()
+                    piece = f'"{tag:08X}":{{"Value":[{listed}],"vr":"{vr}"}}'
+                    out.append(piece)
+                    if cached:
+                        _cache(pieces, key, piece)
+                    continue
+            if not value:
+                element = {"vr": vr}
+            else:
+                maker = VALUE_MAKERS.get(vr)
+                element = None if maker is None else maker(vr, value, tag, max_binary_bytes)
+                if element is None:
+                    cached = False  # pydicom's conversion, by the item's character set
+                    element = self._converted(tag, vr, value, pos - length, implicit,
+                                              encodings)
+            piece = f'"{tag:08X}":{_ENCODE(element)}'
+            out.append(piece)
+            if cached:
+                _cache(pieces, key, piece)
+
+    def _converted(self, tag: int, vr: str, value: bytes, tell: int, implicit: bool,
+                   encodings) -> dict:
+        """Text of the item's character set, converted by pydicom as its ``Dataset``
+        converts it (``Dataset.__getitem__``), and any failure kept as there."""
+        if vr not in CHARSET_TEXT_VRS:
+            raise _Declined("only pydicom's Dataset converts it")
+        raw = RawDataElement(BaseTag(tag), None if implicit else vr, len(value), value,
+                             tell, implicit, True)
+        try:
+            return converted_json(convert_raw_data_element(raw, encoding=encodings),
+                                  self.max_binary_bytes)
+        except Exception:  # pylint: disable=broad-except  # as dicom_json: kept raw
+            return kept_raw(raw, self.max_binary_bytes)
+
+    def _sequence(self, pos: int, length: int, implicit: bool, encodings, name: str):
+        """A sequence's JSON text and the position after it (PS3.5 7.5: items of
+        defined or undefined length, in a sequence of defined or undefined length)."""
+        data = self.data
+        end = None if length == UNDEFINED else pos + length
+        items = []
+        while True:
+            if end is not None and pos >= end:
+                if pos > end:
+                    raise _Declined("item runs past its sequence")
+                break
+            group, number, item_length = _TAG_LENGTH(data, pos)
+            tag = group << 16 | number
+            pos += 8
+            if tag == SEQUENCE_DELIMITER and end is None:
+                break
+            if tag != ITEM:
+                raise _Declined("not an item")
+            # pydicom's item_is_implicit_vr: an item of an explicit VR data set may be
+            # in implicit VR (its first VR bytes not two capitals), never the reverse.
+            item_implicit = implicit or len(data) - pos >= 6 and not (
+                0x40 < data[pos + 4] < 0x5B and 0x40 < data[pos + 5] < 0x5B)
+            index = len(items) + 1
+            item_prefix = (name if index == 1 else f"{name} [{index}]") + " - "
+            members: list = []
+            item_end = None if item_length == UNDEFINED else pos + item_length
+            pos = self._elements(pos, item_end, item_implicit, encodings, item_prefix,
+                                 members)
+            items.append("{" + ",".join(members) + "}")
+        if not items:
+            return '{"vr":"SQ"}', pos
+        return '{"Value":[' + ",".join(items) + '],"vr":"SQ"}', pos
+
+
+def _cache(pieces: dict, key: tuple, piece: str) -> None:
+    if len(pieces) >= CACHED_PIECES:
+        pieces.clear()
+    pieces[key] = piece
+
+
+def _encodings(tag: int, vr: str, value: bytes, implicit: bool):
+    """A data set's encodings from its (0008,0005), as pydicom's ``read_dataset``."""
+    raw = RawDataElement(BaseTag(tag), None if implicit else vr, len(value), value, 0,
+                         implicit, True)
+    return convert_encodings(convert_raw_data_element(raw).value)
