@@ -40,18 +40,13 @@ from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, VR
 from transforms.common.rows import CHARSET_TEXT_VRS
 from transforms.reading.dicom_json import (
     _ENCODER, PATH_KEY, JsonDraft, _Entry, converted_json, kept_raw)
+from transforms.reading.header_reader import (  # the tags and lengths PS3.5 fixes
+    CHARSET, ITEM, ITEM_DELIMITER, PIXEL_REPRESENTATION, PREAMBLE_END, SEQUENCE_DELIMITER,
+    STOP_TAGS, TRANSFER_SYNTAX, UNDEFINED,
+)
 from transforms.reading.json_values import VALUE_MAKERS, implicit_vr, supported
 from transforms.reading.naming import element_name, is_skipped_group, public_name
 
-ITEM = 0xFFFEE000
-ITEM_DELIMITER = 0xFFFEE00D
-SEQUENCE_DELIMITER = 0xFFFEE0DD
-UNDEFINED = 0xFFFFFFFF
-CHARSET = 0x00080005
-TRANSFER_SYNTAX = 0x00020010
-PIXEL_REPRESENTATION = 0x00280103
-STOP_TAGS = frozenset({0x7FE00010, 0x7FE00009, 0x7FE00008})  # stop_before_pixels
-PREAMBLE_END = 132  # 128-byte preamble + "DICM"
 # Explicit VR bytes -> (VR, whether its length has 32 bits: PS3.5 Table 7.1-1).
 _EXPLICIT = {vr.value.encode(): (vr.value, vr in EXPLICIT_VR_LENGTH_32)
              for vr in VR if len(vr.value) == 2}
