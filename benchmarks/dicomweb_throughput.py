@@ -13,7 +13,9 @@ times each:
   JSON of every instance, nothing more;
 * tool: ``dicom-meta-extract dicomweb+http://...`` in a fresh process with the local
   default (one worker process per core for a DICOMweb input), which also turns every
-  instance into a row and writes the table, errors, summary, report and state.
+  instance into a row and writes the table, errors, summary, report and state;
+* then the tool again with ``--incremental`` over the same output, nothing changed on
+  the server: every series reused (checked in its summary), no metadata requested.
 
 Prints the medians (instances/s) and the ratio tool / anchor (>1: the tool is faster).
 Absolute figures depend on the machine and its load; the ratio is measured in one
@@ -54,15 +56,15 @@ def anchor(root: str) -> int:
     return instances
 
 
-def tool(source: str, out_dir: str) -> tuple[int, float]:
-    """The command line in a fresh process: (rows, pipeline seconds from its summary)."""
+def tool(source: str, out_dir: str, *extra: str) -> dict:
+    """The command line in a fresh process; its summary."""
     output = os.path.join(out_dir, "scan.csv")
-    subprocess.run([sys.executable, "-m", "beam_pipeline", source, "-o", output, "--quiet"],
-                   check=True, cwd=ROOT)
+    subprocess.run([sys.executable, "-m", "beam_pipeline", source, "-o", output, "--quiet",
+                    *extra], check=True, cwd=ROOT)
     with open(os.path.join(out_dir, "scan.summary.json"), encoding="utf-8") as stream:
         summary = json.load(stream)
     assert summary["accounted_for"] and summary["errors"] == 0, summary
-    return summary["rows"], summary["seconds"]
+    return summary
 
 
 def main(argv=None) -> None:
@@ -88,7 +90,7 @@ def main(argv=None) -> None:
         series = len(server.get_json("/series"))
         print(f"{count} instances in {series} series uploaded to Orthanc in "
               f"{time.monotonic() - started:.1f} s")
-        anchor_rates, tool_rates, pipeline_rates = [], [], []
+        anchor_rates, tool_rates, pipeline_rates, incremental_rates = [], [], [], []
         for repeat in range(args.repeats):
             started = time.monotonic()
             assert anchor(server.root) == count
@@ -96,16 +98,23 @@ def main(argv=None) -> None:
             out_dir = os.path.join(work, f"out-{repeat}")
             os.makedirs(out_dir)
             started = time.monotonic()
-            rows, seconds = tool(server.input, out_dir)
-            assert rows == count
+            summary = tool(server.input, out_dir)
+            assert summary["rows"] == count
             tool_rates.append(count / (time.monotonic() - started))
-            pipeline_rates.append(count / seconds)
+            pipeline_rates.append(count / summary["seconds"])
+            started = time.monotonic()
+            summary = tool(server.input, out_dir, "--incremental")
+            assert summary["rows"] == count and summary["dicomweb_series_read"] == 0
+            assert summary["dicomweb_series_reused"] == series, summary
+            incremental_rates.append(count / (time.monotonic() - started))
         anchor_rate, tool_rate = statistics.median(anchor_rates), statistics.median(tool_rates)
         pipeline_rate = statistics.median(pipeline_rates)
         print(f"{'run':<44} instances/s  (medians of {args.repeats})")
         print(f"{'dicomweb-client, sequential, one thread':<44} {anchor_rate:11.0f}")
         print(f"{'dicom-meta-extract, whole command':<44} {tool_rate:11.0f}")
         print(f"{'dicom-meta-extract, pipeline (summary)':<44} {pipeline_rate:11.0f}")
+        print(f"{'dicom-meta-extract --incremental, unchanged':<44} "
+              f"{statistics.median(incremental_rates):11.0f}")
         print(f"ratio tool / anchor: whole command {tool_rate / anchor_rate:.2f}, "
               f"pipeline {pipeline_rate / anchor_rate:.2f} (>1: the tool is faster)")
     finally:
