@@ -28,6 +28,7 @@ generated archive give the same line either way.
 from __future__ import annotations
 
 import json
+import operator
 import re
 import struct
 
@@ -73,6 +74,9 @@ CACHED_PIECES = 1 << 16
 # an IS without sign or leading zero but "-". Contour Data and leaf positions are
 # mostly such text: no float and no repr per value.
 _TRAILING_ZEROS = re.compile(rb"(\.[0-9]*?[0-9])0+(?=\\|$)").sub
+# The replacement as a function, not the template rb"\1": re expands a template in
+# Python for every match (a contour's every value), at twice the cost of this call.
+_KEPT_DIGITS = operator.itemgetter(1)
 _DS_VALUE = rb"-?(?:[1-9][0-9]{0,6}\.(?:0|[0-9]{0,7}[1-9])|0\.(?!0000)(?:0|[0-9]{0,7}[1-9]))"
 _IS_VALUE = rb"(?:0|-?[1-9][0-9]{0,14})"
 _AS_WRITTEN = {
@@ -259,8 +263,8 @@ class _Reader:
             as_written = _AS_WRITTEN.get(vr)
             if as_written is not None:
                 numbers = value.rstrip(b" \0")  # padding, as pydicom strips it
-                if vr == "DS":
-                    numbers = _TRAILING_ZEROS(rb"\1", numbers)
+                if vr == "DS" and (numbers[-1:] == b"0" or b"0\\" in numbers):
+                    numbers = _TRAILING_ZEROS(_KEPT_DIGITS, numbers)
                 if as_written(numbers):
                     listed = numbers.replace(b"\\", b",").decode()
                     piece = f'"{tag:08X}":{{"Value":[{listed}],"vr":"{vr}"}}'
