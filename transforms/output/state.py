@@ -57,10 +57,12 @@ ROW_CODE_MODULES = (
     "transforms.reading.flatten", "transforms.reading.naming", "transforms.reading.values",
     "transforms.common.pydicom_internals", "transforms.common.private_tags",
     "transforms.reading.extract",
-    "transforms.reading.header_reader", "transforms.reading.cells", "transforms.common.paths",
+    "transforms.reading.header_reader", "transforms.reading.header_syntax",
+    "transforms.reading.header_file", "transforms.reading.header_cells",
+    "transforms.reading.cells", "transforms.common.paths",
     "transforms.inputs.archive_members", "transforms.reading.archives",
     "transforms.common.rows", "transforms.reading.dicom_json",
-    "transforms.reading.json_values",
+    "transforms.reading.json_values", "transforms.reading.json_reader",
     # DICOMweb instances' rows (DS/IS text, left-out values), reused by web_reuse.py;
     # their DicomPath is built there too, so a changed URL reads the series again anyway.
     "transforms.reading.dicomweb_rows",

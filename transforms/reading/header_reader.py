@@ -1,10 +1,4 @@
-"""Longer than 400 lines: one reader of the header's bytes, whose one element loop (the
-dataset's and every item's, as pydicom's ``data_element_generator``) is inlined for speed
-and only makes sense next to the buffering, the sequence loop and the rules of what it
-declines; the names and value formats it shares with ``flatten`` live in ``naming`` and
-``values``.
-
-Lean header reader: one pass over a Part 10 file's header bytes straight to its Row.
+"""Lean header reader: one pass over a Part 10 file's header bytes straight to its Row.
 
 ``transforms.reading.extract`` tries this reader first and falls back to the pydicom path
 (``dcmread`` + ``flatten``) whenever it returns ``None``. The row must be exactly the
@@ -24,6 +18,12 @@ too long to show; their lengths are still checked against the file size, as
 The names, character sets and value rules are pydicom's (``pydicom.datadict``,
 ``pydicom.charset``) through the very helpers ``flatten`` uses, so the text is the same.
 
+Here: the element loop (the data set's and every item's, as pydicom's
+``data_element_generator``, PS3.5 7.1), inlined for speed, and the sequences and items
+it recurses into (PS3.5 7.5). Around it: ``header_syntax`` (the tags, VRs and lengths
+PS3.5 fixes), ``header_file`` (the bytes read so far, the PS3.10 File Meta),
+``header_cells`` (column names and value texts, as ``flatten`` makes them).
+
 Declined (``None``, the pydicom path decides, errors included): no File Meta, a File
 Meta that is not explicit VR little endian, big endian, deflated or private transfer
 syntaxes, a command set, the dataset's VR encoding not matching its transfer syntax,
@@ -39,79 +39,30 @@ any ``FlattenSettings`` field this reader does not know.
 from __future__ import annotations
 
 import dataclasses
-import functools
-import struct
 
 from pydicom import config, hooks
-from pydicom.charset import convert_encodings
-from pydicom.datadict import dictionary_VR
 from pydicom.hooks import raw_element_vr as default_raw_element_vr
-from pydicom.tag import BaseTag
-from pydicom.uid import (
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-    ImplicitVRLittleEndian,
-    PrivateTransferSyntaxes,
-)
-from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, VR
+from pydicom.uid import PrivateTransferSyntaxes
 
-from transforms.common.private_tags import creator_tag
-from transforms.common.rows import BINARY_VRS, CHARSET_TEXT_VRS, DEFAULT_ENCODING, NUMBER_FORMATS, NUMBER_SIZES, PATH_COLUMN, SINGLE_TEXT_VRS, TEXT_VRS, Row
-
+from transforms.common.rows import DEFAULT_ENCODING, Row
 from transforms.reading.flatten import DEFAULT_ENCODINGS, FlattenSettings
-from transforms.reading.naming import is_skipped_group, private_element_name, public_name
-from transforms.reading.values import decode_text, format_number, join_text
+from transforms.reading.header_cells import CellMaker
+from transforms.reading.header_file import FileBuffer
+from transforms.reading.header_syntax import (
+    CHARSET, CHARSET_DECODED, DEFAULT_MULTI, DEFER_SIZE, EXPLICIT_HEADER, EXPLICIT_INFO,
+    FORMATTED_BINARY_VRS, IMPLICIT_HEADER, ITEM, ITEM_DELIMITER, LONG_LENGTH,
+    PIXEL_REPRESENTATION, PREAMBLE_END, SEQUENCE_DELIMITER, STOP_TAGS, UNDEFINED, Decline,
+    NeedMore, encodings_of, implicit_info, short,
+)
+from transforms.reading.naming import is_skipped_group
+from transforms.reading.values import decode_text, join_text
 
-# Same threshold as extraction's dcmread: top-level values longer than this are not read.
-DEFER_SIZE = 4096
 # The FlattenSettings fields this reader implements; any other field means "decline".
 # max_values and max_cell_chars are applied to every reader's Row afterwards (transforms/reading/cells.py);
 # deferred numeric values, the one place the pydicom path bounds them itself, are declined.
 SUPPORTED_SETTINGS = frozenset({
     "include_private", "max_sequence_items", "max_binary_bytes", "max_values", "max_cell_chars",
 })
-# First read, prefix included: ranged.FIRST_BLOCK, so a short header costs a bucket
-# reader one request.
-FIRST_READ = 16384
-
-PREAMBLE_END = 132  # 128-byte preamble + "DICM"
-ITEM = 0xFFFEE000
-ITEM_DELIMITER = 0xFFFEE00D
-SEQUENCE_DELIMITER = 0xFFFEE0DD
-UNDEFINED = 0xFFFFFFFF
-CHARSET = 0x00080005
-TRANSFER_SYNTAX = 0x00020010
-PIXEL_REPRESENTATION = 0x00280103
-STOP_TAGS = frozenset({0x7FE00010, 0x7FE00009, 0x7FE00008})  # stop_before_pixels
-
-EXPLICIT_VRS = {vr.value.encode(): vr.value for vr in VR if len(vr.value) == 2}
-LONG_LENGTH_VRS = frozenset(vr.value for vr in EXPLICIT_VR_LENGTH_32)
-FORMATTED_BINARY_VRS = BINARY_VRS - {"UN"}
-# Text VRs by how their text is made, so the hot loops test one small int (0: not text).
-# DEFAULT_MULTI: default character set, several values (AE AS CS DA DS DT IS TM UI);
-# DEFAULT_SINGLE: UR; CHARSET: decoded with the item's Specific Character Set.
-DEFAULT_MULTI, DEFAULT_SINGLE, CHARSET_DECODED = 1, 2, 3
-TEXT_KINDS = {
-    vr: CHARSET_DECODED if vr in CHARSET_TEXT_VRS
-    else DEFAULT_SINGLE if vr in SINGLE_TEXT_VRS else DEFAULT_MULTI
-    for vr in TEXT_VRS
-}
-# Explicit VR bytes -> (VR, has a 32-bit length, text kind): one look-up per element.
-EXPLICIT_INFO = {
-    raw: (vr, vr in LONG_LENGTH_VRS, TEXT_KINDS.get(vr, 0)) for raw, vr in EXPLICIT_VRS.items()
-}
-
-_IMPLICIT_HEADER = struct.Struct("<HHL").unpack_from
-_EXPLICIT_HEADER = struct.Struct("<HH2sH").unpack_from
-_LONG_LENGTH = struct.Struct("<L").unpack_from
-
-
-class Decline(Exception):
-    """The pydicom path must read this file."""
-
-
-class _NeedMore(Exception):
-    """An undefined-length sequence runs past the bytes read so far."""
 
 
 def settings_supported(settings) -> bool:
@@ -142,36 +93,6 @@ def pydicom_defaults() -> bool:
     )
 
 
-@functools.lru_cache(maxsize=1 << 14)
-def implicit_vr(tag: int) -> str | None:
-    """The VR pydicom gives a public implicit-VR element (``raw_element_vr``)."""
-    try:
-        return dictionary_VR(BaseTag(tag))
-    except KeyError:
-        return "UL" if tag & 0xFFFF == 0 else "UN"
-
-
-@functools.lru_cache(maxsize=1 << 14)
-def implicit_info(tag: int) -> tuple[str | None, int]:
-    """``implicit_vr`` and its text kind."""
-    vr = implicit_vr(tag)
-    return vr, TEXT_KINDS.get(vr, 0)
-
-
-@functools.lru_cache(maxsize=256)
-def encodings_of(raw: bytes) -> list[str] | None:
-    """Encodings named by a (0008,0005) value, as ``flatten`` derives them; None: inherit."""
-    terms = [term.strip(" \0") for term in raw.decode(DEFAULT_ENCODING).split("\\")]
-    if not any(terms):
-        return None
-    return convert_encodings(terms if len(terms) > 1 else terms[0])
-
-
-@functools.lru_cache(maxsize=4096)
-def _private_name(tag: int, creator: str | None) -> str:
-    return private_element_name(BaseTag(tag), creator)
-
-
 class HeaderReader:
     """``read(stream, path, size)`` -> Row, or None when the pydicom path must read it."""
 
@@ -195,7 +116,7 @@ class HeaderReader:
             row = file.read()
             self.header_end = file.end
             return row
-        except (Decline, _NeedMore):
+        except (Decline, NeedMore):
             return None
         except Exception:  # pylint: disable=broad-except  # any doubt: pydicom decides
             return None
@@ -207,44 +128,9 @@ class HeaderReader:
         return names
 
 
-class _File:
-    """One file being read: its buffer and the row being filled."""
 
-    def __init__(self, reader: HeaderReader, stream, path: str, size: int, prefix: bytes):
-        self.reader = reader
-        self.stream = stream
-        self.size = size
-        self.buf = prefix + stream.read(FIRST_READ - len(prefix))
-        self.base = 0  # file offset of buf[0]
-        self.values = {PATH_COLUMN: path}
-        self.vrs = {PATH_COLUMN: "UR"}
-        self.path = path
-        self.top_creators: dict = {}  # private creator tag -> its stored bytes
-
-    # -- bytes --------------------------------------------------------------------
-
-    def _extend(self, end: int) -> bool:
-        """Read on until ``buf`` holds ``end`` bytes; False if the file ends first."""
-        buf = self.buf
-        while len(buf) < end:
-            chunk = self.stream.read(max(end - len(buf), len(buf)))
-            if not chunk:
-                self.buf = buf
-                return False
-            buf += chunk
-        self.buf = buf
-        return True
-
-    def _skip_to(self, end: int) -> tuple:
-        """Continue at buffer offset ``end`` (past the bytes read), without reading the
-        gap; returns the element loop's new ``(buffer, bytes available, position)``."""
-        target = self.base + end
-        self.stream.seek(target)
-        self.base = target
-        self.buf = self.stream.read(FIRST_READ)
-        return self.buf, len(self.buf), 0
-
-    # -- top level ----------------------------------------------------------------
+class _File(FileBuffer, CellMaker):
+    """One file being read: the data set's elements, from where its File Meta ends."""
 
     def read(self) -> Row:
         p = self._file_meta(PREAMBLE_END)
@@ -253,58 +139,6 @@ class _File:
         p = self._elements(p, None, implicit, DEFAULT_ENCODINGS, "")
         self.end = self.base + p  # base moves as long values are skipped
         return Row(self.path, self.values, self.vrs)
-
-    def _file_meta(self, p: int) -> int:
-        buf = self.buf
-        if len(buf) < p + 6 or not (0x40 < buf[p + 4] < 0x5B and 0x40 < buf[p + 5] < 0x5B):
-            raise Decline("File Meta not explicit VR")
-        names = self.reader.names("")
-        last = -1
-        self.transfer_syntax = None
-        while True:
-            if p + 8 > len(buf) and not self._extend(p + 8):
-                raise Decline("file ends in the File Meta")
-            buf = self.buf
-            group, element, vr_bytes, length = _EXPLICIT_HEADER(buf, p)
-            if group != 2:
-                break
-            vr = EXPLICIT_VRS.get(vr_bytes)
-            if vr is None:
-                raise Decline("unknown VR")
-            start = p + 8
-            if vr in LONG_LENGTH_VRS:
-                if start + 4 > len(buf) and not self._extend(start + 4):
-                    raise Decline("file ends in the File Meta")
-                length = _LONG_LENGTH(self.buf, start)[0]
-                start += 4
-            tag = group << 16 | element
-            if tag <= last or length == UNDEFINED or vr == "SQ" or vr == "UN":
-                raise Decline("unusual File Meta element")
-            last = tag
-            end = start + length
-            if end > len(self.buf) and not self._extend(end):
-                raise Decline("file ends in the File Meta")
-            buf = self.buf
-            if tag == TRANSFER_SYNTAX:
-                self.transfer_syntax = buf[start:end]
-            if length:
-                name = names.get(tag)
-                if name is None:
-                    name = names[tag] = public_name(tag)
-                self._value(name, vr, buf, start, length, DEFAULT_ENCODINGS)
-            p = end
-        if last == -1:
-            raise Decline("no File Meta")
-        return p
-
-    def _transfer_syntax(self) -> bool:
-        """True for implicit VR little endian, False for explicit; Decline otherwise."""
-        if self.transfer_syntax is None:
-            raise Decline("no Transfer Syntax UID")
-        uid = self.transfer_syntax.decode(DEFAULT_ENCODING).rstrip("\0 ")
-        if "\\" in uid or uid in (ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian):
-            raise Decline(f"transfer syntax {uid}")
-        return uid == ImplicitVRLittleEndian
 
     def _elements(self, p, item_end, implicit, encodings, prefix, limit=None,
                   undefined=False) -> int:
@@ -315,7 +149,7 @@ class _File:
         data or the file's end; values not shown are seeked past, long binary ones shown
         by their length, unread. Otherwise the elements of an item inside
         ``buf[:limit]``, up to ``item_end`` (None: its delimiter); ``undefined``: the
-        enclosing sequence has no length, so running out asks for more (``_NeedMore``).
+        enclosing sequence has no length, so running out asks for more (``NeedMore``).
         ``prefix`` None: an item that is not shown (read only to find its end).
         """
         top = limit is None
@@ -345,12 +179,12 @@ class _File:
                         raise Decline("element runs past its item")
                     break
                 if p + 8 > avail:
-                    _short(undefined)
+                    short(undefined)
             start = p + 8
             if implicit:
-                group, element, length = _IMPLICIT_HEADER(buf, p)
+                group, element, length = IMPLICIT_HEADER(buf, p)
             else:
-                group, element, vr_bytes, length = _EXPLICIT_HEADER(buf, p)
+                group, element, vr_bytes, length = EXPLICIT_HEADER(buf, p)
                 info = EXPLICIT_INFO.get(vr_bytes)
                 if info is not None:
                     vr, long_length, kind = info
@@ -358,8 +192,8 @@ class _File:
                         if start + 4 > avail:
                             if top:
                                 raise Decline("file ends inside an element header")
-                            _short(undefined)
-                        length = _LONG_LENGTH(buf, start)[0]
+                            short(undefined)
+                        length = LONG_LENGTH(buf, start)[0]
                         start += 4
                 elif top or group != 0xFFFE or element != 0xE00D:
                     raise Decline("unknown VR")
@@ -400,7 +234,7 @@ class _File:
             end = start + length
             if not top:
                 if end > avail:
-                    _short(undefined)
+                    short(undefined)
                 if item_end is not None and end > item_end:
                     raise Decline("element runs past its item")
                 if private and element & 0xFF00 == 0 and element >= 0x10:
@@ -487,23 +321,6 @@ class _File:
             raise Decline("malformed Pixel Representation next to a sequence")
         return p
 
-    def _read_to(self, end: int) -> tuple[bytes, int]:
-        """The top level: read on until the buffer holds ``end`` bytes; (buffer, length)."""
-        if not self._extend(end):
-            raise Decline("file ends inside an element")
-        return self.buf, len(self.buf)
-
-    def _check_first(self, p: int, implicit: bool) -> None:
-        """pydicom's ``_is_implicit_vr``: the dataset's first VR decides its encoding;
-        a mismatch with the transfer syntax (or a command set first) is pydicom's call."""
-        if p + 8 > len(self.buf) and not self._extend(p + 8):
-            return  # at most an empty dataset: the loop decides
-        buf = self.buf
-        group, element = struct.unpack_from("<HH", buf, p)
-        looks_explicit = 0x40 < buf[p + 4] < 0x5B and 0x40 < buf[p + 5] < 0x5B
-        if group == 0 or (group << 16 | element) in STOP_TAGS or looks_explicit == implicit:
-            raise Decline("VR encoding does not match the transfer syntax")
-
     def _undefined(self, tag, vr, implicit, start, shown, encodings, private, names,
                    prefix, creators, limit, undefined) -> int:
         """An undefined-length element: must be a sequence; its end offset. At the top
@@ -527,21 +344,13 @@ class _File:
             try:
                 return self._sequence(start, None, implicit, encodings, name, len(self.buf),
                                       True)
-            except _NeedMore:
+            except NeedMore:
                 # Read twice as much and parse the sequence again (its columns are
                 # simply written again).
                 before = len(self.buf)
                 self._extend(before * 2)
                 if len(self.buf) == before:
                     raise Decline("file ends inside a sequence") from None
-
-    def _next_is_item(self, p: int, limit: int | None) -> bool:
-        if limit is None:
-            if p + 4 > len(self.buf) and not self._extend(p + 4):
-                return False
-        elif p + 4 > limit:
-            return False
-        return struct.unpack_from("<L", self.buf, p)[0] == (0xE000 << 16 | 0xFFFE)
 
     def _sequence(self, p, end, implicit, encodings, name, limit, undefined) -> int:
         """Items from ``p`` to ``end`` (None: to the sequence delimiter) inside
@@ -555,8 +364,8 @@ class _File:
                     raise Decline("item runs past its sequence")
                 break
             if p + 8 > limit:
-                _short(undefined)
-            group, element, length = _IMPLICIT_HEADER(buf, p)
+                short(undefined)
+            group, element, length = IMPLICIT_HEADER(buf, p)
             tag = group << 16 | element
             p += 8
             if tag == SEQUENCE_DELIMITER:
@@ -574,12 +383,12 @@ class _File:
             else:
                 item_end = p + length
                 if item_end > limit:
-                    _short(undefined)
+                    short(undefined)
             item_implicit = implicit
             if not implicit and (item_end is None or item_end > p):
                 # pydicom's _is_implicit_vr for an item: implicit unless the VR looks valid.
                 if p + 6 > limit:
-                    _short(undefined)
+                    short(undefined)
                 item_implicit = not (0x40 < buf[p + 4] < 0x5B and 0x40 < buf[p + 5] < 0x5B)
             p = self._elements(p, item_end, item_implicit, encodings, prefix, limit, undefined)
         if name is not None and items_shown and count > items_shown:
@@ -587,62 +396,3 @@ class _File:
             self.vrs[f"{name} #items"] = "IS"
         return p
 
-    # -- shared with items --------------------------------------------------------
-
-    def _name(self, tag, private, names, prefix, creators) -> str:
-        if not private:
-            name = names[tag] = prefix + public_name(tag)
-            return name
-        return prefix + _private_name(tag, self._creator(tag, creators))
-
-    def _creator(self, tag: int, creators: dict | None) -> str | None:
-        if creators is None:
-            creators = self.top_creators
-        reserving = creator_tag(tag)
-        raw = creators.get(reserving) if reserving is not None else None
-        if raw is None:
-            return None
-        text = raw.strip(b" \0")
-        if b"\\" in text or not all(0x20 <= byte < 0x7F for byte in text):
-            raise Decline("private creator not plain ASCII")
-        return text.decode("ascii") or None
-
-    def _value(self, name: str, vr: str, buf: bytes, start: int, length: int, encodings):
-        """Text of a non-sequence value of ``length`` > 0 at ``buf[start:]``."""
-        if vr in TEXT_VRS:
-            text = decode_text(vr, buf[start:start + length], encodings)
-            if text:
-                self.values[name] = text
-                self.vrs[name] = vr
-            return
-        if vr in FORMATTED_BINARY_VRS:
-            if length > self.reader.max_bytes:
-                text = f"<{length} bytes>"
-            else:
-                text = buf[start:start + length].hex()
-        elif vr in NUMBER_FORMATS:
-            size = NUMBER_SIZES[vr]
-            if length % size:
-                raise Decline("not a whole number of values")
-            numbers = struct.unpack_from(f"<{length // size}{NUMBER_FORMATS[vr]}", buf, start)
-            text = "\\".join(format_number(vr, number) for number in numbers)
-        elif vr == "AT":
-            if length % 4:
-                raise Decline("not a whole number of AT values")
-            pairs = struct.unpack_from(f"<{length // 2}H", buf, start)
-            text = "\\".join(
-                f"({pairs[i]:04X},{pairs[i + 1]:04X})" for i in range(0, len(pairs), 2)
-            )
-        else:
-            raise Decline(f"VR {vr}")
-        if text:
-            self.values[name] = text
-            self.vrs[name] = vr
-
-
-def _short(undefined: bool):
-    """Bytes run out inside a sequence: more of the file (an undefined-length one), or
-    a value running past its sequence."""
-    if undefined:
-        raise _NeedMore()
-    raise Decline("value runs past its sequence")

@@ -41,7 +41,7 @@ from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, VR
 from transforms.common.rows import CHARSET_TEXT_VRS
 from transforms.reading.dicom_json import (
     _ENCODER, PATH_KEY, JsonDraft, _Entry, converted_json, kept_raw)
-from transforms.reading.header_reader import (  # the tags and lengths PS3.5 fixes
+from transforms.reading.header_syntax import (  # the tags and lengths PS3.5 fixes
     CHARSET, ITEM, ITEM_DELIMITER, PIXEL_REPRESENTATION, PREAMBLE_END, SEQUENCE_DELIMITER,
     STOP_TAGS, TRANSFER_SYNTAX, UNDEFINED,
 )
