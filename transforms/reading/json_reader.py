@@ -27,6 +27,7 @@ generated archive give the same line either way.
 
 from __future__ import annotations
 
+import functools
 import json
 import operator
 import re
@@ -64,6 +65,10 @@ _BINARY = frozenset({"OB", "OD", "OF", "OL", "OV", "OW"})
 _PIECES: tuple = ({}, {})
 # Never taken from there: elements whose reading does more than give their text.
 _NOT_CACHED = frozenset({0x00020010, 0x00080005, 0x00280103})
+# The pieces pydicom converted (text of a character set json_values declines), by the
+# short element's bytes, its VR encoding, the encodings in force and --max-binary-bytes
+# (an element pydicom fails on is kept as binary); emptied when full.
+_CONVERTED: dict = {}
 CACHED_BYTES = 64
 CACHED_PIECES = 1 << 16
 # DS and IS values in the form the encoder writes their numbers (Python's float and
@@ -163,17 +168,17 @@ class _Reader:
         data = self.data
         pieces: list = []
         # File Meta (PS3.10 7.1): explicit VR little endian, group 0002 only.
-        pos = self._elements(PREAMBLE_END, len(data), False, default_encoding, "",
-                             pieces, meta=True)
+        pos = self._elements(PREAMBLE_END, len(data), False, default_encoding, pieces,
+                             meta=True)
         syntax = self.syntax
         if syntax is None or syntax in _NOT_READ:
             raise _Declined("transfer syntax")
         self._elements(pos, len(data), syntax == ImplicitVRLittleEndian,
-                       default_encoding, "", pieces, top=True)
+                       default_encoding, pieces, top=True)
         return TextDraft(pieces)
 
-    def _elements(self, pos: int, end: int | None, implicit: bool, encodings, prefix: str,
-                  out: list, meta: bool = False, top: bool = False) -> int:
+    def _elements(self, pos: int, end: int | None, implicit: bool, encodings, out: list,
+                  meta: bool = False, top: bool = False) -> int:
         """Read elements from ``pos`` up to ``end`` (None: up to an Item Delimitation
         Item), their members into ``out``; the position after them."""
         data, max_binary_bytes, pieces = self.data, self.max_binary_bytes, _PIECES[implicit]
@@ -244,9 +249,7 @@ class _Reader:
             if vr is None:
                 raise _Declined("implicit VR the dictionary does not give")
             if vr == "SQ":
-                name = (prefix + element_name(BaseTag(tag), None) if top
-                        else prefix + public_name(tag))
-                text, pos = self._sequence(pos, length, implicit, encodings, name)
+                text, pos = self._sequence(pos, length, implicit, encodings)
                 out.append(f'"{tag:08X}":{text}')
                 continue
             if length == UNDEFINED:
@@ -278,9 +281,21 @@ class _Reader:
                 maker = VALUE_MAKERS.get(vr)
                 element = None if maker is None else maker(vr, value, tag, max_binary_bytes)
                 if element is None:
-                    cached = False  # pydicom's conversion, by the item's character set
+                    # pydicom's conversion, by the item's character set: its piece is
+                    # kept by the encodings too (a site's names recur in every file).
+                    cached = False
+                    converted_key = None if key is None else (
+                        key, implicit, max_binary_bytes, encodings
+                        if isinstance(encodings, str) else tuple(encodings))
+                    piece = _CONVERTED.get(converted_key)
+                    if piece is not None:
+                        out.append(piece)
+                        continue
                     element = self._converted(tag, vr, value, pos - length, implicit,
                                               encodings)
+                    if converted_key is not None:
+                        _cache(_CONVERTED, converted_key,
+                               f'"{tag:08X}":{_ENCODE(element)}')
             piece = f'"{tag:08X}":{_ENCODE(element)}'
             out.append(piece)
             if cached:
@@ -300,7 +315,7 @@ class _Reader:
         except Exception:  # pylint: disable=broad-except  # as dicom_json: kept raw
             return kept_raw(raw, self.max_binary_bytes)
 
-    def _sequence(self, pos: int, length: int, implicit: bool, encodings, name: str):
+    def _sequence(self, pos: int, length: int, implicit: bool, encodings):
         """A sequence's JSON text and the position after it (PS3.5 7.5: items of
         defined or undefined length, in a sequence of defined or undefined length)."""
         data = self.data
@@ -322,12 +337,9 @@ class _Reader:
             # in implicit VR (its first VR bytes not two capitals), never the reverse.
             item_implicit = implicit or len(data) - pos >= 6 and not (
                 0x40 < data[pos + 4] < 0x5B and 0x40 < data[pos + 5] < 0x5B)
-            index = len(items) + 1
-            item_prefix = (name if index == 1 else f"{name} [{index}]") + " - "
             members: list = []
             item_end = None if item_length == UNDEFINED else pos + item_length
-            pos = self._elements(pos, item_end, item_implicit, encodings, item_prefix,
-                                 members)
+            pos = self._elements(pos, item_end, item_implicit, encodings, members)
             items.append("{" + ",".join(members) + "}")
         if not items:
             return '{"vr":"SQ"}', pos
@@ -340,8 +352,10 @@ def _cache(pieces: dict, key: tuple, piece: str) -> None:
     pieces[key] = piece
 
 
+@functools.lru_cache(maxsize=256)
 def _encodings(tag: int, vr: str, value: bytes, implicit: bool):
-    """A data set's encodings from its (0008,0005), as pydicom's ``read_dataset``."""
+    """A data set's encodings from its (0008,0005), as pydicom's ``read_dataset`` (the
+    same few values in every file: converted once; pydicom copies the list it is given)."""
     raw = RawDataElement(BaseTag(tag), None if implicit else vr, len(value), value, 0,
                          implicit, True)
     return convert_encodings(convert_raw_data_element(raw).value)
