@@ -59,6 +59,19 @@ def bound_text(vr: str, text: str, max_values: int, max_chars: int) -> tuple[str
     return text[: max(0, max_chars - len(marker))] + marker, "chars"
 
 
+def _short_but_json(values: dict, texts, limit: int) -> bool:
+    """Whether every cell but the DICOM JSON line (--format json/nested: never bounded,
+    and mostly longer than the limit) is at most ``limit`` long, tested in C."""
+    longest = max(map(len, texts))
+    if longest <= limit:
+        return True
+    json_text = values.get(JSON_COLUMN)
+    if json_text is None or len(json_text) != longest:
+        return False
+    lengths = sorted(map(len, texts))
+    return len(lengths) == 1 or lengths[-2] <= limit
+
+
 def bound_row(row, max_values: int, max_chars: int):
     """``row`` (a ``Row`` or any NamedTuple with ``values`` and ``vrs``) with bounded
     cells, and the names of the columns it bounded."""
@@ -69,7 +82,7 @@ def bound_row(row, max_values: int, max_chars: int):
     # Cheap test first: nearly every cell is short.
     limit = min(limit for limit in (max_values, max_chars) if limit)
     texts = row.values.values()
-    if texts and max(map(len, texts)) <= limit:
+    if texts and _short_but_json(row.values, texts, limit):
         # No cell is long; nothing to count unless a text starts with "<" (a reader's
         # "<N values>"): both tested in C, not per cell.
         joined = "\0".join(texts)
