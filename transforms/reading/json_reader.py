@@ -84,6 +84,15 @@ _TRAILING_ZEROS = re.compile(rb"(\.[0-9]*?[0-9])0+(?=\\|$)").sub
 _KEPT_DIGITS = operator.itemgetter(1)
 _DS_VALUE = rb"-?(?:[1-9][0-9]{0,6}\.(?:0|[0-9]{0,7}[1-9])|0\.(?!0000)(?:0|[0-9]{0,7}[1-9]))"
 _IS_VALUE = rb"(?:0|-?[1-9][0-9]{0,14})"
+# Text whose values json_values makes by stripping the padding these bytes end in and
+# splitting at backslashes (_multi: AS CS DA DT TM; _ui: UI, whose values are also
+# stripped, so only when there is no space at all): when it is printable ASCII without
+# '"' (nothing the encoder escapes) and not empty, its member is written here directly.
+_PLAIN_TEXT_VRS = {
+    **{vr: re.compile(rb"[\x20\x21\x23-\x7e]+").fullmatch
+       for vr in ("AS", "CS", "DA", "DT", "TM")},
+    "UI": re.compile(rb"[\x21\x23-\x7e]+").fullmatch,
+}
 _AS_WRITTEN = {
     "DS": re.compile(rb"%s(?:\\%s)*" % (_DS_VALUE, _DS_VALUE)).fullmatch,
     "IS": re.compile(rb"%s(?:\\%s)*" % (_IS_VALUE, _IS_VALUE)).fullmatch,
@@ -271,6 +280,17 @@ class _Reader:
                 if as_written(numbers):
                     listed = numbers.replace(b"\\", b",").decode()
                     piece = f'"{tag:08X}":{{"Value":[{listed}],"vr":"{vr}"}}'
+                    out.append(piece)
+                    if cached:
+                        _cache(pieces, key, piece)
+                    continue
+            plain = _PLAIN_TEXT_VRS.get(vr)
+            if plain is not None:
+                text = value.rstrip(b" \0")
+                if text and plain(text):
+                    # Printable ASCII without '"': its JSON string is the text itself.
+                    listed = text.decode().replace("\\", '","')
+                    piece = f'"{tag:08X}":{{"Value":["{listed}"],"vr":"{vr}"}}'
                     out.append(piece)
                     if cached:
                         _cache(pieces, key, piece)
