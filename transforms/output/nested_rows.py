@@ -91,25 +91,35 @@ class NestedRows:
                     others.append(self._other(key, element, document))
                 continue
             name, how = entry[0], entry[1]
-            # Most elements hold one text or one number: made here as _value makes
-            # them, without its call and its tests.
-            if how == _TEXT or how == _ONE:
+            # The common cases made here as _value makes them, without its call and its
+            # tests: a sequence's items; text values, all str (no PN: its values are
+            # dicts); one or several values that all parse. Anything else (None among
+            # the values, a value that does not parse) is _value's, from the start.
+            if how == _ITEMS:
                 values = element.get("Value")
-                if values is not None and len(values) == 1:
-                    value = values[0]
-                    if how == _TEXT:
-                        if value.__class__ is str and element.get("vr") != "PN":
-                            out[name] = value
-                            continue
-                    elif value is not None:
+                out[name] = [self._struct(item, entry[2]) for item in values] if values else []
+                continue
+            values = element.get("Value")
+            if values:
+                if how == _TEXT:
+                    if element.get("vr") != "PN":
                         try:
-                            out[name] = entry[3][element.get("vr")](value)
-                        except KeyError:
-                            out[name] = self._value(element, name, how, entry[2])
-                        except (ValueError, OverflowError, TypeError):
-                            self.unparseable[name] += 1
-                            out[name] = None
-                        continue
+                            out[name] = values[0] if len(values) == 1 and \
+                                values[0].__class__ is str else "\\".join(values)
+                            continue
+                        except TypeError:
+                            pass
+                elif how == _ONE or how == _LIST:
+                    try:
+                        parse = entry[3][element.get("vr")]
+                        if how == _LIST:
+                            out[name] = list(map(parse, values))
+                            continue
+                        if len(values) == 1 and values[0] is not None:
+                            out[name] = parse(values[0])
+                            continue
+                    except Exception:  # pylint: disable=broad-except  # _value decides
+                        pass
             out[name] = self._value(element, name, how, entry[2])
         if others:
             out[OTHER] = others
