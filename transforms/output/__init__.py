@@ -27,8 +27,8 @@ A run, step by step (``beam_pipeline/pipeline.py`` shows the same in order):
    writes the CSV and/or Parquet under attempt-unique temp names, memory bounded; then
    finalize renames them into place ("already renamed" counts as done). The same merge
    writes ``scan.jsonl`` and ``scan.nested.parquet`` from the rows' DICOM JSON cells
-   (``documents.py``, ``nested.py``; the nested schema from one pass over the shards
-   first), and names the columns by ``--column-names`` (``keyword_names.py``). With an
+   (``documents.py``, ``nested.py``, ``nested_rows.py``; the nested schema from one pass
+   over the shards first), and names the columns by ``--column-names`` (``keyword_names.py``). With an
    output folder (``-o scan/``) the nested table is instead a dataset of parts,
    ``scan/part-00000-of-00012.parquet``..., written in parallel and renamed into place
    the same way (``nested_parts.py``; the other outputs go beside the folder).

@@ -18,7 +18,8 @@ import pyarrow.parquet as pq
 
 from transforms.common.rows import JSON_COLUMN
 from transforms.output import shard_format
-from transforms.output.nested import NestedRows, NestedSchema
+from transforms.output.nested import NestedSchema
+from transforms.output.nested_rows import NestedRows
 from transforms.output.shard_format import CellRows
 
 NESTED_COMPRESSION = "zstd"

@@ -33,16 +33,15 @@ the workers (the table step reads every row's JSON once to build it, then writes
 
 from __future__ import annotations
 
-import base64
 import functools
 import json
-from collections import Counter
+import re
 
 import pyarrow as pa
 from pydicom.datadict import dictionary_VM, keyword_for_tag
 
 from transforms.common.rows import PATH_COLUMN
-from transforms.output.types import parse_da, parse_dt, vr_type
+from transforms.output.types import vr_type
 from transforms.reading.dicom_json import collection_paused
 
 MAX_DEPTH = 15  # BigQuery: nested levels of RECORD columns
@@ -52,7 +51,11 @@ JSON_SUFFIX = "_json"
 BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 OTHER_TYPE = pa.list_(pa.struct([("Tag", pa.string()), ("Creator", pa.string()),
                                  ("VR", pa.string()), ("Value", pa.string())]))
-_PARSERS = {"DA": parse_da, "DT": parse_dt}
+# An element's value of numbers only (contours, LUTs, ...: half the bytes of some lines)
+# tells the union nothing, and the parse costs by the byte: ``add_texts`` cuts the member
+# first. Only a member: in a JSON string a quote is escaped, so no match starts there;
+# an empty sequence's cut ``"Value":[],`` adds what it would (its level, no item).
+_NUMBERS = re.compile(r'"Value":\[[-+.0-9eE,]*\],')
 
 
 @functools.lru_cache(maxsize=1 << 14)
@@ -131,10 +134,11 @@ class NestedSchema:
 
     def add_texts(self, texts) -> None:
         """``add`` each JSON text (no garbage collection meanwhile: see
-        ``collection_paused``)."""
+        ``collection_paused``), its arrays of numbers cut first (``_NUMBERS``)."""
+        cut, add = _NUMBERS.sub, self.root.add
         with collection_paused():
             for text in texts:
-                self.root.add(json.loads(text))
+                add(json.loads(cut("", text)))
 
     # As data (plain dicts and lists), so that partial unions travel between workers and
     # combine in any order: the parts of a nested dataset (``nested_parts.py``).
@@ -217,151 +221,3 @@ def _sequences(fields, path: str):
             yield child, _leaves(field.type)
             struct = field.type.value_type
             yield from _sequences([struct.field(i) for i in range(struct.num_fields)], child)
-
-
-# How a field's value is made (``NestedRows``): kept as JSON text, a sequence's items,
-# bytes, DICOM text, or parsed values (a list of them, or one).
-_AS_JSON, _ITEMS, _BYTES, _TEXT, _LIST, _ONE = range(6)
-
-
-class NestedRows:
-    """Documents -> Python rows of ``schema`` (``pa.RecordBatch.from_pylist``).
-
-    The schema is compiled once into one ``{tag key: (name, how, detail)}`` table per
-    nesting level, so a row costs a dict look-up per element, not a pass over the
-    level's fields."""
-
-    def __init__(self, schema: pa.Schema, nested: NestedSchema):
-        self.schema = schema
-        self.as_json = nested.as_json
-        self.unparseable: Counter = Counter()
-        self.plan = self._compile(list(schema), "")
-
-    def _compile(self, fields, path: str) -> dict:
-        plan = {}
-        for field in fields:
-            key = (field.metadata or {}).get(b"dicom_tag")
-            if key is None:
-                continue
-            key = key.decode()
-            kind, child = field.type, f"{path}/{key}"
-            if child in self.as_json:
-                how, detail = _AS_JSON, None
-            elif pa.types.is_list(kind) and pa.types.is_struct(kind.value_type):
-                struct = kind.value_type
-                how, detail = _ITEMS, self._compile(
-                    [struct.field(i) for i in range(struct.num_fields)], child)
-            elif pa.types.is_binary(kind):
-                how, detail = _BYTES, None
-            elif pa.types.is_string(kind):
-                how, detail = _TEXT, None
-            elif pa.types.is_list(kind):
-                how, detail = _LIST, kind.value_type
-            else:
-                how, detail = _ONE, kind
-            plan[key] = (field.name, how, detail)
-        return plan
-
-    def row(self, path: str, document: dict) -> dict:
-        row = self._struct(document, self.plan)
-        row[PATH_COLUMN] = path
-        return row
-
-    def batch(self, paths: list, texts: list) -> pa.RecordBatch:
-        """The rows of the JSON ``texts`` as one batch of ``schema`` (no garbage
-        collection while they are built: see ``collection_paused``)."""
-        with collection_paused():
-            rows = [self.row(path, json.loads(text)) for path, text in zip(paths, texts)]
-            return pa.RecordBatch.from_pylist(rows, schema=self.schema)
-
-    def _struct(self, document: dict, plan: dict) -> dict:
-        out: dict = {}
-        others = []
-        # A line's keys are sorted (dicom_json's encoder; json_reader's members in tag
-        # order), and json.loads keeps their order: no sort per item.
-        for key, element in document.items():
-            if len(key) != 8:
-                continue
-            entry = plan.get(key)
-            if entry is None:
-                if not _keyword(key):
-                    others.append(self._other(key, element, document))
-                continue
-            out[entry[0]] = self._value(element, *entry)
-        if others:
-            out[OTHER] = others
-        return out
-
-    @staticmethod
-    def _other(key: str, element: dict, document: dict) -> dict:
-        tag = int(key, 16)
-        creator = None
-        if (tag >> 16) % 2 and (tag & 0xFFFF) >= 0x1000:
-            owner = document.get(f"{tag >> 16:04X}00{(tag >> 8) & 0xFF:02X}", {})
-            creator = (owner.get("Value") or [None])[0]
-        value = element.get("Value", element.get("InlineBinary"))
-        return {"Tag": key, "Creator": creator, "VR": element.get("vr"),
-                "Value": None if value is None else json.dumps(value, ensure_ascii=False,
-                                                               sort_keys=True)}
-
-    def _value(self, element: dict, name: str, how: int, detail):
-        values = element.get("Value")
-        if how == _AS_JSON:
-            return None if values is None else json.dumps(values, ensure_ascii=False,
-                                                          sort_keys=True)
-        if how == _ITEMS:
-            return [self._struct(item, detail) for item in values or ()]
-        if how == _BYTES:
-            inline = element.get("InlineBinary")
-            return None if inline is None else base64.b64decode(inline)
-        if values is None:
-            if "StoredText" in element:
-                self.unparseable[name] += 1
-            return None
-        vr = element.get("vr")
-        if how == _TEXT:
-            if vr != "PN":  # _text of any other value: str(value)
-                return "\\".join(["" if value is None else str(value) for value in values])
-            return "\\".join(["" if text is None else text
-                               for text in [_text(vr, value) for value in values]])
-        parse = _parser(detail, vr)
-        try:
-            parsed = [None if value is None else parse(value) for value in values]
-        except (ValueError, OverflowError, TypeError):
-            self.unparseable[name] += 1
-            return None
-        if how == _LIST:
-            return parsed
-        if len(parsed) != 1:
-            self.unparseable[name] += 1
-            return None
-        return parsed[0]
-
-
-def _text(vr: str, value):
-    if value is None:
-        return None
-    if vr == "PN":
-        return "=".join(value.get(part, "") for part in
-                        ("Alphabetic", "Ideographic", "Phonetic")).rstrip("=")
-    return str(value)
-
-
-def _parse_int(value) -> int:
-    number = int(value)
-    if number != value or not -(1 << 63) <= number < (1 << 63):
-        raise ValueError(value)
-    return number
-
-
-@functools.lru_cache(maxsize=1024)
-def _parser(kind: pa.DataType, vr: str):
-    """The function that parses one JSON value of ``vr`` as ``kind``."""
-    if vr in _PARSERS:
-        parse = _PARSERS[vr]
-        return lambda value: parse(value.strip())
-    if pa.types.is_integer(kind):
-        return _parse_int
-    if pa.types.is_floating(kind):
-        return float
-    return lambda value: _text(vr, value)

@@ -46,7 +46,8 @@ from transforms.common.rows import JSON_COLUMN, PATH_COLUMN
 from transforms.common.tags import COLUMNS, TABLE_FIGURES
 from transforms.output import shard_format
 from transforms.output.columns import ComputeColumns
-from transforms.output.nested import NestedRows, NestedSchema
+from transforms.output.nested import NestedSchema
+from transforms.output.nested_rows import NestedRows
 from transforms.output.shard_stats import CountTableFigures
 from transforms.output.tables import TableFiles, WriteTables
 
