@@ -22,11 +22,12 @@ import sys
 import time
 import zipfile
 
+import pydicom
 import pytest
 
 from tests.conftest import copy_pydicom_file, pydicom_file, run_cli, write_dicom
 from benchmarks.make_archive import generate
-from tests.dicomweb_servers import Orthanc, orthanc_installed
+from tests.dicomweb_servers import FaultyProxy, Orthanc, orthanc_installed
 from tests.engines import FlinkCluster, beam_flink_version, flink_job_server_jar, prism_binary
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -349,24 +350,79 @@ def orthanc(tmp_path_factory):
         server.stop()
 
 
+def run_flink(cluster, source, out, *extra) -> None:
+    """The command line on the standalone cluster (two subtasks, several row shards),
+    reading ``source`` two studies a page, into ``out/scan.csv``; its log beside ``out``."""
+    run_cli_process(
+        [source, "-o", out / "scan.csv", "--quiet", "--dicomweb-page-size=2", *extra,
+         "--config", "run_configs/flink.yaml",
+         f"--flink_master={cluster.flink_master}",
+         f"--flink_job_server_jar={cluster.job_server_jar}",
+         "--parallelism=2", "--rows_per_shard=2"],
+        out.parent / f"{out.name}.log",
+    )
+
+
+def metadata_requested(proxy) -> set:
+    """The Series Instance UIDs whose WADO-RS metadata went through ``proxy``."""
+    return {path.split("/series/")[1].split("/")[0] for path in proxy.requests
+            if path.endswith("/metadata")}
+
+
 def test_flink_dicomweb_output_equals_local_runner(orthanc, flink_cluster, tmp_path):
     """A DICOMweb source on the standalone cluster: listing (paged, two studies a page)
-    and fetching run in the SDK harness, and every output equals the local runner's."""
-    reference, out = tmp_path / "reference", tmp_path / "flink"
-    reference.mkdir()
-    out.mkdir()
-    assert run_cli(orthanc.input, "-o", reference / "scan.csv", "--quiet",
-                   "--dicomweb-page-size=2") == 0
-    summary = json.loads((reference / "scan.summary.json").read_text())
-    assert summary["rows"] == 9 and summary["errors"] == 0
-    finished = _finished_jobs(flink_cluster)
-    run_cli_process(
-        [orthanc.input, "-o", out / "scan.csv", "--quiet", "--dicomweb-page-size=2",
-         "--config", "run_configs/flink.yaml",
-         f"--flink_master={flink_cluster.flink_master}",
-         f"--flink_job_server_jar={flink_cluster.job_server_jar}",
-         "--parallelism=2", "--rows_per_shard=2"],
-        tmp_path / "run.log",
-    )
-    assert_same_output(reference, out)
-    assert _finished_jobs(flink_cluster) == finished + 1
+    and fetching run in the SDK harness, and every output equals the local runner's.
+
+    Then the server changes (an instance deleted from a series of three, a study added)
+    and ``--incremental`` on the cluster requests only those two series' metadata, keeps
+    the other five series' rows, and writes what a fresh local run on the changed server
+    writes, byte for byte. The runs go through a proxy that lists the paths asked; the
+    server is put back as it was afterwards."""
+    proxy = FaultyProxy(orthanc.url)
+    source = f"dicomweb+{proxy.url}/dicom-web"
+    reference, out, fresh = tmp_path / "reference", tmp_path / "flink", tmp_path / "fresh"
+    for folder in (reference, out, fresh):
+        folder.mkdir()
+    deleted = added = None
+    try:
+        assert run_cli(source, "-o", reference / "scan.csv", "--quiet",
+                       "--dicomweb-page-size=2") == 0
+        summary = json.loads((reference / "scan.summary.json").read_text())
+        assert summary["rows"] == 9 and summary["errors"] == 0
+        finished = _finished_jobs(flink_cluster)
+        run_flink(flink_cluster, source, out)
+        assert_same_output(reference, out)
+        assert _finished_jobs(flink_cluster) == finished + 1
+
+        changed = next(series for series in orthanc.get_json("/dicom-web/series")
+                       if series["00201209"]["Value"] == [3])  # Number of Series Related Instances
+        study, series = changed["0020000D"]["Value"][0], changed["0020000E"]["Value"][0]
+        sop = orthanc.get_json(f"/dicom-web/studies/{study}/series/{series}/instances"
+                               )[-1]["00080018"]["Value"][0]
+        deleted = orthanc.instance_file(sop)
+        orthanc.delete_instance(sop)
+        added = pydicom.dcmread(pydicom_file("rtdose.dcm"), stop_before_pixels=True)
+        assert orthanc.upload(open(pydicom_file("rtdose.dcm"), "rb").read()) == "Success"
+
+        del proxy.requests[:]
+        run_flink(flink_cluster, source, out, "--incremental")
+        assert metadata_requested(proxy) == {series, added.SeriesInstanceUID}
+        summary = json.loads((out / "scan.summary.json").read_text())
+        assert summary["incremental"] and summary["rows"] == 9
+        assert (summary["dicomweb_series_read"], summary["dicomweb_series_reused"],
+                summary["dicomweb_instances_reused"], summary["files_dropped"]) == (2, 5, 6, 1)
+        assert _finished_jobs(flink_cluster) == finished + 2
+
+        del proxy.requests[:]
+        assert run_cli(source, "-o", fresh / "scan.csv", "--quiet",
+                       "--dicomweb-page-size=2") == 0
+        assert len(metadata_requested(proxy)) == 7  # every series read
+        assert_same_output(fresh, out)
+        table = (out / "scan.csv").read_text()
+        assert f"/instances/{sop}" not in table and f"/instances/{added.SOPInstanceUID}" in table
+    finally:
+        proxy.stop()
+        if added is not None:
+            orthanc.delete_study(added.StudyInstanceUID)
+        if deleted is not None:
+            assert orthanc.upload(deleted) == "Success"
