@@ -5,7 +5,9 @@ Each engine runs the command line exactly as docs/engines.md tells users to
 child process this test starts and waits for by PID. Its CSV, errors and skipped
 files must equal the local FnApiRunner's byte for byte. A DICOMweb source (Orthanc
 with its DICOMweb plugin on a free 127.0.0.1 port, ``tests/dicomweb_servers.py``) runs
-on Flink the same way: the LOOPBACK SDK harness reaches it on 127.0.0.1.
+on Flink the same way: the LOOPBACK SDK harness reaches it on 127.0.0.1; after the
+server changes, an ``--incremental`` run on Flink reuses the unchanged series and
+equals a fresh local run.
 
 The engines come from ``bash .ci/install_engines.sh`` (run by ``.ci/install``); when
 they (or Orthanc) are missing these tests fail, they never skip.
