@@ -14,7 +14,10 @@ whose metadata request still fails after the retries is one ``ERRORS`` record na
 the series URL, type ``Unreadable``, and the run goes on; an instance whose JSON does
 not convert is an ``ERRORS`` record of its own (``Corrupt``). Every error is also
 filed as a ``MANIFEST`` entry, and each series emits its ``SERIES_FIGURES`` so that
-the summary counts instances (where known) and failed series and still adds up.
+the summary counts instances (where known) and failed series and still adds up. A
+series read again because its instance search failed (``--incremental``) also counts
+its previous rows that the metadata no longer lists (``SeriesRef.previous``): the
+summary adds them to ``files_dropped``.
 """
 
 from __future__ import annotations
@@ -30,8 +33,8 @@ from pydicom.tag import Tag
 from transforms.common.batches import BatchFiles
 from transforms.common.rows import BulkData
 from transforms.common.tags import (
-    BOUNDED, CELL_COUNTS, ERRORS, MANIFEST, MATCHED, READER_TOTALS, ROWS, SERIES_FIGURES,
-    WEB_REUSED_UNITS, WEB_ROWS, WEB_TO_READ,
+    BOUNDED, CELL_COUNTS, DROPPED_WHEN_READ, ERRORS, MANIFEST, MATCHED, READER_TOTALS, ROWS,
+    SERIES_FIGURES, WEB_REUSED_UNITS, WEB_ROWS, WEB_TO_READ,
 )
 from transforms.inputs.dicomweb import (
     DicomWebSettings, SeriesRef, first_value, http_reason,
@@ -179,19 +182,22 @@ class ReadSeries(beam.DoFn):
                       f"{http_reason(failure)}", f"{type(failure).__name__}: {failure}")
             yield beam.pvalue.TaggedOutput(ERRORS, record)
             yield beam.pvalue.TaggedOutput(MANIFEST, (ref.url, None, None, "error", record[1:]))
-            yield beam.pvalue.TaggedOutput(SERIES_FIGURES, (1, 1, max(ref.instances, 0)))
+            yield beam.pvalue.TaggedOutput(SERIES_FIGURES, (1, 1, max(ref.instances, 0), 0))
             instances = None
         else:
             yield from self._instances(ref, instances)
 
     def _instances(self, ref: SeriesRef, instances):
+        listed = set()  # the instances' paths, rows and errors alike
         for index, instance in enumerate(instances or [], start=1):
             try:
                 row = instance_row(instance, ref.url, index, self.settings)
+                listed.add(row.path)
             except Exception as exc:  # pylint: disable=broad-except
                 self.errors.inc()
                 sop = first_value(instance, SOP_INSTANCE_UID) if isinstance(instance, dict) else None
                 path = f"{ref.url}/instances/{sop or f'item-{index}'}"
+                listed.add(path)
                 record = (path, "Corrupt", "DICOM JSON that does not convert: "
                           f"{type(exc).__name__}: {exc}", f"{type(exc).__name__}: {exc}")
                 yield beam.pvalue.TaggedOutput(ERRORS, record)
@@ -210,7 +216,9 @@ class ReadSeries(beam.DoFn):
             yield beam.pvalue.TaggedOutput(MANIFEST, (ref.url, None, None, "error", record[1:]))
             count = 1
         self._done(count)
-        yield beam.pvalue.TaggedOutput(SERIES_FIGURES, (count, 0, 0))
+        # Previous rows now gone: only a series whose instance search failed carries them.
+        gone = len(set(ref.previous) - listed)
+        yield beam.pvalue.TaggedOutput(SERIES_FIGURES, (count, 0, 0, gone))
 
     def _done(self, count: int):
         if self.progress is not None:
@@ -223,12 +231,12 @@ class ReadSeries(beam.DoFn):
 
 
 def _sum_figures(figures) -> tuple:
-    return tuple(map(sum, zip(*figures))) or (0, 0, 0)
+    return tuple(map(sum, zip(*figures))) or (0, 0, 0, 0)
 
 
 def _series_figures(total: tuple) -> dict:
     return {"dicomweb_series_failed": total[1],
-            "dicomweb_instances_in_failed_series": total[2]}
+            "dicomweb_instances_in_failed_series": total[2], DROPPED_WHEN_READ: total[3]}
 
 
 def merge_dicts(dicts) -> dict:
