@@ -30,12 +30,11 @@ import pytest
 from tests.conftest import copy_pydicom_file, pydicom_file, run_cli, write_dicom
 from benchmarks.make_archive import generate
 from tests.dicomweb_servers import FaultyProxy, Orthanc, orthanc_installed
+from tests.engine_runs import ROOT, RUN_TIMEOUT, group_alive, run_cli_process
 from tests.engines import FlinkCluster, beam_flink_version, flink_job_server_jar, prism_binary
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMPARED = ("scan.csv", "scan.errors.csv", "scan.skipped.csv", "scan.series.csv",
             "scan.studies.csv")
-RUN_TIMEOUT = 300
 
 
 @pytest.fixture(scope="module")
@@ -62,42 +61,6 @@ def reference(archive, tmp_path_factory):
     summary = json.loads((out / "scan.summary.json").read_text())
     assert (summary["rows"], summary["errors"], summary["non_dicom_skipped"]) == (5, 2, 1)
     return out
-
-
-def run_cli_process(args: list, log_path) -> None:
-    """``python -m beam_pipeline ARGS`` in its own process group, started and waited
-    for by PID; whatever it leaves behind in that group (a job server JVM, a Prism
-    process) fails the test and is killed by group id."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([ROOT] + [p for p in [env.get("PYTHONPATH")] if p])
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "beam_pipeline", *map(str, args)],
-            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    try:
-        returncode = proc.wait(timeout=RUN_TIMEOUT)
-    finally:
-        leftovers = _group_alive(proc.pid)
-        if proc.poll() is None or leftovers:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-    log_text = open(log_path, encoding="utf-8", errors="replace").read()
-    assert returncode == 0, f"exit status {returncode}\n{log_text[-6000:]}"
-    assert not leftovers, f"the run left processes behind in its group\n{log_text[-3000:]}"
-
-
-def _group_alive(pgid: int, grace: float = 5.0) -> bool:
-    deadline = time.monotonic() + grace
-    while True:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return False
-        if time.monotonic() > deadline:
-            return True
-        time.sleep(0.1)
 
 
 def assert_same_output(reference, out) -> None:
@@ -280,7 +243,7 @@ def test_flink_job_survives_taskmanager_kill(kill_archive, kill_reference, tmp_p
             returncode = proc.wait(timeout=RUN_TIMEOUT)
             recovered_in = time.monotonic() - killed_at
         finally:
-            if proc.poll() is None or _group_alive(proc.pid):
+            if proc.poll() is None or group_alive(proc.pid):
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
         log_text = log_path.read_text(errors="replace")
