@@ -113,19 +113,37 @@ class Orthanc:
         with urllib.request.urlopen(request, timeout=60) as response:
             return json.loads(response.read())
 
-    def delete_instance(self, sop_instance_uid: str) -> None:
-        """Delete the instance of that SOP Instance UID (Orthanc's REST API: its own id
-        looked up, then ``DELETE /instances/{id}``)."""
+    def _lookup(self, uid: str, level: str) -> str:
+        """Orthanc's own id of the instance or study of that UID (``/tools/lookup``)."""
         request = urllib.request.Request(self.url + "/tools/lookup", method="POST",
-                                         data=sop_instance_uid.encode(), headers=self._headers())
+                                         data=uid.encode(), headers=self._headers())
         with urllib.request.urlopen(request, timeout=60) as response:
             found = [item["ID"] for item in json.loads(response.read())
-                     if item["Type"] == "Instance"]
+                     if item["Type"] == level]
         assert len(found) == 1, found
-        request = urllib.request.Request(f"{self.url}/instances/{found[0]}", method="DELETE",
+        return found[0]
+
+    def _delete(self, path: str) -> None:
+        request = urllib.request.Request(self.url + path, method="DELETE",
                                          headers=self._headers())
         with urllib.request.urlopen(request, timeout=60):
             pass
+
+    def delete_instance(self, sop_instance_uid: str) -> None:
+        """Delete the instance of that SOP Instance UID (Orthanc's REST API)."""
+        self._delete(f"/instances/{self._lookup(sop_instance_uid, 'Instance')}")
+
+    def delete_study(self, study_instance_uid: str) -> None:
+        """Delete the study of that Study Instance UID, every series and instance of it."""
+        self._delete(f"/studies/{self._lookup(study_instance_uid, 'Study')}")
+
+    def instance_file(self, sop_instance_uid: str) -> bytes:
+        """The DICOM file Orthanc stored for that SOP Instance UID, as uploaded."""
+        instance = self._lookup(sop_instance_uid, "Instance")
+        request = urllib.request.Request(f"{self.url}/instances/{instance}/file",
+                                         headers=self._headers())
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.read()
 
     def stop(self) -> None:
         if self.process.poll() is None:

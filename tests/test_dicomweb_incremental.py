@@ -55,9 +55,10 @@ def changing_server(tmp_path):
 def test_incremental_reuses_unchanged_series(changing_server, tmp_path):
     """--incremental reads only the series that failed or whose instances changed: a
     series that failed is read again; then, unchanged, no series metadata is requested;
-    after one instance is deleted and a study added, only those two series are read, the
-    deleted instance's row is gone. Every output equals a fresh full run's byte for byte
-    (with bundles run twice too)."""
+    after two instances are deleted (one from a series whose instance search then fails)
+    and a study added, only those three series are read, the deleted instances' rows are
+    gone and each counts once in files_dropped. Every output equals a fresh full run's
+    byte for byte (with bundles run twice too)."""
     server, proxy, patient = changing_server
     study = upload_folder(server, patient / "ST01")
     source = f"dicomweb+{proxy.url}/dicom-web"
@@ -97,17 +98,29 @@ def test_incremental_reuses_unchanged_series(changing_server, tmp_path):
     print(f"DICOMweb, 41 instances in 4 series: full run {full_seconds:.1f} s, "
           f"incremental run with nothing changed {again_seconds:.1f} s")
 
+    # One instance deleted from the CT series and one from the RT structure set series,
+    # whose instance search then fails: both series are read again, and each deleted
+    # row counts once in files_dropped, the second counted when its series is read.
     gone = next(ds for ds in study if ds.Modality == "CT")
+    hidden = next(ds for ds in study if ds.Modality == "RTSTRUCT")
     server.delete_instance(gone.SOPInstanceUID)
+    server.delete_instance(hidden.SOPInstanceUID)
     added = upload_folder(server, patient / "ST02")
-    changed, summary, read, _ = run("out", "--incremental", "--direct_runner_bundle_repeat=1")
-    assert read == {gone.SeriesInstanceUID, added[0].SeriesInstanceUID}
-    assert summary["dicomweb_series_read"] == 2 and summary["dicomweb_series_reused"] == 3
-    assert summary["dicomweb_instances_reused"] == 5 and summary["files_dropped"] == 1
-    assert summary["files_matched"] == summary["rows"] == 49
+    proxy.always_fail = f"/series/{hidden.SeriesInstanceUID}/instances"
+    changed, summary, read, _ = run("out", "--incremental", "--direct_runner_bundle_repeat=1",
+                                    "--dicomweb-retries=0")
+    assert proxy.failed and any(proxy.always_fail in path for path in proxy.requests)
+    proxy.always_fail = None
+    assert read == {gone.SeriesInstanceUID, hidden.SeriesInstanceUID,
+                    added[0].SeriesInstanceUID}
+    assert summary["dicomweb_series_read"] == 3 and summary["dicomweb_series_reused"] == 2
+    assert summary["dicomweb_instances_reused"] == 3 and summary["files_dropped"] == 2
+    assert summary["files_matched"] == summary["rows"] == 48
+    assert summary["errors"] == summary["dicomweb_series_failed"] == 0
     table = changed["scan.csv"].decode()
-    assert f"/instances/{gone.SOPInstanceUID}" not in table
+    for deleted in (gone, hidden):
+        assert f"/instances/{deleted.SOPInstanceUID}" not in table
     assert f"/instances/{added[0].SOPInstanceUID}" in table
     fresh, summary, read, _ = run("fresh")
-    assert len(read) == 5 and summary["rows"] == 49
+    assert len(read) == 5 and summary["rows"] == 48
     assert changed == fresh

@@ -5,7 +5,9 @@ Each engine runs the command line exactly as docs/engines.md tells users to
 child process this test starts and waits for by PID. Its CSV, errors and skipped
 files must equal the local FnApiRunner's byte for byte. A DICOMweb source (Orthanc
 with its DICOMweb plugin on a free 127.0.0.1 port, ``tests/dicomweb_servers.py``) runs
-on Flink the same way: the LOOPBACK SDK harness reaches it on 127.0.0.1.
+on Flink the same way: the LOOPBACK SDK harness reaches it on 127.0.0.1; after the
+server changes, an ``--incremental`` run on Flink reuses the unchanged series and
+equals a fresh local run.
 
 The engines come from ``bash .ci/install_engines.sh`` (run by ``.ci/install``); when
 they (or Orthanc) are missing these tests fail, they never skip.
@@ -22,17 +24,17 @@ import sys
 import time
 import zipfile
 
+import pydicom
 import pytest
 
 from tests.conftest import copy_pydicom_file, pydicom_file, run_cli, write_dicom
 from benchmarks.make_archive import generate
-from tests.dicomweb_servers import Orthanc, orthanc_installed
+from tests.dicomweb_servers import FaultyProxy, Orthanc, orthanc_installed
+from tests.engine_runs import ROOT, RUN_TIMEOUT, group_alive, run_cli_process
 from tests.engines import FlinkCluster, beam_flink_version, flink_job_server_jar, prism_binary
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMPARED = ("scan.csv", "scan.errors.csv", "scan.skipped.csv", "scan.series.csv",
             "scan.studies.csv")
-RUN_TIMEOUT = 300
 
 
 @pytest.fixture(scope="module")
@@ -59,42 +61,6 @@ def reference(archive, tmp_path_factory):
     summary = json.loads((out / "scan.summary.json").read_text())
     assert (summary["rows"], summary["errors"], summary["non_dicom_skipped"]) == (5, 2, 1)
     return out
-
-
-def run_cli_process(args: list, log_path) -> None:
-    """``python -m beam_pipeline ARGS`` in its own process group, started and waited
-    for by PID; whatever it leaves behind in that group (a job server JVM, a Prism
-    process) fails the test and is killed by group id."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([ROOT] + [p for p in [env.get("PYTHONPATH")] if p])
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "beam_pipeline", *map(str, args)],
-            cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    try:
-        returncode = proc.wait(timeout=RUN_TIMEOUT)
-    finally:
-        leftovers = _group_alive(proc.pid)
-        if proc.poll() is None or leftovers:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-    log_text = open(log_path, encoding="utf-8", errors="replace").read()
-    assert returncode == 0, f"exit status {returncode}\n{log_text[-6000:]}"
-    assert not leftovers, f"the run left processes behind in its group\n{log_text[-3000:]}"
-
-
-def _group_alive(pgid: int, grace: float = 5.0) -> bool:
-    deadline = time.monotonic() + grace
-    while True:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return False
-        if time.monotonic() > deadline:
-            return True
-        time.sleep(0.1)
 
 
 def assert_same_output(reference, out) -> None:
@@ -277,7 +243,7 @@ def test_flink_job_survives_taskmanager_kill(kill_archive, kill_reference, tmp_p
             returncode = proc.wait(timeout=RUN_TIMEOUT)
             recovered_in = time.monotonic() - killed_at
         finally:
-            if proc.poll() is None or _group_alive(proc.pid):
+            if proc.poll() is None or group_alive(proc.pid):
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
         log_text = log_path.read_text(errors="replace")
@@ -349,24 +315,79 @@ def orthanc(tmp_path_factory):
         server.stop()
 
 
+def run_flink(cluster, source, out, *extra) -> None:
+    """The command line on the standalone cluster (two subtasks, several row shards),
+    reading ``source`` two studies a page, into ``out/scan.csv``; its log beside ``out``."""
+    run_cli_process(
+        [source, "-o", out / "scan.csv", "--quiet", "--dicomweb-page-size=2", *extra,
+         "--config", "run_configs/flink.yaml",
+         f"--flink_master={cluster.flink_master}",
+         f"--flink_job_server_jar={cluster.job_server_jar}",
+         "--parallelism=2", "--rows_per_shard=2"],
+        out.parent / f"{out.name}.log",
+    )
+
+
+def metadata_requested(proxy) -> set:
+    """The Series Instance UIDs whose WADO-RS metadata went through ``proxy``."""
+    return {path.split("/series/")[1].split("/")[0] for path in proxy.requests
+            if path.endswith("/metadata")}
+
+
 def test_flink_dicomweb_output_equals_local_runner(orthanc, flink_cluster, tmp_path):
     """A DICOMweb source on the standalone cluster: listing (paged, two studies a page)
-    and fetching run in the SDK harness, and every output equals the local runner's."""
-    reference, out = tmp_path / "reference", tmp_path / "flink"
-    reference.mkdir()
-    out.mkdir()
-    assert run_cli(orthanc.input, "-o", reference / "scan.csv", "--quiet",
-                   "--dicomweb-page-size=2") == 0
-    summary = json.loads((reference / "scan.summary.json").read_text())
-    assert summary["rows"] == 9 and summary["errors"] == 0
-    finished = _finished_jobs(flink_cluster)
-    run_cli_process(
-        [orthanc.input, "-o", out / "scan.csv", "--quiet", "--dicomweb-page-size=2",
-         "--config", "run_configs/flink.yaml",
-         f"--flink_master={flink_cluster.flink_master}",
-         f"--flink_job_server_jar={flink_cluster.job_server_jar}",
-         "--parallelism=2", "--rows_per_shard=2"],
-        tmp_path / "run.log",
-    )
-    assert_same_output(reference, out)
-    assert _finished_jobs(flink_cluster) == finished + 1
+    and fetching run in the SDK harness, and every output equals the local runner's.
+
+    Then the server changes (an instance deleted from a series of three, a study added)
+    and ``--incremental`` on the cluster requests only those two series' metadata, keeps
+    the other five series' rows, and writes what a fresh local run on the changed server
+    writes, byte for byte. The runs go through a proxy that lists the paths asked; the
+    server is put back as it was afterwards."""
+    proxy = FaultyProxy(orthanc.url)
+    source = f"dicomweb+{proxy.url}/dicom-web"
+    reference, out, fresh = tmp_path / "reference", tmp_path / "flink", tmp_path / "fresh"
+    for folder in (reference, out, fresh):
+        folder.mkdir()
+    deleted = added = None
+    try:
+        assert run_cli(source, "-o", reference / "scan.csv", "--quiet",
+                       "--dicomweb-page-size=2") == 0
+        summary = json.loads((reference / "scan.summary.json").read_text())
+        assert summary["rows"] == 9 and summary["errors"] == 0
+        finished = _finished_jobs(flink_cluster)
+        run_flink(flink_cluster, source, out)
+        assert_same_output(reference, out)
+        assert _finished_jobs(flink_cluster) == finished + 1
+
+        changed = next(series for series in orthanc.get_json("/dicom-web/series")
+                       if series["00201209"]["Value"] == [3])  # Number of Series Related Instances
+        study, series = changed["0020000D"]["Value"][0], changed["0020000E"]["Value"][0]
+        sop = orthanc.get_json(f"/dicom-web/studies/{study}/series/{series}/instances"
+                               )[-1]["00080018"]["Value"][0]
+        deleted = orthanc.instance_file(sop)
+        orthanc.delete_instance(sop)
+        added = pydicom.dcmread(pydicom_file("rtdose.dcm"), stop_before_pixels=True)
+        assert orthanc.upload(open(pydicom_file("rtdose.dcm"), "rb").read()) == "Success"
+
+        del proxy.requests[:]
+        run_flink(flink_cluster, source, out, "--incremental")
+        assert metadata_requested(proxy) == {series, added.SeriesInstanceUID}
+        summary = json.loads((out / "scan.summary.json").read_text())
+        assert summary["incremental"] and summary["rows"] == 9
+        assert (summary["dicomweb_series_read"], summary["dicomweb_series_reused"],
+                summary["dicomweb_instances_reused"], summary["files_dropped"]) == (2, 5, 6, 1)
+        assert _finished_jobs(flink_cluster) == finished + 2
+
+        del proxy.requests[:]
+        assert run_cli(source, "-o", fresh / "scan.csv", "--quiet",
+                       "--dicomweb-page-size=2") == 0
+        assert len(metadata_requested(proxy)) == 7  # every series read
+        assert_same_output(fresh, out)
+        table = (out / "scan.csv").read_text()
+        assert f"/instances/{sop}" not in table and f"/instances/{added.SOPInstanceUID}" in table
+    finally:
+        proxy.stop()
+        if added is not None:
+            orthanc.delete_study(added.StudyInstanceUID)
+        if deleted is not None:
+            assert orthanc.upload(deleted) == "Success"

@@ -55,9 +55,13 @@ SERIES_FIGURES = "series_figures"  # one dict: the series tables' figures for th
 SUMMARY = "summary"  # one dict: summary.json as written
 HTML_REPORT = "html_report"  # the HTML report's path, once written
 # DICOMweb sources (transforms/reading/dicomweb_rows.py): each series' (outcomes, failed
-# series, instances of failed series as listed), and the instances' bounded StoredRows.
+# series, instances of failed series as listed, previous rows gone), and the instances'
+# bounded StoredRows.
 SERIES_FIGURES = "series_figures"
 WEB_ROWS = "web_rows"
+# The key, in the DICOMweb READER_TOTALS, of the previous rows found gone only when their
+# series was read (its instance search had failed); the summary adds it to files_dropped.
+DROPPED_WHEN_READ = "files_dropped_when_read"
 # DICOMweb reuse (transforms/output/web_reuse.py): the SeriesRef of every listed series,
 # the previous output's DICOMweb outcomes as (series URL, Entry), the series left to read,
 # and each reused series' instance count (the summary's matched count).

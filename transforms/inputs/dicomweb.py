@@ -274,12 +274,16 @@ def first_value(dataset: dict, tag: str):
 
 class SeriesRef(NamedTuple):
     """One series to read: its service root (http(s)), study and series UIDs, and the
-    instances QIDO-RS said it holds (-1: not said)."""
+    instances QIDO-RS said it holds (-1: not said). ``previous``: with ``--incremental``,
+    the previous output's row paths of a series read again because its instance search
+    failed; those its metadata no longer lists are counted dropped when it is read
+    (``output/web_reuse.py``)."""
 
     root: str
     study: str
     series: str
     instances: int
+    previous: tuple = ()
 
     @property
     def url(self) -> str:

@@ -16,7 +16,11 @@ Its rows are then carried into this run's generation like a reused file's (the o
 shards are re-read, never shuffled: ``reuse.RespillRows``); every other series is read
 again with its WADO-RS metadata request. A series the listing no longer finds drops its
 outcomes, and an instance the search no longer lists drops its row: both count in
-``files_dropped``. If the instance search fails, the series is read again.
+``files_dropped``. If the instance search fails, the series is read again, carrying
+its previous row paths: the reader counts those its metadata no longer lists
+(``reading/dicomweb_rows.py``), so every previous row that is gone counts once, whichever
+way its series went. Only when the metadata request fails too is nothing known of what
+is gone, and nothing is counted.
 
 What it assumes: an instance is never changed on the server under the same SOP Instance
 UID. DICOM requires a new SOP Instance UID for changed content (PS3.3 C.12.1.1.1,
@@ -129,10 +133,12 @@ class CheckSeries(beam.DoFn):
         if now is not None and complete and len(now) == len(rows) and set(now) == set(rows):
             yield from self._reused(rows)
             return
+        yield beam.pvalue.TaggedOutput(COUNTS, ("dicomweb_series_read", 1))
         if now is not None:  # instances no longer listed: their rows are dropped
             yield beam.pvalue.TaggedOutput(COUNTS, ("files_dropped", len(set(rows) - set(now))))
-        yield beam.pvalue.TaggedOutput(COUNTS, ("dicomweb_series_read", 1))
-        yield refs[0]
+            yield refs[0]
+        else:  # the search failed: the reader counts what its metadata no longer lists
+            yield refs[0]._replace(previous=tuple(sorted(rows)))
 
     def _reused(self, rows: dict):
         for path, shard in sorted(rows.items()):

@@ -1,8 +1,9 @@
 """DICOMweb series -> rows: one WADO-RS metadata request per series
 (``.../studies/{study}/series/{series}/metadata``), and each instance's DICOM JSON
-(PS3.18 Annex F) read with ``pydicom.Dataset.from_json`` and flattened like a file
-(``transforms.reading.flatten``, the same ``FlattenSettings``, then the same content
-step; the pipeline bounds the cells as for files). An instance's ``DicomPath`` is its
+(PS3.18 Annex F) made into the row ``flatten`` gives a file (``dicomweb_json.py``: the
+same ``FlattenSettings``, straight from the JSON where it can, else through
+``pydicom.Dataset.from_json``), then the same content step; the pipeline bounds the
+cells as for files. An instance's ``DicomPath`` is its
 WADO-RS URL, ``{root}/studies/{study}/series/{series}/instances/{sop}``.
 
 Values the server leaves out (``BulkDataURI``) are written ``<bulk data>``
@@ -14,7 +15,10 @@ whose metadata request still fails after the retries is one ``ERRORS`` record na
 the series URL, type ``Unreadable``, and the run goes on; an instance whose JSON does
 not convert is an ``ERRORS`` record of its own (``Corrupt``). Every error is also
 filed as a ``MANIFEST`` entry, and each series emits its ``SERIES_FIGURES`` so that
-the summary counts instances (where known) and failed series and still adds up.
+the summary counts instances (where known) and failed series and still adds up. A
+series read again because its instance search failed (``--incremental``) also counts
+its previous rows that the metadata no longer lists (``SeriesRef.previous``): the
+summary adds them to ``files_dropped``.
 """
 
 from __future__ import annotations
@@ -23,108 +27,23 @@ import concurrent.futures
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from pydicom import Dataset
-from pydicom.dataelem import DataElement, RawDataElement
-from pydicom.tag import Tag
-
 from transforms.common.batches import BatchFiles
-from transforms.common.rows import BulkData
 from transforms.common.tags import (
-    BOUNDED, CELL_COUNTS, ERRORS, MANIFEST, MATCHED, READER_TOTALS, ROWS, SERIES_FIGURES,
-    WEB_REUSED_UNITS, WEB_ROWS, WEB_TO_READ,
+    BOUNDED, CELL_COUNTS, DROPPED_WHEN_READ, ERRORS, MANIFEST, MATCHED, READER_TOTALS, ROWS,
+    SERIES_FIGURES, WEB_REUSED_UNITS, WEB_ROWS, WEB_TO_READ,
 )
 from transforms.inputs.dicomweb import (
     DicomWebSettings, SeriesRef, first_value, http_reason,
 )
 from transforms.reading.cells import BoundCells, CountBoundedCells
+from transforms.reading.dicomweb_json import instance_row
 from transforms.reading.extract import quiet_pydicom
 from transforms.reading.file_outcomes import StoredRow
-from transforms.reading.flatten import FlattenSettings, flatten
+from transforms.reading.flatten import FlattenSettings
 
 SOP_INSTANCE_UID = "00080018"
 # Series fetched at once by one worker: requests wait on the server, not on our CPU.
 CONCURRENT_SERIES = 8
-
-
-def number_text(value, vr: str):
-    """A DS or IS value the JSON gave as a number, as the text a file would hold:
-    ``2048`` stays ``2048``, ``81.6327`` its shortest form. Strings (newer servers send
-    DS/IS as strings, PS3.18 F.2.3.1) stay as they are."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return value
-    if vr == "IS" and isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value) if isinstance(value, int) else repr(value)
-
-
-def take_number_text(json_dataset: dict, taken: dict, keep_items: int = 0) -> dict:
-    """Remove the DS and IS elements of a DICOM JSON dataset (nested items too), keeping
-    each as the bytes a file would hold (``2048\\5.5``) in ``taken[id(item)]``; and the
-    elements the server left out (``BulkDataURI``), as ``(vr, None)``. Items past the
-    first ``keep_items`` of a sequence (``--max-sequence-items``; 0 = all), which the
-    flattener only counts, become empty: pydicom need not build them.
-
-    ``Dataset.from_json`` would turn every DS and IS value into a validated float
-    (``2048`` is then written ``2048.0``), which is also most of its time on contours
-    and grids; ``put_number_text`` puts them back as raw elements, which the flattener
-    formats like a file's."""
-    numbers = {}
-    for key in [key for key, element in json_dataset.items() if isinstance(element, dict)
-                and (element.get("vr") in ("DS", "IS") or "BulkDataURI" in element)]:
-        element = json_dataset.pop(key)
-        if "BulkDataURI" in element:  # left out by the server: put back as BulkData
-            numbers[int(key, 16)] = (element.get("vr") or "UN", None)
-            continue
-        values = element.get("Value")
-        if isinstance(values, list) and values:
-            if all(type(value) is float for value in values) and element["vr"] == "DS":
-                text = "\\".join(map(float.__repr__, values))  # contours, grids: fast
-            else:
-                text = "\\".join("" if value is None else str(number_text(value, element["vr"]))
-                                 for value in values)
-            numbers[int(key, 16)] = (element["vr"], text.encode("ascii", "backslashreplace"))
-    if numbers:
-        taken[id(json_dataset)] = numbers
-    for element in json_dataset.values():
-        if isinstance(element, dict) and element.get("vr") == "SQ":
-            items = element.get("Value") or []
-            if keep_items and len(items) > keep_items:
-                items[keep_items:] = [{}] * (len(items) - keep_items)
-            for item in items[:keep_items or None]:
-                if isinstance(item, dict):
-                    take_number_text(item, taken, keep_items)
-    return json_dataset
-
-
-def put_number_text(dataset: Dataset, json_dataset: dict, taken: dict) -> Dataset:
-    """The elements ``take_number_text`` took, back into ``dataset`` (built from
-    ``json_dataset``): numbers as raw elements, left-out values as ``BulkData``; nested
-    items too; in place."""
-    for tag, (vr, text) in taken.get(id(json_dataset), {}).items():
-        if text is None:
-            dataset[tag] = DataElement(tag, vr, BulkData())
-        else:
-            dataset[tag] = RawDataElement(Tag(tag), vr, len(text), text, 0, False, True)
-    for key, element in json_dataset.items():
-        if isinstance(element, dict) and element.get("vr") == "SQ" and element.get("Value"):
-            tag = int(key, 16)
-            if tag in dataset:
-                for item, json_item in zip(dataset[tag].value, element["Value"]):
-                    if isinstance(json_item, dict):
-                        put_number_text(item, json_item, taken)
-    return dataset
-
-
-def instance_row(instance: dict, series_url: str, index: int, settings: FlattenSettings):
-    """One instance's DICOM JSON -> its ``Row`` (as ``flatten`` gives a file's)."""
-    sop = first_value(instance, SOP_INSTANCE_UID) or f"item-{index}"
-    path = f"{series_url}/instances/{sop}"
-    taken: dict = {}
-    take_number_text(instance, taken, settings.max_sequence_items)
-    # No bulk data handler: pydicom would inspect its signature for every element.
-    dataset = put_number_text(Dataset.from_json(instance), instance, taken)
-    row, _ = flatten(dataset, path, settings)
-    return row
 
 
 class ReadSeries(beam.DoFn):
@@ -179,19 +98,22 @@ class ReadSeries(beam.DoFn):
                       f"{http_reason(failure)}", f"{type(failure).__name__}: {failure}")
             yield beam.pvalue.TaggedOutput(ERRORS, record)
             yield beam.pvalue.TaggedOutput(MANIFEST, (ref.url, None, None, "error", record[1:]))
-            yield beam.pvalue.TaggedOutput(SERIES_FIGURES, (1, 1, max(ref.instances, 0)))
+            yield beam.pvalue.TaggedOutput(SERIES_FIGURES, (1, 1, max(ref.instances, 0), 0))
             instances = None
         else:
             yield from self._instances(ref, instances)
 
     def _instances(self, ref: SeriesRef, instances):
+        listed = set()  # the instances' paths, rows and errors alike
         for index, instance in enumerate(instances or [], start=1):
             try:
                 row = instance_row(instance, ref.url, index, self.settings)
+                listed.add(row.path)
             except Exception as exc:  # pylint: disable=broad-except
                 self.errors.inc()
                 sop = first_value(instance, SOP_INSTANCE_UID) if isinstance(instance, dict) else None
                 path = f"{ref.url}/instances/{sop or f'item-{index}'}"
+                listed.add(path)
                 record = (path, "Corrupt", "DICOM JSON that does not convert: "
                           f"{type(exc).__name__}: {exc}", f"{type(exc).__name__}: {exc}")
                 yield beam.pvalue.TaggedOutput(ERRORS, record)
@@ -210,7 +132,9 @@ class ReadSeries(beam.DoFn):
             yield beam.pvalue.TaggedOutput(MANIFEST, (ref.url, None, None, "error", record[1:]))
             count = 1
         self._done(count)
-        yield beam.pvalue.TaggedOutput(SERIES_FIGURES, (count, 0, 0))
+        # Previous rows now gone: only a series whose instance search failed carries them.
+        gone = len(set(ref.previous) - listed)
+        yield beam.pvalue.TaggedOutput(SERIES_FIGURES, (count, 0, 0, gone))
 
     def _done(self, count: int):
         if self.progress is not None:
@@ -223,12 +147,12 @@ class ReadSeries(beam.DoFn):
 
 
 def _sum_figures(figures) -> tuple:
-    return tuple(map(sum, zip(*figures))) or (0, 0, 0)
+    return tuple(map(sum, zip(*figures))) or (0, 0, 0, 0)
 
 
 def _series_figures(total: tuple) -> dict:
     return {"dicomweb_series_failed": total[1],
-            "dicomweb_instances_in_failed_series": total[2]}
+            "dicomweb_instances_in_failed_series": total[2], DROPPED_WHEN_READ: total[3]}
 
 
 def merge_dicts(dicts) -> dict:

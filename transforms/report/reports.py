@@ -12,9 +12,9 @@ from __future__ import annotations
 import apache_beam as beam
 
 from transforms.common.tags import (
-    ARCHIVE_UNITS, CELL_COUNTS, COLUMNS, CONTENT_TOTALS, ERRORS, HTML_REPORT, MATCHED,
-    READER_TOTALS, REUSE_COUNTS, REUSED_ARCHIVE_UNITS, REUSED_MANIFEST, SERIES_FIGURES, SKIPPED,
-    SUMMARY, TABLE_FIGURES,
+    ARCHIVE_UNITS, CELL_COUNTS, COLUMNS, CONTENT_TOTALS, DROPPED_WHEN_READ, ERRORS,
+    HTML_REPORT, MATCHED, READER_TOTALS, REUSE_COUNTS, REUSED_ARCHIVE_UNITS, REUSED_MANIFEST,
+    SERIES_FIGURES, SKIPPED, SUMMARY, TABLE_FIGURES,
 )
 from transforms.content.settings import PseudonymizeReportPaths, TablePath
 from transforms.output.reuse import skip_records
@@ -28,6 +28,10 @@ def summary_extras(reuse: dict, matched: tuple, reader: dict, content: dict, cel
                    tables: dict, content_totals: dict) -> dict:
     """The summary's figures besides the counts: reuse, archives, readers, content
     settings, bounded cells, the table writers' figures and de-identification's."""
+    if DROPPED_WHEN_READ in reader:  # DICOMweb rows found gone by the reader, not the plan
+        reader = dict(reader)
+        reuse = {**reuse, "files_dropped": reuse.get("files_dropped", 0)
+                 + reader.pop(DROPPED_WHEN_READ)}
     return {
         **reuse, "archives": matched[1], **reader, **content, **cells, **content_totals,
         **{key: value for key, value in tables.items() if key not in ("rows", TABLE_STATS)},
