@@ -30,10 +30,13 @@ from beam_pipeline.local_runner import make_runner
 from beam_pipeline.options import DicomExtractOptions
 from beam_pipeline.pipeline import build_pipeline
 from tests import storage_servers
+from tests.dicomweb_servers import Orthanc
+from tests.test_dicomweb import require_orthanc
 from tests.conftest import pydicom_file
 from transforms.report.summary import OutputPaths
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUCKET = "demo-bucket"
 RUN = "ExtractDicomMetadata/"
 STEPS = tuple(RUN + step for step in (
     "Discover", "Extract/Headers", "Extract/BoundCells", "StoreRows/Spill",
@@ -74,13 +77,13 @@ def gcs_bucket():
     """gs://demo-bucket on a local GCS emulator (127.0.0.1), with one archive file:
     the CLI lists the archive and writes a probe object before it submits, and the
     pipeline prepares its state folder next to the output, all at submission time."""
-    server = storage_servers.start_gcs_emulator(bucket="demo-bucket")
+    server = storage_servers.start_gcs_emulator(bucket=BUCKET)
     previous = storage_servers.apply_gcs_emulator_env(server.endpoint)
     try:
         FileSystems.set_options(None)
         with FileSystems.create("gs://demo-bucket/archive/p1/CT_small.dcm") as out:
             out.write(open(pydicom_file("CT_small.dcm"), "rb").read())
-        yield "demo-bucket"
+        yield BUCKET
     finally:
         FileSystems.set_options(None)
         storage_servers.restore_env(previous)
@@ -88,16 +91,14 @@ def gcs_bucket():
         server.stop()
 
 
-@pytest.fixture
-def dataflow_job(gcs_bucket, offline, monkeypatch, tmp_path):
-    """(job, job description dict, staging folder) for the documented Dataflow command."""
-    monkeypatch.chdir(ROOT)  # run_configs/dataflow.yaml names ./setup.py, as users run it
+def offline_job(arguments: list, tmp_path):
+    """(job, job description dict, staging folder) for the documented Dataflow command
+    with ``arguments`` (inputs and output), built and staged without the service."""
     job_file = tmp_path / "job.json"
     inputs, options, _ = parse([
-        f"gs://{gcs_bucket}/archive/", "-o", f"gs://{gcs_bucket}/out/scan.csv",
-        "--config", "run_configs/dataflow.yaml",
+        *arguments, "--config", "run_configs/dataflow.yaml",
         "--project=demo-project", "--region=europe-west1",
-        f"--temp_location=gs://{gcs_bucket}/tmp", "--job_name=dicom-meta-offline",
+        f"--temp_location=gs://{BUCKET}/tmp", "--job_name=dicom-meta-offline",
         "--dry_run=True", f"--dataflow_job_file={job_file}",
     ])
     # What launch.run does, up to submission.
@@ -122,6 +123,14 @@ def dataflow_job(gcs_bucket, offline, monkeypatch, tmp_path):
     job_file.write_text(job.json())
     assert job.options.view_as(DebugOptions).dataflow_job_file == str(job_file)
     return job, json.loads(job_file.read_text()), staging
+
+
+@pytest.fixture
+def dataflow_job(gcs_bucket, offline, monkeypatch, tmp_path):
+    """(job, job description dict, staging folder) for the documented Dataflow command."""
+    monkeypatch.chdir(ROOT)  # run_configs/dataflow.yaml names ./setup.py, as users run it
+    return offline_job([f"gs://{gcs_bucket}/archive/", "-o", f"gs://{gcs_bucket}/out/scan.csv"],
+                       tmp_path)
 
 
 def test_job_has_the_pipelines_steps_and_options(dataflow_job):
@@ -180,3 +189,27 @@ def test_staged_package_is_this_project_with_its_dependencies(dataflow_job, tmp_
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["PYTHONPATH"] = str(lib)
     subprocess.run([sys.executable, "-c", probe, str(lib)], check=True, cwd=tmp_path, env=env)
+
+
+def test_dicomweb_job_with_basic_auth(gcs_bucket, offline, monkeypatch, tmp_path):
+    """A DICOMweb input (a real Orthanc on 127.0.0.1, basic authentication) builds and
+    stages the Dataflow job: QIDO-RS listing, the series spread over workers, one
+    metadata request each; the password is in no option or step name the job shows."""
+    require_orthanc()
+    password = "dataflow-offline-password-7c1e"
+    server = Orthanc(str(tmp_path / "orthanc"), users={"reader": password})
+    try:
+        server.upload(open(pydicom_file("CT_small.dcm"), "rb").read())
+        monkeypatch.chdir(ROOT)
+        monkeypatch.setenv("DICOMWEB_TEST_PASSWORD", password)
+        job, description, _ = offline_job(
+            [server.input, "-o", f"gs://{gcs_bucket}/web/scan.csv", "--dicomweb-user", "reader",
+             "--dicomweb-password-env", "DICOMWEB_TEST_PASSWORD"], tmp_path)
+    finally:
+        server.stop()
+    names = {t.unique_name for t in job.proto_pipeline.components.transforms.values()}
+    assert RUN + "ListDicomWeb" in names
+    assert any(name.startswith(RUN + "DicomWeb/") for name in names)
+    assert {RUN + "StoreRows/SpillWeb", RUN + "WriteTables/Merge"} <= names
+    assert password not in json.dumps(description)
+    assert password not in " ".join(sorted(names))
