@@ -16,7 +16,7 @@ and (d) again.
   they hold (``extraction+spill``: the steps fused into one stage).
 * **Steps, by execution time**: the milliseconds the runner's state sampler charged to
   each step (``start``/``process``/``finish`` bundle, summed over workers), grouped as
-  listing, dedupe, extraction, spill, columns, merge, report, commit: this splits a
+  listing, dedupe, extraction, spill, columns, merge, series, report, commit: this splits a
   fused stage.
 * **Cores busy over the run**: the tree's CPU sampled every 100 ms; the seconds with
   fewer than ``0.65 x cores`` busy (1.3 of 2) are the serial part the issue bounds.
@@ -44,26 +44,29 @@ import psutil
 
 from benchmarks.run_benchmark import DCMDUMP_HOW, count_files, measure
 
-STEP_STAGES = (  # first component of a step's label (Discover's: its second) -> stage
+STEP_STAGES = (  # a step's label under the pipeline's composite -> stage (first match)
     ("listing", ("Discover/Patterns", "Discover/Storage", "Discover/Match", "Discover/Walk",
-                 "Discover/Folders", "Discover/SpreadFolders")),
-    ("dedupe", ("Discover/", "Reuse")),
-    ("extraction", ("Batch", "Extract", "Archives", "BoundCells", "BoundMemberCells",
-                    "ReaderCounts", "CellCounts", "AllBounded")),
-    ("spill", ("Spill", "SpillMembers", "WriteOutcomes", "AllOutcomes", "AllShards")),
-    ("columns", ("Columns",)),
-    ("merge", ("WriteTables", "TableRows")),
-    ("report", ("Report", "HtmlReport", "SummaryExtras", "Matched", "MatchedFiles",
-                "ErrorPaths", "SkippedPaths", "AllErrors", "AllSkipped", "ReusedSkips")),
-    ("commit", ("CommitState", "Cleanup")),
+                 "Discover/Folders", "Discover/SpreadFolders", "ListDicomWeb")),
+    ("dedupe", ("Discover/", "PlanReuse")),
+    ("extraction", ("Extract", "DicomWeb")),
+    ("spill", ("StoreRows",)),
+    ("columns", ("WriteTables/Columns",)),
+    ("merge", ("WriteTables",)),
+    ("series", ("WriteSeriesTables",)),
+    ("report", ("Report",)),
+    ("commit", ("Commit",)),
 )
+TOP = "ExtractDicomMetadata/"  # the one composite every step is under (pipeline.py)
 ORDER = [name for name, _ in STEP_STAGES] + ["other"]
 _TRANSFORM = re.compile(r"ref_AppliedPTransform_([A-Za-z0-9_\-]+?)_\d+\b")
+# A grouping's or side input's read or write is named by its label in parentheses.
+_GROUPING = re.compile(r"\((" + TOP + r"[^()]+)\)")
 
 
 def stage_of_step(label: str) -> str:
     """The stage a pipeline step belongs to, from its label (``/`` or ``-`` separated)."""
     label = label.replace("-", "/")
+    label = label[len(TOP):] if label.startswith(TOP) else label
     for name, prefixes in STEP_STAGES:
         for prefix in prefixes:
             if prefix.endswith("/") and label.startswith(prefix):
@@ -75,7 +78,8 @@ def stage_of_step(label: str) -> str:
 
 def stage_of_fused(fused: str) -> str:
     """A fused stage's name as the stages of the steps it holds, in pipeline order."""
-    found = {stage_of_step(step) for step in _TRANSFORM.findall(fused)} or {"other"}
+    steps = _TRANSFORM.findall(fused) + _GROUPING.findall(fused)
+    found = {stage_of_step(step) for step in steps} or {"other"}
     return "+".join(name for name in ORDER if name in found)
 
 
@@ -243,6 +247,16 @@ def print_profile(figures: dict, files: int, anchor: float | None) -> None:
             print(f"| {name} | {by_stage[name] / 1000:.2f} | {100 * by_stage[name] / total:.0f} % |")
 
 
+def split_cli_flags(argv: list) -> tuple[list, list]:
+    """(the profile's arguments, the CLI's flags): those after ``--`` are the CLI's
+    (argparse would not give them to a positional that follows the archive)."""
+    argv = list(argv)
+    if "--" not in argv:
+        return argv, []
+    at = argv.index("--")
+    return argv[:at], argv[at + 1:]
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("archive")
@@ -250,7 +264,8 @@ def main(argv=None) -> None:
                         help="SDK worker processes (default: the CLI's local default)")
     parser.add_argument("--no-anchor", action="store_true", help="skip dcmdump -M")
     parser.add_argument("--keep", help="folder for the outputs (default: a temporary one)")
-    parser.add_argument("cli_flags", nargs="*", help="after --: extra CLI flags")
+    argv, cli_flags = split_cli_flags(sys.argv[1:] if argv is None else argv)
+    parser.epilog = "-- CLI FLAGS: passed to the CLI (for instance -- --no-series-tables)"
     args = parser.parse_args(argv)
     archive = os.path.abspath(args.archive)
     if not args.no_anchor and shutil.which("dcmdump") is None:
@@ -271,7 +286,7 @@ def main(argv=None) -> None:
         seconds, heaviest = import_seconds(module)
         print(f"import {module}: {seconds:.2f} s in a fresh interpreter; heaviest: "
               + ", ".join(f"{name} {value:.2f} s" for name, value in heaviest), flush=True)
-    flags = list(args.cli_flags)
+    flags = cli_flags
     if args.workers:
         flags += ["--direct_running_mode=multi_processing", f"--direct_num_workers={args.workers}"]
     figures = profile(archive, os.path.join(work, "profile.csv"), flags)
