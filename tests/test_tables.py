@@ -63,6 +63,58 @@ def test_budget_forces_runs_and_output_is_identical(tmp_path):
     assert table.schema.field(DATE).type.equals("string")  # DA and LO: widened
 
 
+def test_text_tables_and_their_figures_do_not_depend_on_the_chunks(tmp_path, monkeypatch):
+    """Without a Parquet table the merge cuts its chunks smaller (TEXT_CHUNK_BYTES): the CSV,
+    the JSON lines and the report's figures are the same bytes for any chunk size."""
+    import json
+
+    from transforms.common.rows import JSON_COLUMN
+    from transforms.output.table_stats import TableStats
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    infos = []
+    for shard in range(4):
+        rows = []
+        for number in range(shard, 60, 4):
+            path = f"/a/{number:03d}.dcm"
+            values = {PATH_COLUMN: path, DATE: f"2020{number % 12 + 1:02d}01",
+                      JSON_COLUMN: json.dumps({"DicomPath": path, "n": number})}
+            if number % 3:
+                values[TEXT] = f"text {number % 7}"
+            rows.append(Row(path, values, {name: "LO" for name in values}))
+        infos.append(shard_format.write_shard(str(shards / f"rows-{shard}.parquet"), rows))
+    columns = columns_of(infos)
+    outputs = {}
+    width = len(columns)
+    for name, chunk_bytes in (("default", tables.TEXT_CHUNK_BYTES), ("one row", 2 * width),
+                              ("seven rows", 14 * width)):
+        monkeypatch.setattr(tables, "TEXT_CHUNK_BYTES", chunk_bytes)
+        temp = tmp_path / name
+        temp.mkdir()
+        files = tables.TableFiles(str(temp / "t.csv"), None, jsonl=str(temp / "t.jsonl"))
+        stats = TableStats()
+        assert tables.merge_shards(infos, columns, files, temp_dir=str(temp), stats=stats
+                                   )["rows"] == 60
+        figures = stats.as_dict()
+        figures.pop("source", None)
+        outputs[name] = (open(files.csv, "rb").read(), open(files.jsonl, "rb").read(),
+                         json.dumps(figures, sort_keys=True, default=str))
+    assert outputs["one row"] == outputs["default"] == outputs["seven rows"]
+    assert outputs["default"][0].count(b"\r\n") == 61 and outputs["default"][1].count(b"\n") == 60
+
+
+def test_parquet_row_groups_keep_the_output_chunk_size(tmp_path, monkeypatch):
+    """A chunk is a row group of the Parquet tables: the smaller text chunks never cut them."""
+    monkeypatch.setattr(tables, "TEXT_CHUNK_BYTES", 1)
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    infos = make_shards(str(shards), 3, 7)
+    files = tables.TableFiles(str(tmp_path / "t.csv"), str(tmp_path / "t.parquet"))
+    tables.merge_shards(infos, columns_of(infos), files, temp_dir=str(tmp_path))
+    assert pq.ParquetFile(files.parquet).metadata.num_row_groups == 1
+
+
 def test_finalize_accepts_work_already_done(tmp_path):
     temp, final = tmp_path / "table-1.csv", tmp_path / "scan.csv"
     temp.write_text("x")

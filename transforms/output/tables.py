@@ -56,6 +56,7 @@ READER_COST = 256 * 1024  # an open shard's footer, column readers and read buff
 MIN_BATCH_ROWS = 8
 OUTPUT_ROW_GROUP_ROWS = 16384
 OUTPUT_CHUNK_BYTES = 64 << 20  # a chunk's CSV text (mostly commas on wide tables)
+TEXT_CHUNK_BYTES = 8 << 20  # the same when no Parquet table is written (_TableWriters)
 OUTPUT_COMPRESSION = "zstd"  # read by pandas, polars, DuckDB, Spark alike
 TABLE_STATS = "table_stats"  # the figures' key of the report's table figures
 
@@ -159,8 +160,14 @@ class _TableWriters:
             self.parquet_out = open_write(files.parquet)
             self.parquet = pq.ParquetWriter(self.parquet_out, self.schema,
                                             compression=OUTPUT_COMPRESSION)
-        self.chunk_rows = max(1, min(OUTPUT_ROW_GROUP_ROWS,
-                                     OUTPUT_CHUNK_BYTES // (2 * len(self.names))))
+        # A chunk is a row group of the Parquet tables (flat and nested), so its size
+        # is their layout. Without them it is cut smaller: Arrow's default pool gives a
+        # freed block of 32 MB or more back to the kernel, so large chunks fault their
+        # memory in afresh, chunk after chunk (the 50,000-file benchmark's merge: 507,000
+        # page faults and 1.5 s of system time at 64 MB, 105,000 and 0.7 s at 8 MB;
+        # benchmarks/README.md). The CSV and JSON lines do not depend on the chunks.
+        chunk_bytes = OUTPUT_CHUNK_BYTES if files.parquet or files.nested else TEXT_CHUNK_BYTES
+        self.chunk_rows = max(1, min(OUTPUT_ROW_GROUP_ROWS, chunk_bytes // (2 * len(self.names))))
         self.unparseable: Counter = Counter()
         self.rows = 0
         self.chunk = ChunkBuilder()
