@@ -34,6 +34,7 @@ from typing import NamedTuple
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from transforms.common.collector import freeze_startup_objects
 from transforms.inputs.archive_members import (
     ArchiveFound,
     MemberHeaderStream,
@@ -125,6 +126,7 @@ class _MemberDoFn(beam.DoFn):
 
     def setup(self):
         quiet_pydicom()
+        freeze_startup_objects()
         self.guard = FileGuard(self.limits)
         if self.progress is not None:
             self.progress.connect()

@@ -28,6 +28,7 @@ import concurrent.futures
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from transforms.common.batches import BatchFiles
+from transforms.common.collector import freeze_startup_objects
 from transforms.common.tags import (
     BOUNDED, CELL_COUNTS, DROPPED_WHEN_READ, ERRORS, MANIFEST, MATCHED, READER_TOTALS, ROWS,
     SERIES_FIGURES, WEB_REUSED_UNITS, WEB_ROWS, WEB_TO_READ,
@@ -63,6 +64,7 @@ class ReadSeries(beam.DoFn):
 
     def setup(self):
         quiet_pydicom()
+        freeze_startup_objects()
         self.clients = {}
         self.pool = concurrent.futures.ThreadPoolExecutor(CONCURRENT_SERIES)
         if self.progress is not None:

@@ -30,6 +30,7 @@ from pydicom import dcmread
 from pydicom.datadict import DicomDictionary
 from pydicom.dataelem import RawDataElement
 
+from transforms.common.collector import freeze_startup_objects
 from transforms.common.tags import ARCHIVES, CONTENT_COUNTS, ERRORS, READER_COUNTS, SKIPPED
 from transforms.inputs.archive_members import SNIFF_LENGTH, ArchiveFound, sniff_archive
 from transforms.reading.dicom_json import apply_content, collection_paused, draft
@@ -172,6 +173,7 @@ class ExtractHeaders(beam.DoFn):
 
     def setup(self):
         quiet_pydicom()
+        freeze_startup_objects()
         self.guard = FileGuard(self.limits)
         if self.progress is not None:
             self.progress.connect()
