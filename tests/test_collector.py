@@ -21,7 +21,7 @@ print(frozen, gc.get_freeze_count())
 
 def test_startup_objects_are_frozen_once_per_process():
     done = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, text=True,
-                          check=True, env=None)
+                          check=True)
     frozen, after = map(int, done.stdout.split())
     assert frozen > 10000  # Beam, pydicom and the project's modules
     assert after == frozen  # the second call froze nothing of the work in flight

@@ -2,8 +2,8 @@
 first file (Beam, pydicom's dictionaries, the project's modules and settings: hundreds
 of thousands of objects, none of them garbage) is moved out of the collector's reach
 once, with ``gc.freeze``, so that its full collections walk only what the work keeps.
-On the 50,000-file benchmark archive that is about 1.5 CPU s of 31 and 1 s of wall time
-(``benchmarks/README.md``).
+On the 50,000-file benchmark archive that is about 0.8 CPU s of 31 and 0.8 s of wall
+time (``benchmarks/README.md``).
 
 The readers call :func:`freeze_startup_objects` in ``setup``; the first call in a process
 collects and freezes, later ones do nothing (what they would freeze is the data of work
