@@ -23,7 +23,7 @@ from transforms.output.series import (
     DISTINCT_CAP, IMAGE_ORIENTATION, IMAGE_POSITION, INSTANCE_NUMBER, PATIENT_ID,
     POSITION_CAP, SERIES_UID, STUDY_UID, SeriesSummary, column_numbers,
 )
-from transforms.output.series_packing import PLAIN_DATA, CombineSeries, pack
+from transforms.output.series_packing import PLAIN_DATA, CombineSeries, decompress, pack
 from transforms.output.series_records import SERIES_FIELDS, cell, series_record, set_cells
 from transforms.output.series_shards import shard_summaries
 from transforms.output.series_tables import dense_csv, keyword_name, series_layout, sparse_csv
@@ -254,7 +254,7 @@ def test_packed_partials_give_the_same_series(tmp_path):
             accumulators.append(combine.add_input(combine.create_accumulator(), pack(summary)))
     merged = combine.extract_output(combine.merge_accumulators(accumulators))
     assert isinstance(merged, bytes)  # packed: one value the runner moves as it is
-    assert isinstance(PLAIN_DATA.decode(merged), list)  # of plain data
+    assert isinstance(PLAIN_DATA.decode(decompress(merged)), list)  # of plain data
     names = {number: name for name, number in numbers.items()}
     assert series_record((key, merged), numbers, names) == expected
 
