@@ -40,9 +40,9 @@ import re
 import pyarrow as pa
 from pydicom.datadict import dictionary_VM, keyword_for_tag
 
+from transforms.common.collector import collection_paused
 from transforms.common.rows import PATH_COLUMN
 from transforms.output.types import vr_type
-from transforms.reading.dicom_json import collection_paused
 
 MAX_DEPTH = 15  # BigQuery: nested levels of RECORD columns
 MAX_LEAVES = 10_000  # BigQuery: columns in a table, nested fields included

@@ -15,10 +15,10 @@ from collections import Counter
 
 import pyarrow as pa
 
+from transforms.common.collector import collection_paused
 from transforms.common.rows import PATH_COLUMN
 from transforms.output.nested import OTHER, NestedSchema, _keyword
 from transforms.output.types import parse_da, parse_dt
-from transforms.reading.dicom_json import collection_paused
 
 _PARSERS = {"DA": parse_da, "DT": parse_dt}
 

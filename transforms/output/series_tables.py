@@ -18,10 +18,8 @@ to its attempt in the run's temp dir, then renamed into place (``common.atomic_f
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import functools
-import gc
 import io
 import re
 import uuid
@@ -34,6 +32,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from pydicom.datadict import keyword_for_tag
 
+from transforms.common.collector import collection_paused
 from transforms.common.rows import PATH_COLUMN
 from transforms.common.tags import COLUMNS, SERIES_FIGURES, SHARDS
 from transforms.content.csv_safety import guard_cell, guarded_columns
@@ -301,20 +300,6 @@ def _hide(records: list, hidden: list) -> list:
     return [{**record, **dict.fromkeys(fields, "")} for record in records]
 
 
-@contextlib.contextmanager
-def _collector_paused():
-    """Python's cyclic garbage collector off meanwhile: the series rows are many small
-    dicts and tuples that all live until the tables are written, none of them garbage,
-    and each of the collector's full passes would walk them all again."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def _write_step(_, summaries, table_columns, final: SeriesFiles, temp_dir: str,
                 formula_guard: bool = False, hidden: tuple = ()) -> dict:
     from transforms.inputs import storage
@@ -322,7 +307,7 @@ def _write_step(_, summaries, table_columns, final: SeriesFiles, temp_dir: str,
     storage.prepare_filesystems()
     numbers = column_numbers(table_columns)  # packed summaries number their columns
     names = {number: name for name, number in numbers.items()}
-    with _collector_paused():
+    with collection_paused():
         series = [series_record(keyed, numbers, names) for keyed in summaries]
     studies = study_records(series)
     # Sorted by the keys as read, so the order is the same whether they are shown or not.

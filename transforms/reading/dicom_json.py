@@ -36,8 +36,6 @@ no table column (``transforms/output/tables.py`` writes it to ``scan.jsonl`` in
 from __future__ import annotations
 
 import base64
-import contextlib
-import gc
 import json
 from typing import NamedTuple
 
@@ -255,23 +253,6 @@ def kept_raw(raw, max_binary_bytes: int) -> dict:
     if len(stored) > max_binary_bytes:
         return {"vr": "UN", LEFT_OUT_KEY: len(stored)}
     return {"vr": "UN", "InlineBinary": base64.b64encode(stored).decode("ascii")}
-
-
-@contextlib.contextmanager
-def collection_paused():
-    """No cyclic garbage collection while one file's JSON is made: a header's JSON is
-    thousands of small dicts and lists (an RT Structure Set's, hundreds of thousands),
-    none of them garbage yet, which the collector would otherwise walk again and again
-    across the worker's whole heap (a third of an RT file's CPU). Collection resumes,
-    with anything cyclic left behind, right after."""
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 def draft(dataset, settings, reference: bool = False) -> JsonDraft:

@@ -30,10 +30,10 @@ from pydicom import dcmread
 from pydicom.datadict import DicomDictionary
 from pydicom.dataelem import RawDataElement
 
-from transforms.common.collector import freeze_startup_objects
+from transforms.common.collector import collection_paused, freeze_startup_objects
 from transforms.common.tags import ARCHIVES, CONTENT_COUNTS, ERRORS, READER_COUNTS, SKIPPED
 from transforms.inputs.archive_members import SNIFF_LENGTH, ArchiveFound, sniff_archive
-from transforms.reading.dicom_json import apply_content, collection_paused, draft
+from transforms.reading.dicom_json import apply_content, draft
 from transforms.reading.errors import CorruptFileError, NotDicomError, TruncatedFileError, classify
 from transforms.common.rows import JSON_COLUMN, NUMBER_SIZES, TEXT_VRS
 from transforms.reading.flatten import FlattenSettings, flatten
