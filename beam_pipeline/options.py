@@ -156,11 +156,13 @@ DICOMWEB = ("DICOMweb sources (dicomweb+http(s)://HOST/ROOT inputs)", (
      dict(metavar="LIST", type=modality_list, default=None)),
     ("dicomweb-user", "HTTP basic authentication user (with a password below).",
      dict(metavar="USER", default=None)),
-    ("dicomweb-password-file", "File holding the basic authentication password.",
+    ("dicomweb-password-file", "File holding the basic authentication password (local, "
+     "gs:// or s3://: every worker reads it itself).",
      dict(metavar="FILE", default=None)),
     ("dicomweb-password-env", "Environment variable holding the basic authentication "
      "password.", dict(metavar="VAR", default=None)),
-    ("dicomweb-token-file", "File holding a bearer token (Authorization: Bearer).",
+    ("dicomweb-token-file", "File holding a bearer token (Authorization: Bearer); local, "
+     "gs:// or s3://.",
      dict(metavar="FILE", default=None)),
     ("dicomweb-token-env", "Environment variable holding a bearer token.",
      dict(metavar="VAR", default=None)),

@@ -37,7 +37,8 @@ from beam_pipeline.cli import main
 from benchmarks.make_archive import generate
 from conftest import CHARSET_FILES, TEST_FILES
 from dicomweb_servers import FaultyProxy, Orthanc, free_port, orthanc_installed, private_ca
-from transforms.inputs.dicomweb import DicomWebError, DicomWebSettings, Secret, check_source
+from transforms.inputs.dicomweb import DicomWebError, DicomWebSettings, check_source
+from transforms.inputs.dicomweb_secrets import Secret
 
 LOCAL = ["--direct_running_mode=in_memory", "--direct_num_workers=1", "--quiet"]
 PASSWORD = "s3cret-Pass-9f2c"

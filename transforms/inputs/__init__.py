@@ -2,6 +2,7 @@
 
 Storage schemes (local, ``gs://``, ``s3://``) and their pre-flight checks, discovery and
 matching of files under the inputs, special files (pipes, devices), the streams of zip
-and tar members, and the per-file limits every stream is read through. May import
+and tar members, the per-file limits every stream is read through, and DICOMweb
+sources (their listing, and where their password or token is kept). May import
 ``common`` only.
 """

@@ -12,8 +12,7 @@ HTTP goes through ``dicomweb-client`` on a ``requests`` session whose adapter re
 with urllib3's ``Retry``: 429, 500, 502, 503 and 504 answers, timeouts and dropped
 connections are retried with exponential backoff, ``Retry-After`` honoured up to
 ``RETRY_AFTER_MAX`` seconds; every request has a timeout. Secrets (a password or a
-bearer token, read once at launch from a file or an environment variable) live in
-``Secret`` objects that never print their value.
+bearer token in a file or an environment variable): ``dicomweb_secrets``.
 """
 
 from __future__ import annotations
@@ -27,6 +26,8 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from transforms.common.tags import ERRORS
+from transforms.inputs.dicomweb_secrets import Secret, SecretAuth, SecretError, read_secret
+from transforms.inputs.storage import is_bucket
 
 SCHEMES = ("dicomweb+http://", "dicomweb+https://")
 # Status codes worth another try (PS3.18 8.6.1 and RFC 9110): overloaded or restarting.
@@ -74,52 +75,16 @@ def redact_url(url: str) -> str:
     return re.sub(r"(://)[^/@]*@", r"\1***@", url)
 
 
-class Secret:
-    """A password or token: its value never appears in a repr, a log or a traceback."""
+def on_dataflow(options) -> bool:
+    from apache_beam.options.pipeline_options import StandardOptions
 
-    def __init__(self, value: str):
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self):
-        return "Secret(***)"
-
-    __str__ = __repr__
-
-
-def read_secret(path: str | None, env: str | None, what: str) -> Secret | None:
-    """The secret in file ``path`` (surrounding whitespace stripped) or environment
-    variable ``env``; ``DicomWebError`` when named but missing or empty."""
-    if path and env:
-        raise DicomWebError(f"give the {what} as a file or as an environment variable, not both")
-    if path:
-        try:
-            with open(path, encoding="utf-8") as stream:
-                value = stream.read().strip()
-        except OSError as exc:
-            raise DicomWebError(f"cannot read the {what} file {path!r}: {exc.strerror}") from exc
-        if not value:
-            raise DicomWebError(f"the {what} file {path!r} is empty")
-        return Secret(value)
-    if env:
-        value = os.environ.get(env, "").strip()
-        if not value:
-            raise DicomWebError(f"environment variable {env} (the {what}) is not set or empty")
-        return Secret(value)
-    return None
-
-
-def _set_bearer(request, token: Secret):
-    request.headers["Authorization"] = f"Bearer {token.reveal()}"
-    return request
+    return "dataflow" in str(options.view_as(StandardOptions).runner or "").lower()
 
 
 @dataclass(frozen=True)
 class DicomWebSettings:
-    """How to reach the DICOMweb sources and what to list; pickled into the DoFns (the
-    secrets were read at launch, so workers need neither the files nor the variables)."""
+    """How to reach the DICOMweb sources and what to list; pickled into the DoFns, with
+    the secrets' places, not their values (``Secret``)."""
 
     user: str | None = None
     password: Secret | None = field(default=None, repr=False)
@@ -133,16 +98,26 @@ class DicomWebSettings:
 
     @classmethod
     def from_options(cls, options) -> "DicomWebSettings":
-        password = read_secret(options.dicomweb_password_file, options.dicomweb_password_env,
-                               "password")
-        token = read_secret(options.dicomweb_token_file, options.dicomweb_token_env,
-                            "bearer token")
+        try:
+            password = read_secret(options.dicomweb_password_file,
+                                   options.dicomweb_password_env, "password")
+            token = read_secret(options.dicomweb_token_file, options.dicomweb_token_env,
+                                "bearer token")
+        except SecretError as exc:
+            raise DicomWebError(str(exc)) from exc
         if token is not None and (password is not None or options.dicomweb_user):
             raise DicomWebError("give either --dicomweb-user with a password or a bearer "
                                 "token, not both")
         if (password is None) != (not options.dicomweb_user):
             raise DicomWebError("--dicomweb-user needs --dicomweb-password-file or "
                                 "--dicomweb-password-env, and a password needs a user")
+        for secret, flag in ((password, "--dicomweb-password-file"),
+                             (token, "--dicomweb-token-file")):
+            if secret is not None and on_dataflow(options) and not is_bucket(secret.path or ""):
+                raise DicomWebError(
+                    f"on Dataflow the workers read the {secret.what} themselves, and neither "
+                    f"this machine's files nor its environment reach them: give {flag} "
+                    "gs://BUCKET/FILE, readable by the workers' service account")
         if options.dicomweb_ca_bundle and not os.path.isfile(options.dicomweb_ca_bundle):
             raise DicomWebError(f"CA bundle {options.dicomweb_ca_bundle!r} is not a file")
         return cls(
@@ -182,9 +157,9 @@ class DicomWebSettings:
         session.mount("http://", adapter)
         session.mount("https://", adapter)
         if self.user is not None and self.password is not None:
-            session.auth = (self.user, self.password.reveal())
+            session.auth = SecretAuth(self.user, self.password)
         elif self.token is not None:
-            session.auth = lambda request: _set_bearer(request, self.token)
+            session.auth = SecretAuth(None, self.token)
         return session
 
     def client(self, root: str, retries: int | None = None):
