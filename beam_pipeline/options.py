@@ -133,7 +133,8 @@ DEIDENTIFICATION = ("De-identification (DICOM PS3.15 Annex E)", (
     ("deidentify", "Apply the Basic Application Level Confidentiality Profile to every "
      "column; private elements are removed.", dict(action="store_true", default=False)),
     ("pseudonym-key-file", "Key of the HMAC-SHA256 pseudonyms (Patient ID, UIDs, date "
-     "offsets): the same key gives the same pseudonyms in every run; at least 16 bytes.",
+     "offsets): the same key gives the same pseudonyms in every run; at least 16 bytes. "
+     "Local, gs:// or s3://: every worker reads it itself (on Dataflow: a bucket).",
      dict(metavar="FILE", default=None)),
     *((flag, f"The {option}.", dict(action="store_true", default=False))
       for flag, option in RETAIN_OPTIONS),

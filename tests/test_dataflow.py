@@ -268,3 +268,36 @@ def test_dicomweb_secret_from_this_machine_is_refused_on_dataflow(
         assert len(err.splitlines()) == 1 and "on Dataflow the workers read the" in err, err
         assert "gs://BUCKET/FILE" in err and "never-shipped" not in err
     assert not FileSystems.match([f"gs://{gcs_bucket}/refused/*"])[0].metadata_list
+
+
+def test_deidentified_job_reads_its_key_from_the_bucket(gcs_bucket, offline, monkeypatch,
+                                                         tmp_path, capsys):
+    """``--deidentify`` on Dataflow: the key file is in a bucket, and the staged job's
+    steps name the file, never hold the key. A random key, or a key file on this
+    machine, is one line and exit 2: either would have to travel inside the job."""
+    key = "7d" * 32
+    key_file = f"gs://{gcs_bucket}/secrets/site.key"
+    FileSystems.set_options(None)
+    with FileSystems.create(key_file) as out:
+        out.write(key.encode() + b"\n")
+    monkeypatch.chdir(ROOT)
+    job, description, _ = offline_job(
+        [f"gs://{gcs_bucket}/archive/", "-o", f"gs://{gcs_bucket}/deid/scan.csv",
+         "--deidentify", "--pseudonym-key-file", key_file, "--pseudonymize-paths"], tmp_path)
+    steps = serialized_steps(job.proto_pipeline)
+    assert RUN + "Extract/Headers" in {name.rsplit("/", 1)[0] for name in steps}
+    assert any(name.startswith(RUN + "Extract/") for name, data in steps.items()
+               if key_file.encode() in data)
+    assert not [name for name, data in steps.items() if key.encode() in data]
+    assert key not in json.dumps(description)
+
+    (tmp_path / "local.key").write_text(key)
+    common = ["--config", "run_configs/dataflow.yaml", "--project=demo-project",
+              "--region=europe-west1", f"--temp_location=gs://{BUCKET}/tmp", "--dry_run=True"]
+    for flags in ([], ["--pseudonym-key-file", str(tmp_path / "local.key")]):
+        assert main([f"gs://{gcs_bucket}/archive/", "-o", f"gs://{gcs_bucket}/refused/scan.csv",
+                     "--deidentify", *flags, *common]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "--pseudonym-key-file gs://BUCKET/FILE" in err, err
+        assert key not in err
+    assert not FileSystems.match([f"gs://{gcs_bucket}/refused/*"])[0].metadata_list

@@ -14,6 +14,8 @@ import hmac
 import re
 import secrets
 
+from transforms.inputs.storage import read_small_file
+
 MIN_KEY_BYTES = 16
 # UIDs derived from a UUID: 2.25.<the UUID as an integer> (PS3.5 B.2), at most 44 chars.
 UUID_ROOT = "2.25."
@@ -28,11 +30,11 @@ class KeyFileError(ValueError):
 
 
 def read_key_file(path: str) -> bytes:
-    """The key in ``path``: its bytes, surrounding whitespace stripped (so that
-    ``openssl rand -hex 32 > key`` and the same text without newline are one key)."""
+    """The key in ``path`` (on this machine, ``gs://`` or ``s3://``): its bytes,
+    surrounding whitespace stripped (so that ``openssl rand -hex 32 > key`` and the same
+    text without newline are one key)."""
     try:
-        with open(path, "rb") as stream:
-            key = stream.read().strip()
+        key = read_small_file(path).strip()
     except OSError as exc:
         raise KeyFileError(f"cannot read key file {path}: {exc.strerror or exc}") from exc
     if len(key) < MIN_KEY_BYTES:
@@ -41,6 +43,37 @@ def read_key_file(path: str) -> bytes:
             "(e.g. openssl rand -hex 32 > key)"
         )
     return key
+
+
+class PseudonymKey:
+    """This run's key, from ``--pseudonym-key-file`` or random.
+
+    A key from a file pickles as the file's path, and each worker reads the file again
+    on first use: the pipeline's serialized steps (which Dataflow stages in its bucket
+    and Flink keeps in its blob store) hold no key. A random key has no file, so it
+    travels as it is (``content/settings.py`` refuses that on Dataflow). Never shown
+    in a repr or a traceback."""
+
+    def __init__(self, value: bytes | None = None, path: str | None = None):
+        self._value, self.path = value, path
+
+    @classmethod
+    def from_file(cls, path: str) -> "PseudonymKey":
+        return cls(read_key_file(path), path)
+
+    def value(self) -> bytes:
+        if self._value is None:
+            self._value = read_key_file(self.path)
+        return self._value
+
+    def __getstate__(self):
+        return {"path": self.path} if self.path else {"value": self._value}
+
+    def __setstate__(self, state):
+        self.__init__(state.get("value"), state.get("path"))
+
+    def __repr__(self) -> str:
+        return "PseudonymKey(***)"
 
 
 def random_key() -> bytes:

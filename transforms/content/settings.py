@@ -22,7 +22,8 @@ from transforms.content.deidentify import (
     OPTIONS, PATIENT_ID, PATIENT_ID_COLUMN, PROFILE, DeidSettings, Deidentifier, profile_table,
 )
 from transforms.common.rows import Row, grouping_name
-from transforms.content.pseudonyms import KeyFileError, Pseudonyms, random_key, read_key_file
+from transforms.content.pseudonyms import KeyFileError, PseudonymKey, Pseudonyms, random_key
+from transforms.inputs.storage import is_bucket, workers_see_only_buckets
 from transforms.content.selection import Selection, SelectionError, parse_entry, parse_tag_list
 
 # Flag (as options.py declares it) -> Table E.1-1 option it enables.
@@ -83,7 +84,7 @@ def _flag(dest: str) -> str:
 class ContentSettings:
     selection: Selection = Selection()
     deid: DeidSettings | None = None
-    key: bytes = field(default=b"", repr=False)
+    key: PseudonymKey | None = field(default=None, repr=False)
     key_source: str = ""  # "file" or "random"
     csv_formula_guard: bool = False
 
@@ -106,7 +107,7 @@ class ContentSettings:
                 "--retain-full-dates and --retain-modified-dates exclude each other"
             )
         if not deidentify:
-            return cls(with_series_keys(Selection(tags, exclude)), None, b"", "",
+            return cls(with_series_keys(Selection(tags, exclude)), None, None, "",
                        bool(options.csv_formula_guard))
         table_options = {RETAIN_FLAGS[dest] for dest in enabled}
         safe_private = tuple(options.retain_safe_private or ())
@@ -123,13 +124,19 @@ class ContentSettings:
             profile_table()
         except Exception as exc:  # pylint: disable=broad-except
             raise ContentOptionError(f"--deidentify: the PS3.15 table cannot be read: {exc}") from exc
+        if workers_see_only_buckets(options) and not is_bucket(options.pseudonym_key_file or ""):
+            raise ContentOptionError(
+                "--deidentify on Dataflow: give --pseudonym-key-file gs://BUCKET/FILE, "
+                "readable by the workers' service account (they read the key themselves; "
+                "a random key, or this machine's file, would have to travel inside the "
+                "staged job)")
         if options.pseudonym_key_file:
             try:
-                key, source = read_key_file(options.pseudonym_key_file), "file"
+                key, source = PseudonymKey.from_file(options.pseudonym_key_file), "file"
             except KeyFileError as exc:
                 raise ContentOptionError(str(exc)) from exc
         else:
-            key, source = key or random_key(), "random"
+            key, source = PseudonymKey(key or random_key()), "random"
         selection = Selection(tags, exclude)
         if selection and not selection.selects_top_level(PATIENT_ID):
             # Dates move by the patient's offset: Patient ID is read, then dropped.
@@ -153,7 +160,7 @@ class ContentSettings:
 
     @property
     def key_fingerprint(self) -> str:
-        return Pseudonyms(self.key).fingerprint if self.deid else ""
+        return Pseudonyms(self.key.value()).fingerprint if self.deid else ""
 
     def summary(self) -> dict:
         """Entries for summary.json (no key, no original value)."""
@@ -237,7 +244,7 @@ class TablePath:
         if self.key is None:
             return path
         if self._pseudonyms is None:
-            self._pseudonyms = Pseudonyms(self.key)
+            self._pseudonyms = Pseudonyms(self.key.value())
         return self._pseudonyms.path(path)
 
     def record(self, record: tuple) -> tuple:
@@ -318,7 +325,7 @@ class RowContent:
         settings = self.settings
         if settings.deid is not None:
             if self._deidentifier is None:
-                self._deidentifier = Deidentifier(settings.deid, Pseudonyms(settings.key))
+                self._deidentifier = Deidentifier(settings.deid, Pseudonyms(settings.key.value()))
             patient_id = row.values.get(PATIENT_ID_COLUMN, "")
             row, replaced = self._deidentifier.apply(row, patient_id)
             self.replacements += replaced

@@ -27,7 +27,7 @@ from apache_beam.metrics import Metrics
 
 from transforms.common.tags import ERRORS
 from transforms.inputs.dicomweb_secrets import Secret, SecretAuth, SecretError, read_secret
-from transforms.inputs.storage import is_bucket
+from transforms.inputs.storage import is_bucket, workers_see_only_buckets
 
 SCHEMES = ("dicomweb+http://", "dicomweb+https://")
 # Status codes worth another try (PS3.18 8.6.1 and RFC 9110): overloaded or restarting.
@@ -75,12 +75,6 @@ def redact_url(url: str) -> str:
     return re.sub(r"(://)[^/@]*@", r"\1***@", url)
 
 
-def on_dataflow(options) -> bool:
-    from apache_beam.options.pipeline_options import StandardOptions
-
-    return "dataflow" in str(options.view_as(StandardOptions).runner or "").lower()
-
-
 @dataclass(frozen=True)
 class DicomWebSettings:
     """How to reach the DICOMweb sources and what to list; pickled into the DoFns, with
@@ -113,7 +107,8 @@ class DicomWebSettings:
                                 "--dicomweb-password-env, and a password needs a user")
         for secret, flag in ((password, "--dicomweb-password-file"),
                              (token, "--dicomweb-token-file")):
-            if secret is not None and on_dataflow(options) and not is_bucket(secret.path or ""):
+            if secret is not None and workers_see_only_buckets(options) and \
+                    not is_bucket(secret.path or ""):
                 raise DicomWebError(
                     f"on Dataflow the workers read the {secret.what} themselves, and neither "
                     f"this machine's files nor its environment reach them: give {flag} "

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 
-from transforms.inputs.storage import is_bucket, prepare_filesystems
+from transforms.inputs.storage import read_small_file
 
 
 class SecretError(Exception):
@@ -64,10 +64,10 @@ def read_secret(path: str | None, env: str | None, what: str) -> Secret | None:
 def _secret_value(path: str | None, env: str | None, what: str) -> str:
     if path:
         try:
-            value = _read_text(path).strip()
-        except OSError as exc:
+            value = read_small_file(path).decode("utf-8").strip()
+        except (OSError, UnicodeError) as exc:
             raise SecretError(f"cannot read the {what} file {path!r}: "
-                              f"{exc.strerror or exc}") from exc
+                              f"{getattr(exc, 'strerror', None) or exc}") from exc
         if not value:
             raise SecretError(f"the {what} file {path!r} is empty")
         return value
@@ -78,20 +78,6 @@ def _secret_value(path: str | None, env: str | None, what: str) -> str:
         return value
     raise SecretError(f"the {what} was given as a value, not as a file or an environment "
                       "variable, so it cannot be read here")
-
-
-def _read_text(path: str) -> str:
-    if not is_bucket(path):
-        with open(path, encoding="utf-8") as stream:
-            return stream.read()
-    from apache_beam.io.filesystems import FileSystems
-
-    prepare_filesystems()
-    try:
-        with FileSystems.open(path, compression_type="uncompressed") as stream:
-            return stream.read().decode("utf-8")
-    except Exception as exc:  # pylint: disable=broad-except  # each client has its own
-        raise OSError(f"{type(exc).__name__}: {exc}".splitlines()[0]) from exc
 
 
 class SecretAuth:

@@ -96,6 +96,30 @@ def prepare_filesystems(options=None) -> None:
     )
 
 
+def read_small_file(path: str) -> bytes:
+    """The bytes of a small file (a key, a password), on this machine or in a bucket;
+    ``OSError`` when it cannot be read, a bucket's refusal in one line."""
+    if not is_bucket(path):
+        with open(path, "rb") as stream:
+            return stream.read()
+    from apache_beam.io.filesystems import FileSystems
+
+    prepare_filesystems()
+    try:
+        with FileSystems.open(path, compression_type="uncompressed") as stream:
+            return stream.read()
+    except Exception as exc:  # pylint: disable=broad-except  # each client has its own
+        raise OSError(f"{type(exc).__name__}: {exc}".splitlines()[0]) from exc
+
+
+def workers_see_only_buckets(options) -> bool:
+    """Dataflow: the workers run on other machines, which see buckets but neither this
+    machine's files nor its environment variables."""
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    return "dataflow" in str(options.view_as(StandardOptions).runner or "").lower()
+
+
 def _unsigned_s3_client_if_anonymous(options):
     return unsigned_s3_client(options) if anonymous(options, "s3") else None
 

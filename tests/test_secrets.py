@@ -1,8 +1,9 @@
-"""Where a DICOMweb password or token lives (``transforms/inputs/dicomweb_secrets.py``).
+"""Where secrets live: a DICOMweb password or token (``transforms/inputs/dicomweb_secrets.py``)
+and the pseudonym key (``transforms/content/pseudonyms.py``, ``PseudonymKey``).
 
-Read at launch to check it, then read again by every worker process from the same file
-or environment variable: the pipeline's pickled steps carry where the secret is kept,
-never its value. Against a real Orthanc with basic authentication: workers in their own
+Read at launch to check them, then read again by every worker process from the same file
+or environment variable: the pipeline's pickled steps carry where a secret is kept,
+never its value (only a random pseudonym key, which has no file, travels as it is). Against a real Orthanc with basic authentication: workers in their own
 processes authenticate from the file; a file changed after launch is what they use; a
 file gone is a clear error per request, not a hang or a traceback."""
 
@@ -14,7 +15,12 @@ import pickle
 import pytest
 from apache_beam.internal import pickler
 
+from apache_beam.options.pipeline_options import PipelineOptions
+
 from beam_pipeline.cli import main
+from beam_pipeline.options import DicomExtractOptions
+from transforms.content.pseudonyms import KeyFileError, Pseudonyms
+from transforms.content.settings import ContentSettings, RowContent, TablePath
 from tests.test_dicomweb import PASSWORD, USER, read_rows, secured_server  # noqa: F401  # fixture
 from transforms.inputs.dicomweb import DicomWebSettings, ListStudies, http_reason
 from transforms.inputs.dicomweb_secrets import Secret, SecretError, read_secret
@@ -76,3 +82,34 @@ def test_workers_authenticate_from_the_file_themselves(secured_server, tmp_path)
     reason = http_reason(unreadable.value)
     assert reason.startswith("SecretError: cannot read the password file")
     assert str(password_file) in reason and os.strerror(2) in reason
+
+
+def _content(*flags) -> ContentSettings:
+    return ContentSettings.from_options(PipelineOptions(["--deidentify", *flags])
+                                        .view_as(DicomExtractOptions))
+
+
+def test_a_pickled_pseudonym_key_holds_its_file_not_its_value(tmp_path):
+    key_file = tmp_path / "site.key"
+    key_file.write_text("5e" * 32 + "\n")
+    key = ("5e" * 32).encode()
+    settings = _content("--pseudonym-key-file", str(key_file), "--pseudonymize-paths")
+    path = TablePath(settings)
+    expected = path("/archive/CT1.dcm")
+    shipped = [pickler.dumps(RowContent(settings)), pickle.dumps(settings), pickle.dumps(path)]
+    for data in shipped[1:]:
+        assert key not in data and str(key_file).encode() in data
+    assert key not in repr(settings).encode() and "5e5e" not in repr(settings.key)
+    assert pickle.loads(shipped[2])("/archive/CT1.dcm") == expected  # read again, same key
+    assert pickler.loads(shipped[0]).settings.key.value() == key
+    assert settings.key_fingerprint == Pseudonyms(key).fingerprint
+    key_file.write_text("too short")
+    with pytest.raises(KeyFileError, match="holds 9 bytes"):
+        pickle.loads(shipped[2])("/archive/CT1.dcm")
+    key_file.unlink()
+    with pytest.raises(KeyFileError, match="cannot read key file"):
+        pickle.loads(shipped[1]).key.value()
+    # A random key has no file to be read from: it is the one that travels.
+    random = _content()
+    assert random.key_source == "random"
+    assert random.key.value() in pickle.dumps(random)
