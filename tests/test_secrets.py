@@ -103,6 +103,10 @@ def test_a_pickled_pseudonym_key_holds_its_file_not_its_value(tmp_path):
     assert pickle.loads(shipped[2])("/archive/CT1.dcm") == expected  # read again, same key
     assert pickler.loads(shipped[0]).settings.key.value() == key
     assert settings.key_fingerprint == Pseudonyms(key).fingerprint
+    assert settings.key_fingerprint.encode() in shipped[1]
+    key_file.write_text("4a" * 32)  # changed during the run: an error, not other pseudonyms
+    with pytest.raises(KeyFileError, match="changed since the run started"):
+        pickle.loads(shipped[2])("/archive/CT1.dcm")
     key_file.write_text("too short")
     with pytest.raises(KeyFileError, match="holds 9 bytes"):
         pickle.loads(shipped[2])("/archive/CT1.dcm")

@@ -48,14 +48,18 @@ def read_key_file(path: str) -> bytes:
 class PseudonymKey:
     """This run's key, from ``--pseudonym-key-file`` or random.
 
-    A key from a file pickles as the file's path, and each worker reads the file again
-    on first use: the pipeline's serialized steps (which Dataflow stages in its bucket
-    and Flink keeps in its blob store) hold no key. A random key has no file, so it
-    travels as it is (``content/settings.py`` refuses that on Dataflow). Never shown
-    in a repr or a traceback."""
+    A key from a file pickles as the file's path and the key's fingerprint, and each
+    worker reads the file again when it unpickles its step: the pipeline's serialized steps (which
+    Dataflow stages in its bucket and Flink keeps in its blob store) hold no key. A key
+    that no longer matches the fingerprint (the file changed during the run) is an
+    error, not other pseudonyms under the same summary and state. A random key has no
+    file, so it travels as it is (``content/settings.py`` refuses that on Dataflow).
+    Never shown in a repr or a traceback."""
 
-    def __init__(self, value: bytes | None = None, path: str | None = None):
+    def __init__(self, value: bytes | None = None, path: str | None = None,
+                 fingerprint: str | None = None):
         self._value, self.path = value, path
+        self.fingerprint = fingerprint or (key_fingerprint(value) if value else None)
 
     @classmethod
     def from_file(cls, path: str) -> "PseudonymKey":
@@ -63,17 +67,31 @@ class PseudonymKey:
 
     def value(self) -> bytes:
         if self._value is None:
-            self._value = read_key_file(self.path)
+            value = read_key_file(self.path)
+            if key_fingerprint(value) != self.fingerprint:
+                raise KeyFileError(f"key file {self.path} changed since the run started "
+                                   f"(fingerprint {self.fingerprint} expected)")
+            self._value = value
         return self._value
 
     def __getstate__(self):
-        return {"path": self.path} if self.path else {"value": self._value}
+        if self.path:
+            return {"path": self.path, "fingerprint": self.fingerprint}
+        return {"value": self._value}
 
     def __setstate__(self, state):
-        self.__init__(state.get("value"), state.get("path"))
+        self.__init__(state.get("value"), state.get("path"), state.get("fingerprint"))
+        # Read as the worker unpickles its step: a key file gone or changed fails the
+        # step there, not each file's row as if the file were at fault.
+        self.value()
 
     def __repr__(self) -> str:
         return "PseudonymKey(***)"
+
+
+def key_fingerprint(key: bytes) -> str:
+    """Identifies a key (same key, same fingerprint) without revealing it."""
+    return hashlib.sha256(b"dicom-meta-extract key fingerprint\0" + key).hexdigest()[:16]
 
 
 def random_key() -> bytes:
@@ -93,7 +111,7 @@ class Pseudonyms:
     @property
     def fingerprint(self) -> str:
         """Identifies the key (same key, same fingerprint) without revealing it."""
-        return hashlib.sha256(b"dicom-meta-extract key fingerprint\0" + self._key).hexdigest()[:16]
+        return key_fingerprint(self._key)
 
     def _digest(self, label: bytes, text: str) -> bytes:
         return hmac.new(self._key, label + b"\0" + text.encode("utf-8"), hashlib.sha256).digest()
