@@ -12,6 +12,13 @@ process by ``beam_pipeline.cli.main`` (idempotent, so tests may call ``main`` of
   :func:`worker_log_levels` gives the levels passed to them through Beam's public
   ``default_sdk_harness_log_level`` / ``sdk_harness_log_level_overrides`` options.
 
+* On Flink and Prism the LOOPBACK SDK worker runs in this process. When the runner tears
+  its environment down after a wave of stages, the worker's data-plane reader logs
+  "Failed to read inputs in the data plane." with a gRPC ``CANCELLED`` traceback
+  ("Multiplexer hanging up") although nothing failed: Beam's known spurious shutdown
+  errors (apache/beam#20149), and its reader thread raises the same error again.
+  :class:`RunnerHangUps` and :func:`quiet_thread_hang_ups` drop exactly those.
+
 Beam's import also warns ``crcmod package not found`` when its tfrecord extra is missing;
 that one is prevented by depending on ``apache-beam[tfrecord]`` (``setup.py``), not hidden.
 """
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import warnings
 
 GOOGLE_FUTURE_WARNINGS = r"google(\..*)?"
@@ -34,12 +42,56 @@ WORKER_DEFAULT_LEVEL = "WARNING"
 WORKER_MODULE_LEVELS = {"__main__": "ERROR", "apache_beam.runners.worker.sdk_worker_main": "ERROR"}
 
 
+DATA_PLANE_LOGGER = "apache_beam.runners.worker.data_plane"
+DATA_PLANE_FAILURE = "Failed to read inputs in the data plane."
+
+
+DATA_PLANE_THREAD = "read_grpc_client_inputs"  # the reader thread, which re-raises it
+
+
+def runner_hung_up(error: BaseException | None) -> bool:
+    """Whether ``error`` is the runner cancelling a gRPC stream (``CANCELLED``): a
+    hang-up, not a failure. Any other status (a connection lost, a deadline) is not."""
+    import grpc  # pylint: disable=import-outside-toplevel  # Beam's own dependency
+
+    code = getattr(error, "code", None)
+    return isinstance(error, grpc.RpcError) and callable(code) and \
+        code() == grpc.StatusCode.CANCELLED
+
+
+class RunnerHangUps(logging.Filter):
+    """Drops the data plane's "Failed to read inputs" record of a runner's hang-up."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (record.getMessage() == DATA_PLANE_FAILURE and runner_hung_up(error))
+
+
+def quiet_thread_hang_ups(previous):
+    """``threading.excepthook`` that drops the data-plane reader thread's re-raise of a
+    runner's hang-up and passes anything else to ``previous``."""
+
+    def hook(args):
+        thread = getattr(args.thread, "name", None)
+        if thread == DATA_PLANE_THREAD and runner_hung_up(args.exc_value):
+            return
+        previous(args)
+
+    hook.quiet_hang_ups = True
+    return hook
+
+
 def quiet_dependencies(verbose: bool = False) -> None:
     """Filter the dependencies' notices in this process and the workers it starts;
     ``verbose``: show Beam's INFO lines instead."""
     if verbose:
         logging.basicConfig(level=logging.INFO)
         return
+    data_plane = logging.getLogger(DATA_PLANE_LOGGER)
+    if not any(isinstance(entry, RunnerHangUps) for entry in data_plane.filters):
+        data_plane.addFilter(RunnerHangUps())
+    if not getattr(threading.excepthook, "quiet_hang_ups", False):
+        threading.excepthook = quiet_thread_hang_ups(threading.excepthook)
     warnings.filterwarnings("ignore", category=FutureWarning, module=GOOGLE_FUTURE_WARNINGS)
     inherited = [entry for entry in os.environ.get("PYTHONWARNINGS", "").split(",") if entry]
     os.environ["PYTHONWARNINGS"] = ",".join(

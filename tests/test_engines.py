@@ -115,6 +115,11 @@ def test_flink_cluster_output_equals_local_runner(archive, reference, flink_clus
     assert_same_output(reference, tmp_path)
     # The job really ran on the standalone cluster, not on an embedded one.
     assert _finished_jobs(flink_cluster) == finished + 1
+    # Quiet: nothing on the console (the LOOPBACK worker's hang-ups included), and no
+    # stack trace in the cluster's logs but the ones Beam cannot avoid.
+    printed = (tmp_path / "run.log").read_text(errors="replace")
+    assert "Traceback" not in printed and "ERROR" not in printed, printed[-3000:]
+    assert not flink_cluster.unexplained_stack_traces(), flink_cluster.logs(3000)
 
 
 def test_flink_writes_the_local_runners_nested_dataset(archive, reference, flink_cluster,

@@ -117,7 +117,9 @@ def workers_see_only_buckets(options) -> bool:
     machine's files nor its environment variables."""
     from apache_beam.options.pipeline_options import StandardOptions
 
-    return "dataflow" in str(options.view_as(StandardOptions).runner or "").lower()
+    view = getattr(options, "view_as", None)  # settings built from a plain namespace too
+    runner = view(StandardOptions).runner if view else getattr(options, "runner", None)
+    return "dataflow" in str(runner or "").lower()
 
 
 def _unsigned_s3_client_if_anonymous(options):
