@@ -42,11 +42,11 @@ WORKER_DEFAULT_LEVEL = "WARNING"
 WORKER_MODULE_LEVELS = {"__main__": "ERROR", "apache_beam.runners.worker.sdk_worker_main": "ERROR"}
 
 
+# The LOOPBACK worker's data plane: its logger, the record of a failed read, and the
+# reader thread, which raises the same error again.
 DATA_PLANE_LOGGER = "apache_beam.runners.worker.data_plane"
 DATA_PLANE_FAILURE = "Failed to read inputs in the data plane."
-
-
-DATA_PLANE_THREAD = "read_grpc_client_inputs"  # the reader thread, which re-raises it
+DATA_PLANE_THREAD = "read_grpc_client_inputs"
 
 
 def runner_hung_up(error: BaseException | None) -> bool:

@@ -49,10 +49,10 @@ class PseudonymKey:
     """This run's key, from ``--pseudonym-key-file`` or random.
 
     A key from a file pickles as the file's path and the key's fingerprint, and each
-    worker reads the file again when it unpickles its step: the pipeline's serialized steps (which
-    Dataflow stages in its bucket and Flink keeps in its blob store) hold no key. A key
-    that no longer matches the fingerprint (the file changed during the run) is an
-    error, not other pseudonyms under the same summary and state. A random key has no
+    worker reads the file again when it unpickles its step: the pipeline's serialized
+    steps (which Dataflow stages in its bucket and Flink keeps in its blob store) hold
+    no key. A key that no longer matches the fingerprint (the file changed during the
+    run) is an error, not other pseudonyms under the same summary and state. A random key has no
     file, so it travels as it is (``content/settings.py`` refuses that on Dataflow).
     Never shown in a repr or a traceback."""
 

@@ -23,8 +23,8 @@ from transforms.content.deidentify import (
 )
 from transforms.common.rows import Row, grouping_name
 from transforms.content.pseudonyms import KeyFileError, PseudonymKey, Pseudonyms, random_key
-from transforms.inputs.storage import is_bucket, workers_see_only_buckets
 from transforms.content.selection import Selection, SelectionError, parse_entry, parse_tag_list
+from transforms.inputs.storage import is_bucket, workers_see_only_buckets
 
 # Flag (as options.py declares it) -> Table E.1-1 option it enables.
 # The modules whose code decides what a selected, de-identified row holds.
