@@ -16,8 +16,10 @@ process by ``beam_pipeline.cli.main`` (idempotent, so tests may call ``main`` of
   its environment down after a wave of stages, the worker's data-plane reader logs
   "Failed to read inputs in the data plane." with a gRPC ``CANCELLED`` traceback
   ("Multiplexer hanging up") although nothing failed: Beam's known spurious shutdown
-  errors (apache/beam#20149), and its reader thread raises the same error again.
-  :class:`RunnerHangUps` and :func:`quiet_thread_hang_ups` drop exactly those.
+  errors (apache/beam#20149), and its reader thread raises the same error again; so
+  does the state channel's reader ("Received RST_STREAM with error code 8", also
+  ``CANCELLED``). :class:`RunnerHangUps` and :func:`quiet_thread_hang_ups` drop exactly
+  those.
 
 Beam's import also warns ``crcmod package not found`` when its tfrecord extra is missing;
 that one is prevented by depending on ``apache-beam[tfrecord]`` (``setup.py``), not hidden.
@@ -42,11 +44,12 @@ WORKER_DEFAULT_LEVEL = "WARNING"
 WORKER_MODULE_LEVELS = {"__main__": "ERROR", "apache_beam.runners.worker.sdk_worker_main": "ERROR"}
 
 
-# The LOOPBACK worker's data plane: its logger, the record of a failed read, and the
-# reader thread, which raises the same error again.
+# The LOOPBACK worker's data plane: its logger and the record of a failed read.
 DATA_PLANE_LOGGER = "apache_beam.runners.worker.data_plane"
 DATA_PLANE_FAILURE = "Failed to read inputs in the data plane."
-DATA_PLANE_THREAD = "read_grpc_client_inputs"
+# The worker's threads that read a stream from the runner and raise its end again: the
+# data plane's inputs (data_plane.py) and the state channel's answers (sdk_worker.py).
+STREAM_READER_THREADS = ("read_grpc_client_inputs", "read_state")
 
 
 def runner_hung_up(error: BaseException | None) -> bool:
@@ -68,12 +71,12 @@ class RunnerHangUps(logging.Filter):
 
 
 def quiet_thread_hang_ups(previous):
-    """``threading.excepthook`` that drops the data-plane reader thread's re-raise of a
+    """``threading.excepthook`` that drops a stream reader thread's re-raise of a
     runner's hang-up and passes anything else to ``previous``."""
 
     def hook(args):
         thread = getattr(args.thread, "name", None)
-        if thread == DATA_PLANE_THREAD and runner_hung_up(args.exc_value):
+        if thread in STREAM_READER_THREADS and runner_hung_up(args.exc_value):
             return
         previous(args)
 

@@ -12,9 +12,11 @@ import grpc
 import pytest
 
 from beam_pipeline.quiet import (
-    DATA_PLANE_FAILURE, DATA_PLANE_LOGGER, DATA_PLANE_THREAD, RunnerHangUps,
-    quiet_thread_hang_ups, runner_hung_up,
+    DATA_PLANE_FAILURE, DATA_PLANE_LOGGER, RunnerHangUps, quiet_thread_hang_ups,
+    runner_hung_up,
 )
+
+DATA_PLANE_THREAD, STATE_THREAD = "read_grpc_client_inputs", "read_state"  # Beam's names
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +69,9 @@ def test_the_reader_threads_re_raise_is_dropped_only_for_a_hang_up(stream_errors
     previous, threading.excepthook = threading.excepthook, hook
     try:
         for name, error in ((DATA_PLANE_THREAD, stream_errors[grpc.StatusCode.CANCELLED]),
+                            (STATE_THREAD, stream_errors[grpc.StatusCode.CANCELLED]),
                             (DATA_PLANE_THREAD, stream_errors[grpc.StatusCode.UNAVAILABLE]),
+                            (STATE_THREAD, stream_errors[grpc.StatusCode.UNAVAILABLE]),
                             ("another_thread", stream_errors[grpc.StatusCode.CANCELLED])):
             def fail(error=error):
                 raise error
@@ -78,4 +82,22 @@ def test_the_reader_threads_re_raise_is_dropped_only_for_a_hang_up(stream_errors
         threading.excepthook = previous
     assert [(name, error.code()) for name, error in seen] == [
         (DATA_PLANE_THREAD, grpc.StatusCode.UNAVAILABLE),
+        (STATE_THREAD, grpc.StatusCode.UNAVAILABLE),
         ("another_thread", grpc.StatusCode.CANCELLED)]
+
+
+def test_the_names_matched_are_beams():
+    """The filter matches Beam's logger, message and thread names: when Beam renames
+    one, this fails rather than the console filling up again."""
+    import inspect
+
+    from apache_beam.runners.worker import data_plane, sdk_worker
+
+    from beam_pipeline.quiet import STREAM_READER_THREADS
+
+    assert data_plane._LOGGER.name == DATA_PLANE_LOGGER  # pylint: disable=protected-access
+    assert repr(DATA_PLANE_FAILURE) in inspect.getsource(data_plane)
+    sources = inspect.getsource(data_plane) + inspect.getsource(sdk_worker)
+    assert (DATA_PLANE_THREAD, STATE_THREAD) == STREAM_READER_THREADS
+    for name in STREAM_READER_THREADS:
+        assert f"name={name!r}" in sources, name
