@@ -11,7 +11,6 @@ process by ``beam_pipeline.cli.main`` (idempotent, so tests may call ``main`` of
 * The SDK workers' own start-up lines (INFO, and "No semi_persistent_directory found"):
   :func:`worker_log_levels` gives the levels passed to them through Beam's public
   ``default_sdk_harness_log_level`` / ``sdk_harness_log_level_overrides`` options.
-
 * On Flink and Prism the LOOPBACK SDK worker runs in this process. When the runner tears
   its environment down after a wave of stages, the worker's data-plane reader logs
   "Failed to read inputs in the data plane." with a gRPC ``CANCELLED`` traceback
