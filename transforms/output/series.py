@@ -53,6 +53,7 @@ KEY_COLUMNS = (PATIENT_ID, STUDY_UID, SERIES_UID)
 DISTINCT_CAP = 1000  # distinct values kept per column and series; beyond: "more than"
 RANGE_CAP = 4096  # ranges of instance numbers kept per series
 POSITION_CAP = 4096  # distinct slice positions kept per series
+TOO_MANY_POSITIONS = f"more than {POSITION_CAP} slice positions"  # the geometry's note
 POSITION_DECIMALS = 4  # mm: positions equal to 0.1 µm are the same position
 DATE_TIME_VRS = frozenset({"DA", "TM", "DT"})
 _LAST_TAG = re.compile(r"\(([0-9A-F]{4}),([0-9A-F]{4})\)$")
@@ -215,7 +216,7 @@ class Geometry:
         for position, count in other.positions.items():
             self.positions[position] = self.positions.get(position, 0) + count
         if len(self.positions) > POSITION_CAP:
-            self.note = f"more than {POSITION_CAP} slice positions"
+            self.note = TOO_MANY_POSITIONS
             self.orientation = self.positions = None
 
 

@@ -139,12 +139,23 @@ def column_cells(summary: SeriesSummary, names: dict | None = None) -> tuple[dic
     columns the summary numbers (``series.column_numbers``)."""
     files, counts, constant = summary.files, summary.counts, summary.constant
     get = (names or {}).get
-    # Most cells: a value every file of the series has (one pass, no per-cell calls).
-    same = {get(name, name): value for name, value in constant.items()
-            if counts[name] == files}
+    # Most cells: a value every file of the series has. No count exceeds the files, so
+    # when they add up every column is in every file: the cells are renamed in C loops.
+    same = None
+    in_every_file = sum(counts.values()) == files * len(counts)
+    if in_every_file:
+        try:
+            same = dict(zip(map(names.__getitem__, constant), constant.values())) \
+                if names else dict(constant)
+        except KeyError:  # a column named, not numbered
+            pass
+    if same is None:
+        same = {get(name, name): value for name, value in constant.items()
+                if counts[name] == files}
     varying = {}
     # Every column of a summary is in ``constant`` or in ``varying`` (series.py).
-    for name in [*summary.varying, *(name for name in constant if counts[name] != files)]:
+    partly = () if in_every_file else [name for name in constant if counts[name] != files]
+    for name in [*summary.varying, *partly]:
         count, column = counts[name], summary.column(name)
         distinct = DISTINCT_CAP + 1 if column.values is None else \
             len(column.values) + (count < files)

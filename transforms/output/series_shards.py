@@ -10,6 +10,9 @@ file table holds (pseudonyms under ``--deidentify``).
 
 from __future__ import annotations
 
+import collections
+import functools
+import itertools
 from typing import NamedTuple
 
 import apache_beam as beam
@@ -20,9 +23,9 @@ from transforms.common.rows import JSON_COLUMN, grouping_name
 from transforms.output import shard_format
 from transforms.output.table_chunks import without_keys
 from transforms.output.series import (
-    IMAGE_ORIENTATION, IMAGE_POSITION, INSTANCE_NUMBER, KEY_COLUMNS,
-    NO_POSITION, POSITION_DECIMALS, ColumnSummary, Geometry, InstanceNumbers, SeriesSummary,
-    column_numbers,
+    IMAGE_ORIENTATION, IMAGE_POSITION, INSTANCE_NUMBER, KEY_COLUMNS, NO_POSITION,
+    POSITION_CAP, POSITION_DECIMALS, TOO_MANY_POSITIONS, ColumnSummary, Geometry,
+    InstanceNumbers, SeriesSummary, column_numbers,
 )
 from transforms.output.series_packing import CombineSeries, pack
 
@@ -31,7 +34,11 @@ from transforms.output.series_packing import CombineSeries, pack
 BATCH_ROWS = 8192
 
 
+@functools.lru_cache(maxsize=256)
 def _normal(orientation: str):
+    """The unit normal of an Image Orientation (Patient) text, as three floats (None when
+    it is not six numbers or its rows are parallel). Cached: a site's series share a few
+    orientations."""
     try:
         values = [float(item) for item in orientation.split("\\")]
     except ValueError:
@@ -40,19 +47,36 @@ def _normal(orientation: str):
         return None
     normal = np.cross(values[:3], values[3:])
     length = float(np.linalg.norm(normal))
-    return normal / length if length > 1e-6 else None
+    return tuple((normal / length).tolist()) if length > 1e-6 else None
 
 
 def _position(text: str | None, normal) -> float | None:
+    """One Image Position (Patient) text projected on ``normal`` (mm, rounded), or None.
+    The projection is ``x * nx + y * ny + z * nz`` in that order, in IEEE doubles: the
+    same on every machine (a BLAS dot product may fuse or reorder its sums by CPU)."""
     if text is None or normal is None:
         return None
     try:
-        values = [float(item) for item in text.split("\\")]
+        x, y, z = [float(item) for item in text.split("\\")]
+    except ValueError:  # not numbers, or not three of them
+        return None
+    return round(x * normal[0] + y * normal[1] + z * normal[2], POSITION_DECIMALS) + 0.0
+
+
+def _positions(texts: list, normal) -> list | None:
+    """``_position`` of every text at once, None where any file has no position: the
+    same floats, with numpy's elementwise products and sums (each rounded as Python's)."""
+    if normal is None or None in texts:
+        return None
+    try:
+        parts = [text.split("\\") for text in texts]
+        if any(len(items) != 3 for items in parts):
+            return None
+        xyz = np.array(list(map(float, itertools.chain.from_iterable(parts)))).reshape(-1, 3)
     except ValueError:
         return None
-    if len(values) != 3:
-        return None
-    return round(float(np.dot(values, normal)), POSITION_DECIMALS) + 0.0  # no -0.0
+    projected = xyz[:, 0] * normal[0] + xyz[:, 1] * normal[1] + xyz[:, 2] * normal[2]
+    return [round(value, POSITION_DECIMALS) + 0.0 for value in projected.tolist()]  # no -0.0
 
 
 def _geometry(orientations: list, positions: list) -> Geometry:
@@ -63,16 +87,13 @@ def _geometry(orientations: list, positions: list) -> Geometry:
     if len(distinct) > 1:
         return Geometry(None, None, "orientation varies")
     orientation = distinct.pop()
-    normal = _normal(orientation)
-    counted: dict = {}
-    for text in positions:
-        position = _position(text, normal)
-        if position is None:
-            return Geometry(None, None, NO_POSITION)
-        counted[position] = counted.get(position, 0) + 1
-    geometry = Geometry(orientation, {})
-    geometry.merge(Geometry(orientation, counted))
-    return geometry
+    projected = _positions(positions, _normal(orientation))
+    if projected is None:
+        return Geometry(None, None, NO_POSITION)
+    counted = dict(collections.Counter(projected))  # position -> files, in file order
+    if len(counted) > POSITION_CAP:
+        return Geometry(None, None, TOO_MANY_POSITIONS)
+    return Geometry(orientation, counted)
 
 
 def _instance_number(text: str | None):

@@ -227,7 +227,8 @@ def sparse_csv(records: list, layout: _Layout, formula_guard: bool = False) -> b
     fixed = [(index, field, booleans[index]) for index, field in enumerate(layout.fields)
              if field and index]
     slots = layout.slots
-    value_slot = {name: slot[0] for name, slot in slots.items()}.get
+    value_slots = {name: slot[0] for name, slot in slots.items()}
+    value_slot = value_slots.get
     paths, keys, texts, counts = [], [], [], []
     for record in records:
         start = len(keys)
@@ -239,8 +240,13 @@ def sparse_csv(records: list, layout: _Layout, formula_guard: bool = False) -> b
                 texts.append(_text(value, boolean))
         if slots:
             # Most cells: the series' one value, DICOM text; -1: not a column shown.
-            keys.extend([value_slot(name, -1) for name in record["constant"]])
-            texts.extend(record["constant"].values())
+            constant = record["constant"]
+            try:
+                keys.extend(map(value_slots.__getitem__, constant))
+            except KeyError:  # keys.extend took the slots up to the missing one
+                del keys[len(texts):]
+                keys.extend([value_slot(name, -1) for name in constant])
+            texts.extend(constant.values())
             for name, cell in record["varying"].items():
                 for index, value in zip(slots.get(name, ()), cell):
                     if index is not None and value is not None:
