@@ -25,7 +25,7 @@ from transforms.output.series import (
 )
 from transforms.output.series_packing import PLAIN_DATA, CombineSeries, decompress, pack
 from transforms.output.series_records import SERIES_FIELDS, cell, series_record, set_cells
-from transforms.output.series_shards import _normal, _position, _positions, shard_summaries
+from transforms.output.series_shards import _normal, _positions, shard_summaries
 from transforms.output.series_tables import dense_csv, keyword_name, series_layout, sparse_csv
 
 REPEAT = "--direct_runner_bundle_repeat=1"
@@ -345,9 +345,18 @@ def test_a_tag_selection_without_the_keys_still_groups_by_series(tmp_path):
     assert 'id="hidden-keys"' in (out / "scan.report.html").read_text()
 
 
+def _position(text, normal):
+    """One file's position, Python's arithmetic: what ``_positions`` must give."""
+    try:
+        x, y, z = [float(item) for item in text.split("\\")]
+    except (AttributeError, ValueError):
+        return None
+    return round(x * normal[0] + y * normal[1] + z * normal[2], 4) + 0.0
+
+
 def test_a_partials_slice_positions_are_its_files_positions():
-    """``_positions`` (numpy, a partial at once) gives each file's ``_position`` exactly,
-    and no position at all when one file has none."""
+    """``_positions`` (numpy, a partial at once) gives each file's position exactly, and
+    no positions at all when one file has none."""
     normal = _normal("1\\0\\0\\0\\0.8\\-0.6")
     rng = random.Random(5)
     texts = ["\\".join(f"{rng.uniform(-400, 400):.{rng.randint(0, 9)}f}" for _ in range(3))
@@ -355,8 +364,7 @@ def test_a_partials_slice_positions_are_its_files_positions():
     texts += [" 1.5\\2\\3 ", "1e2\\-0\\0", "-0\\0\\-0", "1_0\\2\\3", "inf\\0\\0"]
     expected = [_position(text, normal) for text in texts]
     assert [repr(value) for value in _positions(texts, normal)] == list(map(repr, expected))
-    assert repr(_position("-0\\0\\-0", normal)) == "0.0"
+    assert repr(_positions(["-0\\0\\-0"], normal)[0]) == "0.0"
     for bad in (None, "1\\2", "1\\2\\3\\4", "a\\b\\c", ""):
-        assert _position(bad, normal) is None
         assert _positions(texts[:10] + [bad], normal) is None
     assert _positions(texts, None) is None and _normal("1\\0\\0\\1\\0\\0") is None

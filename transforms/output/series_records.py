@@ -141,15 +141,10 @@ def column_cells(summary: SeriesSummary, names: dict | None = None) -> tuple[dic
     get = (names or {}).get
     # Most cells: a value every file of the series has. No count exceeds the files, so
     # when they add up every column is in every file: the cells are renamed in C loops.
-    same = None
     in_every_file = sum(counts.values()) == files * len(counts)
     if in_every_file:
-        try:
-            same = dict(zip(map(names.__getitem__, constant), constant.values())) \
-                if names else dict(constant)
-        except KeyError:  # a column named, not numbered
-            pass
-    if same is None:
+        same = dict(zip(map(get, constant, constant), constant.values()))
+    else:
         same = {get(name, name): value for name, value in constant.items()
                 if counts[name] == files}
     varying = {}

@@ -50,22 +50,12 @@ def _normal(orientation: str):
     return tuple((normal / length).tolist()) if length > 1e-6 else None
 
 
-def _position(text: str | None, normal) -> float | None:
-    """One Image Position (Patient) text projected on ``normal`` (mm, rounded), or None.
-    The projection is ``x * nx + y * ny + z * nz`` in that order, in IEEE doubles: the
-    same on every machine (a BLAS dot product may fuse or reorder its sums by CPU)."""
-    if text is None or normal is None:
-        return None
-    try:
-        x, y, z = [float(item) for item in text.split("\\")]
-    except ValueError:  # not numbers, or not three of them
-        return None
-    return round(x * normal[0] + y * normal[1] + z * normal[2], POSITION_DECIMALS) + 0.0
-
-
 def _positions(texts: list, normal) -> list | None:
-    """``_position`` of every text at once, None where any file has no position: the
-    same floats, with numpy's elementwise products and sums (each rounded as Python's)."""
+    """Each Image Position (Patient) text projected on ``normal`` (mm, rounded to
+    ``POSITION_DECIMALS``), or None when a file has no position (not three numbers).
+    All of a partial's files at once: ``x * nx + y * ny + z * nz`` in that order, with
+    numpy's elementwise products and sums, IEEE doubles as Python's own arithmetic gives
+    them, the same on every machine (a BLAS dot product may fuse or reorder its sums)."""
     if normal is None or None in texts:
         return None
     try:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import functools
 import io
+import itertools
 import re
 import uuid
 from typing import NamedTuple
@@ -227,8 +228,7 @@ def sparse_csv(records: list, layout: _Layout, formula_guard: bool = False) -> b
     fixed = [(index, field, booleans[index]) for index, field in enumerate(layout.fields)
              if field and index]
     slots = layout.slots
-    value_slots = {name: slot[0] for name, slot in slots.items()}
-    value_slot = value_slots.get
+    value_slot = {name: slot[0] for name, slot in slots.items()}.get
     paths, keys, texts, counts = [], [], [], []
     for record in records:
         start = len(keys)
@@ -240,13 +240,8 @@ def sparse_csv(records: list, layout: _Layout, formula_guard: bool = False) -> b
                 texts.append(_text(value, boolean))
         if slots:
             # Most cells: the series' one value, DICOM text; -1: not a column shown.
-            constant = record["constant"]
-            try:
-                keys.extend(map(value_slots.__getitem__, constant))
-            except KeyError:  # keys.extend took the slots up to the missing one
-                del keys[len(texts):]
-                keys.extend([value_slot(name, -1) for name in constant])
-            texts.extend(constant.values())
+            keys.extend(map(value_slot, record["constant"], itertools.repeat(-1)))
+            texts.extend(record["constant"].values())
             for name, cell in record["varying"].items():
                 for index, value in zip(slots.get(name, ()), cell):
                     if index is not None and value is not None:
