@@ -92,8 +92,14 @@ def value_bounds(kind: str | None, values) -> tuple:
     """The smallest and largest of ``values``: for numbers ``(value, text)`` pairs (the
     text as the files hold it), for dates and times their text; None without a kind."""
     if kind == "number":
-        values = [(number, text) for number, text in zip(map(_number, values), values)
-                  if number is not None]
+        try:  # most often every text is a finite number: no call per value
+            numbers = list(map(float, values))
+            pairs = list(zip(numbers, values)) if all(map(math.isfinite, numbers)) else None
+        except ValueError:
+            pairs = None
+        values = pairs if pairs is not None else [
+            (number, text) for number, text in zip(map(_number, values), values)
+            if number is not None]
     elif kind != "text":
         return None, None
     return (min(values), max(values)) if values else (None, None)
@@ -162,7 +168,7 @@ class InstanceNumbers:
         self.files = len(numbers)
         self.low = numbers[0] if numbers else None
         self.high = numbers[-1] if numbers else None
-        self.ranges = _union_ranges([(number, number) for number in numbers])
+        self.ranges = _union_ranges(zip(numbers, numbers))
 
     def merge(self, other: "InstanceNumbers") -> None:
         self.files += other.files
@@ -182,7 +188,7 @@ class InstanceNumbers:
         return (self.high - self.low + 1) - covered, self.files - covered
 
 
-def _union_ranges(ranges: list):
+def _union_ranges(ranges):
     """Sorted ranges -> their union as disjoint, non-adjacent ranges (None past the cap)."""
     union: list = []
     for first, last in ranges:

@@ -228,7 +228,7 @@ def batch_summaries(cells: shard_format.CellRows, columns: _ShardColumns) -> dic
         for index, size in zip(varying.tolist(), (stops - starts).tolist()):
             name = pair_names[index]
             summaries[group_of_pair[index]].varying[name] = ColumnSummary(
-                counted[index], frozenset(texts[at:at + size]), name)
+                counted[index], tuple(texts[at:at + size]), name)  # distinct codes
             at += size
     return dict(zip(keys, summaries))
 
