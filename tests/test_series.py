@@ -26,7 +26,9 @@ from transforms.output.series import (
 from transforms.output.series_packing import PLAIN_DATA, CombineSeries, decompress, pack
 from transforms.output.series_records import SERIES_FIELDS, cell, series_record, set_cells
 from transforms.output.series_shards import _normal, _positions, shard_summaries
-from transforms.output.series_tables import dense_csv, keyword_name, series_layout, sparse_csv
+from transforms.output.series_tables import (
+    dense_csv, keyword_name, series_layout, sparse_csv, sparse_csv_parts, write_table,
+)
 
 REPEAT = "--direct_runner_bundle_repeat=1"
 ALL_DEFECTS = ("missing instance numbers; duplicate instance numbers; slice gaps; "
@@ -300,9 +302,29 @@ def test_the_sparse_csv_is_what_python_csv_writes():
         records.append(record)
     layout = series_layout(records, columns)
     for guard in (False, True):
-        assert sparse_csv(records, layout, guard) == dense_csv(records, layout, guard)
+        expected = dense_csv(records, layout, guard)
+        assert sparse_csv(records, layout, guard) == expected
+        # In parts of one row, or of a few: the rows do not depend on the parts.
+        for chunk_bytes in (1, 60):
+            parts = list(sparse_csv_parts(records, layout, guard, chunk_bytes))
+            assert len(parts) > 3 and b"".join(parts) == expected
     assert sparse_csv(records[:0], layout) == dense_csv(records[:0], layout)
 
+
+
+def test_a_text_arrow_cannot_hold_is_written_by_python_csv(tmp_path):
+    """A lone surrogate fails the Arrow parts before any is written: the table is
+    written whole by ``csv`` instead, as it escapes it."""
+    column = Column("Text (0009,1000)", frozenset({"LO"}))
+    record = dict.fromkeys(SERIES_FIELDS)
+    record.update({"PatientID": "p", "StudyInstanceUID": "s", "SeriesInstanceUID": "",
+                   "Files": 1, "Bytes": 1, "Incomplete": False, "Defects": ""})
+    set_cells(record, {column.name: "bad \ud800"}, {})
+    layout = series_layout([record], [column])
+    with pytest.raises(UnicodeError):
+        sparse_csv_parts([record], layout)
+    write_table([record], layout, str(tmp_path / "s.csv"), None)
+    assert (tmp_path / "s.csv").read_bytes() == dense_csv([record], layout)
 
 def test_keyword_names():
     assert keyword_name("Patient ID (0010,0020)") == "PatientID"

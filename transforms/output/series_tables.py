@@ -45,7 +45,7 @@ from transforms.output.series_shards import SummarizeSeries
 from transforms.output.shard_format import CellRows
 from transforms.output.table_chunks import csv_record, csv_text
 from transforms.common.atomic_files import open_write
-from transforms.output.tables import OUTPUT_COMPRESSION, finalize_step
+from transforms.output.tables import OUTPUT_COMPRESSION, TEXT_CHUNK_BYTES, finalize_step
 from transforms.output.types import ColumnConverter, column_type
 
 KEY_FIELDS = dict(zip(KEY_COLUMNS, ("PatientID", "StudyInstanceUID", "SeriesInstanceUID")))
@@ -220,10 +220,17 @@ def _text(value, boolean: bool) -> str:
     return value if isinstance(value, str) else str(value)  # as csv writes it
 
 
-def sparse_csv(records: list, layout: _Layout, formula_guard: bool = False) -> bytes:
-    """The same bytes as ``dense_csv``, from the cells that have a value: a series row
-    fills a few hundred of thousands of columns, and the empty ones cost only their
-    commas (``table_chunks.csv_text`` lays the rows out, quotes and guards)."""
+def sparse_csv_parts(records: list, layout: _Layout, formula_guard: bool = False,
+                     chunk_bytes: int = TEXT_CHUNK_BYTES):
+    """The same bytes as ``dense_csv``, in parts (the header, then rows of about
+    ``chunk_bytes`` of text each), from the cells that have a value: a series row fills
+    a few hundred of thousands of columns, and the empty ones cost only their commas
+    (``table_chunks.csv_text`` lays the rows out, quotes and guards). Parts are cut for
+    the reason the file table's chunks are (``tables.py``): Arrow's pool hands a block
+    of 32 MB or more back to the kernel when it is freed, so one part of the whole
+    table (37 MB for the benchmark archive) faulted its memory in afresh at every step.
+    Every part's cells are made before this returns, so a text Arrow cannot hold (a
+    lone surrogate) raises here, before anything is written."""
     booleans = [arrow_type == pa.bool_() for arrow_type in layout.types]
     fixed = [(index, field, booleans[index]) for index, field in enumerate(layout.fields)
              if field and index]
@@ -248,29 +255,48 @@ def sparse_csv(records: list, layout: _Layout, formula_guard: bool = False) -> b
                         keys.append(index)
                         texts.append(_text(value, booleans[index]))
         counts.append(len(keys) - start)
+    width = len(layout.names)
     rows = np.repeat(np.arange(len(records), dtype=np.int64), counts)
     keys = np.asarray(keys, np.int64)
     shown = np.flatnonzero(keys >= 0)
-    order = shown[np.argsort(rows[shown] * len(layout.names) + keys[shown], kind="stable")]
+    order = shown[np.argsort(rows[shown] * width + keys[shown], kind="stable")]
     offsets = np.zeros(len(records) + 1, np.int64)
     np.cumsum(np.bincount(rows[shown], minlength=len(records)), out=offsets[1:])
-    cells = CellRows(paths, None, None, offsets, keys[order].astype(np.int32),
-                     pa.array(texts, pa.large_string()).take(pa.array(order)))
+    keys = keys[order].astype(np.int32)
+    texts = [texts[at] for at in order.tolist()]  # in row and column order
+    # Rows per part: their texts' lengths and commas, at least one row a part.
+    sizes = np.cumsum([0] + [len(text) for text in texts])
+    row_ends = np.cumsum(sizes[offsets[1:]] - sizes[offsets[:-1]] + width)
+    parts, first = [], 0
+    while first < len(records):
+        last = max(first + 1, int(np.searchsorted(
+            row_ends, (row_ends[first - 1] if first else 0) + chunk_bytes, "right")))
+        low, high = offsets[first], offsets[last]
+        parts.append(CellRows(paths[first:last], None, None, offsets[first:last + 1] - low,
+                              keys[low:high], pa.array(texts[low:high], pa.large_string())))
+        first = last
     guarded = np.array([formula_guard and guard for guard in layout.guarded]) \
         if formula_guard else None
-    return (csv_record(layout.names).encode("utf-8", "backslashreplace")
-            + csv_text(cells, len(layout.names), guarded))
+    header = csv_record(layout.names).encode("utf-8", "backslashreplace")
+    return itertools.chain((header,), (csv_text(part, width, guarded) for part in parts))
+
+
+def sparse_csv(records: list, layout: _Layout, formula_guard: bool = False,
+               chunk_bytes: int = TEXT_CHUNK_BYTES) -> bytes:
+    """``sparse_csv_parts`` joined: the table's CSV as one value."""
+    return b"".join(sparse_csv_parts(records, layout, formula_guard, chunk_bytes))
 
 
 def write_table(records: list, layout: _Layout, csv_path: str | None,
                 parquet_path: str | None, formula_guard: bool = False) -> None:
     if csv_path:
         try:
-            text = sparse_csv(records, layout, formula_guard)
+            parts = sparse_csv_parts(records, layout, formula_guard)
         except (pa.ArrowException, UnicodeError):  # a lone surrogate: csv escapes it
-            text = dense_csv(records, layout, formula_guard)
+            parts = (dense_csv(records, layout, formula_guard),)
         with open_write(csv_path) as out:
-            out.write(text)
+            for part in parts:
+                out.write(part)
     if parquet_path:
         arrays = []
         for values, arrow_type, source in zip(_columns(records, layout), layout.types,
