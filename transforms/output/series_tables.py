@@ -203,7 +203,7 @@ def _csv_column(values: list, arrow_type, guard: bool) -> list:
 
 
 def dense_csv(records: list, layout: _Layout, formula_guard: bool = False) -> bytes:
-    """The table's CSV by Python's ``csv``, every cell of every row (``sparse_csv``'s
+    """The table's CSV by Python's ``csv``, every cell of every row (``sparse_csv_parts``'
     reference, and its fallback)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
@@ -279,12 +279,6 @@ def sparse_csv_parts(records: list, layout: _Layout, formula_guard: bool = False
         if formula_guard else None
     header = csv_record(layout.names).encode("utf-8", "backslashreplace")
     return itertools.chain((header,), (csv_text(part, width, guarded) for part in parts))
-
-
-def sparse_csv(records: list, layout: _Layout, formula_guard: bool = False,
-               chunk_bytes: int = TEXT_CHUNK_BYTES) -> bytes:
-    """``sparse_csv_parts`` joined: the table's CSV as one value."""
-    return b"".join(sparse_csv_parts(records, layout, formula_guard, chunk_bytes))
 
 
 def write_table(records: list, layout: _Layout, csv_path: str | None,
