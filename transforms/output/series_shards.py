@@ -65,7 +65,8 @@ def _positions(texts: list, normal) -> list | None:
         xyz = np.array(list(map(float, itertools.chain.from_iterable(parts)))).reshape(-1, 3)
     except ValueError:
         return None
-    projected = xyz[:, 0] * normal[0] + xyz[:, 1] * normal[1] + xyz[:, 2] * normal[2]
+    with np.errstate(all="ignore"):  # inf * 0 is nan, quietly, as in Python's floats
+        projected = xyz[:, 0] * normal[0] + xyz[:, 1] * normal[1] + xyz[:, 2] * normal[2]
     return [round(value, POSITION_DECIMALS) + 0.0 for value in projected.tolist()]  # no -0.0
 
 
