@@ -12,6 +12,7 @@ import shutil
 import warnings
 
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pydicom
 import pytest
@@ -24,7 +25,9 @@ from transforms.output.series import (
     DISTINCT_CAP, IMAGE_ORIENTATION, IMAGE_POSITION, INSTANCE_NUMBER, PATIENT_ID,
     POSITION_CAP, SERIES_UID, STUDY_UID, SeriesSummary, column_numbers,
 )
-from transforms.output.series_packing import PLAIN_DATA, CombineSeries, decompress, pack
+from transforms.output.series_packing import (
+    PLAIN_DATA, CombineSeries, StashSummaries, decompress, pack, read_stashed,
+)
 from transforms.output.series_records import SERIES_FIELDS, cell, series_record, set_cells
 from transforms.output.series_shards import _normal, _positions, shard_summaries
 from transforms.output.series_tables import (
@@ -260,6 +263,17 @@ def test_packed_partials_give_the_same_series(tmp_path):
     assert isinstance(PLAIN_DATA.decode(decompress(merged)), list)  # of plain data
     names = {number: name for name, number in numbers.items()}
     assert series_record((key, merged), numbers, names) == expected
+    # Then stashed in a file of the temp dir for the writer, and read back unchanged.
+    stash = StashSummaries(str(tmp_path))
+    stashed = [stash.flush([(key, merged), (("P2", "", ""), pack(SeriesSummary()))]),
+               stash.flush([(("P1", "S1", "é"), b"")])]
+    assert sorted(read_stashed(stashed)) == sorted([
+        (key, merged), (("P2", "", ""), pack(SeriesSummary())), (("P1", "S1", "é"), b"")])
+    foreign = tmp_path / "foreign.arrow"
+    with pa.ipc.new_file(str(foreign), pa.schema([("Summary", pa.binary())])) as writer:
+        writer.write_table(pa.table({"Summary": [merged]}))
+    with pytest.raises(ValueError, match="not a file of stashed series summaries"):
+        read_stashed([str(foreign)])
 
 
 def test_packing_refuses_what_is_not_plain_data():

@@ -41,6 +41,7 @@ from transforms.output.series import KEY_COLUMNS, bound_kind, column_numbers
 from transforms.output.series_records import (
     SERIES_FIELDS, STUDY_FIELDS, report_figures, series_record, study_records,
 )
+from transforms.output.series_packing import StashSummaries, read_stashed
 from transforms.output.series_shards import SummarizeSeries
 from transforms.output.shard_format import CellRows
 from transforms.output.table_chunks import csv_record, csv_text
@@ -321,7 +322,7 @@ def _hide(records: list, hidden: list) -> list:
     return [{**record, **dict.fromkeys(fields, "")} for record in records]
 
 
-def _write_step(_, summaries, table_columns, final: SeriesFiles, temp_dir: str,
+def _write_step(_, stashed, table_columns, final: SeriesFiles, temp_dir: str,
                 formula_guard: bool = False, hidden: tuple = ()) -> dict:
     from transforms.inputs import storage
 
@@ -329,7 +330,7 @@ def _write_step(_, summaries, table_columns, final: SeriesFiles, temp_dir: str,
     numbers = column_numbers(table_columns)  # packed summaries number their columns
     names = {number: name for name, number in numbers.items()}
     with collection_paused():
-        series = [series_record(keyed, numbers, names) for keyed in summaries]
+        series = [series_record(keyed, numbers, names) for keyed in read_stashed(stashed)]
     studies = study_records(series)
     # Sorted by the keys as read, so the order is the same whether they are shown or not.
     series = _hide(sorted(series, key=_key), hidden)
@@ -352,8 +353,9 @@ def _write_step(_, summaries, table_columns, final: SeriesFiles, temp_dir: str,
 class WriteSeriesTables(beam.PTransform):
     """{SHARDS, COLUMNS} -> {SERIES_FIGURES: one dict of figures (``SERIES_REPORT``),
     emitted once the series and study tables are in place}. The shards are read again,
-    one partial summary per series each, combined per series; the one step that writes
-    the tables makes the series rows, and the study rows from them."""
+    one partial summary per series each, combined per series and stashed in files of
+    the temp dir; the one step that writes the tables reads them, makes the series rows,
+    and the study rows from them."""
 
     def __init__(self, final: SeriesFiles, temp_dir: str, csv_formula_guard: bool = False,
                  hidden_keys=()):
@@ -365,11 +367,13 @@ class WriteSeriesTables(beam.PTransform):
 
     def expand(self, records):
         columns = records[COLUMNS]
-        summaries = records[SHARDS] | "Summarize" >> SummarizeSeries(columns)
+        stashed = (records[SHARDS]
+                   | "Summarize" >> SummarizeSeries(columns)
+                   | "Stash" >> beam.ParDo(StashSummaries(self.temp_dir)))
         figures = (
             columns.pipeline
             | "Once" >> beam.Create([None])
-            | "Write" >> beam.Map(_write_step, beam.pvalue.AsList(summaries),
+            | "Write" >> beam.Map(_write_step, beam.pvalue.AsList(stashed),
                                   beam.pvalue.AsSingleton(columns), self.final,
                                   self.temp_dir, self.csv_formula_guard, self.hidden_keys)
             | "Finalize" >> beam.Map(finalize_step)
