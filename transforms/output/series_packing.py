@@ -9,6 +9,7 @@ the one step that writes the tables, which reads them back (``read_stashed``).
 
 from __future__ import annotations
 
+import concurrent.futures
 import struct
 import uuid
 
@@ -212,13 +213,19 @@ class StashSummaries(Buffered):
 
 
 def read_stashed(paths) -> list:
-    """``[(series key, packed summary)]`` of the files ``StashSummaries`` wrote."""
+    """``[(series key, packed summary)]`` of the files ``StashSummaries`` wrote (one per
+    bundle of the combine: on a bucket, many small objects, so read 16 at a time)."""
     found = []
-    for path in sorted(paths):
-        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
-            table = pa.ipc.open_file(pa.BufferReader(stream.read())).read_all()
-        if table.schema != _STASH_SCHEMA:
-            raise ValueError(f"{path}: not a file of stashed series summaries")
-        patients, studies, series, summaries = (column.to_pylist() for column in table.columns)
-        found.extend(zip(zip(patients, studies, series), summaries))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
+        for pairs in pool.map(_read_stash, sorted(paths)):
+            found.extend(pairs)
     return found
+
+
+def _read_stash(path: str) -> list:
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
+        table = pa.ipc.open_file(pa.BufferReader(stream.read())).read_all()
+    if table.schema != _STASH_SCHEMA:
+        raise ValueError(f"{path}: not a file of stashed series summaries")
+    patients, studies, series, summaries = (column.to_pylist() for column in table.columns)
+    return list(zip(zip(patients, studies, series), summaries))
