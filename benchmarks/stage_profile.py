@@ -13,7 +13,9 @@ and (d) again.
   time from one bundle's start to the next is its stage's, and so is the CPU the process
   tree used meanwhile (this process, its workers, and reaped children). A stage whose
   cores-busy figure is near 1 is serial. Fused stages are named by the pipeline steps
-  they hold (``extraction+spill``: the steps fused into one stage).
+  they hold (``extraction+spill``: the steps fused into one stage). The runner's own
+  process is shown apart: what it spends there is data passing through it (groupings,
+  side inputs), not work of the pipeline's steps.
 * **Steps, by execution time**: the milliseconds the runner's state sampler charged to
   each step (``start``/``process``/``finish`` bundle, summed over workers), grouped as
   listing, dedupe, extraction, spill, columns, merge, series, report, commit: this splits a
@@ -107,6 +109,11 @@ class TreeCpu:
         reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
         return own.user + own.system + reaped.ru_utime + reaped.ru_stime + live
 
+    def own(self) -> float:
+        """CPU seconds of this process alone: the runner's own, not its workers'."""
+        own = self.me.cpu_times()
+        return own.user + own.system
+
 
 class Sampler(threading.Thread):
     def __init__(self, cpu: TreeCpu, interval: float = 0.1):
@@ -128,7 +135,8 @@ class Sampler(threading.Thread):
 
 
 class BundleTimeline(logging.Handler):
-    """(time, tree CPU, fused stage) at the start of every bundle the runner runs."""
+    """(time, tree CPU, this process's CPU, fused stage) at the start of every bundle
+    the runner runs."""
 
     def __init__(self, cpu: TreeCpu):
         super().__init__(logging.DEBUG)
@@ -139,7 +147,8 @@ class BundleTimeline(logging.Handler):
 
         stage = fused_stage_of(record)
         if stage is not None:
-            self.events.append((time.perf_counter(), self.cpu(), stage_of_fused(stage)))
+            self.events.append((time.perf_counter(), self.cpu(), self.cpu.own(),
+                                stage_of_fused(stage)))
 
 
 def step_msecs(result) -> dict:
@@ -198,7 +207,7 @@ def profile(archive: str, output: str, cli_flags: list[str]) -> dict:
     logger.propagate = False
     sampler = Sampler(cpu)
     results = []
-    started, cpu_started = time.perf_counter(), cpu()
+    started, cpu_started, own_started = time.perf_counter(), cpu(), cpu.own()
     sampler.start()
     try:
         summary = launch.run(inputs, options, quiet=True, observe=results.append)
@@ -206,12 +215,13 @@ def profile(archive: str, output: str, cli_flags: list[str]) -> dict:
         sampler.stopped.set()
         sampler.join()
         logger.removeHandler(timeline)
-    ended, cpu_ended = time.perf_counter(), cpu()
-    events = [(started, cpu_started, "construction")] + timeline.events + [(ended, cpu_ended, "")]
+    ended, cpu_ended, own_ended = time.perf_counter(), cpu(), cpu.own()
+    events = ([(started, cpu_started, own_started, "construction")] + timeline.events
+              + [(ended, cpu_ended, own_ended, "")])
     stages: dict = collections.OrderedDict()
-    for (t0, c0, name), (t1, c1, _) in zip(events, events[1:]):
-        wall, used = stages.get(name, (0.0, 0.0))
-        stages[name] = (wall + t1 - t0, used + c1 - c0)
+    for (t0, c0, o0, name), (t1, c1, o1, _) in zip(events, events[1:]):
+        wall, used, own = stages.get(name, (0.0, 0.0, 0.0))
+        stages[name] = (wall + t1 - t0, used + c1 - c0, own + o1 - o0)
     figures.update(
         seconds=ended - started, cpu=cpu_ended - cpu_started, stages=stages, summary=summary,
         steps=step_msecs(results[0]) if results else {},
@@ -231,11 +241,12 @@ def print_profile(figures: dict, files: int, anchor: float | None) -> None:
           f"{figures['options']}; rows {figures['summary'].get('rows')}")
     print(f"runner start-up with its workers (one-element pipeline): "
           f"{figures['startup'][0]:.2f} s, {figures['startup'][1]:.2f} CPU s")
-    print("\n| fused stages (runner's order) | wall s | share | CPU s | cores busy |")
-    print("|---|---:|---:|---:|---:|")
-    for name, (wall, used) in figures["stages"].items():
+    print("\n| fused stages (runner's order) | wall s | share | CPU s | cores busy "
+          "| runner process CPU s |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, (wall, used, own) in figures["stages"].items():
         print(f"| {name} | {wall:.2f} | {100 * wall / seconds:.0f} % | {used:.2f} | "
-              f"{used / wall if wall else 0:.2f} |")
+              f"{used / wall if wall else 0:.2f} | {own:.2f} |")
     by_stage: dict = collections.Counter()
     for step, msecs in figures["steps"].items():
         by_stage[stage_of_step(step)] += msecs
