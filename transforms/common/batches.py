@@ -3,7 +3,9 @@
 ``Buffered`` is the one buffer-and-flush pattern of the pipeline (batches of files, row
 shards, outcome parts): it fills a buffer in ``process``, hands a full one to ``flush``,
 and flushes the rest in ``finish_bundle`` into the global window (the only window this
-pipeline uses). A retried bundle starts with an empty buffer.
+pipeline uses). A retried bundle starts with an empty buffer. ``BufferedFiles`` is the
+same for the steps whose flush writes a new file (row shards, outcome parts, series
+summaries), each under a name of its own, so a retried bundle never overwrites one.
 """
 
 from __future__ import annotations
@@ -49,6 +51,20 @@ class Buffered(beam.DoFn):
 
     def flush(self, buffer: list):
         raise NotImplementedError
+
+
+class BufferedFiles(Buffered):
+    """A ``Buffered`` whose ``flush`` writes each full buffer as one new file of
+    ``directory``, on any filesystem the run uses, and returns what to emit for it."""
+
+    def __init__(self, directory: str, size: int):
+        super().__init__(size)
+        self.directory = directory
+
+    def setup(self):
+        from transforms.inputs import storage
+
+        storage.prepare_filesystems()
 
 
 class Batch(Buffered):

@@ -28,7 +28,7 @@ from typing import NamedTuple
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.common.batches import Buffered
+from transforms.common.batches import BufferedFiles
 from transforms.common.tags import (
     ARCHIVE_ENTRY, ARCHIVE_UNITS, COUNTS, MANIFEST, MATCHED, REUSE_COUNTS, REUSE_ROWS,
     REUSED_ARCHIVE_UNITS, REUSED_MANIFEST, REUSED_SHARDS, TO_EXTRACT, WEB_ENTRIES,
@@ -182,26 +182,20 @@ class Classify(beam.DoFn):
             self.progress.flush()
 
 
-class RespillRows(Buffered):
+class RespillRows(BufferedFiles):
     """(old shard, kept paths) -> ``ShardInfo`` of the kept rows, now stored in this
     run's generation. A shard kept whole and at least half full is copied; the kept rows
     of the others are packed into new shards."""
 
     def __init__(self, generation: str, rows_per_shard: int):
-        super().__init__(rows_per_shard)
-        self.generation = generation
-
-    def setup(self):
-        from transforms.inputs import storage
-
-        storage.prepare_filesystems()
+        super().__init__(generation, rows_per_shard)
 
     def process(self, shard_paths):
         old_shard, paths = shard_paths
         keep = set(paths)
         info = shard_format.read_info(old_shard)
         if len(keep) == info.rows and info.rows * 2 >= self.size:
-            new = new_shard_path(self.generation)
+            new = new_shard_path(self.directory)
             FileSystems.copy([old_shard], [new])
             yield info._replace(path=new)
         else:
@@ -217,7 +211,7 @@ class RespillRows(Buffered):
             raise RuntimeError(f"{old_shard} holds {found} of the {len(keep)} rows to reuse")
 
     def flush(self, rows: list):
-        return shard_format.write_shard(new_shard_path(self.generation), rows)
+        return shard_format.write_shard(new_shard_path(self.directory), rows)
 
 
 class CountOutcomes(beam.CombineFn):

@@ -20,7 +20,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.common.atomic_files import open_write
-from transforms.common.batches import Buffered
+from transforms.common.batches import BufferedFiles
 from transforms.output.series import ColumnSummary, Geometry, SeriesSummary
 
 
@@ -178,7 +178,7 @@ _STASH_SCHEMA = pa.schema([("PatientID", pa.string()), ("StudyInstanceUID", pa.s
                            ("SeriesInstanceUID", pa.string()), ("Summary", pa.binary())])
 
 
-class StashSummaries(Buffered):
+class StashSummaries(BufferedFiles):
     """``(series key, packed summary)`` -> the path of a file that holds them: an Arrow
     IPC file (the key's three texts, the packed bytes) under a name of its own in the
     run's temp dir, written once and never changed. The step that writes the tables gets
@@ -189,13 +189,7 @@ class StashSummaries(Buffered):
     output names; the run's cleanup deletes the temp dir with them."""
 
     def __init__(self, temp_dir: str):
-        super().__init__(STASH_SUMMARIES)
-        self.temp_dir = temp_dir
-
-    def setup(self):
-        from transforms.inputs import storage
-
-        storage.prepare_filesystems()
+        super().__init__(temp_dir, STASH_SUMMARIES)
 
     def flush(self, buffer: list) -> str:
         keys = list(zip(*(key for key, _ in buffer)))
@@ -206,7 +200,7 @@ class StashSummaries(Buffered):
         sink = pa.BufferOutputStream()
         with pa.ipc.new_file(sink, _STASH_SCHEMA) as writer:
             writer.write_table(table)
-        path = FileSystems.join(self.temp_dir, f"series-summaries-{uuid.uuid4().hex}.arrow")
+        path = FileSystems.join(self.directory, f"series-summaries-{uuid.uuid4().hex}.arrow")
         with open_write(path) as out:
             out.write(sink.getvalue())
         return path

@@ -18,7 +18,7 @@ import uuid
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.common.batches import Buffered
+from transforms.common.batches import BufferedFiles
 from transforms.common.tags import (
     FILE_ROWS, MANIFEST, MEMBER_ROWS, OUTCOME_PARTS, REUSED_MANIFEST, REUSED_SHARDS, SHARDS,
     WEB_ROWS,
@@ -34,33 +34,21 @@ def new_shard_path(directory: str) -> str:
     return FileSystems.join(directory, f"rows-{uuid.uuid4().hex}{shard_format.SUFFIX}")
 
 
-class SpillRows(Buffered):
+class SpillRows(BufferedFiles):
     """StoredRow -> nothing per row; a ``ShardInfo`` each time a shard is written."""
 
     def __init__(self, directory: str, rows_per_shard: int = 5000):
-        super().__init__(rows_per_shard)
-        self.directory = directory
-
-    def setup(self):
-        from transforms.inputs import storage
-
-        storage.prepare_filesystems()
+        super().__init__(directory, rows_per_shard)
 
     def flush(self, rows: list):
         return shard_format.write_shard(new_shard_path(self.directory), rows)
 
 
-class WriteOutcomes(Buffered):
+class WriteOutcomes(BufferedFiles):
     """Error/skip entries -> ``outcomes-<uuid>.parquet`` parts; outputs each part's path."""
 
     def __init__(self, directory: str):
-        super().__init__(ENTRIES_PER_PART)
-        self.directory = directory
-
-    def setup(self):
-        from transforms.inputs import storage
-
-        storage.prepare_filesystems()
+        super().__init__(directory, ENTRIES_PER_PART)
 
     def flush(self, entries: list) -> str:
         path = FileSystems.join(self.directory, f"outcomes-{uuid.uuid4().hex}.parquet")
