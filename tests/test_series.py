@@ -269,6 +269,16 @@ def test_packed_partials_give_the_same_series(tmp_path):
                stash.flush([(("P1", "S1", "é"), b"")])]
     assert sorted(read_stashed(stashed)) == sorted([
         (key, merged), (("P2", "", ""), pack(SeriesSummary())), (("P1", "S1", "é"), b"")])
+    # A bundle's summaries go to a new file once their packed bytes reach the budget.
+    small = StashSummaries(str(tmp_path), budget=len(merged) + 1)
+    small.setup()
+    small.start_bundle()
+    pairs = [(key, merged), (("P3", "S", "X"), b"x"), (("P4", "S", "X"), b"y")]
+    written = [path for pair in pairs for path in small.process(pair)]
+    assert len(written) == 1  # the first two reached the budget
+    written += [windowed.value for windowed in small.finish_bundle()]
+    assert [len(read_stashed([path])) for path in written] == [2, 1]
+    assert sorted(read_stashed(written)) == sorted(pairs)
     foreign = tmp_path / "foreign.arrow"
     with pa.ipc.new_file(str(foreign), pa.schema([("Summary", pa.binary())])) as writer:
         writer.write_table(pa.table({"Summary": [merged]}))

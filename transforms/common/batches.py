@@ -36,10 +36,14 @@ class Buffered(beam.DoFn):
     def add(self, element):
         """Buffer one element; returns the flushed output when the buffer is full."""
         self.buffer.append(element)
-        if len(self.buffer) >= self.size:
+        if self.full(element):
             buffer, self.buffer = self.buffer, []
             return [self.flush(buffer)]
         return []
+
+    def full(self, element) -> bool:
+        """Whether the buffer is full now that it holds ``element``."""
+        return len(self.buffer) >= self.size
 
     def process(self, element):
         yield from self.add(element)

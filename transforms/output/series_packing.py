@@ -172,8 +172,10 @@ class SummaryCoder(coders.Coder):
         return True
 
 
-# Combined summaries per stash file (a bundle writes one file per this many, or fewer).
+# Combined summaries per stash file, and their packed bytes: a bundle writes a file when
+# either is reached (an RT Structure Set's series packs to about 100 kB), or at its end.
 STASH_SUMMARIES = 4096
+STASH_BYTES = 64 << 20
 _STASH_SCHEMA = pa.schema([("PatientID", pa.string()), ("StudyInstanceUID", pa.string()),
                            ("SeriesInstanceUID", pa.string()), ("Summary", pa.binary())])
 
@@ -188,8 +190,21 @@ class StashSummaries(BufferedFiles):
     a second time as a side input. A retried bundle writes files of new names, which no
     output names; the run's cleanup deletes the temp dir with them."""
 
-    def __init__(self, temp_dir: str):
+    def __init__(self, temp_dir: str, budget: int = STASH_BYTES):
         super().__init__(temp_dir, STASH_SUMMARIES)
+        self.budget = budget
+        self.held = 0  # packed bytes in the buffer
+
+    def start_bundle(self):
+        super().start_bundle()
+        self.held = 0
+
+    def full(self, element) -> bool:
+        self.held += len(element[1])
+        if len(self.buffer) < self.size and self.held < self.budget:
+            return False
+        self.held = 0
+        return True
 
     def flush(self, buffer: list) -> str:
         keys = list(zip(*(key for key, _ in buffer)))
