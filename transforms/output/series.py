@@ -53,7 +53,6 @@ KEY_COLUMNS = (PATIENT_ID, STUDY_UID, SERIES_UID)
 DISTINCT_CAP = 1000  # distinct values kept per column and series; beyond: "more than"
 RANGE_CAP = 4096  # ranges of instance numbers kept per series
 POSITION_CAP = 4096  # distinct slice positions kept per series
-TOO_MANY_POSITIONS = f"more than {POSITION_CAP} slice positions"  # the geometry's note
 POSITION_DECIMALS = 4  # mm: positions equal to 0.1 µm are the same position
 DATE_TIME_VRS = frozenset({"DA", "TM", "DT"})
 _LAST_TAG = re.compile(r"\(([0-9A-F]{4}),([0-9A-F]{4})\)$")
@@ -211,6 +210,14 @@ class Geometry:
         self.positions = positions  # rounded position -> files
         self.note = note
 
+    @classmethod
+    def counted(cls, orientation: str, positions: dict) -> "Geometry":
+        """The geometry of files at ``positions`` (position -> files) along the normal of
+        ``orientation``; past ``POSITION_CAP`` positions, only the note."""
+        geometry = cls(orientation, positions)
+        geometry._cap()
+        return geometry
+
     def merge(self, other: "Geometry") -> None:
         if not self.note and other.note:
             self.note = other.note
@@ -221,8 +228,11 @@ class Geometry:
             return
         for position, count in other.positions.items():
             self.positions[position] = self.positions.get(position, 0) + count
+        self._cap()
+
+    def _cap(self) -> None:
         if len(self.positions) > POSITION_CAP:
-            self.note = TOO_MANY_POSITIONS
+            self.note = f"more than {POSITION_CAP} slice positions"
             self.orientation = self.positions = None
 
 

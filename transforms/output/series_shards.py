@@ -24,8 +24,8 @@ from transforms.output import shard_format
 from transforms.output.table_chunks import without_keys
 from transforms.output.series import (
     IMAGE_ORIENTATION, IMAGE_POSITION, INSTANCE_NUMBER, KEY_COLUMNS, NO_POSITION,
-    POSITION_CAP, POSITION_DECIMALS, TOO_MANY_POSITIONS, ColumnSummary, Geometry,
-    InstanceNumbers, SeriesSummary, column_numbers,
+    POSITION_DECIMALS, ColumnSummary, Geometry, InstanceNumbers, SeriesSummary,
+    column_numbers,
 )
 from transforms.output.series_packing import CombineSeries, pack
 
@@ -81,10 +81,8 @@ def _geometry(orientations: list, positions: list) -> Geometry:
     projected = _positions(positions, _normal(orientation))
     if projected is None:
         return Geometry(None, None, NO_POSITION)
-    counted = dict(collections.Counter(projected))  # position -> files, in file order
-    if len(counted) > POSITION_CAP:
-        return Geometry(None, None, TOO_MANY_POSITIONS)
-    return Geometry(orientation, counted)
+    # position -> files, in file order
+    return Geometry.counted(orientation, dict(collections.Counter(projected)))
 
 
 def _instance_number(text: str | None):
