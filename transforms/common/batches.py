@@ -24,33 +24,38 @@ def in_global_window(value):
 
 
 class Buffered(beam.DoFn):
-    """Gathers elements; ``flush(list)`` returns what to emit for each full buffer."""
+    """Gathers elements; ``flush(list)`` returns what to emit for each full buffer: one
+    of ``size`` elements or, with a ``budget``, one whose elements ``weigh`` that much."""
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, budget: int = 0):
         self.size = max(1, size)
+        self.budget = budget
         self.buffer: list = []
+        self.held = 0  # the buffer's weight
 
     def start_bundle(self):
-        self.buffer = []
+        self.buffer, self.held = [], 0
 
     def add(self, element):
         """Buffer one element; returns the flushed output when the buffer is full."""
         self.buffer.append(element)
-        if self.full(element):
-            buffer, self.buffer = self.buffer, []
+        if self.budget:
+            self.held += self.weigh(element)
+        if len(self.buffer) >= self.size or self.budget and self.held >= self.budget:
+            buffer, self.buffer, self.held = self.buffer, [], 0
             return [self.flush(buffer)]
         return []
 
-    def full(self, element) -> bool:
-        """Whether the buffer is full now that it holds ``element``."""
-        return len(self.buffer) >= self.size
+    def weigh(self, element) -> int:
+        """What ``element`` counts against the ``budget`` (bytes, for instance)."""
+        return 0
 
     def process(self, element):
         yield from self.add(element)
 
     def finish_bundle(self):
         if self.buffer:
-            buffer, self.buffer = self.buffer, []
+            buffer, self.buffer, self.held = self.buffer, [], 0
             yield in_global_window(self.flush(buffer))
 
     def flush(self, buffer: list):
@@ -61,8 +66,8 @@ class BufferedFiles(Buffered):
     """A ``Buffered`` whose ``flush`` writes each full buffer as one new file of
     ``directory``, on any filesystem the run uses, and returns what to emit for it."""
 
-    def __init__(self, directory: str, size: int):
-        super().__init__(size)
+    def __init__(self, directory: str, size: int, budget: int = 0):
+        super().__init__(size, budget)
         self.directory = directory
 
     def setup(self):

@@ -191,20 +191,10 @@ class StashSummaries(BufferedFiles):
     output names; the run's cleanup deletes the temp dir with them."""
 
     def __init__(self, temp_dir: str, budget: int = STASH_BYTES):
-        super().__init__(temp_dir, STASH_SUMMARIES)
-        self.budget = budget
-        self.held = 0  # packed bytes in the buffer
+        super().__init__(temp_dir, STASH_SUMMARIES, budget)
 
-    def start_bundle(self):
-        super().start_bundle()
-        self.held = 0
-
-    def full(self, element) -> bool:
-        self.held += len(element[1])
-        if len(self.buffer) < self.size and self.held < self.budget:
-            return False
-        self.held = 0
-        return True
+    def weigh(self, element) -> int:
+        return len(element[1])  # the packed summary's bytes
 
     def flush(self, buffer: list) -> str:
         keys = list(zip(*(key for key, _ in buffer)))
