@@ -3,9 +3,8 @@
 ``Buffered`` is the one buffer-and-flush pattern of the pipeline (batches of files, row
 shards, outcome parts): it fills a buffer in ``process``, hands a full one to ``flush``,
 and flushes the rest in ``finish_bundle`` into the global window (the only window this
-pipeline uses). A retried bundle starts with an empty buffer. ``BufferedFiles`` is the
-same for the steps whose flush writes a new file (row shards, outcome parts, series
-summaries), each under a name of its own, so a retried bundle never overwrites one.
+pipeline uses). A retried bundle starts with an empty buffer. The steps whose flush
+writes a file share ``output.spill.BufferedFiles``.
 """
 
 from __future__ import annotations
@@ -60,20 +59,6 @@ class Buffered(beam.DoFn):
 
     def flush(self, buffer: list):
         raise NotImplementedError
-
-
-class BufferedFiles(Buffered):
-    """A ``Buffered`` whose ``flush`` writes each full buffer as one new file of
-    ``directory``, on any filesystem the run uses, and returns what to emit for it."""
-
-    def __init__(self, directory: str, size: int, budget: int = 0):
-        super().__init__(size, budget)
-        self.directory = directory
-
-    def setup(self):
-        from transforms.inputs import storage
-
-        storage.prepare_filesystems()
 
 
 class Batch(Buffered):

@@ -28,7 +28,6 @@ from typing import NamedTuple
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.common.batches import BufferedFiles
 from transforms.common.tags import (
     ARCHIVE_ENTRY, ARCHIVE_UNITS, COUNTS, MANIFEST, MATCHED, REUSE_COUNTS, REUSE_ROWS,
     REUSED_ARCHIVE_UNITS, REUSED_MANIFEST, REUSED_SHARDS, TO_EXTRACT, WEB_ENTRIES,
@@ -37,7 +36,7 @@ from transforms.common.tags import (
 from transforms.inputs.archive_members import archive_of
 from transforms.inputs.dicomweb import is_dicomweb_row
 from transforms.output import shard_format
-from transforms.output.spill import new_shard_path
+from transforms.output.spill import BufferedFiles, new_shard_path
 from transforms.reading.file_outcomes import StoredRow
 from transforms.output.state import RunState, read_outcomes
 from transforms.output.web_reuse import PlanSeriesReuse, series_key

@@ -20,8 +20,8 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.common.atomic_files import open_write
-from transforms.common.batches import BufferedFiles
 from transforms.output.series import ColumnSummary, Geometry, SeriesSummary
+from transforms.output.spill import BufferedFiles
 
 
 class _NoPickle(coders.Coder):

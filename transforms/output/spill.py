@@ -18,7 +18,7 @@ import uuid
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.common.batches import BufferedFiles
+from transforms.common.batches import Buffered
 from transforms.common.tags import (
     FILE_ROWS, MANIFEST, MEMBER_ROWS, OUTCOME_PARTS, REUSED_MANIFEST, REUSED_SHARDS, SHARDS,
     WEB_ROWS,
@@ -28,6 +28,22 @@ from transforms.output.state import write_outcomes
 
 # Error/skip entries per outcome part: a killed run loses at most this many per worker.
 ENTRIES_PER_PART = 2000
+
+
+class BufferedFiles(Buffered):
+    """A ``Buffered`` whose ``flush`` writes each full buffer as one new file of
+    ``directory``, on any filesystem the run uses, under a name no other attempt uses
+    (a retried bundle never overwrites one), and returns what to emit for it: row
+    shards, outcome parts, re-spilled rows, stashed series summaries."""
+
+    def __init__(self, directory: str, size: int, budget: int = 0):
+        super().__init__(size, budget)
+        self.directory = directory
+
+    def setup(self):
+        from transforms.inputs import storage
+
+        storage.prepare_filesystems()
 
 
 def new_shard_path(directory: str) -> str:
