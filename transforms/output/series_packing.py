@@ -212,8 +212,9 @@ class StashSummaries(BufferedFiles):
 
 
 def read_stashed(paths) -> list:
-    """``[(series key, packed summary)]`` of the files ``StashSummaries`` wrote (one per
-    bundle of the combine: on a bucket, many small objects, so read 16 at a time)."""
+    """``[(series key, packed summary)]`` of the files ``StashSummaries`` wrote (one or
+    more per bundle of the combine: on a bucket, many small objects, so read 16 at a
+    time)."""
     found = []
     with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
         for pairs in pool.map(_read_stash, sorted(paths)):
