@@ -336,7 +336,6 @@ def test_the_sparse_csv_is_what_python_csv_writes():
     assert b"".join(sparse_csv_parts(records[:0], layout)) == dense_csv(records[:0], layout)
 
 
-
 def test_a_text_arrow_cannot_hold_is_written_by_python_csv(tmp_path):
     """A lone surrogate fails the Arrow parts before any is written: the table is
     written whole by ``csv`` instead, as it escapes it."""
@@ -350,6 +349,7 @@ def test_a_text_arrow_cannot_hold_is_written_by_python_csv(tmp_path):
         sparse_csv_parts([record], layout)
     write_table([record], layout, str(tmp_path / "s.csv"), None)
     assert (tmp_path / "s.csv").read_bytes() == dense_csv([record], layout)
+
 
 def test_keyword_names():
     assert keyword_name("Patient ID (0010,0020)") == "PatientID"
