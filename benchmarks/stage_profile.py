@@ -105,9 +105,8 @@ class TreeCpu:
                 live += times.user + times.system
             except psutil.Error:
                 pass
-        own = self.me.cpu_times()
         reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
-        return own.user + own.system + reaped.ru_utime + reaped.ru_stime + live
+        return self.own() + reaped.ru_utime + reaped.ru_stime + live
 
     def own(self) -> float:
         """CPU seconds of this process alone: the runner's own, not its workers'."""
