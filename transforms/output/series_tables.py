@@ -264,9 +264,9 @@ def sparse_csv_parts(records: list, layout: _Layout, formula_guard: bool = False
     offsets = np.zeros(len(records) + 1, np.int64)
     np.cumsum(np.bincount(rows[shown], minlength=len(records)), out=offsets[1:])
     keys = keys[order].astype(np.int32)
-    texts = [texts[at] for at in order.tolist()]  # in row and column order
-    # Rows per part: their texts' lengths and commas, at least one row a part.
-    sizes = np.cumsum([0] + [len(text) for text in texts])
+    values = pa.array(texts, pa.large_string()).take(pa.array(order))  # row, column order
+    # Rows per part: their texts' bytes and commas, at least one row a part.
+    sizes = np.frombuffer(values.buffers()[1], np.int64, len(values) + 1, values.offset * 8)
     row_ends = np.cumsum(sizes[offsets[1:]] - sizes[offsets[:-1]] + width)
     parts, first = [], 0
     while first < len(records):
@@ -274,7 +274,7 @@ def sparse_csv_parts(records: list, layout: _Layout, formula_guard: bool = False
             row_ends, (row_ends[first - 1] if first else 0) + chunk_bytes, "right")))
         low, high = offsets[first], offsets[last]
         parts.append(CellRows(paths[first:last], None, None, offsets[first:last + 1] - low,
-                              keys[low:high], pa.array(texts[low:high], pa.large_string())))
+                              keys[low:high], values[low:high]))
         first = last
     guarded = np.array([formula_guard and guard for guard in layout.guarded]) \
         if formula_guard else None
