@@ -15,7 +15,9 @@ and (d) again.
   cores-busy figure is near 1 is serial. Fused stages are named by the pipeline steps
   they hold (``extraction+spill``: the steps fused into one stage). The runner's own
   process is shown apart: what it spends there is data passing through it (groupings,
-  side inputs), not work of the pipeline's steps.
+  side inputs), not work of the pipeline's steps. So is the tree's kernel CPU (page
+  faults, writes, memory mapped and unmapped), which varies more from run to run than
+  the rest: a stage that writes a large file shows it.
 * **Steps, by execution time**: the milliseconds the runner's state sampler charged to
   each step (``start``/``process``/``finish`` bundle, summed over workers), grouped as
   listing, dedupe, extraction, spill, columns, merge, series, report, commit: this splits a
@@ -94,7 +96,12 @@ class TreeCpu:
         self.me = psutil.Process()
 
     def __call__(self) -> float:
-        live = 0.0
+        return self.times()[0]
+
+    def times(self) -> tuple[float, float]:
+        """(user + sys, sys): all of the tree's CPU, and the part spent in the kernel
+        (page faults, writes, mapping and unmapping memory)."""
+        user = system = 0.0
         try:
             children = self.me.children(recursive=True)
         except psutil.NoSuchProcess:
@@ -102,11 +109,14 @@ class TreeCpu:
         for child in children:
             try:
                 times = child.cpu_times()
-                live += times.user + times.system
+                user, system = user + times.user, system + times.system
             except psutil.Error:
                 pass
         reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
-        return self.own() + reaped.ru_utime + reaped.ru_stime + live
+        own = self.me.cpu_times()
+        user += reaped.ru_utime + own.user
+        system += reaped.ru_stime + own.system
+        return user + system, system
 
     def own(self) -> float:
         """CPU seconds of this process alone: the runner's own, not its workers'."""
@@ -134,8 +144,8 @@ class Sampler(threading.Thread):
 
 
 class BundleTimeline(logging.Handler):
-    """(time, tree CPU, this process's CPU, fused stage) at the start of every bundle
-    the runner runs."""
+    """(time, tree CPU, this process's CPU, the tree's kernel CPU, fused stage) at the
+    start of every bundle the runner runs."""
 
     def __init__(self, cpu: TreeCpu):
         super().__init__(logging.DEBUG)
@@ -146,7 +156,8 @@ class BundleTimeline(logging.Handler):
 
         stage = fused_stage_of(record)
         if stage is not None:
-            self.events.append((time.perf_counter(), self.cpu(), self.cpu.own(),
+            used, kernel = self.cpu.times()
+            self.events.append((time.perf_counter(), used, self.cpu.own(), kernel,
                                 stage_of_fused(stage)))
 
 
@@ -206,7 +217,8 @@ def profile(archive: str, output: str, cli_flags: list[str]) -> dict:
     logger.propagate = False
     sampler = Sampler(cpu)
     results = []
-    started, cpu_started, own_started = time.perf_counter(), cpu(), cpu.own()
+    started, (cpu_started, kernel_started), own_started = (
+        time.perf_counter(), cpu.times(), cpu.own())
     sampler.start()
     try:
         summary = launch.run(inputs, options, quiet=True, observe=results.append)
@@ -214,13 +226,13 @@ def profile(archive: str, output: str, cli_flags: list[str]) -> dict:
         sampler.stopped.set()
         sampler.join()
         logger.removeHandler(timeline)
-    ended, cpu_ended, own_ended = time.perf_counter(), cpu(), cpu.own()
-    events = ([(started, cpu_started, own_started, "construction")] + timeline.events
-              + [(ended, cpu_ended, own_ended, "")])
+    ended, (cpu_ended, kernel_ended), own_ended = time.perf_counter(), cpu.times(), cpu.own()
+    events = ([(started, cpu_started, own_started, kernel_started, "construction")]
+              + timeline.events + [(ended, cpu_ended, own_ended, kernel_ended, "")])
     stages: dict = collections.OrderedDict()
-    for (t0, c0, o0, name), (t1, c1, o1, _) in zip(events, events[1:]):
-        wall, used, own = stages.get(name, (0.0, 0.0, 0.0))
-        stages[name] = (wall + t1 - t0, used + c1 - c0, own + o1 - o0)
+    for (t0, c0, o0, k0, name), (t1, c1, o1, k1, _) in zip(events, events[1:]):
+        wall, used, own, kernel = stages.get(name, (0.0, 0.0, 0.0, 0.0))
+        stages[name] = (wall + t1 - t0, used + c1 - c0, own + o1 - o0, kernel + k1 - k0)
     figures.update(
         seconds=ended - started, cpu=cpu_ended - cpu_started, stages=stages, summary=summary,
         steps=step_msecs(results[0]) if results else {},
@@ -241,11 +253,11 @@ def print_profile(figures: dict, files: int, anchor: float | None) -> None:
     print(f"runner start-up with its workers (one-element pipeline): "
           f"{figures['startup'][0]:.2f} s, {figures['startup'][1]:.2f} CPU s")
     print("\n| fused stages (runner's order) | wall s | share | CPU s | cores busy "
-          "| runner process CPU s |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for name, (wall, used, own) in figures["stages"].items():
+          "| runner process CPU s | kernel CPU s |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, (wall, used, own, kernel) in figures["stages"].items():
         print(f"| {name} | {wall:.2f} | {100 * wall / seconds:.0f} % | {used:.2f} | "
-              f"{used / wall if wall else 0:.2f} | {own:.2f} |")
+              f"{used / wall if wall else 0:.2f} | {own:.2f} | {kernel:.2f} |")
     by_stage: dict = collections.Counter()
     for step, msecs in figures["steps"].items():
         by_stage[stage_of_step(step)] += msecs
