@@ -98,9 +98,10 @@ class TreeCpu:
     def __call__(self) -> float:
         return self.times()[0]
 
-    def times(self) -> tuple[float, float]:
-        """(user + sys, sys): all of the tree's CPU, and the part spent in the kernel
-        (page faults, writes, mapping and unmapping memory)."""
+    def times(self) -> tuple[float, float, float]:
+        """(user + sys, sys, this process's user + sys): all of the tree's CPU, the part
+        spent in the kernel (page faults, writes, mapping and unmapping memory), and the
+        runner's own process alone, not its workers'."""
         user = system = 0.0
         try:
             children = self.me.children(recursive=True)
@@ -116,12 +117,7 @@ class TreeCpu:
         own = self.me.cpu_times()
         user += reaped.ru_utime + own.user
         system += reaped.ru_stime + own.system
-        return user + system, system
-
-    def own(self) -> float:
-        """CPU seconds of this process alone: the runner's own, not its workers'."""
-        own = self.me.cpu_times()
-        return own.user + own.system
+        return user + system, system, own.user + own.system
 
 
 class Sampler(threading.Thread):
@@ -144,7 +140,7 @@ class Sampler(threading.Thread):
 
 
 class BundleTimeline(logging.Handler):
-    """(time, tree CPU, this process's CPU, the tree's kernel CPU, fused stage) at the
+    """(time, tree CPU, the tree's kernel CPU, this process's CPU, fused stage) at the
     start of every bundle the runner runs."""
 
     def __init__(self, cpu: TreeCpu):
@@ -156,9 +152,7 @@ class BundleTimeline(logging.Handler):
 
         stage = fused_stage_of(record)
         if stage is not None:
-            used, kernel = self.cpu.times()
-            self.events.append((time.perf_counter(), used, self.cpu.own(), kernel,
-                                stage_of_fused(stage)))
+            self.events.append((time.perf_counter(), *self.cpu.times(), stage_of_fused(stage)))
 
 
 def step_msecs(result) -> dict:
@@ -217,8 +211,7 @@ def profile(archive: str, output: str, cli_flags: list[str]) -> dict:
     logger.propagate = False
     sampler = Sampler(cpu)
     results = []
-    started, (cpu_started, kernel_started), own_started = (
-        time.perf_counter(), cpu.times(), cpu.own())
+    started, at_start = time.perf_counter(), cpu.times()
     sampler.start()
     try:
         summary = launch.run(inputs, options, quiet=True, observe=results.append)
@@ -226,15 +219,15 @@ def profile(archive: str, output: str, cli_flags: list[str]) -> dict:
         sampler.stopped.set()
         sampler.join()
         logger.removeHandler(timeline)
-    ended, (cpu_ended, kernel_ended), own_ended = time.perf_counter(), cpu.times(), cpu.own()
-    events = ([(started, cpu_started, own_started, kernel_started, "construction")]
-              + timeline.events + [(ended, cpu_ended, own_ended, kernel_ended, "")])
+    ended, at_end = time.perf_counter(), cpu.times()
+    events = ([(started, *at_start, "construction")] + timeline.events
+              + [(ended, *at_end, "")])
     stages: dict = collections.OrderedDict()
-    for (t0, c0, o0, k0, name), (t1, c1, o1, k1, _) in zip(events, events[1:]):
+    for (t0, c0, k0, o0, name), (t1, c1, k1, o1, _) in zip(events, events[1:]):
         wall, used, own, kernel = stages.get(name, (0.0, 0.0, 0.0, 0.0))
         stages[name] = (wall + t1 - t0, used + c1 - c0, own + o1 - o0, kernel + k1 - k0)
     figures.update(
-        seconds=ended - started, cpu=cpu_ended - cpu_started, stages=stages, summary=summary,
+        seconds=ended - started, cpu=at_end[0] - at_start[0], stages=stages, summary=summary,
         steps=step_msecs(results[0]) if results else {},
         low_busy=sampler.low_busy_seconds(0.65 * (os.cpu_count() or 1)),
     )
