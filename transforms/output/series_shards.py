@@ -151,21 +151,17 @@ class _Cells:
 def _group_rows(cells: _Cells) -> tuple[list, np.ndarray]:
     """The batch's series keys, and each row's group (an index into them), the keys in
     the order of their (patient, study, series) codes. Each key column's codes become
-    their ranks first, and the three ranks one number (each below the batch's rows), so
-    one sort of integers finds the keys: ``np.unique(axis=0)`` sorts rows as records."""
-    ranks, distinct = [], []
-    for name in KEY_COLUMNS:
-        values, rank = np.unique(cells.per_row(name), return_inverse=True)
-        distinct.append(values)
-        ranks.append(rank.reshape(-1))
-    sizes = [len(values) for values in distinct]
-    combined = (ranks[0] * sizes[1] + ranks[1]) * sizes[2] + ranks[2]
-    groups, group_of_row = np.unique(combined, return_inverse=True)
-    codes = np.stack([distinct[0][groups // (sizes[1] * sizes[2])],
-                      distinct[1][groups // sizes[2] % sizes[1]],
-                      distinct[2][groups % sizes[2]]], axis=1)
-    decoded = cells.decoded(codes.reshape(-1))
-    keys = [tuple(decoded[code] or "" for code in key) for key in codes.tolist()]
+    their ranks, and the three ranks one number (each below the batch's rows), so one
+    sort of integers finds the keys: ``np.unique(axis=0)`` sorts rows as records."""
+    codes = np.stack([cells.per_row(name) for name in KEY_COLUMNS], axis=1)
+    combined = np.zeros(len(codes), np.int64)
+    for column in codes.T:
+        distinct, rank = np.unique(column, return_inverse=True)
+        combined = combined * len(distinct) + rank.reshape(-1)
+    _, first, group_of_row = np.unique(combined, return_index=True, return_inverse=True)
+    distinct = codes[first]
+    decoded = cells.decoded(distinct.reshape(-1))
+    keys = [tuple(decoded[code] or "" for code in key) for key in distinct.tolist()]
     return keys, group_of_row.reshape(-1)
 
 
