@@ -171,3 +171,49 @@ def test_limits_turn_sequences_into_json_text():
     schema = wide.arrow_schema()
     leaves = sum(1 for field, _ in all_fields(schema) if not is_record(field))
     assert leaves <= MAX_LEAVES and len(wide.json_columns()) == 1
+
+
+def test_the_union_made_shard_by_shard_in_a_pipeline_is_the_one_read_at_once(tmp_path):
+    """``NestedUnion`` (the schema of ``scan.nested.parquet``, each shard's union in
+    parallel, combined in any order) equals the union of every document, and the merge
+    given it writes the bytes it writes when it reads the union itself."""
+    import random
+
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from transforms.common.rows import JSON_COLUMN, PATH_COLUMN, Row
+    from transforms.output import shard_format, tables
+    from transforms.output.documents import NestedUnion, UnionSchemas, shard_schema
+
+    run(tmp_path / "scan.csv", "--format", "json", "--include-private",
+        inputs=(TEST_FILES, CHARSET_FILES, long_sequence_file(tmp_path)))
+    lines = (tmp_path / "scan.jsonl").read_text(encoding="utf-8").splitlines()
+    everything = NestedSchema()
+    for line in lines:
+        everything.add(json.loads(line))
+    assert len(lines) > 100 and everything.root.items and everything.root.other
+    rows = [Row(json.loads(line)["DicomPath"], {PATH_COLUMN: json.loads(line)["DicomPath"],
+                                                 JSON_COLUMN: line}, {JSON_COLUMN: None})
+            for line in lines]
+    random.Random(4).shuffle(rows)
+    shards = [shard_format.write_shard(str(tmp_path / f"rows-{n}.parquet"), rows[n::4])
+              for n in range(4)]
+    with beam.Pipeline(options=PipelineOptions(["--direct_runner_bundle_repeat=1"])) as p:
+        union = p | beam.Create(shards, reshuffle=False) | NestedUnion()
+        assert_that(union, equal_to([everything.as_data()]))
+    # Accumulators of one shard each, merged in another order.
+    combine = UnionSchemas()
+    partials = [combine.add_input(combine.create_accumulator(), shard_schema(shard))
+                for shard in reversed(shards)]
+    assert combine.extract_output(combine.merge_accumulators(partials)) == \
+        everything.as_data()
+    written = []
+    for number, given in enumerate((None, everything.as_data())):
+        files = tables.TableFiles(None, None, nested=str(tmp_path / f"t{number}.parquet"))
+        tables.merge_shards(shards, [], files, nested_union=given)
+        written.append((tmp_path / f"t{number}.parquet").read_bytes())
+    assert written[0] == written[1]
+    assert pq.read_schema(tmp_path / "t1.parquet").names == \
+        ["DicomPath"] + [field.name for field in everything.arrow_schema()][1:]

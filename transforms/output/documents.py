@@ -6,12 +6,14 @@ Each row carries its JSON as the cell ``JSON_COLUMN``, which the table merge num
 past the table's last column. ``split_json`` takes those cells out of a chunk before the
 CSV and Parquet are cut from it, and ``DocumentWriters`` writes them as the merge hands
 rows over: in ``DicomPath`` order whatever the runner, so the files are byte-identical
-across runs. The nested schema is the union over every row, so ``nested_schema`` reads
-the JSON cells of every shard once before the merge writes.
+across runs. The nested schema is the union over every row: ``shard_schema`` reads the
+JSON cells of one shard, in parallel over the shards, and ``UnionSchemas`` combines their
+unions (as data) into the one schema the merge writes with.
 """
 
 from __future__ import annotations
 
+import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -58,26 +60,69 @@ class JsonLines:
         self.stream.close()
 
 
-def nested_schema(shards) -> NestedSchema:
-    """The union schema of every row's JSON in ``shards`` (``ShardInfo``)."""
-    from transforms.inputs.ranged import open_ranged
-
+def nested_schema(shards, union_data: dict | None = None) -> NestedSchema:
+    """The union schema of every row's JSON in ``shards`` (``ShardInfo``): from
+    ``union_data`` (``NestedUnion``'s, made in parallel) or, without it, read here."""
+    if union_data is not None:
+        return NestedSchema.from_data(union_data)
     union = NestedSchema()
     for shard in shards:
-        stream = open_ranged(shard.path, size=shard.size)
-        try:
-            parquet = shard_format.open_shard(stream, shard.path, pre_buffer=False)
-            _, keys = shard_format.check_keys(parquet.metadata.metadata, shard.path)
-            wanted = [number for number, (column, _) in enumerate(keys) if column == JSON_COLUMN]
-            if not wanted:
-                continue
+        union.merge(NestedSchema.from_data(shard_schema(shard)))
+    return union
+
+
+class NestedUnion(beam.PTransform):
+    """Row shards -> one element: the nested schema's union (data), shard by shard in
+    parallel, so that the merge on its one worker parses each row's JSON once (to write
+    it), not twice."""
+
+    def expand(self, shards):
+        return (shards
+                | "ShardSchemas" >> beam.Map(shard_schema)
+                | "UnionSchema" >> beam.CombineGlobally(UnionSchemas()))
+
+
+def shard_schema(shard) -> dict:
+    """The union of one shard's rows' JSON, as data (``NestedSchema.as_data``)."""
+    from transforms.inputs import storage
+    from transforms.inputs.ranged import open_ranged
+
+    storage.prepare_filesystems()
+    union = NestedSchema()
+    stream = open_ranged(shard.path, size=shard.size)
+    try:
+        parquet = shard_format.open_shard(stream, shard.path, pre_buffer=False)
+        _, keys = shard_format.check_keys(parquet.metadata.metadata, shard.path)
+        wanted = [number for number, (column, _) in enumerate(keys) if column == JSON_COLUMN]
+        if wanted:
             for batch in parquet.iter_batches(columns=None, use_threads=False):
                 cells = shard_format.batch_cell_rows(batch)
                 union.add_texts(
                     cells.values.filter(pa.array(np.isin(cells.keys, wanted))).to_pylist())
-        finally:
-            stream.close()
-    return union
+    finally:
+        stream.close()
+    return union.as_data()
+
+
+class UnionSchemas(beam.CombineFn):
+    """Shard schemas (data) -> the union of all (data); any order, any split."""
+
+    def create_accumulator(self):
+        return NestedSchema().as_data()
+
+    def add_input(self, accumulator, data):
+        union = NestedSchema.from_data(accumulator)
+        union.merge(NestedSchema.from_data(data))
+        return union.as_data()
+
+    def merge_accumulators(self, accumulators):
+        union = NestedSchema()
+        for data in accumulators:
+            union.merge(NestedSchema.from_data(data))
+        return union.as_data()
+
+    def extract_output(self, accumulator):
+        return accumulator
 
 
 class DocumentWriters:

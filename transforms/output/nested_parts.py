@@ -9,7 +9,7 @@ single file ``scan.nested.parquet`` in the same order.
 
 How a run writes them:
 
-1. ``ShardSchemas`` / ``UnionSchema``: each row shard gives the union of its rows' JSON
+1. ``NestedUnion`` (``documents.py``): each row shard gives the union of its rows' JSON
    (``nested.NestedSchema`` as plain data); one combine makes the schema of every part.
 2. ``PlanParts``: one step reads only the ``DicomPath`` column of every shard and cuts the
    path order into parts of ``--rows-per-part`` rows (part k holds the rows ranked
@@ -46,6 +46,7 @@ from transforms.common.rows import JSON_COLUMN, PATH_COLUMN
 from transforms.common.tags import COLUMNS, TABLE_FIGURES
 from transforms.output import shard_format
 from transforms.output.columns import ComputeColumns
+from transforms.output.documents import NestedUnion
 from transforms.output.nested import NestedSchema
 from transforms.output.nested_rows import NestedRows
 from transforms.output.shard_stats import CountTableFigures
@@ -147,34 +148,6 @@ def read_slice(path: str, size, start: int, stop: int) -> list[tuple[str, str]]:
         return found
     finally:
         stream.close()
-
-
-def shard_schema(shard) -> dict:
-    """The union of one shard's rows' JSON, as data (``NestedSchema.as_data``)."""
-    union = NestedSchema()
-    union.add_texts(text for _, text in read_slice(shard.path, shard.size, 0, shard.rows))
-    return union.as_data()
-
-
-class UnionSchemas(beam.CombineFn):
-    """Shard schemas (data) -> the schema of every part (data); any order, any split."""
-
-    def create_accumulator(self):
-        return NestedSchema().as_data()
-
-    def add_input(self, accumulator, data):
-        union = NestedSchema.from_data(accumulator)
-        union.merge(NestedSchema.from_data(data))
-        return union.as_data()
-
-    def merge_accumulators(self, accumulators):
-        union = NestedSchema()
-        for data in accumulators:
-            union.merge(NestedSchema.from_data(data))
-        return union.as_data()
-
-    def extract_output(self, accumulator):
-        return accumulator
 
 
 def _shard_paths(shard) -> pa.Array:
@@ -292,9 +265,7 @@ class WriteNestedParts(beam.PTransform):
         self.temp_dir = temp_dir
 
     def expand(self, shards):
-        schema = (shards
-                  | "ShardSchemas" >> beam.Map(shard_schema)
-                  | "UnionSchema" >> beam.CombineGlobally(UnionSchemas()))
+        schema = shards | "NestedSchema" >> NestedUnion()
         return (
             shards.pipeline
             | "Once" >> beam.Create([None])

@@ -38,7 +38,7 @@ from apache_beam.io.filesystems import FileSystems
 from transforms.common.atomic_files import finalize_tables, open_write
 from transforms.common.tags import COLUMNS, TABLE_FIGURES
 from transforms.output.columns import ComputeColumns, UnionColumns
-from transforms.output.documents import DocumentWriters, nested_schema, split_json
+from transforms.output.documents import DocumentWriters, NestedUnion, nested_schema, split_json
 from transforms.output.keyword_names import SEED, output_names, renamed
 from transforms.content.csv_safety import guarded_columns
 from transforms.common.rows import JSON_COLUMN, PATH_COLUMN, is_grouping
@@ -46,8 +46,7 @@ from transforms.reading.naming import order_columns
 from transforms.output import shard_format
 from transforms.output.table_chunks import (
     ChunkBuilder, ChunkColumns, add_to_stats, column_names, column_vrs, csv_record, csv_text,
-    without_keys,
-)
+    without_keys)
 from transforms.output.table_stats import TableStats
 from transforms.output.types import ColumnConverter, arrow_schema
 
@@ -315,14 +314,14 @@ def _merge_runs(shards, budget: int, temp_dir: str | None, attempt: str) -> tupl
 
 
 def merge_shards(shards, columns, files: TableFiles, budget: int = MEMORY_BUDGET,
-                 temp_dir: str | None = None, attempt: str = "",
+                 temp_dir: str | None = None, attempt: str = "", nested_union=None,
                  formula_guard: bool = False, stats: TableStats | None = None) -> dict:
     """Write every shard's rows, in path order, to ``files``; return the figures. With
     ``stats``, the report's figures of the table are added to it on the way."""
     shards = sorted(shards, key=lambda shard: shard.path)
     expected = sum(shard.rows for shard in shards)
     last, runs = _merge_runs(shards, budget, temp_dir, attempt or uuid.uuid4().hex)
-    union = nested_schema(shards) if files.nested else None
+    union = nested_schema(shards, nested_union) if files.nested else None
     writers = _TableWriters(columns, files, formula_guard, stats, union)
     for batch, offsets, index in _merged(last, budget, _ByColumn(writers.numbering)):
         writers.add(batch, offsets, index)
@@ -343,7 +342,7 @@ def merge_shards(shards, columns, files: TableFiles, budget: int = MEMORY_BUDGET
     return result
 
 
-def _merge_step(_, shards, columns, final: TableFiles, temp_dir: str,
+def _merge_step(_, shards, columns, nested_union, final: TableFiles, temp_dir: str,
                 formula_guard: bool = False) -> dict:
     from transforms.inputs import storage
 
@@ -358,7 +357,7 @@ def _merge_step(_, shards, columns, final: TableFiles, temp_dir: str,
     )
     stats = TableStats()
     figures = merge_shards(shards, columns, temp, temp_dir=temp_dir, attempt=attempt,
-                           formula_guard=formula_guard, stats=stats)
+                           formula_guard=formula_guard, stats=stats, nested_union=nested_union)
     stats.source = final.csv or final.parquet
     figures["renames"] = {t: f for t, f in zip(temp.files(), final.files()) if t}
     figures[TABLE_STATS] = stats.as_dict()
@@ -388,12 +387,14 @@ class WriteTables(beam.PTransform):
 
     def expand(self, shards):
         columns = shards | "Columns" >> ComputeColumns()
+        nested_union = (beam.pvalue.AsSingleton(shards | "NestedSchema" >> NestedUnion())
+                        if self.final.nested else None)
         figures = (
             shards.pipeline
             | "Once" >> beam.Create([None])
             | "Merge" >> beam.Map(_merge_step, beam.pvalue.AsList(shards),
-                                  beam.pvalue.AsSingleton(columns), self.final, self.temp_dir,
-                                  self.csv_formula_guard)
+                                  beam.pvalue.AsSingleton(columns), nested_union,
+                                  self.final, self.temp_dir, self.csv_formula_guard)
             | "Finalize" >> beam.Map(finalize_step)
         )
         return {COLUMNS: columns, TABLE_FIGURES: figures}
