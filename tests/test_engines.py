@@ -55,9 +55,9 @@ def archive(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def reference(archive, tmp_path_factory):
-    """The local runner's output folder (FnApiRunner, the default)."""
+    """The local runner's output folder (FnApiRunner, the default), the nested file too."""
     out = tmp_path_factory.mktemp("reference")
-    assert run_cli(archive, "-o", out / "scan.csv", "--quiet") == 0
+    assert run_cli(archive, "-o", out / "scan.csv", "--quiet", "--format", "csv,nested") == 0
     summary = json.loads((out / "scan.summary.json").read_text())
     assert (summary["rows"], summary["errors"], summary["non_dicom_skipped"]) == (5, 2, 1)
     return out
@@ -104,15 +104,18 @@ def flink_cluster():
 def test_flink_cluster_output_equals_local_runner(archive, reference, flink_cluster, tmp_path):
     finished = _finished_jobs(flink_cluster)
     run_cli_process(
-        [archive, "-o", tmp_path / "scan.csv", "--quiet",
+        [archive, "-o", tmp_path / "scan.csv", "--quiet", "--format", "csv,nested",
          "--config", "run_configs/flink.yaml",
          f"--flink_master={flink_cluster.flink_master}",  # overrides the config's port
          f"--flink_job_server_jar={flink_cluster.job_server_jar}",
-         # Several shards spread over two subtasks, so the final merge interleaves.
+         # Several shards spread over two subtasks, so the final merge interleaves (the
+         # nested file's rows are converted shard by shard, then merged too).
          "--parallelism=2", "--rows_per_shard=2"],
         tmp_path / "run.log",
     )
     assert_same_output(reference, tmp_path)
+    name = "scan.nested.parquet"
+    assert (tmp_path / name).read_bytes() == (reference / name).read_bytes()
     # The job really ran on the standalone cluster, not on an embedded one.
     assert _finished_jobs(flink_cluster) == finished + 1
     # Quiet: nothing on the console (the LOOPBACK worker's hang-ups included), and no

@@ -173,10 +173,14 @@ def test_limits_turn_sequences_into_json_text():
     assert leaves <= MAX_LEAVES and len(wide.json_columns()) == 1
 
 
-def test_the_union_made_shard_by_shard_in_a_pipeline_is_the_one_read_at_once(tmp_path):
-    """``NestedUnion`` (the schema of ``scan.nested.parquet``, each shard's union in
-    parallel, combined in any order) equals the union of every document, and the merge
-    given it writes the bytes it writes when it reads the union itself."""
+def test_the_file_made_shard_by_shard_is_the_same_whatever_the_sharding(tmp_path,
+                                                                       monkeypatch):
+    """``scan.nested.parquet`` from its rows converted shard by shard (``nested_file.py``):
+    the schema combined from each shard's union in a pipeline (bundles repeated, partial
+    unions merged in any order) is the union of every document, and the file merged from
+    rows spread over four shards at random is the file of the same rows in one shard,
+    byte for byte, row groups cut alike (made small here, as are the converted batches,
+    so that the merge crosses both)."""
     import random
 
     import apache_beam as beam
@@ -184,36 +188,47 @@ def test_the_union_made_shard_by_shard_in_a_pipeline_is_the_one_read_at_once(tmp
     from apache_beam.testing.util import assert_that, equal_to
 
     from transforms.common.rows import JSON_COLUMN, PATH_COLUMN, Row
-    from transforms.output import shard_format, tables
+    from transforms.output import nested_file, shard_format
     from transforms.output.documents import NestedUnion, UnionSchemas, shard_schema
 
-    run(tmp_path / "scan.csv", "--format", "json", "--include-private",
+    run(tmp_path / "scan.csv", "--format", "json,nested", "--include-private",
         inputs=(TEST_FILES, CHARSET_FILES, long_sequence_file(tmp_path)))
     lines = (tmp_path / "scan.jsonl").read_text(encoding="utf-8").splitlines()
     everything = NestedSchema()
     for line in lines:
         everything.add(json.loads(line))
     assert len(lines) > 100 and everything.root.items and everything.root.other
-    rows = [Row(json.loads(line)["DicomPath"], {PATH_COLUMN: json.loads(line)["DicomPath"],
-                                                 JSON_COLUMN: line}, {JSON_COLUMN: None})
-            for line in lines]
+    paths = [json.loads(line)["DicomPath"] for line in lines]
+    rows = [Row(path, {PATH_COLUMN: path, JSON_COLUMN: line}, {JSON_COLUMN: None})
+            for path, line in zip(paths, lines)]
     random.Random(4).shuffle(rows)
     shards = [shard_format.write_shard(str(tmp_path / f"rows-{n}.parquet"), rows[n::4])
               for n in range(4)]
     with beam.Pipeline(options=PipelineOptions(["--direct_runner_bundle_repeat=1"])) as p:
-        union = p | beam.Create(shards, reshuffle=False) | NestedUnion()
+        union = p | beam.Create(shards) | NestedUnion()
         assert_that(union, equal_to([everything.as_data()]))
-    # Accumulators of one shard each, merged in another order.
     combine = UnionSchemas()
     partials = [combine.add_input(combine.create_accumulator(), shard_schema(shard))
                 for shard in reversed(shards)]
     assert combine.extract_output(combine.merge_accumulators(partials)) == \
         everything.as_data()
+
+    monkeypatch.setattr(nested_file, "CONVERT_ROWS", 5)
+    monkeypatch.setattr(nested_file, "GROUP_ROWS", 7)
+    one = [shard_format.write_shard(str(tmp_path / "rows-all.parquet"), rows)]
     written = []
-    for number, given in enumerate((None, everything.as_data())):
-        files = tables.TableFiles(None, None, nested=str(tmp_path / f"t{number}.parquet"))
-        tables.merge_shards(shards, [], files, nested_union=given)
-        written.append((tmp_path / f"t{number}.parquet").read_bytes())
+    for group in (shards, one):
+        converted = [nested_file.convert_shard(shard, everything.as_data(), str(tmp_path))
+                     for shard in group]
+        figures = nested_file.write_file(None, converted, everything.as_data(), "final",
+                                         str(tmp_path))
+        (temp,) = figures.pop("renames")
+        assert figures["nested_rows"] == len(lines)
+        written.append((pq.ParquetFile(temp).metadata.num_row_groups,
+                        open(temp, "rb").read()))
     assert written[0] == written[1]
-    assert pq.read_schema(tmp_path / "t1.parquet").names == \
-        ["DicomPath"] + [field.name for field in everything.arrow_schema()][1:]
+    assert written[0][0] == -(-len(lines) // 7)
+    # And it is the pipeline's file, whose row groups are cut at their own sizes.
+    table = pq.read_table(tmp_path / "scan.nested.parquet")
+    assert pq.read_table(pa.BufferReader(written[0][1])).equals(table)
+    assert table.column("DicomPath").to_pylist() == sorted(paths)

@@ -1,14 +1,15 @@
 """The outputs made from each row's DICOM JSON (``transforms/reading/dicom_json.py``):
-``scan.jsonl`` (``--format json``) and ``scan.nested.parquet`` (``--format nested``,
-``nested.py``), in the table's order.
+``scan.jsonl`` (``--format json``) here, and the reading of that JSON out of the row
+shards, and the nested schema's union, for ``scan.nested.parquet`` (``nested_file.py``)
+and the nested dataset's parts (``nested_parts.py``).
 
 Each row carries its JSON as the cell ``JSON_COLUMN``, which the table merge numbers one
 past the table's last column. ``split_json`` takes those cells out of a chunk before the
-CSV and Parquet are cut from it, and ``DocumentWriters`` writes them as the merge hands
-rows over: in ``DicomPath`` order whatever the runner, so the files are byte-identical
-across runs. The nested schema is the union over every row: ``shard_schema`` reads the
-JSON cells of one shard, in parallel over the shards, and ``UnionSchemas`` combines their
-unions (as data) into the one schema the merge writes with.
+CSV and Parquet are cut from it, and ``JsonLines`` writes them as the merge hands rows
+over: in ``DicomPath`` order whatever the runner, so the file is byte-identical across
+runs. The nested schema is the union over every row: ``shard_schema`` reads the JSON
+cells of one shard, in parallel over the shards, and ``UnionSchemas`` combines their
+unions (as data) into the one schema of every nested output.
 """
 
 from __future__ import annotations
@@ -18,14 +19,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from transforms.common.rows import JSON_COLUMN
+from transforms.common.rows import JSON_COLUMN, PATH_COLUMN
 from transforms.output import shard_format
 from transforms.output.nested import NestedSchema
-from transforms.output.nested_rows import NestedRows
 from transforms.output.shard_format import CellRows
-
-NESTED_COMPRESSION = "zstd"
-
 
 def split_json(chunk: CellRows, key: int) -> tuple[CellRows, list | None]:
     """``chunk`` without its cells numbered ``key``, and per row the text of that cell
@@ -47,17 +44,91 @@ def split_json(chunk: CellRows, key: int) -> tuple[CellRows, list | None]:
 
 
 class JsonLines:
-    """Writes one JSON line per row to ``stream`` (a Beam filesystem's writable file)."""
+    """``scan.jsonl``: one JSON line per row, written to ``stream`` (a Beam filesystem's
+    writable file) as the merge hands rows over."""
 
     def __init__(self, stream):
         self.stream = stream
+        self.written = 0
 
-    def write(self, texts: list) -> None:
+    def write(self, paths: list, texts: list | None) -> None:
+        if texts is None or any(text is None for text in texts):
+            missing = [path for path, text in zip(paths, texts or [None] * len(paths))
+                       if text is None]
+            # Every row of a json run has its JSON: never drop a file.
+            raise RuntimeError(f"{len(missing)} rows have no DICOM JSON, e.g. {missing[0]}")
         if texts:  # one join, "" last for the last newline: no copy of each line first
             self.stream.write("\n".join([*texts, ""]).encode("utf-8", "backslashreplace"))
+        self.written += len(paths)
 
     def close(self) -> None:
         self.stream.close()
+
+    def figures(self) -> dict:
+        return {"json_rows": self.written}
+
+
+def open_shard_file(path: str, size):
+    from transforms.inputs.ranged import open_ranged
+
+    stream = open_ranged(path, size=size)
+    return stream, shard_format.open_shard(stream, path, pre_buffer=False)
+
+
+def _json_texts(batch: pa.RecordBatch, json_keys: list, path: str) -> list:
+    """The JSON text of each row of ``batch``; every row of a nested run has one."""
+    cells = shard_format.batch_cell_rows(batch, files=False)
+    rows = len(cells.paths)
+    row_of_cell = np.repeat(np.arange(rows), np.diff(cells.offsets))
+    is_json = np.isin(cells.keys, json_keys)
+    if np.bincount(row_of_cell[is_json], minlength=rows).tolist() != [1] * rows:
+        raise RuntimeError(f"{path}: a row has no DICOM JSON (or two)")
+    return cells.values.filter(pa.array(is_json)).to_pylist()
+
+
+def _json_keys(parquet: pq.ParquetFile, path: str) -> list:
+    _, keys = shard_format.check_keys(parquet.metadata.metadata, path)
+    return [number for number, (column, _) in enumerate(keys) if column == JSON_COLUMN]
+
+
+_JSON_READ = [PATH_COLUMN, shard_format.CELLS_COLUMN, shard_format.VALUES_COLUMN]
+
+
+def read_slice(path: str, size, start: int, stop: int) -> list[tuple[str, str]]:
+    """``(DicomPath, JSON text)`` of rows ``start:stop`` of a shard; reads only the row
+    groups that hold them."""
+    stream, parquet = open_shard_file(path, size)
+    try:
+        keys = _json_keys(parquet, path)
+        found, first = [], 0
+        meta = parquet.metadata
+        for group in range(meta.num_row_groups):
+            rows = meta.row_group(group).num_rows
+            low, high = max(start, first), min(stop, first + rows)
+            if low < high:
+                table = parquet.read_row_group(group, columns=_JSON_READ)
+                batch = table.slice(low - first, high - low).combine_chunks().to_batches()
+                for piece in batch:
+                    found.extend(zip(piece.column(PATH_COLUMN).to_pylist(),
+                                     _json_texts(piece, keys, path)))
+            first += rows
+        return found
+    finally:
+        stream.close()
+
+
+def shard_json(shard):
+    """``(paths, JSON texts)`` of a shard's rows (``ShardInfo``), row group by row group,
+    in the shard's order (by path); every row has its JSON."""
+    stream, parquet = open_shard_file(shard.path, shard.size)
+    try:
+        keys = _json_keys(parquet, shard.path)
+        for group in range(parquet.metadata.num_row_groups):
+            for batch in parquet.read_row_group(group, columns=_JSON_READ).to_batches():
+                yield (batch.column(PATH_COLUMN).to_pylist(),
+                       _json_texts(batch, keys, shard.path))
+    finally:
+        stream.close()
 
 
 def nested_schema(shards, union_data: dict | None = None) -> NestedSchema:
@@ -73,8 +144,7 @@ def nested_schema(shards, union_data: dict | None = None) -> NestedSchema:
 
 class NestedUnion(beam.PTransform):
     """Row shards -> one element: the nested schema's union (data), shard by shard in
-    parallel, so that the merge on its one worker parses each row's JSON once (to write
-    it), not twice."""
+    parallel."""
 
     def expand(self, shards):
         return (shards
@@ -85,22 +155,11 @@ class NestedUnion(beam.PTransform):
 def shard_schema(shard) -> dict:
     """The union of one shard's rows' JSON, as data (``NestedSchema.as_data``)."""
     from transforms.inputs import storage
-    from transforms.inputs.ranged import open_ranged
 
     storage.prepare_filesystems()
     union = NestedSchema()
-    stream = open_ranged(shard.path, size=shard.size)
-    try:
-        parquet = shard_format.open_shard(stream, shard.path, pre_buffer=False)
-        _, keys = shard_format.check_keys(parquet.metadata.metadata, shard.path)
-        wanted = [number for number, (column, _) in enumerate(keys) if column == JSON_COLUMN]
-        if wanted:
-            for batch in parquet.iter_batches(columns=None, use_threads=False):
-                cells = shard_format.batch_cell_rows(batch)
-                union.add_texts(
-                    cells.values.filter(pa.array(np.isin(cells.keys, wanted))).to_pylist())
-    finally:
-        stream.close()
+    for _, texts in shard_json(shard):
+        union.add_texts(texts)
     return union.as_data()
 
 
@@ -123,55 +182,3 @@ class UnionSchemas(beam.CombineFn):
 
     def extract_output(self, accumulator):
         return accumulator
-
-
-class DocumentWriters:
-    """``scan.jsonl`` and/or ``scan.nested.parquet`` from the rows' JSON texts; ``open``
-    makes a writable stream of a path (``common.atomic_files.open_write``)."""
-
-    def __init__(self, jsonl: str | None, nested: str | None, union: NestedSchema | None, open):
-        self.jsonl = JsonLines(open(jsonl)) if jsonl else None
-        self.nested = self.nested_out = None
-        if nested:
-            self.schema = union.arrow_schema()
-            self.rows = NestedRows(self.schema, union)
-            self.json_columns = union.json_columns()
-            self.nested_out = open(nested)
-            self.nested = pq.ParquetWriter(self.nested_out, self.schema,
-                                           compression=NESTED_COMPRESSION)
-        self.written = 0
-
-    def write(self, paths: list, texts: list | None) -> None:
-        if self.jsonl is None and self.nested is None:
-            return
-        if texts is None or any(text is None for text in texts):
-            missing = [path for path, text in zip(paths, texts or [None] * len(paths))
-                       if text is None]
-            # Every row of a json or nested run has its JSON: never drop a file.
-            raise RuntimeError(f"{len(missing)} rows have no DICOM JSON, e.g. {missing[0]}")
-        if self.jsonl is not None:
-            self.jsonl.write(texts)
-        if self.nested is not None:
-            self.nested.write_batch(self.rows.batch(paths, texts))
-        self.written += len(paths)
-
-    def close(self) -> None:
-        if self.jsonl is not None:
-            self.jsonl.close()
-        if self.nested is not None:
-            self.nested.close()
-            self.nested_out.close()
-
-    def figures(self) -> dict:
-        figures = {}
-        if self.jsonl is not None:
-            figures["json_rows"] = self.written
-        if self.nested is not None:
-            figures.update({
-                "nested_rows": self.written,
-                "nested_columns": len(self.schema),
-                "nested_json_columns": self.json_columns,
-                "nested_unparseable_values": sum(self.rows.unparseable.values()),
-                "nested_unparseable_by_column": dict(sorted(self.rows.unparseable.items())),
-            })
-        return figures

@@ -42,11 +42,10 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.common.atomic_files import finalize_tables, open_write
-from transforms.common.rows import JSON_COLUMN, PATH_COLUMN
+from transforms.common.rows import PATH_COLUMN
 from transforms.common.tags import COLUMNS, TABLE_FIGURES
-from transforms.output import shard_format
 from transforms.output.columns import ComputeColumns
-from transforms.output.documents import NestedUnion
+from transforms.output.documents import NestedUnion, open_shard_file, read_slice
 from transforms.output.nested import NestedSchema
 from transforms.output.nested_rows import NestedRows
 from transforms.output.shard_stats import CountTableFigures
@@ -102,56 +101,8 @@ class PartPlan(NamedTuple):
     slices: tuple
 
 
-def _open(path: str, size):
-    from transforms.inputs.ranged import open_ranged
-
-    stream = open_ranged(path, size=size)
-    return stream, shard_format.open_shard(stream, path, pre_buffer=False)
-
-
-def _json_texts(batch: pa.RecordBatch, json_keys: list, path: str) -> list:
-    """The JSON text of each row of ``batch``; every row of a nested run has one."""
-    cells = shard_format.batch_cell_rows(batch, files=False)
-    rows = len(cells.paths)
-    row_of_cell = np.repeat(np.arange(rows), np.diff(cells.offsets))
-    is_json = np.isin(cells.keys, json_keys)
-    if np.bincount(row_of_cell[is_json], minlength=rows).tolist() != [1] * rows:
-        raise RuntimeError(f"{path}: a row has no DICOM JSON (or two)")
-    return cells.values.filter(pa.array(is_json)).to_pylist()
-
-
-def _json_keys(parquet: pq.ParquetFile, path: str) -> list:
-    _, keys = shard_format.check_keys(parquet.metadata.metadata, path)
-    return [number for number, (column, _) in enumerate(keys) if column == JSON_COLUMN]
-
-
-def read_slice(path: str, size, start: int, stop: int) -> list[tuple[str, str]]:
-    """``(DicomPath, JSON text)`` of rows ``start:stop`` of a shard; reads only the row
-    groups that hold them."""
-    stream, parquet = _open(path, size)
-    try:
-        keys = _json_keys(parquet, path)
-        found, first = [], 0
-        meta = parquet.metadata
-        for group in range(meta.num_row_groups):
-            rows = meta.row_group(group).num_rows
-            low, high = max(start, first), min(stop, first + rows)
-            if low < high:
-                table = parquet.read_row_group(group, columns=[
-                    shard_format.PATH_COLUMN, shard_format.CELLS_COLUMN,
-                    shard_format.VALUES_COLUMN])
-                batch = table.slice(low - first, high - low).combine_chunks().to_batches()
-                for piece in batch:
-                    found.extend(zip(piece.column(PATH_COLUMN).to_pylist(),
-                                     _json_texts(piece, keys, path)))
-            first += rows
-        return found
-    finally:
-        stream.close()
-
-
 def _shard_paths(shard) -> pa.Array:
-    stream, parquet = _open(shard.path, shard.size)
+    stream, parquet = open_shard_file(shard.path, shard.size)
     try:
         paths = parquet.read(columns=[PATH_COLUMN]).column(0).combine_chunks()
     finally:

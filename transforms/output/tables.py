@@ -38,8 +38,9 @@ from apache_beam.io.filesystems import FileSystems
 from transforms.common.atomic_files import finalize_tables, open_write
 from transforms.common.tags import COLUMNS, TABLE_FIGURES
 from transforms.output.columns import ComputeColumns, UnionColumns
-from transforms.output.documents import DocumentWriters, NestedUnion, nested_schema, split_json
+from transforms.output.documents import JsonLines, split_json
 from transforms.output.keyword_names import SEED, output_names, renamed
+from transforms.output.nested_file import WriteNestedFile
 from transforms.content.csv_safety import guarded_columns
 from transforms.common.rows import JSON_COLUMN, PATH_COLUMN, is_grouping
 from transforms.reading.naming import order_columns
@@ -68,7 +69,7 @@ class TableFiles(NamedTuple):
     parquet: str | None
     naming: str = SEED
     jsonl: str | None = None  # --format json: scan.jsonl (documents.py)
-    nested: str | None = None  # --format nested: scan.nested.parquet (nested.py)
+    nested: str | None = None  # --format nested: scan.nested.parquet (nested_file.py)
 
     def files(self) -> tuple:
         return self.csv, self.parquet, self.jsonl, self.nested
@@ -133,12 +134,12 @@ class _TableWriters:
     """Receives merged rows, cuts them into chunks and writes each format's piece."""
 
     def __init__(self, columns, files: TableFiles, formula_guard: bool = False,
-                 stats: TableStats | None = None, union=None):
+                 stats: TableStats | None = None):
         self.names = column_names(columns)  # seed names: what shards and types know
         self.written_names = output_names(self.names, files.naming)
         self.numbering = {name: number for number, name in enumerate(self.names)}
         self.numbering[JSON_COLUMN] = self.json_key = len(self.names)  # never a column
-        self.documents = DocumentWriters(files.jsonl, files.nested, union, open_write)
+        self.jsonl = JsonLines(open_write(files.jsonl)) if files.jsonl else None
         # --csv-formula-guard (transforms/content/csv_safety.py): which columns are text.
         self.guarded = (np.array(guarded_columns(self.names, columns), bool)
                         if formula_guard else None)
@@ -159,13 +160,12 @@ class _TableWriters:
             self.parquet_out = open_write(files.parquet)
             self.parquet = pq.ParquetWriter(self.parquet_out, self.schema,
                                             compression=OUTPUT_COMPRESSION)
-        # A chunk is a row group of the Parquet tables (flat and nested), so its size
-        # is their layout. Without them it is cut smaller: Arrow's default pool gives a
-        # freed block of 32 MB or more back to the kernel, so large chunks fault their
-        # memory in afresh, chunk after chunk (the 50,000-file benchmark's merge: 507,000
-        # page faults and 1.5 s of system time at 64 MB, 105,000 and 0.7 s at 8 MB;
+        # A chunk is a row group of the Parquet table; without one it is cut smaller:
+        # Arrow's default pool gives a freed block of 32 MB or more back to the kernel, so
+        # large chunks fault their memory in afresh (the 50,000-file benchmark's merge:
+        # 507,000 page faults and 1.5 s of system time at 64 MB, 105,000 and 0.7 s at 8 MB;
         # benchmarks/README.md). The CSV and JSON lines do not depend on the chunks.
-        chunk_bytes = OUTPUT_CHUNK_BYTES if files.parquet or files.nested else TEXT_CHUNK_BYTES
+        chunk_bytes = OUTPUT_CHUNK_BYTES if files.parquet else TEXT_CHUNK_BYTES
         self.chunk_rows = max(1, min(OUTPUT_ROW_GROUP_ROWS, chunk_bytes // (2 * len(self.names))))
         self.unparseable: Counter = Counter()
         self.rows = 0
@@ -180,7 +180,8 @@ class _TableWriters:
         if not len(self.chunk):
             return
         chunk, json_texts = split_json(self.chunk.take(), self.json_key)
-        self.documents.write(chunk.paths, json_texts)
+        if self.jsonl is not None:
+            self.jsonl.write(chunk.paths, json_texts)
         width = len(self.names)
         if self.csv_out is not None:
             self.csv_out.write(csv_text(chunk, width, self.guarded))
@@ -214,7 +215,8 @@ class _TableWriters:
         if self.parquet is not None:
             self.parquet.close()
             self.parquet_out.close()
-        self.documents.close()
+        if self.jsonl is not None:
+            self.jsonl.close()
 
 
 class _RunWriter:
@@ -314,15 +316,16 @@ def _merge_runs(shards, budget: int, temp_dir: str | None, attempt: str) -> tupl
 
 
 def merge_shards(shards, columns, files: TableFiles, budget: int = MEMORY_BUDGET,
-                 temp_dir: str | None = None, attempt: str = "", nested_union=None,
+                 temp_dir: str | None = None, attempt: str = "",
                  formula_guard: bool = False, stats: TableStats | None = None) -> dict:
     """Write every shard's rows, in path order, to ``files``; return the figures. With
     ``stats``, the report's figures of the table are added to it on the way."""
     shards = sorted(shards, key=lambda shard: shard.path)
     expected = sum(shard.rows for shard in shards)
     last, runs = _merge_runs(shards, budget, temp_dir, attempt or uuid.uuid4().hex)
-    union = nested_schema(shards, nested_union) if files.nested else None
-    writers = _TableWriters(columns, files, formula_guard, stats, union)
+    if files.nested:
+        raise ValueError("the nested table is nested_file.WriteNestedFile's")
+    writers = _TableWriters(columns, files, formula_guard, stats)
     for batch, offsets, index in _merged(last, budget, _ByColumn(writers.numbering)):
         writers.add(batch, offsets, index)
     writers.close()
@@ -332,7 +335,7 @@ def merge_shards(shards, columns, files: TableFiles, budget: int = MEMORY_BUDGET
         delete_paths(runs)  # this attempt's own files: no other attempt reads them
     if writers.rows != expected:
         raise RuntimeError(f"merged {writers.rows} rows but the shards hold {expected}")
-    result = {"rows": writers.rows, **writers.documents.figures()}
+    result = {"rows": writers.rows, **(writers.jsonl.figures() if writers.jsonl else {})}
     if files.parquet:
         result.update({
             "parquet_rows": writers.rows,
@@ -342,7 +345,7 @@ def merge_shards(shards, columns, files: TableFiles, budget: int = MEMORY_BUDGET
     return result
 
 
-def _merge_step(_, shards, columns, nested_union, final: TableFiles, temp_dir: str,
+def _merge_step(_, shards, columns, final: TableFiles, temp_dir: str,
                 formula_guard: bool = False) -> dict:
     from transforms.inputs import storage
 
@@ -351,33 +354,30 @@ def _merge_step(_, shards, columns, nested_union, final: TableFiles, temp_dir: s
     temp = TableFiles(
         FileSystems.join(temp_dir, f"table-{attempt}.csv") if final.csv else None,
         FileSystems.join(temp_dir, f"table-{attempt}.parquet") if final.parquet else None,
-        final.naming,
-        FileSystems.join(temp_dir, f"table-{attempt}.jsonl") if final.jsonl else None,
-        FileSystems.join(temp_dir, f"table-{attempt}.nested.parquet") if final.nested else None,
-    )
+        final.naming, FileSystems.join(temp_dir, f"table-{attempt}.jsonl") if final.jsonl else None)
     stats = TableStats()
     figures = merge_shards(shards, columns, temp, temp_dir=temp_dir, attempt=attempt,
-                           formula_guard=formula_guard, stats=stats, nested_union=nested_union)
+                           formula_guard=formula_guard, stats=stats)
     stats.source = final.csv or final.parquet
     figures["renames"] = {t: f for t, f in zip(temp.files(), final.files()) if t}
     figures[TABLE_STATS] = stats.as_dict()
     return figures
 
 
-def finalize_step(figures: dict) -> dict:
-    """Renames the written tables into place (``figures["renames"]``); returns the rest."""
+def finalize_step(figures: dict, nested: dict | None = None) -> dict:
+    """Renames the tables (``renames`` of ``figures`` and ``nested``) into place; the rest."""
     from transforms.inputs import storage
 
     storage.prepare_filesystems()
-    figures = dict(figures)
-    finalize_tables(figures.pop("renames"))
-    return figures
+    figures, nested = dict(figures), dict(nested or {})
+    finalize_tables({**figures.pop("renames"), **nested.pop("renames", {})})
+    return {**figures, **nested}
 
 
 class WriteTables(beam.PTransform):
     """Row shards -> {COLUMNS: the table's columns, TABLE_FIGURES: one dict of figures
-    (``rows``, ``parquet_*``, and the report's ``TABLE_STATS``), emitted once the tables
-    are in place}."""
+    (``rows``, ``parquet_*``, ``nested_*`` from ``nested_file.py``, the report's
+    ``TABLE_STATS``), emitted once the tables are in place}."""
 
     def __init__(self, final: TableFiles, temp_dir: str, csv_formula_guard: bool = False):
         super().__init__()
@@ -387,14 +387,14 @@ class WriteTables(beam.PTransform):
 
     def expand(self, shards):
         columns = shards | "Columns" >> ComputeColumns()
-        nested_union = (beam.pvalue.AsSingleton(shards | "NestedSchema" >> NestedUnion())
-                        if self.final.nested else None)
+        nested = (beam.pvalue.AsSingleton(shards | "NestedFile" >> WriteNestedFile(
+            self.final.nested, self.temp_dir)) if self.final.nested else None)
         figures = (
             shards.pipeline
             | "Once" >> beam.Create([None])
             | "Merge" >> beam.Map(_merge_step, beam.pvalue.AsList(shards),
-                                  beam.pvalue.AsSingleton(columns), nested_union,
-                                  self.final, self.temp_dir, self.csv_formula_guard)
-            | "Finalize" >> beam.Map(finalize_step)
+                                  beam.pvalue.AsSingleton(columns), self.final,
+                                  self.temp_dir, self.csv_formula_guard)
+            | "Finalize" >> beam.Map(finalize_step, nested)
         )
         return {COLUMNS: columns, TABLE_FIGURES: figures}
