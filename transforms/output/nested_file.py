@@ -14,8 +14,8 @@ one worker.
    byte-identical across runs, runners and retries. It writes under a name of its
    attempt; the table step's ``Finalize`` renames it into place with the other tables.
 
-Memory: step 2 holds one row group of a shard's JSON and its rows; step 3 one converted
-batch per shard and one row group. Converted streams are their attempt's own; the run's
+Memory: step 2 holds one row group of a shard's JSON and its rows; step 3 one or two
+converted batches per shard (``CONVERT_ROWS``) and one row group. Converted streams are their attempt's own; the run's
 cleanup deletes the temp dir with them.
 """
 
@@ -39,8 +39,11 @@ from transforms.output.nested_rows import NestedRows
 
 NESTED_COMPRESSION = "zstd"
 JSON_BYTES = "_json_bytes"  # a converted row's JSON length: where row groups are cut
-CONVERT_ROWS = 1024  # rows per converted batch, at most
-CONVERT_JSON_BYTES = 8 << 20  # and their JSON, at most
+# A converted batch: at most this many rows and this much of their JSON. Step 3 holds
+# one or two per shard (5,000 rows each by default: 200 at a million files), so they
+# stay small; as Arrow a batch takes about 0.7 times its rows' JSON.
+CONVERT_ROWS = 256
+CONVERT_JSON_BYTES = 1 << 20
 GROUP_ROWS = 16384  # rows per row group of the file, at most
 GROUP_JSON_BYTES = 64 << 20  # and their JSON, at most
 _IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")
