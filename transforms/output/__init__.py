@@ -6,7 +6,8 @@ For ``-o scan.csv`` (``scan.parquet`` and the reports are named alike)::
 
     scan.lock                       held by the one run writing this output
                                     (beam_pipeline/lock.py)
-    .scan.tmp-<run>/                this run's temp files: merged tables before rename
+    .scan.tmp-<run>/                this run's temp files: merged tables before rename,
+                                    the nested file's converted shards
     scan.state/CURRENT              JSON: the generation the outputs were built from
     scan.state/gen-<run>/           this run's rows and outcomes, kept for the next run
         settings.json               fingerprint: settings, code hash, pydicom version
@@ -26,9 +27,11 @@ A run, step by step (``beam_pipeline/pipeline.py`` shows the same in order):
 4. Tables (``tables.py``): one k-way merge reads the shards whose records reached it and
    writes the CSV and/or Parquet under attempt-unique temp names, memory bounded; then
    finalize renames them into place ("already renamed" counts as done). The same merge
-   writes ``scan.jsonl`` and ``scan.nested.parquet`` from the rows' DICOM JSON cells
-   (``documents.py``, ``nested.py``, ``nested_rows.py``; the nested schema from one pass
-   over the shards first), and names the columns by ``--column-names`` (``keyword_names.py``). With an
+   writes ``scan.jsonl`` from the rows' DICOM JSON cells (``documents.py``) and names
+   the columns by ``--column-names`` (``keyword_names.py``). ``scan.nested.parquet``
+   (``nested_file.py``, ``nested.py``, ``nested_rows.py``): each shard's schema union
+   and rows made by its worker, then one step merges them by path into the file, under
+   an attempt-unique name, renamed with the tables. With an
    output folder (``-o scan/``) the nested table is instead a dataset of parts,
    ``scan/part-00000-of-00012.parquet``..., written in parallel and renamed into place
    the same way (``nested_parts.py``; the other outputs go beside the folder).

@@ -94,52 +94,32 @@ def _json_keys(parquet: pq.ParquetFile, path: str) -> list:
 _JSON_READ = [PATH_COLUMN, shard_format.CELLS_COLUMN, shard_format.VALUES_COLUMN]
 
 
-def read_slice(path: str, size, start: int, stop: int) -> list[tuple[str, str]]:
-    """``(DicomPath, JSON text)`` of rows ``start:stop`` of a shard; reads only the row
-    groups that hold them."""
+def shard_json(path: str, size, start: int = 0, stop: int | None = None):
+    """``(paths, JSON texts)`` of rows ``start:stop`` of a shard (all by default), row
+    group by row group, in the shard's order (by path); reads only the row groups that
+    hold them. Every row has its JSON."""
     stream, parquet = open_shard_file(path, size)
     try:
         keys = _json_keys(parquet, path)
-        found, first = [], 0
+        first = 0
         meta = parquet.metadata
         for group in range(meta.num_row_groups):
             rows = meta.row_group(group).num_rows
-            low, high = max(start, first), min(stop, first + rows)
+            low = max(start, first)
+            high = first + rows if stop is None else min(stop, first + rows)
             if low < high:
                 table = parquet.read_row_group(group, columns=_JSON_READ)
-                batch = table.slice(low - first, high - low).combine_chunks().to_batches()
-                for piece in batch:
-                    found.extend(zip(piece.column(PATH_COLUMN).to_pylist(),
-                                     _json_texts(piece, keys, path)))
+                for batch in table.slice(low - first, high - low).combine_chunks().to_batches():
+                    yield batch.column(PATH_COLUMN).to_pylist(), _json_texts(batch, keys, path)
             first += rows
-        return found
     finally:
         stream.close()
 
 
-def shard_json(shard):
-    """``(paths, JSON texts)`` of a shard's rows (``ShardInfo``), row group by row group,
-    in the shard's order (by path); every row has its JSON."""
-    stream, parquet = open_shard_file(shard.path, shard.size)
-    try:
-        keys = _json_keys(parquet, shard.path)
-        for group in range(parquet.metadata.num_row_groups):
-            for batch in parquet.read_row_group(group, columns=_JSON_READ).to_batches():
-                yield (batch.column(PATH_COLUMN).to_pylist(),
-                       _json_texts(batch, keys, shard.path))
-    finally:
-        stream.close()
-
-
-def nested_schema(shards, union_data: dict | None = None) -> NestedSchema:
-    """The union schema of every row's JSON in ``shards`` (``ShardInfo``): from
-    ``union_data`` (``NestedUnion``'s, made in parallel) or, without it, read here."""
-    if union_data is not None:
-        return NestedSchema.from_data(union_data)
-    union = NestedSchema()
-    for shard in shards:
-        union.merge(NestedSchema.from_data(shard_schema(shard)))
-    return union
+def read_slice(path: str, size, start: int, stop: int) -> list[tuple[str, str]]:
+    """``(DicomPath, JSON text)`` of rows ``start:stop`` of a shard."""
+    return [pair for paths, texts in shard_json(path, size, start, stop)
+            for pair in zip(paths, texts)]
 
 
 class NestedUnion(beam.PTransform):
@@ -158,7 +138,7 @@ def shard_schema(shard) -> dict:
 
     storage.prepare_filesystems()
     union = NestedSchema()
-    for _, texts in shard_json(shard):
+    for _, texts in shard_json(shard.path, shard.size):
         union.add_texts(texts)
     return union.as_data()
 

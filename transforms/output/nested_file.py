@@ -15,8 +15,8 @@ one worker.
    attempt; the table step's ``Finalize`` renames it into place with the other tables.
 
 Memory: step 2 holds one row group of a shard's JSON and its rows; step 3 one or two
-converted batches per shard (``CONVERT_ROWS``) and one row group. Converted streams are their attempt's own; the run's
-cleanup deletes the temp dir with them.
+converted batches per shard (``CONVERT_ROWS``) and one row group. Converted streams are
+their attempt's own; the run's cleanup deletes the temp dir with them.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def _schemas(union_data: dict) -> tuple[NestedSchema, pa.Schema]:
 def _batches(shard):
     """``(paths, texts)`` of a shard in batches of at most ``CONVERT_ROWS`` rows and
     ``CONVERT_JSON_BYTES`` of JSON (an RT Structure Set's line is megabytes)."""
-    for paths, texts in shard_json(shard):
+    for paths, texts in shard_json(shard.path, shard.size):
         start, size = 0, 0
         for end, text in enumerate(texts):
             if end > start and (end - start >= CONVERT_ROWS or size >= CONVERT_JSON_BYTES):
