@@ -232,3 +232,16 @@ def test_the_file_made_shard_by_shard_is_the_same_whatever_the_sharding(tmp_path
     table = pq.read_table(tmp_path / "scan.nested.parquet")
     assert pq.read_table(pa.BufferReader(written[0][1])).equals(table)
     assert table.column("DicomPath").to_pylist() == sorted(paths)
+
+
+def test_unparseable_counts_of_every_converter_add_up():
+    """The summary's ``nested_unparseable_*`` from each shard's or part's converter, the
+    same whatever their order (the single file and the parts both report them)."""
+    from transforms.output.nested_rows import unparseable_figures
+
+    counts = [{"StudyDate": 2}, {}, {"StudyDate": 1, "Rows": 4}]
+    expected = {"nested_unparseable_values": 7,
+                "nested_unparseable_by_column": {"Rows": 4, "StudyDate": 3}}
+    assert unparseable_figures(counts) == expected
+    assert list(unparseable_figures(reversed(counts))["nested_unparseable_by_column"]) == \
+        ["Rows", "StudyDate"]

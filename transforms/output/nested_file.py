@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import heapq
 import uuid
-from collections import Counter, deque
+from collections import deque
 from typing import NamedTuple
 
 import apache_beam as beam
@@ -35,7 +35,7 @@ from transforms.common.atomic_files import open_write
 from transforms.common.rows import PATH_COLUMN
 from transforms.output.documents import NestedUnion, shard_json
 from transforms.output.nested import NestedSchema
-from transforms.output.nested_rows import NestedRows
+from transforms.output.nested_rows import NestedRows, unparseable_figures
 
 NESTED_COMPRESSION = "zstd"
 JSON_BYTES = "_json_bytes"  # a converted row's JSON length: where row groups are cut
@@ -181,13 +181,9 @@ def write_file(_, converted: list, union_data: dict, final: str, temp_dir: str) 
     expected = sum(shard.rows for shard in converted)
     if written != expected:
         raise RuntimeError(f"wrote {written} nested rows but the shards hold {expected}")
-    unparseable: Counter = Counter()
-    for shard in converted:
-        unparseable.update(shard.unparseable)
     return {"renames": {temp: final}, "nested_rows": written, "nested_columns": len(schema),
             "nested_json_columns": union.json_columns(),
-            "nested_unparseable_values": sum(unparseable.values()),
-            "nested_unparseable_by_column": dict(sorted(unparseable.items()))}
+            **unparseable_figures(shard.unparseable for shard in converted)}
 
 
 class WriteNestedFile(beam.PTransform):

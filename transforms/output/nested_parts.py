@@ -47,7 +47,7 @@ from transforms.common.tags import COLUMNS, TABLE_FIGURES
 from transforms.output.columns import ComputeColumns
 from transforms.output.documents import NestedUnion, open_shard_file, read_slice
 from transforms.output.nested import NestedSchema
-from transforms.output.nested_rows import NestedRows
+from transforms.output.nested_rows import NestedRows, unparseable_figures
 from transforms.output.shard_stats import CountTableFigures
 from transforms.output.tables import TableFiles, WriteTables
 
@@ -180,17 +180,12 @@ def finalize_parts(written: list, folder: str) -> dict:
     stale = [path for path in _parts_in(folder) if path not in kept]
     if stale:
         FileSystems.delete(stale)
-    unparseable: dict = {}
-    for figures in written:
-        for column, count in figures["unparseable"].items():
-            unparseable[column] = unparseable.get(column, 0) + count
     return {
         "nested_rows": sum(figures["rows"] for figures in written),
         "nested_parts": len(written),
         "nested_columns": written[0]["columns"],
         "nested_json_columns": written[0]["json_columns"],
-        "nested_unparseable_values": sum(unparseable.values()),
-        "nested_unparseable_by_column": dict(sorted(unparseable.items())),
+        **unparseable_figures(figures["unparseable"] for figures in written),
     }
 
 

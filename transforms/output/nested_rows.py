@@ -171,6 +171,15 @@ class NestedRows:
         return parsed[0]
 
 
+def unparseable_figures(counts) -> dict:
+    """The summary's figures of the values that did not parse, from the ``unparseable``
+    counts (as dicts) of every converter of a run, in any order."""
+    total: Counter = Counter()
+    for by_column in counts:
+        total.update(by_column)
+    return {"nested_unparseable_values": sum(total.values()),
+            "nested_unparseable_by_column": dict(sorted(total.items()))}
+
 def _text(vr: str, value):
     if value is None:
         return None
