@@ -181,8 +181,3 @@ class DistinctCount:
 def _stable_hash(value: str) -> int:
     return int.from_bytes(hashlib.blake2b(value.encode("utf-8", "surrogatepass"),
                                           digest_size=8).digest(), "little", signed=True)
-
-
-def _stable_hash(value: str) -> int:
-    return int.from_bytes(hashlib.blake2b(value.encode("utf-8", "surrogatepass"),
-                                          digest_size=8).digest(), "little", signed=True)
