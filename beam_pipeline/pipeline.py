@@ -31,7 +31,8 @@ from transforms.output.reuse import PlanReuse
 from transforms.output.spill import StoreRows
 from transforms.output.state import RunState, prepare_state
 from transforms.output.series_tables import SeriesFiles, WriteSeriesTables, series_files
-from transforms.output.tables import TableFiles, WriteTables
+from transforms.output.tables import TableFiles
+from transforms.output.write_tables import WriteTables
 from transforms.reading.dicomweb_rows import ReadDicomWeb, with_dicomweb
 from transforms.reading.extraction import ExtractRows, ReadingSettings
 from transforms.reading.flatten import FlattenSettings

@@ -120,7 +120,7 @@ def main(argv=None):
     if args.child:
         child(args.child, args.folder, args.count, args.budget)
         return
-    from transforms.output import tables
+    from transforms.output import shard_merge
 
     root = tempfile.mkdtemp(prefix="merge-memory-")
     folder = os.path.join(root, "shards")
@@ -129,7 +129,7 @@ def main(argv=None):
         infos = make_shards(folder, args.shards, args.rows_per_shard)
         size = sum(os.path.getsize(info.path) for info in infos) / 2**20
         print(f"{len(infos)} shards x {args.rows_per_shard} rows ({size:.1f} MiB of shards)")
-        budget = tables.MEMORY_BUDGET
+        budget = shard_merge.MEMORY_BUDGET
         anchor = measure("footers", folder, len(infos), budget)
         runs = [
             (f"merge {len(infos)} shards, budget {budget >> 20} MiB",

@@ -41,7 +41,8 @@ BUCKET = "demo-bucket"
 RUN = "ExtractDicomMetadata/"
 STEPS = tuple(RUN + step for step in (
     "Discover", "Extract/Headers", "Extract/BoundCells", "StoreRows/Spill",
-    "WriteTables/Columns", "WriteTables/Merge", "WriteTables/Finalize", "Report/Summary/Write",
+    "WriteTables/Columns", "WriteTables/TextParts/WritePart", "WriteTables/TextParts/PlacePart",
+    "WriteTables/Finalize", "Report/Summary/Write",
     "Report/HtmlReport/Write", "Commit/CommitState", "Commit/Cleanup"))
 
 
@@ -216,7 +217,7 @@ def test_dicomweb_job_with_basic_auth(gcs_bucket, offline, monkeypatch, tmp_path
     names = {t.unique_name for t in job.proto_pipeline.components.transforms.values()}
     assert RUN + "ListDicomWeb" in names
     assert any(name.startswith(RUN + "DicomWeb/") for name in names)
-    assert {RUN + "StoreRows/SpillWeb", RUN + "WriteTables/Merge"} <= names
+    assert {RUN + "StoreRows/SpillWeb", RUN + "WriteTables/TextParts/WritePart"} <= names
     assert password not in json.dumps(description)
     assert password not in " ".join(sorted(names))
     steps = serialized_steps(job.proto_pipeline)

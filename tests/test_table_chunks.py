@@ -17,7 +17,7 @@ import pytest
 from transforms.content.csv_safety import guard_fields, guarded_columns
 from transforms.common.rows import PATH_COLUMN, Row
 from transforms.reading.naming import order_columns
-from transforms.output import shard_format, tables
+from transforms.output import shard_format, shard_merge, tables
 from transforms.output.table_stats import TableStats, column_of, scan_csv
 from tests.test_tables import columns_of
 
@@ -71,7 +71,7 @@ def test_csv_is_byte_identical_to_python_csv(tmp_path, guard, runs):
              for n in range(6)]
     columns = columns_of(infos)
     files = tables.TableFiles(str(tmp_path / "t.csv"), str(tmp_path / "t.parquet"))
-    budget = 3 * tables.reader_cost(infos[0]) if runs else tables.MEMORY_BUDGET
+    budget = 3 * shard_merge.reader_cost(infos[0]) if runs else shard_merge.MEMORY_BUDGET
     stats = TableStats()
     figures = tables.merge_shards(infos, columns, files, budget=budget,
                                   temp_dir=str(tmp_path), formula_guard=guard, stats=stats)

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 
 from transforms.output.columns import UnionColumns
 from transforms.common.rows import PATH_COLUMN, Row
-from transforms.output import shard_format, tables
+from transforms.output import shard_format, shard_merge, tables
 
 DATE = "Study Date (0008,0020)"
 TEXT = "Study Description (0008,1030)"
@@ -46,9 +46,9 @@ def test_budget_forces_runs_and_output_is_identical(tmp_path):
     infos = make_shards(str(shards), 30, 7)
     columns = columns_of(infos)
     outputs = {}
-    runs_budget = 3 * max(map(tables.reader_cost, infos))
-    for name, budget in (("one-pass", tables.MEMORY_BUDGET), ("runs", runs_budget)):
-        assert len(tables.groups_within(infos, budget)) == (1 if name == "one-pass" else 10)
+    runs_budget = 3 * max(map(shard_merge.reader_cost, infos))
+    for name, budget in (("one-pass", shard_merge.MEMORY_BUDGET), ("runs", runs_budget)):
+        assert len(shard_merge.groups_within(infos, budget)) == (1 if name == "one-pass" else 10)
         temp = tmp_path / name
         temp.mkdir()
         files = tables.TableFiles(str(temp / "t.csv"), str(temp / "t.parquet"))

@@ -6,8 +6,10 @@ For ``-o scan.csv`` (``scan.parquet`` and the reports are named alike)::
 
     scan.lock                       held by the one run writing this output
                                     (beam_pipeline/lock.py)
-    .scan.tmp-<run>/                this run's temp files: merged tables before rename,
-                                    the nested file's converted shards
+    .scan.tmp-<run>/                this run's temp files: the CSV's and JSON lines'
+                                    parts and the files joined from them, the
+                                    Parquet table, the nested file's converted
+                                    shards, each before its rename
     scan.state/CURRENT              JSON: the generation the outputs were built from
     scan.state/gen-<run>/           this run's rows and outcomes, kept for the next run
         settings.json               fingerprint: settings, code hash, pydicom version
@@ -24,11 +26,13 @@ A run, step by step (``beam_pipeline/pipeline.py`` shows the same in order):
    (``web_reuse.py``), always resume what an interrupted run completed. Anything untrusted: a note and a full re-extraction.
 3. Spill (``spill.py``): rows -> sorted Parquet shards in this generation, errors/skips
    -> outcome parts. Names are unique per attempt; only ``ShardInfo`` records flow on.
-4. Tables (``tables.py``): one k-way merge reads the shards whose records reached it and
-   writes the CSV and/or Parquet under attempt-unique temp names, memory bounded; then
-   finalize renames them into place ("already renamed" counts as done). The same merge
-   writes ``scan.jsonl`` from the rows' DICOM JSON cells (``documents.py``) and names
-   the columns by ``--column-names`` (``keyword_names.py``). ``scan.nested.parquet``
+4. Tables (``write_tables.py``): the shards whose records reached it are merged by path
+   (``shard_merge.py``, memory bounded) and laid out (``tables.py``) under
+   attempt-unique temp names; then finalize renames them into place ("already renamed"
+   counts as done). The CSV and ``scan.jsonl`` (from the rows' DICOM JSON cells,
+   ``documents.py``) are written in parts, one range of the path order per worker
+   (``path_ranges.py``), and joined (``table_parts.py``); the flat Parquet by one merge.
+   Columns are named by ``--column-names`` (``keyword_names.py``). ``scan.nested.parquet``
    (``nested_file.py``, ``nested.py``, ``nested_rows.py``): each shard's schema union
    and rows made by its worker, then one step merges them by path into the file, under
    an attempt-unique name, renamed with the tables. With an

@@ -23,6 +23,7 @@ from transforms.common.rows import JSON_COLUMN, PATH_COLUMN
 from transforms.output import shard_format
 from transforms.output.nested import NestedSchema
 from transforms.output.shard_format import CellRows
+from transforms.output.shard_merge import open_shard_file
 
 def split_json(chunk: CellRows, key: int) -> tuple[CellRows, list | None]:
     """``chunk`` without its cells numbered ``key``, and per row the text of that cell
@@ -66,13 +67,6 @@ class JsonLines:
 
     def figures(self) -> dict:
         return {"json_rows": self.written}
-
-
-def open_shard_file(path: str, size):
-    from transforms.inputs.ranged import open_ranged
-
-    stream = open_ranged(path, size=size)
-    return stream, shard_format.open_shard(stream, path, pre_buffer=False)
 
 
 def _json_texts(batch: pa.RecordBatch, json_keys: list, path: str) -> list:

@@ -11,11 +11,10 @@ How a run writes them:
 
 1. ``NestedUnion`` (``documents.py``): each row shard gives the union of its rows' JSON
    (``nested.NestedSchema`` as plain data); one combine makes the schema of every part.
-2. ``PlanParts``: one step reads only the ``DicomPath`` column of every shard and cuts the
-   path order into parts of ``--rows-per-part`` rows (part k holds the rows ranked
-   k*N .. (k+1)*N-1), each part a slice of every shard (shards are sorted by path). The
-   same rows give the same parts whatever the runner, the workers or the sharding, so
-   repeated and incremental runs write the same bytes.
+2. ``PlanParts``: the path order cut into parts of ``--rows-per-part`` rows, each a
+   slice of every shard (``path_ranges.py``). The same rows give the same parts
+   whatever the runner, the workers or the sharding, so repeated and incremental runs
+   write the same bytes.
 3. ``WritePart``, in parallel after a reshuffle: reads its slices (the one or two row
    groups of each shard that hold them), sorts them by path and writes the part under a
    name unique to its attempt in the run's temp dir. Memory: one part's JSON texts.
@@ -27,7 +26,6 @@ How a run writes them:
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import uuid
@@ -35,21 +33,19 @@ from operator import itemgetter
 from typing import NamedTuple
 
 import apache_beam as beam
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.common.atomic_files import finalize_tables, open_write
-from transforms.common.rows import PATH_COLUMN
 from transforms.common.tags import COLUMNS, TABLE_FIGURES
 from transforms.output.columns import ComputeColumns
-from transforms.output.documents import NestedUnion, open_shard_file, read_slice
+from transforms.output.documents import NestedUnion, read_slice
 from transforms.output.nested import NestedSchema
+from transforms.output.path_ranges import cut_ranges
 from transforms.output.nested_rows import NestedRows, unparseable_figures
 from transforms.output.shard_stats import CountTableFigures
-from transforms.output.tables import TableFiles, WriteTables
+from transforms.output.tables import TableFiles
+from transforms.output.write_tables import WriteTables
 
 PART_NAME = re.compile(r"part-(\d{5})-of-(\d{5})\.parquet")
 WRITE_ROWS = 2048  # rows per write_batch, so per row group of a part
@@ -101,43 +97,16 @@ class PartPlan(NamedTuple):
     slices: tuple
 
 
-def _shard_paths(shard) -> pa.Array:
-    stream, parquet = open_shard_file(shard.path, shard.size)
-    try:
-        paths = parquet.read(columns=[PATH_COLUMN]).column(0).combine_chunks()
-    finally:
-        stream.close()
-    if len(paths) != shard.rows:
-        raise RuntimeError(f"{shard.path} holds {len(paths)} rows, not {shard.rows}")
-    return paths
-
-
 def plan_parts(_, shards, rows_per_part: int) -> list[PartPlan]:
-    """Cut the rows of ``shards``, in path order, into parts of ``rows_per_part`` rows."""
+    """Cut the rows of ``shards``, in path order, into parts of ``rows_per_part`` rows
+    (``path_ranges.cut_ranges``)."""
     from transforms.inputs import storage
 
     storage.prepare_filesystems()
-    shards = sorted(shards, key=lambda shard: shard.path)
-    paths = [_shard_paths(shard) for shard in shards]
-    total = sum(map(len, paths))
-    parts = max(1, math.ceil(total / rows_per_part))
-    # Every row's shard, in path order. Arrow compares UTF-8 bytes, which is code point
-    # order, as the shards are sorted; the sort is stable, so equal paths keep the
-    # order of the shards (by name), as the single file's merge does.
-    shard_of = np.repeat(np.arange(len(shards)), [len(array) for array in paths])
-    if total:
-        shard_of = shard_of[pc.sort_indices(pa.chunked_array(paths)).to_numpy()]
-    cuts = np.zeros((parts + 1, len(shards)), np.int64)
-    for number in range(parts):
-        ranked = shard_of[number * rows_per_part: (number + 1) * rows_per_part]
-        cuts[number + 1] = cuts[number] + np.bincount(ranked, minlength=len(shards))
-    return [
-        PartPlan(number, parts, tuple(
-            (shard.path, shard.size, int(cuts[number][index]), int(cuts[number + 1][index]))
-            for index, shard in enumerate(shards)
-            if cuts[number][index] < cuts[number + 1][index]))
-        for number in range(parts)
-    ]
+    ranges = cut_ranges(shards, rows_per_part)
+    return [PartPlan(number, len(ranges), tuple(
+                (piece.path, piece.size, piece.start, piece.stop) for piece in slices))
+            for number, slices in enumerate(ranges)]
 
 
 def write_part(plan: PartPlan, schema_data: dict, folder: str, temp_dir: str) -> dict:
@@ -226,7 +195,7 @@ class WriteNestedParts(beam.PTransform):
 
 
 class WriteTablesAndParts(beam.PTransform):
-    """``tables.WriteTables`` for ``-o FOLDER/``: the CSV, flat Parquet and JSON lines
+    """``write_tables.WriteTables`` for ``-o FOLDER/``: the CSV, flat Parquet and JSON lines
     (those asked for) merged as ever, and the nested table as parts in parallel; with
     none of the former, no step reads every shard on one worker: the report's figures
     are counted shard by shard (``shard_stats.py``). Same outputs as ``WriteTables``,
