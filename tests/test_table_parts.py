@@ -67,7 +67,10 @@ def _write_in_parts(shards, folder, rows_per_part, monkeypatch, reverse=False):
     placements = joined["placements"]
     for placement in (reversed(placements) if reverse else placements):
         table_parts.place_part(placement)
-    table_parts.place_part(placements[0])  # a repeated placement: the same bytes again
+    if placements:  # one part is its file: nothing to place
+        table_parts.place_part(placements[-1])  # repeated: the same bytes again
+    again = table_parts.plan_join(written, files, str(folder))  # a repeated join
+    assert again["placements"] == placements
     figures = table_parts.joined_figures(joined, placements)
     return len(plan), figures
 
@@ -114,6 +117,30 @@ def test_placing_without_the_kernels_copy_gives_the_same_file(pipeline_run, tmp_
         assert place(str(second), target, half) == len(data) - half
         assert place(str(first), target, 0) == half
         assert open(target, "rb").read() == data, name
+
+
+def test_a_part_over_the_memory_budget_merges_its_slices_in_runs(pipeline_run, tmp_path,
+                                                                  monkeypatch):
+    """Slices carry no columns: runs of slices take the table's, and the part's text is
+    the same as in one pass."""
+    from transforms.output import shard_merge
+
+    _, shards, _ = pipeline_run
+    monkeypatch.setattr(table_parts, "part_rows", lambda total: 60)
+    part = table_parts.plan_parts(None, shards)[1]
+    assert len(part.slices) == 4 and all(piece.columns is None for piece in part.slices)
+    texts = []
+    for name, budget in (("one-pass", shard_merge.MEMORY_BUDGET),
+                         ("runs", 3 * max(map(shard_merge.reader_cost, part.slices)))):
+        folder = tmp_path / name
+        folder.mkdir()
+        files = TableFiles(str(folder / "part.csv"), None, jsonl=str(folder / "part.jsonl"))
+        figures = merge_shards(part.slices, _columns(shards), files, budget=budget,
+                               temp_dir=str(folder), header=False)
+        assert figures["rows"] == 60
+        assert sorted(os.listdir(folder)) == ["part.csv", "part.jsonl"]  # runs deleted
+        texts.append((open(files.csv, "rb").read(), open(files.jsonl, "rb").read()))
+    assert texts[0] == texts[1]
 
 
 def test_missing_parts_fail_the_join(pipeline_run, tmp_path, monkeypatch):

@@ -43,9 +43,10 @@ def is_local(path: str) -> bool:
 
 
 def reserve(target: str, size: int) -> None:
-    """Create the local file ``target`` of ``size`` bytes, for parts placed into it at
-    their offsets by several workers at once (:func:`place`)."""
-    with open(target, "wb") as out:
+    """Make the local file ``target`` (new, or holding the first part) ``size`` bytes
+    long, for parts placed into it at their offsets by several workers at once
+    (:func:`place`)."""
+    with open(target, "ab") as out:
         out.truncate(size)
 
 

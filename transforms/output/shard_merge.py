@@ -58,19 +58,20 @@ def open_shard_file(path: str, size):
 
 
 class ShardSlice(NamedTuple):
-    """Rows ``start:stop`` of a shard (in its path order), with the shard's ``ShardInfo``
-    fields: ``rows`` is the slice's."""
+    """Rows ``start:stop`` of a shard (in its path order): ``ShardInfo``'s fields but its
+    columns (thousands of names in a wide archive, for every slice of every part), so
+    a merge of slices that writes runs gives them the table's columns."""
 
     path: str
-    rows: int
-    columns: dict
+    rows: int  # the slice's
     size: int | None
     start: int
     stop: int
+    columns: None = None
 
     @classmethod
     def of(cls, shard, start: int, stop: int) -> "ShardSlice":
-        return cls(shard.path, stop - start, shard.columns, shard.size, start, stop)
+        return cls(shard.path, stop - start, shard.size, start, stop)
 
 
 class _Cursor:
@@ -199,7 +200,9 @@ class ByColumn(dict):
         return self.numbering[key[0]]
 
 
-def _union_columns(group) -> dict:
+def _union_columns(group, table_columns) -> dict:
+    if any(shard.columns is None for shard in group):  # slices: the table's
+        return table_columns
     union = UnionColumns()
     columns = union.create_accumulator()
     for shard in group:
@@ -207,7 +210,8 @@ def _union_columns(group) -> dict:
     return columns
 
 
-def merge_runs(shards, budget: int, temp_dir: str | None, attempt: str) -> tuple[list, list]:
+def merge_runs(shards, budget: int, temp_dir: str | None, attempt: str,
+               table_columns: dict | None = None) -> tuple[list, list]:
     """Merge groups of shards into sorted runs until one group fits ``budget``; returns
     the shards to merge last and the runs written (this attempt's own temp files)."""
     written = []
@@ -221,7 +225,7 @@ def merge_runs(shards, budget: int, temp_dir: str | None, attempt: str) -> tuple
                 runs.append(group[0])
                 continue
             path = FileSystems.join(temp_dir, f"run-{attempt}-{level}-{number:05d}.parquet")
-            writer = _RunWriter(path, _union_columns(group))
+            writer = _RunWriter(path, _union_columns(group, table_columns))
             for batch, offsets, index in merged(group, budget, writer.numbering):
                 writer.add(batch, offsets, index)
             runs.append(writer.close())

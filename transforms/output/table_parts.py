@@ -9,16 +9,17 @@ each merged and laid out by its own worker, then the parts joined into one file.
    attempt in the run's temp dir, and counts the report's figures of its rows
    (``TableStats`` as data, with hashes every worker agrees on).
 3. ``PlanJoin``: the parts' figures added up, and where each part goes in one file per
-   format under a name of this attempt. On a local disk that file is created at its
-   full size and ``PlacePart``, in parallel after a reshuffle, copies each part to its
-   offset (``atomic_files.place``: the kernel copies); on a bucket one ``PlacePart``
-   streams the parts into the object (``atomic_files.concatenate``).
+   format. On a local disk that file is the first part's, grown to the whole size, and
+   ``PlacePart``, in parallel after a reshuffle, copies each other part to its offset
+   (``atomic_files.place``: the kernel copies); on a bucket one ``PlacePart`` streams
+   the parts into a new object of this attempt (``atomic_files.concatenate``).
    ``tables.finalize_step`` renames the files into place with the other tables.
 
 A row's CSV record and JSON line depend only on the row and the table's columns, so the
 joined file is byte for byte the one a single merge writes, whatever the number of
 parts. Retries: every attempt writes files of its own names (a repeated placement
-copies the same bytes to the same place) and deletes none; the run's cleanup deletes
+copies the same bytes to the same place, a repeated join grows the first part to the
+same size) and deletes none; the run's cleanup deletes
 the temp dir. The bytes cross the disk once more than in a single merge (the parts,
 then the file), in exchange for no worker laying out or copying the whole table.
 """
@@ -39,7 +40,7 @@ from transforms.output.table_stats import TableStats
 from transforms.output.tables import TABLE_STATS, TableFiles, merge_shards
 
 TARGET_PARTS = 64
-MIN_PART_ROWS = 8192  # a part opens a slice of every shard: not for a handful of rows
+MIN_PART_ROWS = 32768  # a part opens a slice of every shard and reads whole row groups
 MAX_PART_ROWS = 65536
 
 
@@ -97,9 +98,9 @@ class Placement(NamedTuple):
 
 
 def plan_join(written: list, files: TableFiles, temp_dir: str) -> dict:
-    """The placements that join the parts, one file per format under names of this
-    attempt (a local one created at its full size first), and the whole table's
-    figures with their ``renames``."""
+    """The placements that join the parts into one file per format (on a local disk the
+    first part's, grown to its full size here), and the whole table's figures with
+    their ``renames``."""
     from transforms.inputs import storage
 
     storage.prepare_filesystems()
@@ -113,17 +114,19 @@ def plan_join(written: list, files: TableFiles, temp_dir: str) -> dict:
     for kind, final in (("csv", files.csv), ("jsonl", files.jsonl)):
         if not final:
             continue
-        joined = FileSystems.join(temp_dir, f"table-{attempt}.{kind}")
-        renames[joined] = final
         pieces = [part["files"][kind] for part in parts]
-        if not is_local(joined):
+        if not is_local(temp_dir):
+            joined = FileSystems.join(temp_dir, f"table-{attempt}.{kind}")
             placements.append(Placement(tuple(path for path, _ in pieces), joined, 0))
-            continue
-        offset = 0
-        for path, size in pieces:
-            placements.append(Placement((path,), joined, offset))
-            offset += size
-        reserve(joined, offset)
+        else:
+            # The first part's file is the joined one, grown to the whole size: its
+            # bytes are in place already (the same size again if this step is repeated).
+            joined, offset = pieces[0]
+            for path, size in pieces[1:]:
+                placements.append(Placement((path,), joined, offset))
+                offset += size
+            reserve(joined, offset)
+        renames[joined] = final
     figures: dict = {"renames": renames}
     for part in parts:
         for key, value in part["figures"].items():
