@@ -189,13 +189,13 @@ def _wait_for_shards(folder: str, wanted: int, process, timeout: float) -> int:
 
 
 def _wait_for_csv_shards(folder: str, process, timeout: float) -> int:
-    """Wait until the run is writing the CSV: its temp dir holds the merge's table."""
+    """Wait until the run is writing the CSV: its temp dir holds a part of the table."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and process.poll() is None:
         for name in os.listdir(folder):
             if ".tmp-" in name:
                 entries = os.listdir(os.path.join(folder, name))
-                if any(entry.startswith("table-") for entry in entries):
+                if any(entry.endswith(".csv") for entry in entries):
                     return len(entries)
         time.sleep(0.005)
     return -1

@@ -121,8 +121,8 @@ def test_placing_without_the_kernels_copy_gives_the_same_file(pipeline_run, tmp_
 
 def test_a_part_over_the_memory_budget_merges_its_slices_in_runs(pipeline_run, tmp_path,
                                                                   monkeypatch):
-    """Slices carry no columns: runs of slices take the table's, and the part's text is
-    the same as in one pass."""
+    """Slices carry no columns: runs of slices read them from their shards, and the
+    part's text is the same as in one pass."""
     from transforms.output import shard_merge
 
     _, shards, _ = pipeline_run
@@ -130,8 +130,11 @@ def test_a_part_over_the_memory_budget_merges_its_slices_in_runs(pipeline_run, t
     part = table_parts.plan_parts(None, shards)[1]
     assert len(part.slices) == 4 and all(piece.columns is None for piece in part.slices)
     texts = []
+    costs = sorted(map(shard_merge.reader_cost, part.slices))
     for name, budget in (("one-pass", shard_merge.MEMORY_BUDGET),
-                         ("runs", 3 * max(map(shard_merge.reader_cost, part.slices)))):
+                         ("runs", costs[-1] + costs[-2])):
+        assert len(shard_merge.groups_within(part.slices, budget)) == \
+            (1 if name == "one-pass" else 2)
         folder = tmp_path / name
         folder.mkdir()
         files = TableFiles(str(folder / "part.csv"), None, jsonl=str(folder / "part.jsonl"))

@@ -59,8 +59,8 @@ def open_shard_file(path: str, size):
 
 class ShardSlice(NamedTuple):
     """Rows ``start:stop`` of a shard (in its path order): ``ShardInfo``'s fields but its
-    columns (thousands of names in a wide archive, for every slice of every part), so
-    a merge of slices that writes runs gives them the table's columns."""
+    columns (thousands of names in a wide archive, for every slice of every part); a
+    merge of slices that writes runs reads them from the shard's footer."""
 
     path: str
     rows: int  # the slice's
@@ -200,18 +200,19 @@ class ByColumn(dict):
         return self.numbering[key[0]]
 
 
-def _union_columns(group, table_columns) -> dict:
-    if any(shard.columns is None for shard in group):  # slices: the table's
-        return table_columns
+def _union_columns(group) -> dict:
+    """The union of a group's columns; a slice's are read from its shard's footer."""
     union = UnionColumns()
     columns = union.create_accumulator()
     for shard in group:
-        union.add_input(columns, shard.columns)
+        found = shard.columns
+        if found is None:
+            found = shard_format.read_info(shard.path, shard.size).columns
+        union.add_input(columns, found)
     return columns
 
 
-def merge_runs(shards, budget: int, temp_dir: str | None, attempt: str,
-               table_columns: dict | None = None) -> tuple[list, list]:
+def merge_runs(shards, budget: int, temp_dir: str | None, attempt: str) -> tuple[list, list]:
     """Merge groups of shards into sorted runs until one group fits ``budget``; returns
     the shards to merge last and the runs written (this attempt's own temp files)."""
     written = []
@@ -225,7 +226,7 @@ def merge_runs(shards, budget: int, temp_dir: str | None, attempt: str,
                 runs.append(group[0])
                 continue
             path = FileSystems.join(temp_dir, f"run-{attempt}-{level}-{number:05d}.parquet")
-            writer = _RunWriter(path, _union_columns(group, table_columns))
+            writer = _RunWriter(path, _union_columns(group))
             for batch, offsets, index in merged(group, budget, writer.numbering):
                 writer.add(batch, offsets, index)
             runs.append(writer.close())

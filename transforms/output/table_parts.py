@@ -115,7 +115,9 @@ def plan_join(written: list, files: TableFiles, temp_dir: str) -> dict:
         if not final:
             continue
         pieces = [part["files"][kind] for part in parts]
-        if not is_local(temp_dir):
+        if len(pieces) == 1:  # one part is the file
+            joined = pieces[0][0]
+        elif not is_local(temp_dir):
             joined = FileSystems.join(temp_dir, f"table-{attempt}.{kind}")
             placements.append(Placement(tuple(path for path, _ in pieces), joined, 0))
         else:

@@ -161,8 +161,7 @@ def merge_shards(shards, columns, files: TableFiles, budget: int = MEMORY_BUDGET
     are added to it on the way; without ``header``, the CSV has no header line."""
     shards = sorted(shards, key=lambda shard: shard.path)
     expected = sum(shard.rows for shard in shards)
-    last, runs = merge_runs(shards, budget, temp_dir, attempt or uuid.uuid4().hex,
-                            columns)
+    last, runs = merge_runs(shards, budget, temp_dir, attempt or uuid.uuid4().hex)
     if files.nested:
         raise ValueError("the nested table is nested_file.WriteNestedFile's")
     writers = _TableWriters(columns, files, formula_guard, stats, header)
