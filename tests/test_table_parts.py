@@ -14,9 +14,9 @@ import pytest
 
 from beam_pipeline.cli import main
 from tests.conftest import CHARSET_FILES, TEST_FILES
+from tests.test_tables import columns_of
 from transforms.common.atomic_files import place, reserve
 from transforms.output import shard_format, table_parts
-from transforms.output.columns import UnionColumns
 from transforms.output.table_stats import TableStats
 from transforms.output.tables import TableFiles, merge_shards
 
@@ -48,18 +48,10 @@ def pipeline_run(tmp_path_factory):
     return folder, shards, summary
 
 
-def _columns(shards):
-    union = UnionColumns()
-    accumulator = union.create_accumulator()
-    for shard in shards:
-        union.add_input(accumulator, shard.columns)
-    return union.extract_output(accumulator)
-
-
 def _write_in_parts(shards, folder, rows_per_part, monkeypatch, reverse=False):
     monkeypatch.setattr(table_parts, "part_rows", lambda total: rows_per_part)
     files = TableFiles(str(folder / "scan.csv"), None, jsonl=str(folder / "scan.jsonl"))
-    columns = _columns(shards)
+    columns = columns_of(shards)
     plan = table_parts.plan_parts(None, shards)
     written = [table_parts.write_part(part, columns, files, str(folder), False, True)
                for part in reversed(plan)]
@@ -91,7 +83,7 @@ def test_parts_join_into_the_single_merges_bytes(pipeline_run, tmp_path, monkeyp
             assert mine.read() == run.read(), suffix
     # The report's figures: those of one merge over the same shards.
     single = TableStats()
-    merge_shards(shards, _columns(shards), TableFiles(None, None), stats=single)
+    merge_shards(shards, columns_of(shards), TableFiles(None, None), stats=single)
     single.source = str(tmp_path / "scan.csv")
     assert figures[table_parts.TABLE_STATS] == single.as_dict()
 
@@ -138,7 +130,7 @@ def test_a_part_over_the_memory_budget_merges_its_slices_in_runs(pipeline_run, t
         folder = tmp_path / name
         folder.mkdir()
         files = TableFiles(str(folder / "part.csv"), None, jsonl=str(folder / "part.jsonl"))
-        figures = merge_shards(part.slices, _columns(shards), files, budget=budget,
+        figures = merge_shards(part.slices, columns_of(shards), files, budget=budget,
                                temp_dir=str(folder), header=False)
         assert figures["rows"] == 60
         assert sorted(os.listdir(folder)) == ["part.csv", "part.jsonl"]  # runs deleted
@@ -151,7 +143,7 @@ def test_missing_parts_fail_the_join(pipeline_run, tmp_path, monkeypatch):
     monkeypatch.setattr(table_parts, "part_rows", lambda total: 50)
     files = TableFiles(str(tmp_path / "scan.csv"), None)
     plan = table_parts.plan_parts(None, shards)
-    written = [table_parts.write_part(part, _columns(shards), files, str(tmp_path), False, True)
+    written = [table_parts.write_part(part, columns_of(shards), files, str(tmp_path), False, True)
                for part in plan[1:]]
     with pytest.raises(RuntimeError, match="table parts missing"):
         table_parts.plan_join(written, files, str(tmp_path))
