@@ -278,7 +278,7 @@ def test_packed_partials_give_the_same_series(tmp_path):
                stash.flush([(("P1", "S1", "é"), b"")])]
     assert sorted(read_stashed(stashed)) == sorted([
         (key, merged), (("P2", "", ""), pack(SeriesSummary())), (("P1", "S1", "é"), b"")])
-    # A bundle's summaries go to a new file once their packed bytes reach the budget.
+    # A bundle's rows go to a new file once their packed bytes reach the budget.
     small = StashSeriesRows(str(tmp_path), budget=len(merged) + 1)
     small.setup()
     small.start_bundle()
