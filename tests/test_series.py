@@ -26,11 +26,9 @@ from transforms.output.series import (
     POSITION_CAP, SERIES_UID, STUDY_UID, SeriesSummary, column_numbers,
 )
 from transforms.output.series_packing import (
-    PLAIN_DATA, CombineSeries, StashSeriesRows, decompress, pack, read_stashed,
+    PLAIN_DATA, CombineSeries, StashSummaries, decompress, pack, read_stashed,
 )
-from transforms.output.series_records import (
-    SERIES_FIELDS, SeriesRows, cell, pack_record, series_record, set_cells, unpack_record,
-)
+from transforms.output.series_records import SERIES_FIELDS, cell, series_record, set_cells
 from transforms.output.series_shards import _normal, _positions, shard_summaries
 from transforms.output.series_tables import (
     dense_csv, keyword_name, series_layout, sparse_csv_parts, write_table,
@@ -265,21 +263,14 @@ def test_packed_partials_give_the_same_series(tmp_path):
     assert isinstance(PLAIN_DATA.decode(decompress(merged)), list)  # of plain data
     names = {number: name for name, number in numbers.items()}
     assert series_record((key, merged), numbers, names) == expected
-    # Made into the series row where it was combined, packed, and unpacked by the writer.
-    rows = SeriesRows()
-    rows.setup()
-    ((row_key, packed),) = rows.process((key, merged), columns)
-    assert row_key == key and isinstance(packed, bytes)
-    assert unpack_record(packed) == expected
-    assert unpack_record(pack_record(expected)) == expected
     # Then stashed in a file of the temp dir for the writer, and read back unchanged.
-    stash = StashSeriesRows(str(tmp_path))
+    stash = StashSummaries(str(tmp_path))
     stashed = [stash.flush([(key, merged), (("P2", "", ""), pack(SeriesSummary()))]),
                stash.flush([(("P1", "S1", "é"), b"")])]
     assert sorted(read_stashed(stashed)) == sorted([
         (key, merged), (("P2", "", ""), pack(SeriesSummary())), (("P1", "S1", "é"), b"")])
-    # A bundle's rows go to a new file once their packed bytes reach the budget.
-    small = StashSeriesRows(str(tmp_path), budget=len(merged) + 1)
+    # A bundle's summaries go to a new file once their packed bytes reach the budget.
+    small = StashSummaries(str(tmp_path), budget=len(merged) + 1)
     small.setup()
     small.start_bundle()
     pairs = [(key, merged), (("P3", "S", "X"), b"x"), (("P4", "S", "X"), b"y")]
@@ -289,9 +280,9 @@ def test_packed_partials_give_the_same_series(tmp_path):
     assert [len(read_stashed([path])) for path in written] == [2, 1]
     assert sorted(read_stashed(written)) == sorted(pairs)
     foreign = tmp_path / "foreign.arrow"
-    with pa.ipc.new_file(str(foreign), pa.schema([("Row", pa.binary())])) as writer:
-        writer.write_table(pa.table({"Row": [merged]}))
-    with pytest.raises(ValueError, match="not a file of stashed series rows"):
+    with pa.ipc.new_file(str(foreign), pa.schema([("Summary", pa.binary())])) as writer:
+        writer.write_table(pa.table({"Summary": [merged]}))
+    with pytest.raises(ValueError, match="not a file of stashed series summaries"):
         read_stashed([str(foreign)])
 
 

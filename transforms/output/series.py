@@ -315,7 +315,7 @@ class SeriesSummary:
 def column_numbers(columns) -> dict:
     """``{name: number}`` for the table's columns: packed summaries name a column by its
     place in the table times four plus its bound kind (``KINDS``), so that merges
-    still know how to bound it, and the step that makes the series rows, which has the
-    columns, its name (``series_records.SeriesRows``)."""
+    still know how to bound it, and the writer, which has the columns, its name
+    (``series_records.series_record``)."""
     return {column.name: place * 4 + KINDS.index(bound_kind(column.name))
             for place, column in enumerate(columns)}

@@ -34,14 +34,11 @@ from __future__ import annotations
 
 import statistics
 
-import apache_beam as beam
-
-from transforms.common.collector import collection_paused
 from transforms.common.rows import grouping_name
 from transforms.output.series import (
-    DISTINCT_CAP, IMAGE_ORIENTATION, KEY_COLUMNS, NO_POSITION, SeriesSummary, column_numbers,
+    DISTINCT_CAP, IMAGE_ORIENTATION, KEY_COLUMNS, NO_POSITION, SeriesSummary,
 )
-from transforms.output.series_packing import PLAIN_DATA, compress, decompress, unpack
+from transforms.output.series_packing import unpack
 from transforms.output.types import parse_tm
 from transforms.reading.naming import public_name
 
@@ -206,47 +203,6 @@ def series_record(keyed, numbers: dict | None = None, names: dict | None = None)
     record["Defects"] = "; ".join(defects)
     set_cells(record, *column_cells(summary, names))
     return record
-
-
-def pack_record(record: dict) -> bytes:
-    """A series row as one ``bytes`` value, plain data (``series_packing.PLAIN_DATA``, no
-    pickle), compressed: its fixed fields in ``SERIES_FIELDS`` order, then its constant
-    and varying cells as names and values in flat lists."""
-    constant, varying = record["constant"], record["varying"]
-    return compress(PLAIN_DATA.encode([
-        [record[field] for field in SERIES_FIELDS],
-        list(constant), list(constant.values()),
-        list(varying), [list(cells) for cells in varying.values()],
-    ]))
-
-
-def unpack_record(packed: bytes) -> dict:
-    """The series row ``pack_record`` packed."""
-    fields, constant_names, constant_values, varying_names, varying_cells = \
-        PLAIN_DATA.decode(decompress(packed))
-    record = dict(zip(SERIES_FIELDS, fields))
-    set_cells(record, dict(zip(constant_names, constant_values)),
-              dict(zip(varying_names, map(tuple, varying_cells))))
-    return record
-
-
-class SeriesRows(beam.DoFn):
-    """``(series key, packed combined SeriesSummary)``, the table's columns ->
-    ``(series key, packed series row)``. The rows are made where the summaries are
-    combined, in parallel, so that the one step that writes the tables only lays them
-    out: a series row is a few figures and a cell per column, its summary the distinct
-    values of every column."""
-
-    def setup(self):
-        self._columns = self._names = self._numbers = None
-
-    def process(self, keyed, columns):
-        if columns is not self._columns:  # the table's columns, as a side input
-            self._columns, self._numbers = columns, column_numbers(columns)
-            self._names = {number: name for name, number in self._numbers.items()}
-        with collection_paused():  # many small objects, none of them cyclic
-            record = series_record(keyed, self._numbers, self._names)
-        yield keyed[0], pack_record(record)
 
 
 def constant(record: dict, column: str) -> str | None:

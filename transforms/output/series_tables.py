@@ -12,10 +12,8 @@ A column ``X`` holds the series' value when it is the same in every file; when i
 varies in some series, ``X_Distinct`` follows (the number of distinct values there),
 and, for single-valued numbers, dates and times, ``X_Min`` and ``X_Max``.
 
-The series rows are made in parallel, where their summaries are combined
-(``series_records.SeriesRows``); the tables are small (a row per series), so one step
-lays them out and writes them: under names unique to its attempt in the run's temp dir,
-then renamed into place (``common.atomic_files.finalize_tables``).
+The tables are small (a row per series), so one step writes them: under names unique
+to its attempt in the run's temp dir, then renamed into place (``common.atomic_files.finalize_tables``).
 """
 
 from __future__ import annotations
@@ -39,11 +37,11 @@ from transforms.common.collector import collection_paused
 from transforms.common.rows import PATH_COLUMN
 from transforms.common.tags import COLUMNS, SERIES_FIGURES, SHARDS
 from transforms.content.csv_safety import guard_cell, guarded_columns
-from transforms.output.series import KEY_COLUMNS, bound_kind
+from transforms.output.series import KEY_COLUMNS, bound_kind, column_numbers
 from transforms.output.series_records import (
-    SERIES_FIELDS, STUDY_FIELDS, SeriesRows, report_figures, study_records, unpack_record,
+    SERIES_FIELDS, STUDY_FIELDS, report_figures, series_record, study_records,
 )
-from transforms.output.series_packing import StashSeriesRows, read_stashed
+from transforms.output.series_packing import StashSummaries, read_stashed
 from transforms.output.series_shards import SummarizeSeries
 from transforms.output.shard_format import CellRows
 from transforms.output.table_chunks import csv_record, csv_text
@@ -329,8 +327,10 @@ def _write_step(_, stashed, table_columns, final: SeriesFiles, temp_dir: str,
     from transforms.inputs import storage
 
     storage.prepare_filesystems()
+    numbers = column_numbers(table_columns)  # packed summaries number their columns
+    names = {number: name for name, number in numbers.items()}
     with collection_paused():
-        series = [unpack_record(packed) for _, packed in read_stashed(stashed)]
+        series = [series_record(keyed, numbers, names) for keyed in read_stashed(stashed)]
     studies = study_records(series)
     # Sorted by the keys as read, so the order is the same whether they are shown or not.
     series = _hide(sorted(series, key=_key), hidden)
@@ -353,9 +353,9 @@ def _write_step(_, stashed, table_columns, final: SeriesFiles, temp_dir: str,
 class WriteSeriesTables(beam.PTransform):
     """{SHARDS, COLUMNS} -> {SERIES_FIGURES: one dict of figures (``SERIES_REPORT``),
     emitted once the series and study tables are in place}. The shards are read again,
-    one partial summary per series each, combined per series, made into the series'
-    rows there and stashed in files of the temp dir; the one step that writes the
-    tables reads the rows back, makes the study rows of them and lays both out."""
+    one partial summary per series each, combined per series and stashed in files of
+    the temp dir; the one step that writes the tables reads them, makes the series rows,
+    and the study rows from them."""
 
     def __init__(self, final: SeriesFiles, temp_dir: str, csv_formula_guard: bool = False,
                  hidden_keys=()):
@@ -369,8 +369,7 @@ class WriteSeriesTables(beam.PTransform):
         columns = records[COLUMNS]
         stashed = (records[SHARDS]
                    | "Summarize" >> SummarizeSeries(columns)
-                   | "Rows" >> beam.ParDo(SeriesRows(), beam.pvalue.AsSingleton(columns))
-                   | "Stash" >> beam.ParDo(StashSeriesRows(self.temp_dir)))
+                   | "Stash" >> beam.ParDo(StashSummaries(self.temp_dir)))
         figures = (
             columns.pipeline
             | "Once" >> beam.Create([None])
