@@ -31,6 +31,7 @@ The machine is shared: compare the ratios to (d) within one run; the load is pri
 from __future__ import annotations
 
 import argparse
+import bisect
 import collections
 import logging
 import os
@@ -131,12 +132,10 @@ class Sampler(threading.Thread):
             self.samples.append((time.perf_counter(), self.cpu()))
             self.stopped.wait(self.interval)
 
-    def low_busy_seconds(self, threshold: float) -> float:
-        low = 0.0
-        for (t0, c0), (t1, c1) in zip(self.samples, self.samples[1:]):
-            if t1 > t0 and (c1 - c0) / (t1 - t0) < threshold:
-                low += t1 - t0
-        return low
+    def low_busy_intervals(self, threshold: float) -> list:
+        """(start, end) of each sampling interval with fewer than ``threshold`` cores busy."""
+        return [(t0, t1) for (t0, c0), (t1, c1) in zip(self.samples, self.samples[1:])
+                if t1 > t0 and (c1 - c0) / (t1 - t0) < threshold]
 
 
 class BundleTimeline(logging.Handler):
@@ -222,14 +221,20 @@ def profile(archive: str, output: str, cli_flags: list[str]) -> dict:
     ended, at_end = time.perf_counter(), cpu.times()
     events = ([(started, *at_start, "construction")] + timeline.events
               + [(ended, *at_end, "")])
+    low = sampler.low_busy_intervals(0.65 * (os.cpu_count() or 1))
+    starts = [event[0] for event in events]
+    low_by_stage: dict = collections.Counter()  # an interval counts for the stage it began in
+    for t0, t1 in low:
+        low_by_stage[events[max(0, bisect.bisect_right(starts, t0) - 1)][-1]] += t1 - t0
     stages: dict = collections.OrderedDict()
     for (t0, c0, k0, o0, name), (t1, c1, k1, o1, _) in zip(events, events[1:]):
-        wall, used, own, kernel = stages.get(name, (0.0, 0.0, 0.0, 0.0))
-        stages[name] = (wall + t1 - t0, used + c1 - c0, own + o1 - o0, kernel + k1 - k0)
+        wall, used, own, kernel, _ = stages.get(name, (0.0, 0.0, 0.0, 0.0, 0.0))
+        stages[name] = (wall + t1 - t0, used + c1 - c0, own + o1 - o0, kernel + k1 - k0,
+                        low_by_stage[name])
     figures.update(
         seconds=ended - started, cpu=at_end[0] - at_start[0], stages=stages, summary=summary,
         steps=step_msecs(results[0]) if results else {},
-        low_busy=sampler.low_busy_seconds(0.65 * (os.cpu_count() or 1)),
+        low_busy=sum(t1 - t0 for t0, t1 in low),
     )
     return figures
 
@@ -246,11 +251,11 @@ def print_profile(figures: dict, files: int, anchor: float | None) -> None:
     print(f"runner start-up with its workers (one-element pipeline): "
           f"{figures['startup'][0]:.2f} s, {figures['startup'][1]:.2f} CPU s")
     print("\n| fused stages (runner's order) | wall s | share | CPU s | cores busy "
-          "| runner process CPU s | kernel CPU s |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for name, (wall, used, own, kernel) in figures["stages"].items():
+          f"| s under {0.65 * cores:.1f} busy | runner process CPU s | kernel CPU s |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, (wall, used, own, kernel, low) in figures["stages"].items():
         print(f"| {name} | {wall:.2f} | {100 * wall / seconds:.0f} % | {used:.2f} | "
-              f"{used / wall if wall else 0:.2f} | {own:.2f} | {kernel:.2f} |")
+              f"{used / wall if wall else 0:.2f} | {low:.2f} | {own:.2f} | {kernel:.2f} |")
     by_stage: dict = collections.Counter()
     for step, msecs in figures["steps"].items():
         by_stage[stage_of_step(step)] += msecs
