@@ -26,9 +26,10 @@ from transforms.output.series import (
     POSITION_CAP, SERIES_UID, STUDY_UID, SeriesSummary, column_numbers,
 )
 from transforms.output.series_packing import (
-    PLAIN_DATA, CombineSeries, StashSummaries, decompress, pack, read_stashed,
+    PLAIN_DATA, CombineSeries, decompress, pack, unpack,
 )
 from transforms.output.series_records import SERIES_FIELDS, cell, series_record, set_cells
+from transforms.output.series_rows import SeriesRows, StashSeriesRows, read_stashed
 from transforms.output.series_shards import _normal, _positions, shard_summaries
 from transforms.output.series_tables import (
     dense_csv, keyword_name, series_layout, sparse_csv_parts, write_table,
@@ -247,8 +248,8 @@ def test_packed_partials_give_the_same_series(tmp_path):
     rows = _rows(1500)  # past DISTINCT_CAP once merged: bounds from numbered columns
     del rows[100:104]
     expected = _summary(tmp_path / "plain", [rows[:700], rows[700:]])
-    names = sorted({name for row in rows for name in row.values} - {STUDY_UID})
-    columns = [Column(name, frozenset({"CS"})) for name in names]
+    names_of = sorted({name for row in rows for name in row.values} - {STUDY_UID})
+    columns = [Column(name, frozenset({"CS"})) for name in names_of]
     numbers = column_numbers(columns)
     combine = CombineSeries()
     (tmp_path / "packed").mkdir()
@@ -263,26 +264,32 @@ def test_packed_partials_give_the_same_series(tmp_path):
     assert isinstance(PLAIN_DATA.decode(decompress(merged)), list)  # of plain data
     names = {number: name for name, number in numbers.items()}
     assert series_record((key, merged), numbers, names) == expected
-    # Then stashed in a file of the temp dir for the writer, and read back unchanged.
-    stash = StashSummaries(str(tmp_path))
-    stashed = [stash.flush([(key, merged), (("P2", "", ""), pack(SeriesSummary()))]),
-               stash.flush([(("P1", "S1", "é"), b"")])]
-    assert sorted(read_stashed(stashed)) == sorted([
-        (key, merged), (("P2", "", ""), pack(SeriesSummary())), (("P1", "S1", "é"), b"")])
-    # A bundle's summaries go to a new file once their packed bytes reach the budget.
-    small = StashSummaries(str(tmp_path), budget=len(merged) + 1)
+    # Then made into its row where it is combined, stashed in a file of the temp dir
+    # for the writer, and read back: the same row, whatever file it went to.
+    other = SeriesSummary()
+    other.files, other.counts = 2, {numbers[names_of[0]]: 2, numbers[names_of[1]]: 1}
+    other.constant = {numbers[names_of[0]]: "é", numbers[names_of[1]]: "x"}
+    odd = unpack(pack(other))  # a text Arrow cannot hold (no shard has one: robustness)
+    odd.constant[numbers[names_of[0]]] = "bad \ud800"
+    pairs = [(key, merged), (("P3", "S", "X"), pack(other)), (("P4", "S", "X"), odd)]
+    rows = {pair[0]: series_record(pair, numbers, names) for pair in pairs}
+    small = StashSeriesRows(str(tmp_path), budget=len(merged) + 1)
     small.setup()
     small.start_bundle()
-    pairs = [(key, merged), (("P3", "S", "X"), b"x"), (("P4", "S", "X"), b"y")]
-    written = [path for pair in pairs for path in small.process(pair)]
-    assert len(written) == 1  # the first two reached the budget
-    written += [windowed.value for windowed in small.finish_bundle()]
-    assert [len(read_stashed([path])) for path in written] == [2, 1]
-    assert sorted(read_stashed(written)) == sorted(pairs)
+    written = [path for pair in pairs for path in small.process(pair, columns)]
+    assert len(written) == 1  # a bundle's rows go to a new file once their packed
+    written += [windowed.value for windowed in small.finish_bundle()]  # bytes reach it
+    stashed = [read_stashed([path]) for path in written]
+    assert [len(found.records) for found in stashed] == [2, 1]
+    found = read_stashed(written)
+    assert isinstance(found.texts, list)  # a lone surrogate: the CSV fallback writes it
+    assert sorted(found.named_records(names), key=repr) == sorted(rows.values(), key=repr)
+    ordered = found.sorted_by(lambda record: record["PatientID"])
+    assert ordered.named_records(names) == [rows[pair[0]] for pair in sorted(pairs)]
     foreign = tmp_path / "foreign.arrow"
     with pa.ipc.new_file(str(foreign), pa.schema([("Summary", pa.binary())])) as writer:
         writer.write_table(pa.table({"Summary": [merged]}))
-    with pytest.raises(ValueError, match="not a file of stashed series summaries"):
+    with pytest.raises(ValueError, match="not a file of stashed series rows"):
         read_stashed([str(foreign)])
 
 
@@ -325,15 +332,23 @@ def test_the_sparse_csv_is_what_python_csv_writes():
             constant[columns[2].name] = text
         set_cells(record, constant, varying)
         records.append(record)
-    layout = series_layout(records, columns)
+    # The rows as the writer gets them: their cells numbered, as Arrow columns.
+    numbers = column_numbers(columns)
+    series = SeriesRows.from_records(records, numbers)
+    layout = series_layout(series, columns)
     for guard in (False, True):
         expected = dense_csv(records, layout, guard)
-        assert b"".join(sparse_csv_parts(records, layout, guard)) == expected
+        assert b"".join(sparse_csv_parts(series, layout, guard)) == expected
         # In parts of one row, or of a few: the rows do not depend on the parts.
         for chunk_bytes in (1, 60):
-            parts = list(sparse_csv_parts(records, layout, guard, chunk_bytes))
+            parts = list(sparse_csv_parts(series, layout, guard, chunk_bytes))
             assert len(parts) > 3 and b"".join(parts) == expected
-    assert b"".join(sparse_csv_parts(records[:0], layout)) == dense_csv(records[:0], layout)
+    assert b"".join(sparse_csv_parts(SeriesRows.from_records([], numbers), layout)) == \
+        dense_csv(records[:0], layout)
+    # Named again (the Parquet writer's input), every cell of the table comes back.
+    for record in records:
+        del record["constant"]["not in the table (0009,1099)"]
+    assert series.named_records(layout.column_names) == records
 
 
 def test_a_text_arrow_cannot_hold_is_written_by_python_csv(tmp_path):
@@ -344,10 +359,11 @@ def test_a_text_arrow_cannot_hold_is_written_by_python_csv(tmp_path):
     record.update({"PatientID": "p", "StudyInstanceUID": "s", "SeriesInstanceUID": "",
                    "Files": 1, "Bytes": 1, "Incomplete": False, "Defects": ""})
     set_cells(record, {column.name: "bad \ud800"}, {})
-    layout = series_layout([record], [column])
+    series = SeriesRows.from_records([record], column_numbers([column]))
+    layout = series_layout(series, [column])
     with pytest.raises(UnicodeError):
-        sparse_csv_parts([record], layout)
-    write_table([record], layout, str(tmp_path / "s.csv"), None)
+        sparse_csv_parts(series, layout)
+    write_table(series, layout, str(tmp_path / "s.csv"), None)
     assert (tmp_path / "s.csv").read_bytes() == dense_csv([record], layout)
 
 

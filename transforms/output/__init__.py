@@ -40,8 +40,10 @@ A run, step by step (``beam_pipeline/pipeline.py`` shows the same in order):
    ``scan/part-00000-of-00012.parquet``..., written in parallel and renamed into place
    the same way (``nested_parts.py``; the other outputs go beside the folder).
    Series tables (``series*.py``): the same shards read again, one partial summary per
-   series, combined per series and per study; ``scan.series.csv`` / ``scan.studies.csv``
-   (and Parquet) written under attempt-unique names and renamed like the tables.
+   series, combined per series, each series' row stashed in a file of the temp dir
+   under a name no other attempt uses (``series_rows.py``); the study rows made from
+   them; ``scan.series.csv`` / ``scan.studies.csv`` (and Parquet) written under
+   attempt-unique names and renamed like the tables.
 5. Report (``transforms/report/summary.py``): errors, skipped, summary, each written whole.
 6. Commit (``state.py``): ``GENERATION.json`` lists the shards and parts that reached
    the commit, then ``CURRENT`` names this generation. A kill before this point leaves

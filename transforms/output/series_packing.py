@@ -3,25 +3,18 @@ value of a ``SeriesSummary`` (its plain data, encoded by Beam's coder for primit
 values, never a pickle, then compressed with Arrow's LZ4), ``unpack`` reads it back, and
 ``CombineSeries``, a ``CombineFn`` for ``CombinePerKey``, merges the partials of one
 series (``series.py`` says what a summary holds and why every merge is order-free).
-``StashSummaries`` writes the combined summaries to files in the run's temp dir for
-the one step that writes the tables, which reads them back (``read_stashed``).
+Each combined summary then becomes its series' row (``series_rows.py``).
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import struct
-import uuid
 
 import apache_beam as beam
 import pyarrow as pa
 from apache_beam import coders
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
 
-from transforms.common.atomic_files import open_write
 from transforms.output.series import ColumnSummary, Geometry, SeriesSummary
-from transforms.output.spill import BufferedFiles
 
 
 class _NoPickle(coders.Coder):
@@ -170,62 +163,3 @@ class SummaryCoder(coders.Coder):
 
     def is_deterministic(self):
         return True
-
-
-# Combined summaries per stash file, and their packed bytes: a bundle writes a file when
-# either is reached (an RT Structure Set's series packs to about 100 kB), or at its end.
-STASH_SUMMARIES = 4096
-STASH_BYTES = 64 << 20
-_STASH_SCHEMA = pa.schema([("PatientID", pa.string()), ("StudyInstanceUID", pa.string()),
-                           ("SeriesInstanceUID", pa.string()), ("Summary", pa.binary())])
-
-
-class StashSummaries(BufferedFiles):
-    """``(series key, packed summary)`` -> the path of a file that holds them: an Arrow
-    IPC file (the key's three texts, the packed bytes) under a name of its own in the
-    run's temp dir, written once and never changed. The step that writes the tables gets
-    only these paths as its side input, and reads the files (``read_stashed``): the
-    summaries, most of the series stages' bytes (an RT Structure Set's contours are
-    constant columns of its series), pass through the runner once, for the combine, not
-    a second time as a side input. A retried bundle writes files of new names, which no
-    output names; the run's cleanup deletes the temp dir with them."""
-
-    def __init__(self, temp_dir: str, budget: int = STASH_BYTES):
-        super().__init__(temp_dir, STASH_SUMMARIES, budget)
-
-    def weigh(self, element) -> int:
-        return len(element[1])  # the packed summary's bytes
-
-    def flush(self, buffer: list) -> str:
-        keys = list(zip(*(key for key, _ in buffer)))
-        table = pa.Table.from_arrays(
-            [pa.array(column, pa.string()) for column in keys]
-            + [pa.array([summary for _, summary in buffer], pa.binary())],
-            schema=_STASH_SCHEMA)
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_file(sink, _STASH_SCHEMA) as writer:
-            writer.write_table(table)
-        path = FileSystems.join(self.directory, f"series-summaries-{uuid.uuid4().hex}.arrow")
-        with open_write(path) as out:
-            out.write(sink.getvalue())
-        return path
-
-
-def read_stashed(paths) -> list:
-    """``[(series key, packed summary)]`` of the files ``StashSummaries`` wrote (one or
-    more per bundle of the combine: on a bucket, many small objects, so read 16 at a
-    time)."""
-    found = []
-    with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
-        for pairs in pool.map(_read_stash, sorted(paths)):
-            found.extend(pairs)
-    return found
-
-
-def _read_stash(path: str) -> list:
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
-        table = pa.ipc.open_file(pa.BufferReader(stream.read())).read_all()
-    if table.schema != _STASH_SCHEMA:
-        raise ValueError(f"{path}: not a file of stashed series summaries")
-    patients, studies, series, summaries = (column.to_pylist() for column in table.columns)
-    return list(zip(zip(patients, studies, series), summaries))

@@ -132,11 +132,13 @@ def _seconds(column) -> float | None:
     return round(seconds(high) - seconds(low), 6)
 
 
-def column_cells(summary: SeriesSummary, names: dict | None = None) -> tuple[dict, dict]:
+def column_cells(summary: SeriesSummary, names: dict | None = None,
+                 numbers: dict | None = None) -> tuple[dict, dict]:
     """``({column: value}, {column: (None, distinct count, low, high)})``: the columns
     with one value in every file of the series, and the others (low and high as the
     DICOM text of the smallest and largest value). ``names``: ``{number: name}`` of
-    columns the summary numbers (``series.column_numbers``)."""
+    columns the summary numbers (``series.column_numbers``), to name them by; without
+    it, ``numbers`` (``{name: number}``) says how the cells are keyed."""
     files, counts, constant = summary.files, summary.counts, summary.constant
     get = (names or {}).get
     # Most cells: a value every file of the series has. No count exceeds the files, so
@@ -160,9 +162,11 @@ def column_cells(summary: SeriesSummary, names: dict | None = None) -> tuple[dic
         varying[get(name, name)] = (None, distinct, low, high)
     # The keys are not columns here, nor the keys read only for grouping (the only
     # cells a tag selection keeps under grouping names: content/settings.py).
+    key_of = (lambda name: name) if names or not numbers else \
+        (lambda name: numbers.get(name, name))
     for name in (*KEY_COLUMNS, *map(grouping_name, KEY_COLUMNS)):
-        same.pop(name, None)
-        varying.pop(name, None)
+        same.pop(key_of(name), None)
+        varying.pop(key_of(name), None)
     return same, varying
 
 
@@ -182,7 +186,8 @@ def cell(record: dict, column: str) -> tuple | None:
 def series_record(keyed, numbers: dict | None = None, names: dict | None = None) -> dict:
     """``(key, SeriesSummary or its pack)`` -> the series row: ``SERIES_FIELDS`` and
     ``columns``. ``numbers`` (``series.column_numbers``) and ``names`` (its inverse):
-    for a summary whose columns are numbered; the row names them."""
+    for a summary whose columns are numbered; the row names them (without ``names``,
+    its cells stay keyed by number, as ``series_rows.py`` stashes them)."""
     (patient, study, series), summary = keyed
     summary = unpack(summary)
     missing, duplicates = summary.instances.missing_and_duplicates()
@@ -201,7 +206,7 @@ def series_record(keyed, numbers: dict | None = None, names: dict | None = None)
     defects = [name for name, value in zip(DEFECTS, found) if value]
     record["Incomplete"] = bool(defects)
     record["Defects"] = "; ".join(defects)
-    set_cells(record, *column_cells(summary, names))
+    set_cells(record, *column_cells(summary, names, numbers))
     return record
 
 

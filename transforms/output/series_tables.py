@@ -14,6 +14,8 @@ and, for single-valued numbers, dates and times, ``X_Min`` and ``X_Max``.
 
 The tables are small (a row per series), so one step writes them: under names unique
 to its attempt in the run's temp dir, then renamed into place (``common.atomic_files.finalize_tables``).
+Each series row is made in parallel, where its series is combined, and reaches that step
+as Arrow columns of its cells (``series_rows.py``): the step orders and lays them out.
 """
 
 from __future__ import annotations
@@ -39,9 +41,9 @@ from transforms.common.tags import COLUMNS, SERIES_FIGURES, SHARDS
 from transforms.content.csv_safety import guard_cell, guarded_columns
 from transforms.output.series import KEY_COLUMNS, bound_kind, column_numbers
 from transforms.output.series_records import (
-    SERIES_FIELDS, STUDY_FIELDS, report_figures, series_record, study_records,
+    SERIES_FIELDS, STUDY_FIELDS, report_figures, study_records,
 )
-from transforms.output.series_packing import StashSummaries, read_stashed
+from transforms.output.series_rows import SeriesRows, StashSeriesRows, read_stashed
 from transforms.output.series_shards import SummarizeSeries
 from transforms.output.shard_format import CellRows
 from transforms.output.table_chunks import csv_record, csv_text
@@ -126,24 +128,30 @@ class _Layout(NamedTuple):
     slots: dict  # file-table column -> output column of its value, _Distinct, _Min, _Max
     sources: list  # (file-table column, its VRs) of a text column, None for fixed fields
     guarded: list  # CSV formula guard applies
+    cell_slots: np.ndarray  # a stashed cell (series_rows.py) -> its output column, -1: none
+    column_names: dict  # column number (series.column_numbers) -> file-table column
 
 
 def _fixed(fields) -> _Layout:
     names = list(fields)
     types = [FIELD_TYPES.get(name, pa.string()) for name in names]
     return _Layout(names, types, list(names), {}, [None] * len(names),
-                   [FIELD_TYPES.get(name) is None for name in names])
+                   [FIELD_TYPES.get(name) is None for name in names], np.zeros(0, np.int64),
+                   {})
 
 
-def series_layout(records: list, table_columns) -> _Layout:
-    """The series table's columns: the fixed fields, then the file table's columns."""
+def series_layout(series: SeriesRows, table_columns) -> _Layout:
+    """The series table's columns: the fixed fields, then the file table's columns (with
+    ``_Distinct`` where they vary in some series, and ``_Min``/``_Max`` where bounded)."""
     layout = _fixed(SERIES_FIELDS)
     vrs = {column.name: column.vrs for column in table_columns}
     shown = [column.name for column in table_columns
              if column.name != PATH_COLUMN and column.name not in KEY_COLUMNS]
-    varying = {name for record in records for name in record["varying"]}
-    bounded = {name for record in records for name, cell in record["varying"].items()
-               if cell[2] is not None}
+    numbers = column_numbers(table_columns)
+    names = {number: name for name, number in numbers.items()}
+    numbered, parts = np.divmod(series.cells, 4)
+    varying = {names[number] for number in np.unique(numbered[parts == 1]).tolist()}
+    bounded = {names[number] for number in np.unique(numbered[parts == 2]).tolist()}
     keywords = unique_names(shown, taken=layout.names)
     text_guard = guarded_columns(shown, table_columns)
     for column, guard in zip(shown, text_guard):
@@ -164,7 +172,12 @@ def series_layout(records: list, table_columns) -> _Layout:
             layout.sources.append(part_source)
             layout.guarded.append(part_guard)
         layout.slots[column] = tuple(slots) + (None,) * (4 - len(slots))
-    return layout
+    cell_slots = np.full(4 * 4 * max(1, len(table_columns)), -1, np.int64)
+    for column, slots in layout.slots.items():
+        for part, slot in enumerate(slots):
+            if slot is not None:
+                cell_slots[numbers[column] * 4 + part] = slot
+    return layout._replace(cell_slots=cell_slots, column_names=names)
 
 
 def study_layout() -> _Layout:
@@ -221,50 +234,46 @@ def _text(value, boolean: bool) -> str:
     return value if isinstance(value, str) else str(value)  # as csv writes it
 
 
-def sparse_csv_parts(records: list, layout: _Layout, formula_guard: bool = False,
+def sparse_csv_parts(series: SeriesRows, layout: _Layout, formula_guard: bool = False,
                      chunk_bytes: int = TEXT_CHUNK_BYTES):
-    """The same bytes as ``dense_csv``, in parts (the header, then rows of about
-    ``chunk_bytes`` of text each), from the cells that have a value: a series row fills
-    a few hundred of thousands of columns, and the empty ones cost only their commas
-    (``table_chunks.csv_text`` lays the rows out, quotes and guards). Parts are cut for
+    """The same bytes as ``dense_csv`` of the same rows, in parts (the header, then rows
+    of about ``chunk_bytes`` of text each), from the cells that have a value: a series
+    row fills a few hundred of thousands of columns, and the empty ones cost only their
+    commas (``table_chunks.csv_text`` lays the rows out, quotes and guards). The fixed
+    fields' cells are made here; the file-table cells come as Arrow columns, ordered
+    with them by numpy (one sort of row * width + column). Parts are cut for
     the reason the file table's chunks are (``tables.py``): Arrow's pool hands a block
     of 32 MB or more back to the kernel when it is freed, so one part of the whole
     table (37 MB for the benchmark archive) faulted its memory in afresh at every step.
     Every part's cells are made before this returns, so a text Arrow cannot hold (a
     lone surrogate) raises here, before anything is written."""
+    if isinstance(series.texts, list):  # a text Arrow cannot hold: dense_csv writes it
+        raise UnicodeError("a series cell is not valid UTF-8")
+    records = series.records
     booleans = [arrow_type == pa.bool_() for arrow_type in layout.types]
     fixed = [(index, field, booleans[index]) for index, field in enumerate(layout.fields)
              if field and index]
-    slots = layout.slots
-    value_slot = {name: slot[0] for name, slot in slots.items()}.get
-    paths, keys, texts, counts = [], [], [], []
-    for record in records:
-        start = len(keys)
+    paths, rows, keys, texts = [], [], [], []
+    for row, record in enumerate(records):
         paths.append(_text(record[layout.fields[0]], booleans[0]))
         for index, field, boolean in fixed:
             value = record[field]
             if value is not None:
+                rows.append(row)
                 keys.append(index)
                 texts.append(_text(value, boolean))
-        if slots:
-            # Most cells: the series' one value, DICOM text; -1: not a column shown.
-            keys.extend(map(value_slot, record["constant"], itertools.repeat(-1)))
-            texts.extend(record["constant"].values())
-            for name, cell in record["varying"].items():
-                for index, value in zip(slots.get(name, ()), cell):
-                    if index is not None and value is not None:
-                        keys.append(index)
-                        texts.append(_text(value, booleans[index]))
-        counts.append(len(keys) - start)
     width = len(layout.names)
-    rows = np.repeat(np.arange(len(records), dtype=np.int64), counts)
-    keys = np.asarray(keys, np.int64)
+    # -1: a cell of no column shown (a key column, or one the table lacks).
+    cell_slots = layout.cell_slots[series.cells] if len(series.cells) else series.cells
+    rows = np.concatenate([np.asarray(rows, np.int64), series.rows])
+    keys = np.concatenate([np.asarray(keys, np.int64), cell_slots])
     shown = np.flatnonzero(keys >= 0)
     order = shown[np.argsort(rows[shown] * width + keys[shown], kind="stable")]
     offsets = np.zeros(len(records) + 1, np.int64)
     np.cumsum(np.bincount(rows[shown], minlength=len(records)), out=offsets[1:])
     keys = keys[order].astype(np.int32)
-    values = pa.array(texts, pa.large_string()).take(pa.array(order))  # row, column order
+    values = pa.concat_arrays([pa.array(texts, pa.large_string()), series.texts]) \
+        .take(pa.array(order))  # row, column order
     # Rows per part: their texts' bytes and commas, at least one row a part.
     sizes = np.frombuffer(values.buffers()[1], np.int64, len(values) + 1, values.offset * 8)
     row_ends = np.cumsum(sizes[offsets[1:]] - sizes[offsets[:-1]] + width)
@@ -282,17 +291,19 @@ def sparse_csv_parts(records: list, layout: _Layout, formula_guard: bool = False
     return itertools.chain((header,), (csv_text(part, width, guarded) for part in parts))
 
 
-def write_table(records: list, layout: _Layout, csv_path: str | None,
+def write_table(series: SeriesRows, layout: _Layout, csv_path: str | None,
                 parquet_path: str | None, formula_guard: bool = False) -> None:
     if csv_path:
         try:
-            parts = sparse_csv_parts(records, layout, formula_guard)
+            parts = sparse_csv_parts(series, layout, formula_guard)
         except (pa.ArrowException, UnicodeError):  # a lone surrogate: csv escapes it
-            parts = (dense_csv(records, layout, formula_guard),)
+            parts = (dense_csv(series.named_records(layout.column_names), layout,
+                               formula_guard),)
         with open_write(csv_path) as out:
             for part in parts:
                 out.write(part)
     if parquet_path:
+        records = series.named_records(layout.column_names)
         arrays = []
         for values, arrow_type, source in zip(_columns(records, layout), layout.types,
                                               layout.sources):
@@ -327,13 +338,11 @@ def _write_step(_, stashed, table_columns, final: SeriesFiles, temp_dir: str,
     from transforms.inputs import storage
 
     storage.prepare_filesystems()
-    numbers = column_numbers(table_columns)  # packed summaries number their columns
-    names = {number: name for name, number in numbers.items()}
     with collection_paused():
-        series = [series_record(keyed, numbers, names) for keyed in read_stashed(stashed)]
-    studies = study_records(series)
-    # Sorted by the keys as read, so the order is the same whether they are shown or not.
-    series = _hide(sorted(series, key=_key), hidden)
+        # Sorted by the keys as read, so the order is the same whether they are shown or not.
+        series = read_stashed(stashed).sorted_by(_key)
+    studies = study_records(series.records)
+    series = series._replace(records=_hide(series.records, hidden))
     studies = _hide(sorted(studies, key=_key), hidden)
     attempt = uuid.uuid4().hex
     temp = SeriesFiles(*(
@@ -343,9 +352,9 @@ def _write_step(_, stashed, table_columns, final: SeriesFiles, temp_dir: str,
     ))
     write_table(series, series_layout(series, table_columns), temp.series_csv,
                 temp.series_parquet, formula_guard)
-    write_table(studies, study_layout(), temp.studies_csv, temp.studies_parquet,
-                formula_guard)
-    figures = report_figures(series, studies)
+    write_table(SeriesRows.of_fixed(studies), study_layout(), temp.studies_csv,
+                temp.studies_parquet, formula_guard)
+    figures = report_figures(series.records, studies)
     figures["hidden_keys"] = [KEY_FIELDS[name] for name in hidden]
     return {"renames": {t: f for t, f in zip(temp, final) if t}, SERIES_REPORT: figures}
 
@@ -353,9 +362,9 @@ def _write_step(_, stashed, table_columns, final: SeriesFiles, temp_dir: str,
 class WriteSeriesTables(beam.PTransform):
     """{SHARDS, COLUMNS} -> {SERIES_FIGURES: one dict of figures (``SERIES_REPORT``),
     emitted once the series and study tables are in place}. The shards are read again,
-    one partial summary per series each, combined per series and stashed in files of
-    the temp dir; the one step that writes the tables reads them, makes the series rows,
-    and the study rows from them."""
+    one partial summary per series each, combined per series, made into its row and
+    stashed in files of the temp dir; the one step that writes the tables reads them,
+    and makes the study rows from them."""
 
     def __init__(self, final: SeriesFiles, temp_dir: str, csv_formula_guard: bool = False,
                  hidden_keys=()):
@@ -369,7 +378,8 @@ class WriteSeriesTables(beam.PTransform):
         columns = records[COLUMNS]
         stashed = (records[SHARDS]
                    | "Summarize" >> SummarizeSeries(columns)
-                   | "Stash" >> beam.ParDo(StashSummaries(self.temp_dir)))
+                   | "Stash" >> beam.ParDo(StashSeriesRows(self.temp_dir),
+                                           beam.pvalue.AsSingleton(columns)))
         figures = (
             columns.pipeline
             | "Once" >> beam.Create([None])

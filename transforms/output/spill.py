@@ -34,7 +34,7 @@ class BufferedFiles(Buffered):
     """A ``Buffered`` whose ``flush`` writes each full buffer as one new file of
     ``directory``, on any filesystem the run uses, under a name no other attempt uses
     (a retried bundle never overwrites one), and returns what to emit for it: row
-    shards, outcome parts, re-spilled rows, stashed series summaries."""
+    shards, outcome parts, re-spilled rows, stashed series rows."""
 
     def __init__(self, directory: str, size: int, budget: int = 0):
         super().__init__(size, budget)
