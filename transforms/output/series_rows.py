@@ -18,7 +18,8 @@ one per cell that has a value, in three columns:
 The rows' fixed fields (``series_records.SERIES_FIELDS``), with the few cells the study
 rows and the report read, are plain data in the file's metadata (``PLAIN_DATA``,
 compressed). So the writer concatenates columns and orders them with numpy: it never
-decodes a summary nor walks a row's cells in Python, and a series' cells, most of the
+decodes a summary, and for the CSV it walks no row's cells in Python (the Parquet twin
+names them again, ``SeriesRows.named_records``). A series' cells, most of the
 series stages' bytes (an RT Structure Set's contours are constant columns of its
 series), pass through the runner once, for the combine, not a second time as a side
 input. A retried bundle writes files of new names, which no output names; the run's
