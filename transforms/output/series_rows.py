@@ -225,8 +225,8 @@ class StashSeriesRows(BufferedFiles):
     def flush(self, buffer: list) -> str:
         rows, cells, texts = _gathered([(found, texts) for _, found, texts, _ in buffer])
         briefs = [brief for brief, *_ in buffer]
-        schema = pa.schema([*_SCHEMA][:-1] + [pa.field("Text", texts.type)],
-                           metadata={_ROWS: compress(PLAIN_DATA.encode(briefs))})
+        schema = (_SCHEMA if texts.type == pa.large_string() else _BINARY_SCHEMA) \
+            .with_metadata({_ROWS: compress(PLAIN_DATA.encode(briefs))})
         table = pa.Table.from_arrays([pa.array(rows.astype(np.int32)), pa.array(cells), texts],
                                      schema=schema)
         sink = pa.BufferOutputStream()
