@@ -77,13 +77,46 @@ CACHED_PIECES = 1 << 16
 # most 15 significant digits (DBL_DIG: the double nearest it gives them back as its
 # shortest repr), no exponent and within repr's fixed notation (1e-4 <= |x| < 1e16);
 # an IS without sign or leading zero but "-". Contour Data and leaf positions are
-# mostly such text: no float and no repr per value.
+# mostly such text (an RT Structure Set holds hundreds of kB of it): no float and no
+# repr per value, and the quantifiers possessive, as no value gives back what it took
+# (the checks cost a third of the backtracking ones).
+_DS_VALUE = (rb"-?+(?:[1-9][0-9]{0,6}+|0(?!\.0000))\.[0-9]{1,8}+"
+             rb"(?:(?<=[1-9])|(?<=\.0))")  # the fraction "0" or ending in 1-9
+_IS_VALUE = rb"(?:0|-?+[1-9][0-9]{0,14}+)"
+_AS_WRITTEN = {
+    "DS": re.compile(rb"(?:%s\\)*+%s" % (_DS_VALUE, _DS_VALUE)).fullmatch,
+    "IS": re.compile(rb"(?:%s\\)*+%s" % (_IS_VALUE, _IS_VALUE)).fullmatch,
+}
+# The regular expression's way to strip a fraction's trailing zeros, one call per
+# value: only where the fast way below meets a long run of zeros.
 _TRAILING_ZEROS = re.compile(rb"(\.[0-9]*?[0-9])0+(?=\\|$)").sub
-# The replacement as a function, not the template rb"\1": re expands a template in
-# Python for every match (a contour's every value), at twice the cost of this call.
 _KEPT_DIGITS = operator.itemgetter(1)
-_DS_VALUE = rb"-?(?:[1-9][0-9]{0,6}\.(?:0|[0-9]{0,7}[1-9])|0\.(?!0000)(?:0|[0-9]{0,7}[1-9]))"
-_IS_VALUE = rb"(?:0|-?[1-9][0-9]{0,14})"
+_ZERO_ROUNDS = 8
+
+
+def _without_trailing_zeros(numbers: bytes) -> bytes:
+    """DS text with each value's fraction stripped of its trailing zeros down to one
+    digit ("-176.80" -176.8, "100.00" 100.0). A value without a fraction may lose its
+    zeros too ("100" 1): ``_AS_WRITTEN`` refuses it then (no ".") and the value goes
+    the json_values way, from the bytes as read. A round of ``bytes.replace`` drops one
+    zero of every value at C speed; past a few rounds, the regular expression's way."""
+    text = numbers + b"\\"
+    for _ in range(_ZERO_ROUNDS):
+        if b"0\\" not in text:
+            return text.replace(b".\\", b".0\\")[:-1]
+        text = text.replace(b"0\\", b"\\")
+    return _TRAILING_ZEROS(_KEPT_DIGITS, numbers)
+
+
+def _as_written(vr: str, value: bytes) -> bytes | None:
+    """A DS or IS element's bytes as the JSON numbers the encoder would write, or None
+    (the json_values way)."""
+    numbers = value.rstrip(b" \0")  # padding, as pydicom strips it
+    if vr == "DS" and (numbers[-1:] == b"0" or b"0\\" in numbers):
+        numbers = _without_trailing_zeros(numbers)
+    return numbers if _AS_WRITTEN[vr](numbers) else None
+
+
 # Text whose values json_values makes by stripping the padding these bytes end in and
 # splitting at backslashes (_multi: AS CS DA DT TM; _ui: UI, whose values are also
 # stripped, so only when there is no space at all): when it is printable ASCII without
@@ -272,12 +305,9 @@ class _Reader:
             if meta and tag == TRANSFER_SYNTAX:
                 self.syntax = value.decode("ascii").rstrip("\0 ")
             cached = key is not None and vr not in _BINARY and tag not in _NOT_CACHED
-            as_written = _AS_WRITTEN.get(vr)
-            if as_written is not None:
-                numbers = value.rstrip(b" \0")  # padding, as pydicom strips it
-                if vr == "DS" and (numbers[-1:] == b"0" or b"0\\" in numbers):
-                    numbers = _TRAILING_ZEROS(_KEPT_DIGITS, numbers)
-                if as_written(numbers):
+            if vr in _AS_WRITTEN:
+                numbers = _as_written(vr, value)
+                if numbers is not None:
                     listed = numbers.replace(b"\\", b",").decode()
                     piece = f'"{tag:08X}":{{"Value":[{listed}],"vr":"{vr}"}}'
                     out.append(piece)
