@@ -51,12 +51,13 @@ def test_importing_the_project_patches_nothing():
     code = (
         "from apache_beam.internal.gcp import auth\n"
         "from apache_beam.io.aws.clients.s3 import boto3_client\n"
+        "from apache_beam.transforms import userstate\n"
         "before = (auth.get_service_credentials, boto3_client.Client.__init__,"
-        " auth._Credentials._credentials_init)\n"
+        " auth._Credentials._credentials_init, userstate.get_dofn_specs)\n"
         "import transforms, transforms.inputs.storage, transforms.reading.extract, beam_pipeline.cli,"
-        " beam_pipeline.pipeline\n"
+        " beam_pipeline.pipeline, beam_pipeline.launch\n"
         "after = (auth.get_service_credentials, boto3_client.Client.__init__,"
-        " auth._Credentials._credentials_init)\n"
+        " auth._Credentials._credentials_init, userstate.get_dofn_specs)\n"
         "assert before == after, (before, after)\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -132,3 +133,49 @@ def test_beam_option_classes_declare_flags_on_the_parser_the_adapter_gives():
     adapter.add_option_arguments(pipeline_options.GoogleCloudOptions, parser)  # value providers
     args = parser.parse_args(["--runner=DirectRunner", "--project=p"])
     assert (args.runner, args.project) == ("DirectRunner", "p")
+
+
+def test_dofn_specs_are_asked_through_the_module_the_adapter_wraps():
+    """Building a pipeline asks ``userstate.get_dofn_specs`` (by the module's name) several
+    times per DoFn; once remembered, Beam's own function answers once per DoFn object,
+    and a stateful DoFn is still seen as one."""
+    code = (
+        "import apache_beam as beam\n"
+        "from apache_beam.transforms import userstate\n"
+        "from apache_beam.coders import VarIntCoder\n"
+        "import transforms.common.beam_internals as adapter\n"
+        "asked = []\n"
+        "original = userstate.get_dofn_specs\n"
+        "def counted(dofn):\n"
+        "    asked.append(id(dofn))\n"
+        "    return original(dofn)\n"
+        "userstate.get_dofn_specs = counted\n"
+        "class Counting(beam.DoFn):\n"
+        "    COUNT = userstate.BagStateSpec('count', VarIntCoder())\n"
+        "    def process(self, element, count=beam.DoFn.StateParam(COUNT)):\n"
+        "        yield element\n"
+        "def build():\n"
+        "    pipeline = beam.Pipeline()\n"
+        "    keyed = pipeline | beam.Create([(1, 2)]) | beam.Map(lambda kv: kv)\n"
+        "    _ = keyed | beam.ParDo(Counting())\n"
+        "    pipeline.to_runner_api()\n"
+        "    return pipeline\n"
+        "build()\n"
+        "plain = len(asked)\n"
+        "adapter.remember_dofn_specs()\n"
+        "adapter.remember_dofn_specs()\n"
+        "asked.clear()\n"
+        "build()\n"
+        "stateful = Counting()\n"
+        "states, timers = userstate.get_dofn_specs(stateful)\n"
+        "states.clear()\n"
+        "assert userstate.is_stateful_dofn(stateful)\n"
+        "assert [spec.name for spec in userstate.get_dofn_specs(stateful)[0]] == ['count']\n"
+        "print(plain, len(asked), len(set(asked)))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                            text=True)
+    plain, remembered, objects = map(int, result.stdout.split())
+    # Beam asks several times per DoFn object; remembered, once per object.
+    assert plain > 2 * objects, (plain, objects)
+    assert remembered == objects, (remembered, objects)
