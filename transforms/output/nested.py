@@ -34,12 +34,12 @@ the workers (the table step reads every row's JSON once to build it, then writes
 from __future__ import annotations
 
 import functools
-import json
 import re
 
 import pyarrow as pa
 from pydicom.datadict import dictionary_VM, keyword_for_tag
 
+from transforms.common import json_text
 from transforms.common.collector import collection_paused
 from transforms.common.rows import PATH_COLUMN
 from transforms.output.types import vr_type
@@ -138,7 +138,7 @@ class NestedSchema:
         cut, add = _NUMBERS.sub, self.root.add
         with collection_paused():
             for text in texts:
-                add(json.loads(cut("", text)))
+                add(json_text.loads(cut("", text)))
 
     # As data (plain dicts and lists), so that partial unions travel between workers and
     # combine in any order: the parts of a nested dataset (``nested_parts.py``).

@@ -15,6 +15,7 @@ from collections import Counter
 
 import pyarrow as pa
 
+from transforms.common import json_text
 from transforms.common.collector import collection_paused
 from transforms.common.rows import PATH_COLUMN
 from transforms.output.nested import OTHER, NestedSchema, _keyword
@@ -76,14 +77,14 @@ class NestedRows:
         """The rows of the JSON ``texts`` as one batch of ``schema`` (no garbage
         collection while they are built: see ``collection_paused``)."""
         with collection_paused():
-            rows = [self.row(path, json.loads(text)) for path, text in zip(paths, texts)]
+            rows = [self.row(path, json_text.loads(text)) for path, text in zip(paths, texts)]
             return pa.RecordBatch.from_pylist(rows, schema=self.schema)
 
     def _struct(self, document: dict, plan: dict) -> dict:
         out: dict = {}
         others = []
         # A line's keys are sorted (dicom_json's encoder; json_reader's members in tag
-        # order), and json.loads keeps their order: no sort per item.
+        # order), and the parse keeps their order: no sort per item.
         for key, element in document.items():
             entry = plan.get(key)  # only tag keys are in a plan
             if entry is None:

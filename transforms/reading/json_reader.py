@@ -28,7 +28,6 @@ generated archive give the same line either way.
 from __future__ import annotations
 
 import functools
-import json
 import operator
 import re
 import struct
@@ -39,6 +38,7 @@ from pydicom.tag import BaseTag
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, VR
 
+from transforms.common import json_text
 from transforms.common.rows import CHARSET_TEXT_VRS
 from transforms.reading.dicom_json import (
     _ENCODER, PATH_KEY, JsonDraft, _Entry, converted_json, kept_raw)
@@ -162,7 +162,7 @@ class TextDraft:
 
     def _draft(self) -> JsonDraft:
         if self._parsed is None:
-            document = json.loads("{" + ",".join(self.pieces) + "}")
+            document = json_text.loads("{" + ",".join(self.pieces) + "}")
             entries: list = []
             _entries(document, "", entries, True)
             self._parsed = JsonDraft(document, entries)
