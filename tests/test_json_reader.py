@@ -15,6 +15,7 @@ import pytest
 import transforms.reading.dicom_json as dicom_json
 import transforms.reading.extract as extract
 import transforms.reading.json_reader as json_reader
+import transforms.reading.json_values as json_values
 from benchmarks.make_archive import generate
 from tests.test_json_values import PYDICOM_FILES, json_lines
 from transforms.content.settings import ContentSettings, RowContent
@@ -109,15 +110,15 @@ def test_numbers_as_written_are_the_encoders_text():
     texts = [b"-176.80", b"100.00", b"0.0", b"-0.0", b"0.0001", b"1234567.12345678",
              b"60.37\\-171.03\\-100.0", b"7.50", b"5.000000000000 ", b"1.5\\2.0000000000"]
     for text in texts:
-        written = json_reader._as_written("DS", text)
+        written = json_values.numbers_as_written("DS", text)
         assert written is not None, text
         assert written.decode().split("\\") == [repr(float(v)) for v in text.split(b"\\")]
     for text in (b"0.00001", b"1e5", b"+1.5", b".5", b"12", b"007.5", b"1.5 \\2",
                  b"12345678.5", b"1.123456789", b"100\\1.5", b"1.50\n", b"1.5\\"):
-        assert json_reader._as_written("DS", text) is None, text
-    assert json_reader._as_written("IS", b"-12\\0\\7 ") == b"-12\\0\\7"
+        assert json_values.numbers_as_written("DS", text) is None, text
+    assert json_values.numbers_as_written("IS", b"-12\\0\\7 ") == b"-12\\0\\7"
     for text in (b"-0", b"007", b"+1", b"1234567890123456", b"1\\"):
-        assert json_reader._as_written("IS", text) is None, text
+        assert json_values.numbers_as_written("IS", text) is None, text
 
 
 def test_numbers_as_written_on_random_text():
@@ -156,7 +157,7 @@ def test_numbers_as_written_on_random_text():
     accepted = 0
     for _ in range(20000):
         text = "\\".join(value() for _ in range(rng.randint(1, 3)))
-        written = json_reader._as_written("DS", text.encode())
+        written = json_values.numbers_as_written("DS", text.encode())
         # A value with a bare point ("25.") may go either way: its number's text is
         # the same (the stripped "25.0" is written as it is, the rest by json_values).
         expected = {plain(text, False), plain(text, True)}

@@ -28,7 +28,6 @@ generated archive give the same line either way.
 from __future__ import annotations
 
 import functools
-import operator
 import re
 import struct
 
@@ -46,7 +45,8 @@ from transforms.reading.header_syntax import (  # the tags and lengths PS3.5 fix
     CHARSET, ITEM, ITEM_DELIMITER, PIXEL_REPRESENTATION, PREAMBLE_END, SEQUENCE_DELIMITER,
     STOP_TAGS, TRANSFER_SYNTAX, UNDEFINED,
 )
-from transforms.reading.json_values import VALUE_MAKERS, implicit_vr, supported
+from transforms.reading.json_values import (
+    AS_WRITTEN_VRS, VALUE_MAKERS, implicit_vr, numbers_as_written, supported)
 from transforms.reading.naming import element_name, is_skipped_group, public_name
 
 # Explicit VR bytes -> (VR, whether its length has 32 bits: PS3.5 Table 7.1-1).
@@ -71,52 +71,6 @@ _NOT_CACHED = frozenset({0x00020010, 0x00080005, 0x00280103})
 _CONVERTED: dict = {}
 CACHED_BYTES = 64
 CACHED_PIECES = 1 << 16
-# DS and IS values in the form the encoder writes their numbers (Python's float and
-# int repr), once a DS's fraction has lost its trailing zeros ("-176.80" is written
-# -176.8, "100.00" 100.0), so that their text goes into the JSON as it is: a DS of at
-# most 15 significant digits (DBL_DIG: the double nearest it gives them back as its
-# shortest repr), no exponent and within repr's fixed notation (1e-4 <= |x| < 1e16);
-# an IS without sign or leading zero but "-". Contour Data and leaf positions are
-# mostly such text (an RT Structure Set holds hundreds of kB of it): no float and no
-# repr per value, and the quantifiers possessive, as no value gives back what it took
-# (the checks cost a third of the backtracking ones).
-_DS_VALUE = (rb"-?+(?:[1-9][0-9]{0,6}+|0(?!\.0000))\.[0-9]{1,8}+"
-             rb"(?:(?<=[1-9])|(?<=\.0))")  # the fraction "0" or ending in 1-9
-_IS_VALUE = rb"(?:0|-?+[1-9][0-9]{0,14}+)"
-_AS_WRITTEN = {
-    "DS": re.compile(rb"(?:%s\\)*+%s" % (_DS_VALUE, _DS_VALUE)).fullmatch,
-    "IS": re.compile(rb"(?:%s\\)*+%s" % (_IS_VALUE, _IS_VALUE)).fullmatch,
-}
-# The regular expression's way to strip a fraction's trailing zeros, one call per
-# value: only where the fast way below meets a long run of zeros.
-_TRAILING_ZEROS = re.compile(rb"(\.[0-9]*?[0-9])0+(?=\\|$)").sub
-_KEPT_DIGITS = operator.itemgetter(1)
-_ZERO_ROUNDS = 8
-
-
-def _without_trailing_zeros(numbers: bytes) -> bytes:
-    """DS text with each value's fraction stripped of its trailing zeros down to one
-    digit ("-176.80" -176.8, "100.00" 100.0). A value without a fraction may lose its
-    zeros too ("100" 1): ``_AS_WRITTEN`` refuses it then (no ".") and the value goes
-    the json_values way, from the bytes as read. A round of ``bytes.replace`` drops one
-    zero of every value at C speed; past a few rounds, the regular expression's way."""
-    text = numbers + b"\\"
-    for _ in range(_ZERO_ROUNDS):
-        if b"0\\" not in text:
-            return text.replace(b".\\", b".0\\")[:-1]
-        text = text.replace(b"0\\", b"\\")
-    return _TRAILING_ZEROS(_KEPT_DIGITS, numbers)
-
-
-def _as_written(vr: str, value: bytes) -> bytes | None:
-    """A DS or IS element's bytes as the JSON numbers the encoder would write, or None
-    (the json_values way)."""
-    numbers = value.rstrip(b" \0")  # padding, as pydicom strips it
-    if vr == "DS" and (numbers[-1:] == b"0" or b"0\\" in numbers):
-        numbers = _without_trailing_zeros(numbers)
-    return numbers if _AS_WRITTEN[vr](numbers) else None
-
-
 # Text whose values json_values makes by stripping the padding these bytes end in and
 # splitting at backslashes (_multi: AS CS DA DT TM; _ui: UI, whose values are also
 # stripped, so only when there is no space at all): when it is printable ASCII without
@@ -125,10 +79,6 @@ _PLAIN_TEXT_VRS = {
     **{vr: re.compile(rb"[\x20\x21\x23-\x7e]+").fullmatch
        for vr in ("AS", "CS", "DA", "DT", "TM")},
     "UI": re.compile(rb"[\x21\x23-\x7e]+").fullmatch,
-}
-_AS_WRITTEN = {
-    "DS": re.compile(rb"%s(?:\\%s)*" % (_DS_VALUE, _DS_VALUE)).fullmatch,
-    "IS": re.compile(rb"%s(?:\\%s)*" % (_IS_VALUE, _IS_VALUE)).fullmatch,
 }
 
 
@@ -305,8 +255,8 @@ class _Reader:
             if meta and tag == TRANSFER_SYNTAX:
                 self.syntax = value.decode("ascii").rstrip("\0 ")
             cached = key is not None and vr not in _BINARY and tag not in _NOT_CACHED
-            if vr in _AS_WRITTEN:
-                numbers = _as_written(vr, value)
+            if vr in AS_WRITTEN_VRS:
+                numbers = numbers_as_written(vr, value)
                 if numbers is not None:
                     listed = numbers.replace(b"\\", b",").decode()
                     piece = f'"{tag:08X}":{{"Value":[{listed}],"vr":"{vr}"}}'

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import operator
 import re
 import struct
 
@@ -45,6 +46,56 @@ _INTEGERS = re.compile(rf"{_INTEGER}(?:\\{_INTEGER})*")
 _SIZES = {vr: struct.calcsize("<" + fmt) for vr, fmt in NUMBER_FORMATS.items()}
 _BINARY = frozenset({"OB", "OD", "OF", "OL", "OV", "OW"})
 _LUT_DESCRIPTORS = frozenset(int(tag) for tag in _LUT_DESCRIPTOR_TAGS)
+
+
+# DS and IS values in the form the encoder writes their numbers (Python's float and
+# int repr), once a DS's fraction has lost its trailing zeros ("-176.80" is written
+# -176.8, "100.00" 100.0), so that their text goes into the JSON as it is: a DS of at
+# most 15 significant digits (DBL_DIG: the double nearest it gives them back as its
+# shortest repr), no exponent and within repr's fixed notation (1e-4 <= |x| < 1e16);
+# an IS without sign or leading zero but "-". Contour Data and leaf positions are
+# mostly such text (an RT Structure Set holds hundreds of kB of it): no float and no
+# repr per value, and the quantifiers possessive, as no value gives back what it took
+# (the checks cost a third of the backtracking ones).
+_DS_VALUE = (rb"-?+(?:[1-9][0-9]{0,6}+|0(?!\.0000))\.[0-9]{1,8}+"
+             rb"(?:(?<=[1-9])|(?<=\.0))")  # the fraction "0" or ending in 1-9
+_IS_VALUE = rb"(?:0|-?+[1-9][0-9]{0,14}+)"
+_AS_WRITTEN = {
+    "DS": re.compile(rb"(?:%s\\)*+%s" % (_DS_VALUE, _DS_VALUE)).fullmatch,
+    "IS": re.compile(rb"(?:%s\\)*+%s" % (_IS_VALUE, _IS_VALUE)).fullmatch,
+}
+# The regular expression's way to strip a fraction's trailing zeros, one call per
+# value: only where the fast way below meets a long run of zeros.
+_TRAILING_ZEROS = re.compile(rb"(\.[0-9]*?[0-9])0+(?=\\|$)").sub
+_KEPT_DIGITS = operator.itemgetter(1)
+_ZERO_ROUNDS = 8
+
+
+def _without_trailing_zeros(numbers: bytes) -> bytes:
+    """DS text with each value's fraction stripped of its trailing zeros down to one
+    digit ("-176.80" -176.8, "100.00" 100.0). A value without a fraction may lose its
+    zeros too ("100" 1): ``_AS_WRITTEN`` refuses it then (no ".") and the value goes
+    the maker's way, from the bytes as read. A round of ``bytes.replace`` drops one
+    zero of every value at C speed; past a few rounds, the regular expression's way."""
+    text = numbers + b"\\"
+    for _ in range(_ZERO_ROUNDS):
+        if b"0\\" not in text:
+            return text.replace(b".\\", b".0\\")[:-1]
+        text = text.replace(b"0\\", b"\\")
+    return _TRAILING_ZEROS(_KEPT_DIGITS, numbers)
+
+
+def numbers_as_written(vr: str, value: bytes) -> bytes | None:
+    """A DS or IS element's bytes as the JSON numbers the encoder would write (values
+    apart by backslashes), or None: the maker's way (``VALUE_MAKERS``). ``json_reader``
+    puts such text into the line as it is."""
+    numbers = value.rstrip(b" \0")  # padding, as pydicom strips it
+    if vr == "DS" and (numbers[-1:] == b"0" or b"0\\" in numbers):
+        numbers = _without_trailing_zeros(numbers)
+    return numbers if _AS_WRITTEN[vr](numbers) else None
+
+
+AS_WRITTEN_VRS = frozenset(_AS_WRITTEN)
 
 
 def supported() -> bool:
