@@ -17,9 +17,13 @@ everything else, which pydicom converts as before:
 * binary (OB OD OF OL OV OW): inline, or left out past ``--max-binary-bytes``;
 * no implicit VR that the dictionary does not give one VR for, no UN, no AT, no SQ.
 
+``numbers_as_written`` goes one step further for ``json_reader``: DS and IS text that is
+already what the encoder would write for its numbers, once stripped, goes into the line
+as it is (no float, no repr).
+
 ``tests/test_json_values.py`` checks that every file of pydicom's test set gives the
 same JSON either way (``dicom_json.draft(..., reference=True)`` converts every element
-with pydicom).
+with pydicom); ``tests/test_json_reader.py`` checks ``numbers_as_written`` on random text.
 """
 
 from __future__ import annotations
