@@ -121,3 +121,46 @@ def test_finalize_accepts_work_already_done(tmp_path):
     tables.finalize_tables({str(temp): str(final)})
     tables.finalize_tables({str(temp): str(final)})  # a second attempt: already renamed
     assert final.read_text() == "x" and not temp.exists()
+
+
+def test_json_lines_are_each_rows_text_in_path_order_and_none_is_dropped(tmp_path):
+    """``scan.jsonl`` holds each row's JSON cell, UTF-8, one line per row in path order
+    (written from Arrow's buffers); a row without its JSON stops the merge by name."""
+    import json
+
+    import pytest
+
+    from transforms.common.rows import JSON_COLUMN
+
+    NAMES = ["Hôpital Saint-Éloi", "山田^太郎", "🙂"]  # one, two and four UTF-8 bytes
+
+    def rows_of(numbers, without=None):
+        rows = []
+        for number in numbers:
+            path = f"/a/{number:03d}.dcm"
+            values = {PATH_COLUMN: path, TEXT: f"text {number}"}
+            if number != without:
+                values[JSON_COLUMN] = json.dumps(
+                    {"DicomPath": path, "name": NAMES[number % 3], "n": number},
+                    ensure_ascii=False)
+            rows.append(Row(path, values, {name: "LO" for name in values}))
+        return rows
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    infos = [shard_format.write_shard(str(shards / f"rows-{shard}.parquet"),
+                                      rows_of(range(shard, 40, 3))) for shard in range(3)]
+    files = tables.TableFiles(str(tmp_path / "t.csv"), None, jsonl=str(tmp_path / "t.jsonl"))
+    assert tables.merge_shards(infos, columns_of(infos), files, temp_dir=str(tmp_path)
+                               )["json_rows"] == 40
+    expected = "".join(json.dumps({"DicomPath": f"/a/{number:03d}.dcm",
+                                   "name": NAMES[number % 3], "n": number},
+                                  ensure_ascii=False) + "\n"
+                       for number in range(40))
+    assert open(files.jsonl, "rb").read() == expected.encode("utf-8")
+
+    broken = [shard_format.write_shard(str(shards / "rows-broken.parquet"),
+                                       rows_of(range(5), without=3))]
+    files = tables.TableFiles(None, None, jsonl=str(tmp_path / "broken.jsonl"))
+    with pytest.raises(RuntimeError, match=r"1 rows have no DICOM JSON, e\.g\. /a/003\.dcm"):
+        tables.merge_shards(broken, columns_of(broken), files, temp_dir=str(tmp_path))

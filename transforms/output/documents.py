@@ -25,23 +25,38 @@ from transforms.output.nested import NestedSchema
 from transforms.output.shard_format import CellRows
 from transforms.output.shard_merge import open_shard_file
 
-def split_json(chunk: CellRows, key: int) -> tuple[CellRows, list | None]:
+def split_json(chunk: CellRows, key: int, texts_wanted: bool = True
+               ) -> tuple[CellRows, pa.Array | None]:
     """``chunk`` without its cells numbered ``key``, and per row the text of that cell
-    (None where a row has none); None instead of the list when no row has one."""
+    (an Arrow text array, null where a row has none); None instead of the array when no
+    row has one, or when not ``texts_wanted``."""
     is_json = chunk.keys == key
     if not is_json.any():
         return chunk, None
     rows = len(chunk.paths)
     row_of_cell = np.repeat(np.arange(rows), np.diff(chunk.offsets))
-    texts = [None] * rows
-    for row, text in zip(row_of_cell[is_json].tolist(),
-                         chunk.values.filter(pa.array(is_json)).to_pylist()):
-        texts[row] = text
+    texts = chunk.values.filter(pa.array(is_json)) if texts_wanted else None
+    json_rows = row_of_cell[is_json]
+    if texts is not None and len(json_rows) != rows:  # a row without its JSON
+        slots = np.full(rows, len(texts))
+        slots[json_rows] = np.arange(len(texts))
+        texts = pa.concat_arrays([texts, pa.nulls(1, texts.type)]).take(pa.array(slots))
     keep = ~is_json
     offsets = np.zeros(rows + 1, np.int64)
     np.cumsum(np.bincount(row_of_cell[keep], minlength=rows), out=offsets[1:])
     return chunk._replace(offsets=offsets, keys=chunk.keys[keep],
                           values=chunk.values.filter(pa.array(keep))), texts
+
+
+def _lines(texts: pa.Array) -> bytes:
+    """The texts' UTF-8 bytes, each followed by a newline, straight from Arrow's
+    buffers: Arrow's text is valid UTF-8, so these are the bytes each text encodes to."""
+    texts = texts.cast(pa.large_string())
+    offsets = np.frombuffer(texts.buffers()[1], np.int64, len(texts) + 1, texts.offset * 8)
+    data = texts.buffers()[2]
+    body = (np.frombuffer(data, np.uint8)[offsets[0]:offsets[-1]] if data is not None
+            else np.zeros(0, np.uint8))
+    return np.insert(body, offsets[1:] - offsets[0], ord("\n")).tobytes()
 
 
 class JsonLines:
@@ -52,14 +67,16 @@ class JsonLines:
         self.stream = stream
         self.written = 0
 
-    def write(self, paths: list, texts: list | None) -> None:
-        if texts is None or any(text is None for text in texts):
-            missing = [path for path, text in zip(paths, texts or [None] * len(paths))
-                       if text is None]
+    def write(self, paths: list, texts: pa.Array | None) -> None:
+        """``texts``: each row's JSON line, as ``split_json`` gives them."""
+        if texts is None or texts.null_count:
+            missing = [path for path, valid in zip(
+                paths, [False] * len(paths) if texts is None else texts.is_valid().to_pylist())
+                if not valid]
             # Every row of a json run has its JSON: never drop a file.
             raise RuntimeError(f"{len(missing)} rows have no DICOM JSON, e.g. {missing[0]}")
-        if texts:  # one join, "" last for the last newline: no copy of each line first
-            self.stream.write("\n".join([*texts, ""]).encode("utf-8", "backslashreplace"))
+        if len(texts):
+            self.stream.write(_lines(texts))
         self.written += len(paths)
 
     def close(self) -> None:

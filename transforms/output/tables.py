@@ -112,7 +112,8 @@ class _TableWriters:
     def flush(self) -> None:
         if not len(self.chunk):
             return
-        chunk, json_texts = split_json(self.chunk.take(), self.json_key)
+        chunk, json_texts = split_json(self.chunk.take(), self.json_key,
+                                       texts_wanted=self.jsonl is not None)
         if self.jsonl is not None:
             self.jsonl.write(chunk.paths, json_texts)
         width = len(self.names)
