@@ -161,7 +161,7 @@ def cell_rows(rows: Iterable) -> tuple[CellRows, list]:
     vr_numbers = vr_codes.indices.fill_null(len(vr_of) - 1).to_numpy().astype(np.int64)
     pairs = name_codes.indices.to_numpy().astype(np.int64) * len(vr_of) + vr_numbers
     row_of_cell = np.repeat(np.arange(len(rows)), lengths)
-    text_at = None  # where each cell's text is in ``texts``: None, the same place
+    text_at = None  # where each cell's text is in ``texts`` (None: the same place)
     if PATH_COLUMN in name_of:  # DicomPath is the row's own column, not a cell
         text_at = np.flatnonzero(name_codes.indices.to_numpy() != name_of.index(PATH_COLUMN))
         pairs, row_of_cell = pairs[text_at], row_of_cell[text_at]
@@ -176,14 +176,12 @@ def cell_rows(rows: Iterable) -> tuple[CellRows, list]:
     np.cumsum(counts, out=offsets[1:])
     # Within a row, cells in key (= column) order: sort by (row, key).
     order = np.lexsort((cells, row_of_cell))
-    # One gather of the texts, DicomPath's left out: a run with --format json or nested
-    # carries each file's JSON line here, most of the shard's bytes.
+    # One gather of the texts (with --format json, each file's JSON line is one of them).
     text_order = order if text_at is None else text_at[order]
     return CellRows(
         [shown_path(row) for row in rows],
         [getattr(row, "size", None) for row in rows],
-        [getattr(row, "mtime", None) for row in rows],
-        offsets, cells[order].astype(np.int32),
+        [getattr(row, "mtime", None) for row in rows], offsets, cells[order].astype(np.int32),
         pa.array(texts, pa.large_string()).take(pa.array(text_order)),
     ), [keys[number] for number in ordered]
 

@@ -52,6 +52,13 @@ class FileBuffer:
         self.buf = buf
         return True
 
+    def first_bytes(self, count: int) -> bytes | None:
+        """The file's first ``count`` bytes (fewer where it ends), or None when the
+        buffer no longer holds them (a long value was seeked past)."""
+        if self.base or len(self.buf) < min(count, self.size):
+            return None
+        return self.buf[:count]
+
     def _skip_to(self, end: int) -> tuple:
         """Continue at buffer offset ``end`` (past the bytes read), without reading the
         gap; returns the element loop's new ``(buffer, bytes available, position)``."""
