@@ -17,6 +17,7 @@ from __future__ import annotations
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from transforms.common.rows import JSON_COLUMN, PATH_COLUMN
@@ -24,6 +25,10 @@ from transforms.output import shard_format
 from transforms.output.nested import NestedSchema
 from transforms.output.shard_format import CellRows
 from transforms.output.shard_merge import open_shard_file
+from transforms.output.table_chunks import NOTHING, text_bytes
+
+_NEWLINE = pa.scalar("\n", pa.large_string())
+
 
 def split_json(chunk: CellRows, key: int, texts_wanted: bool = True
                ) -> tuple[CellRows, pa.Array | None]:
@@ -49,14 +54,9 @@ def split_json(chunk: CellRows, key: int, texts_wanted: bool = True
 
 
 def _lines(texts: pa.Array) -> bytes:
-    """The texts' UTF-8 bytes, each followed by a newline, straight from Arrow's
-    buffers: Arrow's text is valid UTF-8, so these are the bytes each text encodes to."""
-    texts = texts.cast(pa.large_string())
-    offsets = np.frombuffer(texts.buffers()[1], np.int64, len(texts) + 1, texts.offset * 8)
-    data = texts.buffers()[2]
-    body = (np.frombuffer(data, np.uint8)[offsets[0]:offsets[-1]] if data is not None
-            else np.zeros(0, np.uint8))
-    return np.insert(body, offsets[1:] - offsets[0], ord("\n")).tobytes()
+    """The texts' UTF-8 bytes, each followed by a newline."""
+    return text_bytes(pc.binary_join_element_wise(texts.cast(pa.large_string()), NOTHING,
+                                                  _NEWLINE))
 
 
 class JsonLines:

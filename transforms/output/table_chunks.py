@@ -193,9 +193,16 @@ def csv_text(chunk: CellRows, width: int, guarded: np.ndarray | None = None) -> 
         at = 2 * np.repeat(row_numbers, ends - starts) + np.arange(cells) + 1
         order[at] = _refs(cells, bases[2], quoted_texts_at, bases[3])
     laid = pa.concat_arrays([piece.cast(pa.large_string()) for piece in pieces])
-    laid = laid.take(pa.array(order))
-    offsets = np.frombuffer(laid.buffers()[1], np.int64, len(laid) + 1, laid.offset * 8)
-    return laid.buffers()[2][int(offsets[0]):int(offsets[-1])].to_pybytes()
+    return text_bytes(laid.take(pa.array(order)))
+
+
+def text_bytes(texts: pa.Array) -> bytes:
+    """The texts one after another, as UTF-8 bytes, straight from Arrow's buffers (its
+    text is valid UTF-8: the bytes Python's encoder would give)."""
+    texts = texts.cast(pa.large_string())
+    offsets = np.frombuffer(texts.buffers()[1], np.int64, len(texts) + 1, texts.offset * 8)
+    data = texts.buffers()[2]
+    return b"" if data is None else data[int(offsets[0]):int(offsets[-1])].to_pybytes()
 
 
 class ChunkColumns:
