@@ -329,15 +329,15 @@ gets its ``[rows, files left to pydicom]`` added. Raises
     if kind == "part10" and lean_row is None:  # (the lean reader declines deflated files)
         check_inflated_size(stream)  # a deflated data set inflates in one call
     source = stream
-    end = getattr(reader, "header_end", None) if lean_row is not None else None
-    if end is not None and end <= IN_MEMORY_HEADER:
+    lean_file = reader.last_file if lean_row is not None else None
+    if lean_file is not None and lean_file.end <= IN_MEMORY_HEADER:
         # The lean reader found where the header ends: pydicom reads it from memory
         # (its many small reads are what it costs), up to the pixel data's element
         # header, where it stops as on the file; the lean reader's buffer often holds it.
-        header = reader.last_file.first_bytes(end + 12)
+        header = lean_file.first_bytes(lean_file.end + 12)
         if header is None:
             stream.seek(0)
-            header = stream.read(end + 12)
+            header = stream.read(lean_file.end + 12)
         if settings.dicom_json:
             # Its JSON straight from these bytes, where json_reader can make it all.
             json_draft = header_draft(header, settings)

@@ -108,14 +108,15 @@ class HeaderReader:
 
     def read(self, stream, path: str, size: int | None, prefix: bytes) -> Row | None:
         """``stream`` is positioned after ``prefix``, the file's first 132 bytes."""
-        self.header_end = None  # where the header read ended (the pixel data, or the end)
-        self.last_file = None  # its bytes (FileBuffer.first_bytes), for the JSON reader
+        # The file read: where its header ended (``end``: the pixel data, or the file's
+        # end) and its bytes (``first_bytes``), for the JSON reader.
+        self.last_file = None
         if not self.enabled or size is None or not pydicom_defaults():
             return None
         try:
             file = _File(self, stream, path, size, prefix)
             row = file.read()
-            self.header_end, self.last_file = file.end, file
+            self.last_file = file
             return row
         except (Decline, NeedMore):
             return None
